@@ -1,0 +1,43 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORPUS := .cache/corpus
+DEMO_MODEL := .cache/models/efficientnet_lite0.onnx
+
+.PHONY: install demo test test-all corpus bench lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,converters]'
+	touch $(STAMP)
+
+$(DEMO_MODEL): $(STAMP) converters/export_backbones.py
+	$(BIN)/python converters/export_backbones.py efficientnet_lite0 --exporter legacy17 --out-dir .cache/models --name efficientnet_lite0.onnx
+
+demo: $(DEMO_MODEL)
+	$(BIN)/onnxmtl inspect $(DEMO_MODEL)
+	$(BIN)/onnxmtl verify $(DEMO_MODEL)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not gpu" -n 2 -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+corpus: $(STAMP)
+	$(BIN)/python converters/export_backbones.py all --exporter all --out-dir $(CORPUS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/load_lower.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

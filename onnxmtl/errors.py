@@ -1,0 +1,56 @@
+"""Exception types. Each message says what was expected, what was found, and what to do next."""
+
+from __future__ import annotations
+
+
+class OnnxMtlError(Exception):
+    """Base class of every error onnxmtl raises on bad input or an unmet expectation."""
+
+
+class ModelFileError(OnnxMtlError):
+    """The ONNX file is missing, unreadable, invalid, or not a vision backbone we can take."""
+
+
+class UnsupportedOpError(OnnxMtlError):
+    """One or more nodes use an (domain, op, opset) that the lowering has no converter for."""
+
+    def __init__(self, model: str, unsupported: list[tuple[str, str, int, list[str]]]):
+        self.unsupported = unsupported
+        parts = [
+            f"{domain or 'ai.onnx'}::{op}-{opset} (nodes: {_names(nodes)})"
+            for domain, op, opset, nodes in unsupported
+        ]
+        super().__init__(
+            f"{model}: {len(unsupported)} unsupported op(s): {'; '.join(parts)}. "
+            "Re-export the model with a different opset, or register a converter with "
+            "onnxmtl.lower.register_converter."
+        )
+
+
+class LoweringError(OnnxMtlError):
+    """A supported op could not be turned into a torch module for this particular node."""
+
+
+class FeatureError(OnnxMtlError):
+    """The requested feature output(s) cannot be found or chosen automatically."""
+
+
+class ShapeError(OnnxMtlError):
+    """A shape the pipeline needs is unknown or invalid (for example symbolic H and W)."""
+
+
+class ExportMismatchError(OnnxMtlError):
+    """An exported or lowered model disagrees with its reference beyond the tolerance."""
+
+
+class ConfigError(OnnxMtlError):
+    """An option or configuration value is invalid."""
+
+
+class DataError(OnnxMtlError):
+    """A dataset folder or file is missing or malformed."""
+
+
+def _names(nodes: list[str], limit: int = 5) -> str:
+    shown = ", ".join(nodes[:limit])
+    return shown + (f", ... {len(nodes) - limit} more" if len(nodes) > limit else "")

@@ -1,0 +1,88 @@
+"""Choose the feature output(s) of a backbone and cut away what follows them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import onnx_ir as ir
+
+from onnxmtl.errors import FeatureError
+from onnxmtl.ir.shapes import shape_of
+
+
+def _is_feature_map(value: ir.Value) -> bool:
+    shape = shape_of(value)
+    if shape is None or len(shape) != 4 or value.dtype is None:
+        return False
+    if not value.dtype.is_floating_point():
+        return False
+    c, h, w = shape[1:]
+    return all(isinstance(d, int) for d in (c, h, w)) and c > 1 and h * w > 1
+
+
+def auto_features(graph: ir.Graph, label: str) -> str:
+    """The last (N, C, H, W) value, H*W > 1, through which every path to the output runs.
+
+    This is the input of the global pooling or flatten that starts a classifier, and the output
+    itself for a fully convolutional backbone. A value "every path runs through" is found by a
+    sweep in topological order: after its producer runs, it is the only live float tensor (an
+    integer tensor only carries shapes, such as a batch size read for a final Reshape).
+    """
+    if len(graph.outputs) != 1:
+        names = ", ".join(v.name for v in graph.outputs)
+        raise FeatureError(
+            f"{label}: features='auto' needs a model with one output, found {len(graph.outputs)} "
+            f"({names}); name the feature value(s) with --features NAME[,NAME...]."
+        )
+    nodes = list(graph)
+    last_use: dict[int, int] = {}
+    for i, node in enumerate(nodes):
+        for v in node.inputs:
+            if v is not None:
+                last_use[id(v)] = i
+    for v in graph.outputs:
+        last_use[id(v)] = len(nodes)
+
+    def float_tensor(v: ir.Value) -> bool:
+        return v.const_value is None and v.dtype is not None and v.dtype.is_floating_point()
+
+    live: set[int] = {id(v) for v in graph.inputs if float_tensor(v)}
+    values = {id(v): v for v in graph.inputs}
+    best: ir.Value | None = None
+    for i, node in enumerate(nodes):
+        for out in node.outputs:
+            values[id(out)] = out
+            if float_tensor(out) and id(out) in last_use:
+                live.add(id(out))
+        live = {v for v in live if last_use.get(v, -1) > i}
+        if len(live) == 1:
+            (only,) = live
+            if _is_feature_map(values[only]) and values[only].producer() is not None:
+                best = values[only]
+    if best is None:
+        raise FeatureError(
+            f"{label}: found no (N, C, H, W) feature map through which the whole model passes; "
+            "name the feature value(s) with --features NAME[,NAME...] (`onnxmtl inspect` lists "
+            "the values)."
+        )
+    return best.name
+
+
+def cut_at(graph: ir.Graph, names: Sequence[str], label: str) -> list[ir.Value]:
+    """Make the values called `names` the graph's outputs; everything after them goes later."""
+    by_name = {out.name: out for node in graph for out in node.outputs}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        candidates = [v.name for v in by_name.values() if _is_feature_map(v)][-5:]
+        raise FeatureError(
+            f"{label}: no value named {', '.join(repr(n) for n in missing)}; feature maps near "
+            f"the end of the graph are: {', '.join(candidates)} (`onnxmtl inspect --values` "
+            "lists all)."
+        )
+    outputs = [by_name[n] for n in names]
+    for out in outputs:
+        if shape_of(out) is None:
+            raise FeatureError(f"{label}: feature value '{out.name}' has an unknown shape.")
+    graph.outputs.clear()
+    graph.outputs.extend(outputs)
+    return outputs

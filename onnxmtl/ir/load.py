@@ -1,0 +1,82 @@
+"""`load`: from an ONNX file or ModelProto to a normalised, shape-inferred, cut `Graph`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+import onnx_ir.passes.common as common
+
+from onnxmtl.errors import FeatureError
+from onnxmtl.ir.features import auto_features, cut_at
+from onnxmtl.ir.graph import Graph
+from onnxmtl.ir.normalize import FoldConstantsPass, UntieInitializersPass, clean_up
+from onnxmtl.ir.read import read_model
+from onnxmtl.ir.shapes import fix_input_shape, image_input, infer_shapes, shape_of
+from onnxmtl.ir.units import find_units
+
+Features = str | Sequence[str] | None
+MAX_FOLD_ROUNDS = 64
+
+
+def load(
+    source: str | Path | onnx.ModelProto,
+    features: Features = "auto",
+    input_shape: Sequence[int] | None = None,
+) -> Graph:
+    """Load an ONNX backbone into the IR.
+
+    `features` is "auto" (cut at the last feature map before global pooling or flatten), one
+    value name or several (multi-scale), or None to keep the model's own outputs.
+    `input_shape` (N, C, H, W) fixes H and W where the model leaves them symbolic.
+    """
+    model, label = read_model(source)
+    original_counts = dict(Counter(n.op_type for n in model.graph))
+    common.RemoveInitializersFromInputsPass()(model)
+    value = image_input(model.graph, label)
+    fix_input_shape(value, input_shape, label)
+
+    common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    common.IdentityEliminationPass()(model)
+    for _ in range(MAX_FOLD_ROUNDS):  # each round may resolve shapes that unlock the next
+        infer_shapes(model, label)
+        changed = FoldConstantsPass()(model).modified
+        clean_up(model)
+        if not changed:
+            break
+    infer_shapes(model, label)
+
+    names = _feature_names(model.graph, features, label)
+    if names is not None:
+        cut_at(model.graph, names, label)
+        clean_up(model)
+    UntieInitializersPass()(model)
+    clean_up(model)
+
+    return Graph(
+        model=model,
+        source=label,
+        input_name=value.name,
+        input_shape=shape_of(value),
+        features=[v.name for v in model.graph.outputs],
+        units=find_units(model.graph),
+        producer=" ".join(p for p in (model.producer_name, model.producer_version) if p),
+        opset=model.opset_imports.get("", 1),
+        ir_version=model.ir_version,
+        original_op_counts=original_counts,
+    )
+
+
+def _feature_names(graph, features: Features, label: str) -> list[str] | None:
+    if features is None:
+        return None
+    if isinstance(features, str):
+        if features == "auto":
+            return [auto_features(graph, label)]
+        features = [f.strip() for f in features.split(",") if f.strip()]
+    names = list(features)
+    if not names:
+        raise FeatureError(f"{label}: empty feature list; give 'auto' or value names.")
+    return names

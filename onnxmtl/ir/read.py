@@ -1,0 +1,83 @@
+"""Read an ONNX model from a path or a ModelProto into onnx_ir, with clear errors on bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from onnxmtl.errors import ModelFileError
+
+MIN_OPSET = 9
+OLDEST_CONVERTIBLE_OPSET = 7
+UPGRADE_OPSET = 13
+
+
+def read_model(source: str | Path | onnx.ModelProto) -> tuple[ir.Model, str]:
+    """Read and validate `source`; return the model and a label naming it in messages.
+
+    Files with external data are read with their data. Models older than opset 9 are upgraded
+    to opset 13 with onnx's version converter.
+    """
+    if isinstance(source, onnx.ModelProto):
+        label = source.graph.name or "<ModelProto>"
+        proto = source
+    else:
+        path = Path(source)
+        label = str(path)
+        if not path.exists():
+            raise ModelFileError(f"{label}: no such file; check the path to the .onnx model.")
+        if path.is_dir():
+            raise ModelFileError(f"{label}: is a directory; give the path of an .onnx file.")
+        try:
+            proto = onnx.load(str(path), load_external_data=True)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise ModelFileError(
+                f"{label}: not a readable ONNX model ({type(exc).__name__}: {exc}); "
+                "the file may be truncated or not ONNX at all. Re-export it."
+            ) from exc
+        except FileNotFoundError as exc:
+            raise ModelFileError(
+                f"{label}: external data file missing ({exc.filename}); keep the weight files "
+                "next to the model."
+            ) from exc
+    if not proto.graph.node:
+        raise ModelFileError(f"{label}: the graph has no nodes; export the backbone again.")
+    opset = default_opset(proto)
+    if opset < OLDEST_CONVERTIBLE_OPSET:
+        raise ModelFileError(
+            f"{label}: opset {opset} is too old (need >= {OLDEST_CONVERTIBLE_OPSET}); "
+            "re-export the model with a recent exporter."
+        )
+    if opset < MIN_OPSET:
+        proto = _upgrade(proto, label, opset)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise ModelFileError(
+            f"{label}: invalid ONNX model ({first_line}); fix or re-export it."
+        ) from exc
+    return ir.serde.deserialize_model(proto), label
+
+
+def default_opset(proto: onnx.ModelProto) -> int:
+    """The opset of the default ONNX domain that `proto` imports."""
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return 1
+
+
+def _upgrade(proto: onnx.ModelProto, label: str, opset: int) -> onnx.ModelProto:
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(proto, UPGRADE_OPSET)
+    except Exception as exc:  # the converter raises many unrelated types
+        raise ModelFileError(
+            f"{label}: opset {opset} could not be upgraded to {UPGRADE_OPSET} ({exc}); "
+            f"re-export the model at opset >= {MIN_OPSET}."
+        ) from exc
