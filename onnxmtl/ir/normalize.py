@@ -192,9 +192,7 @@ class UntieInitializersPass(ir.passes.InPlacePass):
                 continue
             uses = list(value.uses())
             for i, (node, index) in enumerate(uses[1:], start=1):
-                copy = ir.Value(
-                    name=f"{value.name}__{i}", shape=value.shape, type=value.type
-                )
+                copy = ir.Value(name=f"{value.name}__{i}", shape=value.shape, type=value.type)
                 copy.const_value = ir.tensor(value.const_value.numpy().copy(), name=copy.name)
                 graph.register_initializer(copy)
                 node.replace_input_with(index, copy)

@@ -105,7 +105,11 @@ def _shape_only_proto(model: ir.Model, max_elements: int = 1024) -> onnx.ModelPr
     """Serialise `model` with large weights declared as inputs: inference needs their shapes,
     not their data, and copying hundreds of MB per round would dominate load time."""
     inits = model.graph.initializers
-    large = {n: v for n, v in inits.items() if v.const_value is not None and v.const_value.size > max_elements}
+    large = {
+        n: v
+        for n, v in inits.items()
+        if v.const_value is not None and v.const_value.size > max_elements
+    }
     for name in large:
         inits.pop(name)
     try:

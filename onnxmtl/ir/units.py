@@ -143,9 +143,7 @@ def find_units(graph: ir.Graph) -> list[Unit]:
     unit_depth: dict[int, int] = {}
     first = {id(members[0]): i for members, i in raw}
     for node in graph:
-        depth = max(
-            (depth_of_value.get(id(v), 0) for v in node.inputs if v is not None), default=0
-        )
+        depth = max((depth_of_value.get(id(v), 0) for v in node.inputs if v is not None), default=0)
         if id(node) in first:
             depth += 1
             unit_depth[first[id(node)]] = depth

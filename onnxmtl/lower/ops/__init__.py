@@ -1,0 +1,8 @@
+"""Converters for what stock onnx2torch 1.5.15 lacks, one file per op family.
+
+Importing this package registers them.
+"""
+
+from onnxmtl.lower.ops import activations, norm, pad, pool, reduce, sequence, shape_ops
+
+__all__ = ["activations", "norm", "pad", "pool", "reduce", "sequence", "shape_ops"]

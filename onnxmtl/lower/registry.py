@@ -1,0 +1,56 @@
+"""Converter registry: (domain, op type, opset since-version) -> converter.
+
+Our converters (in `onnxmtl.lower.ops`) take precedence; onnx2torch's registry serves the rest.
+A converter has onnx2torch's signature: `(OnnxNode, OnnxGraph) -> OperationConverterResult`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from onnx import defs
+from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult
+
+Converter = Callable[[OnnxNode, OnnxGraph], OperationConverterResult]
+
+_REGISTRY: dict[tuple[str, str, int], Converter] = {}
+
+
+def _domain(domain: str) -> str:
+    return "" if domain in ("", "ai.onnx") else domain
+
+
+def register_converter(op_type: str, *versions: int, domain: str = "") -> Callable:
+    """Register a converter for `op_type` at each opset since-version in `versions`.
+
+    Registering a key again replaces the earlier converter (ours or onnx2torch's): this is how
+    a user fixes or extends the lowering of one op.
+    """
+
+    def decorate(fn: Converter) -> Converter:
+        for version in versions:
+            _REGISTRY[(_domain(domain), op_type, version)] = fn
+        return fn
+
+    return decorate
+
+
+def since_version(domain: str, op_type: str, opset: int) -> int:
+    """The since-version of `op_type`'s schema in force at `opset` (or `opset` if unknown)."""
+    try:
+        return defs.get_schema(op_type, max_inclusive_version=opset, domain=domain).since_version
+    except (RuntimeError, defs.SchemaError):
+        return opset
+
+
+def find_converter(domain: str, op_type: str, opset: int) -> Converter | None:
+    """The converter for `op_type` at `opset`, or None when neither registry has one."""
+    domain = _domain(domain)
+    version = since_version(domain, op_type, opset)
+    ours = _REGISTRY.get((domain, op_type, version))
+    if ours is not None:
+        return ours
+    return _CONVERTER_REGISTRY.get(OperationDescription(domain, op_type, version))
