@@ -86,3 +86,10 @@ def cut_at(graph: ir.Graph, names: Sequence[str], label: str) -> list[ir.Value]:
     graph.outputs.clear()
     graph.outputs.extend(outputs)
     return outputs
+
+
+def feature_maps(graph: ir.Graph) -> list[tuple[str, tuple]]:
+    """Every (N, C, H, W) value with H*W > 1 in topological order: the candidate features."""
+    return [
+        (out.name, shape_of(out)) for node in graph for out in node.outputs if _is_feature_map(out)
+    ]

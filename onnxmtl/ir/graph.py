@@ -38,6 +38,7 @@ class Graph:
     opset: int
     ir_version: int
     original_op_counts: dict[str, int] = field(default_factory=dict)
+    original_outputs: list[tuple[str, ShapeT | None]] = field(default_factory=list)
 
     @property
     def graph(self) -> ir.Graph:

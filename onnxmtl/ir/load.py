@@ -12,7 +12,12 @@ import onnx_ir.passes.common as common
 from onnxmtl.errors import FeatureError
 from onnxmtl.ir.features import auto_features, cut_at
 from onnxmtl.ir.graph import Graph
-from onnxmtl.ir.normalize import FoldConstantsPass, UntieInitializersPass, clean_up
+from onnxmtl.ir.normalize import (
+    DropComputedZeroBiasPass,
+    FoldConstantsPass,
+    UntieInitializersPass,
+    clean_up,
+)
 from onnxmtl.ir.read import read_model
 from onnxmtl.ir.shapes import fix_input_shape, image_input, infer_shapes, shape_of
 from onnxmtl.ir.units import find_units
@@ -46,8 +51,11 @@ def load(
         clean_up(model)
         if not changed:
             break
+    DropComputedZeroBiasPass()(model)
+    clean_up(model)
     infer_shapes(model, label)
 
+    original_outputs = [(v.name, shape_of(v)) for v in model.graph.outputs]
     names = _feature_names(model.graph, features, label)
     if names is not None:
         cut_at(model.graph, names, label)
@@ -66,6 +74,7 @@ def load(
         opset=model.opset_imports.get("", 1),
         ir_version=model.ir_version,
         original_op_counts=original_counts,
+        original_outputs=original_outputs,
     )
 
 

@@ -14,6 +14,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnx.reference import ReferenceEvaluator
 
+FOLDED = "onnxmtl.folded"
 _NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike"}
 _NONDETERMINISTIC |= {"Multinomial", "Bernoulli", "Dropout"}
 
@@ -173,8 +174,28 @@ def _replace_with_initializer(graph: ir.Graph, value: ir.Value, array: np.ndarra
     tensor = ir.tensor(array, name=name)
     init = ir.Value(name=name, shape=tensor.shape, type=ir.TensorType(tensor.dtype))
     init.const_value = tensor
+    init.meta[FOLDED] = True
     graph.register_initializer(init)
     value.replace_all_uses_with(init)
+
+
+class DropComputedZeroBiasPass(ir.passes.InPlacePass):
+    """Remove all-zero Conv biases that a constant subgraph computed.
+
+    The dynamo exporter gives every bias-free convolution such a bias; keeping it would add
+    parameters the source model never had. Zero biases stored as weights stay: they are real.
+    """
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        count = 0
+        for node in model.graph:
+            if node.op_type not in ("Conv", "ConvTranspose") or len(node.inputs) < 3:
+                continue
+            bias = node.inputs[2]
+            if bias is not None and bias.meta.get(FOLDED) and not bias.const_value.numpy().any():
+                node.resize_inputs(2)
+                count += 1
+        return ir.passes.PassResult(model, modified=bool(count))
 
 
 class UntieInitializersPass(ir.passes.InPlacePass):

@@ -1,0 +1,191 @@
+"""Command line: thin commands that gather arguments and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from onnxmtl import __version__
+from onnxmtl.errors import ConfigError, OnnxMtlError
+
+
+def _input_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 4 or min(dims) <= 0:
+        raise ConfigError(
+            f"--input-shape {text!r}: expected four positive integers N,C,H,W, e.g. 1,3,224,224."
+        )
+    return dims
+
+
+def _features(text: str) -> str | list[str]:
+    return "auto" if text == "auto" else [f.strip() for f in text.split(",") if f.strip()]
+
+
+def _load(args: argparse.Namespace):
+    from onnxmtl.ir import load
+
+    return load(
+        args.model, features=_features(args.features), input_shape=_input_shape(args.input_shape)
+    )
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from onnxmtl.ir import load
+    from onnxmtl.ir.features import feature_maps
+    from onnxmtl.lower import find_unsupported
+
+    if args.values:
+        graph = load(args.model, features=None, input_shape=_input_shape(args.input_shape))
+        maps = feature_maps(graph.graph)
+        if args.json:
+            print(json.dumps([{"name": n, "shape": list(s)} for n, s in maps]))
+        else:
+            for name, shape in maps:
+                print(f"{name}  {shape}")
+        return 0
+    graph = _load(args)
+    unsupported = find_unsupported(graph)
+    info = {
+        "model": graph.source,
+        "producer": graph.producer,
+        "opset": graph.opset,
+        "ir_version": graph.ir_version,
+        "input": {"name": graph.input_name, "shape": list(graph.input_shape)},
+        "outputs": [{"name": n, "shape": list(s or ())} for n, s in graph.original_outputs],
+        "nodes": sum(graph.original_op_counts.values()),
+        "nodes_after_cut": len(graph.nodes),
+        "ops": graph.original_op_counts,
+        "units": len(graph.units),
+        "params": graph.params,
+        "macs": graph.macs,
+        "normalization": graph.normalization,
+        "features": [
+            {"name": n, "shape": list(s)} for n, s in zip(graph.features, graph.feature_shapes)
+        ],
+        "unsupported": [
+            {"domain": d or "ai.onnx", "op": op, "opset": v, "nodes": nodes}
+            for d, op, v, nodes in unsupported
+        ],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    norm_text = {
+        "present": "present (BatchNorm/LayerNorm nodes kept: the backbone can train as is)",
+        "partial": "partial (some units carry a normalisation)",
+        "folded": "absent (folded into the convolutions or decomposed)",
+        "none": "none (no linear units)",
+    }[graph.normalization]
+    print(f"model          {graph.source}")
+    print(f"producer       {graph.producer or '-'}   opset {graph.opset}   IR {graph.ir_version}")
+    print(f"input          {graph.input_name} {graph.input_shape}")
+    for name, shape in graph.original_outputs:
+        print(f"output         {name} {shape}")
+    print(f"nodes          {info['nodes']} ({len(graph.nodes)} after normalising and cutting)")
+    ops = ", ".join(f"{op} {n}" for op, n in graph.original_op_counts.items())
+    print(f"ops            {ops}")
+    print(
+        f"units          {len(graph.units)}   params {graph.params:,}   "
+        f"MACs {graph.macs / 1e6:,.1f} M per sample"
+    )
+    print(f"normalisation  {norm_text}")
+    for name, shape in zip(graph.features, graph.feature_shapes):
+        print(f"features       {name} {shape}")
+    if unsupported:
+        for d, op, v, nodes in unsupported:
+            print(f"unsupported    {d or 'ai.onnx'}::{op}-{v}: {', '.join(nodes[:5])}")
+    else:
+        print("unsupported    none")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from onnxmtl.lower.verify import verify
+
+    graph = _load(args)
+    shape = _input_shape(args.input_shape)
+    result = verify(graph, batch=shape[0] if shape else 2, seed=args.seed, tolerance=args.tolerance)
+    info = {
+        "model": graph.source,
+        "ok": result.ok,
+        "max_abs_diff": result.max_abs_diff,
+        "max_rel_diff": result.max_rel_diff,
+        "tolerance": result.tolerance,
+        "input_shape": list(result.input_shape),
+        "units": len(graph.units),
+        "params": graph.params,
+        "features": graph.features,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        verdict = "OK" if result.ok else "MISMATCH"
+        print(
+            f"{verdict}: {graph.source}  max abs diff {result.max_abs_diff:.3g}  "
+            f"max rel diff {result.max_rel_diff:.3g} (tolerance {result.tolerance:g})  "
+            f"units {len(graph.units)}  params {graph.params:,}  "
+            f"features {', '.join(graph.features)}"
+        )
+    return 0 if result.ok else 1
+
+
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="path to an ONNX backbone")
+    parser.add_argument(
+        "--features",
+        default="auto",
+        help="'auto' (last feature map before pooling) or value names, comma-separated",
+    )
+    parser.add_argument(
+        "--input-shape", help="N,C,H,W; needed where the model's H and W are symbolic"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onnxmtl", description="Automated multi-task learning for ONNX vision backbones."
+    )
+    parser.add_argument("--version", action="version", version=f"onnxmtl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("inspect", help="summarise a backbone: ops, units, features, support")
+    _model_args(p)
+    p.add_argument("--values", action="store_true", help="list every candidate feature map")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("verify", help="check the lowered model against onnxruntime")
+    _model_args(p)
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max diff / output scale")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    p.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except OnnxMtlError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Shared fixtures: small backbones exported by the real torch exporters, and the corpus."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS_DIR = ROOT / ".cache" / "corpus"
+
+
+def _converters():
+    spec = importlib.util.spec_from_file_location(
+        "export_backbones", ROOT / "converters" / "export_backbones.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["export_backbones"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+converters = _converters()
+
+
+class TinyNet(nn.Module):
+    """A small classifier with the structures real backbones have: stem, residual, depthwise,
+    concat, upsample, squeeze-excite, and a pooled linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, 1, 1), nn.BatchNorm2d(8))
+        self.dw = nn.Sequential(
+            nn.Conv2d(8, 8, 3, 1, 1, groups=8), nn.BatchNorm2d(8), nn.Hardswish()
+        )
+        self.down = nn.Sequential(nn.Conv2d(16, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16))
+        self.se = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(16, 4, 1),
+            nn.ReLU(),
+            nn.Conv2d(4, 16, 1),
+            nn.Sigmoid(),
+        )
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.fuse = nn.Sequential(nn.Conv2d(24, 16, 1), nn.BatchNorm2d(16), nn.GELU())
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.block(x))
+        y = torch.cat([x, self.dw(x)], dim=1)
+        z = self.down(y)
+        z = z * self.se(z)
+        f = self.fuse(torch.cat([x, self.up(z)], dim=1))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(f, 1), 1))
+
+
+EXPORTERS = ("dynamo", "legacy13", "legacy17")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_dir):
+    """Return a function exporting TinyNet (seed 0) with an exporter, cached per session."""
+
+    def make(exporter: str, fold_bn: bool = False) -> Path:
+        path = tiny_dir / f"tiny.{exporter}{'.folded' if fold_bn else ''}.onnx"
+        if not path.exists():
+            torch.manual_seed(0)
+            model = TinyNet()
+            with torch.no_grad():  # non-trivial BN statistics
+                for m in model.modules():
+                    if isinstance(m, nn.BatchNorm2d):
+                        m.running_mean.uniform_(-0.5, 0.5)
+                        m.running_var.uniform_(0.5, 2.0)
+            converters.export(model, path, exporter, 32, fold_bn)
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    """Return a function giving the path of a corpus backbone, exporting it on first use."""
+
+    def get(name: str, exporter: str) -> Path:
+        return converters.export_backbone(name, exporter, CORPUS_DIR)
+
+    return get
