@@ -1,0 +1,161 @@
+"""The CLI: JSON output, exit codes, and one-line errors on bad input (no traceback)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from torch import nn
+
+from onnxmtl.cli import main
+from onnxmtl.lower import registry
+from onnxmtl.lower.ops.common import result
+from tests.helpers import image, make_model, rand
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "onnxmtl.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_verify_json_on_a_real_export(tiny_export):
+    proc = run_cli("verify", str(tiny_export("legacy17")), "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["ok"] is True and info["max_rel_diff"] <= 1e-4
+    assert info["units"] == 7 and info["params"] > 0 and len(info["features"]) == 1
+    assert {"model", "max_abs_diff"} <= info.keys()
+
+
+def test_inspect_json_reports_units_features_and_normalisation(tiny_export):
+    proc = run_cli("inspect", str(tiny_export("dynamo", fold_bn=True)), "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["normalization"] == "folded"
+    assert info["units"] == 7 and info["unsupported"] == []
+    assert info["features"][0]["shape"][1:] == [16, 16, 16]
+    assert info["opset"] >= 18 and info["ops"]["Conv"] == 7
+
+
+def test_inspect_values_lists_candidate_features(tiny_export):
+    proc = run_cli("inspect", str(tiny_export("legacy13")), "--values", "--json")
+    maps = json.loads(proc.stdout)
+    assert len(maps) >= 7 and all(len(m["shape"]) == 4 for m in maps)
+
+
+def test_verify_exits_1_when_the_lowering_is_wrong(tiny_export, capsys):
+    """A deliberately wrong Relu converter must be caught by verify."""
+    key = ("", "Relu", 14)
+    saved = registry._REGISTRY.get(key)
+    registry.register_converter("Relu", 14)(lambda node, graph: result(node, nn.Identity()))
+    try:
+        code = main(["verify", str(tiny_export("legacy17")), "--json"])
+    finally:
+        if saved is None:
+            registry._REGISTRY.pop(key)
+        else:
+            registry._REGISTRY[key] = saved
+    info = json.loads(capsys.readouterr().out)
+    assert code == 1 and info["ok"] is False and info["max_rel_diff"] > 1e-2
+
+
+def _bad_models(tmp_path):
+    conv_w = {"w": rand(4, 3, 3, 3)}
+    out4 = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])
+    two_inputs = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "z"], ["y"])],
+        [image(), image("z", ("N", 4, 6, 6))],
+        [out4],
+        conv_w,
+    )
+    unsupported = make_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+            helper.make_node("Shrink", ["c"], ["e"], name="shrink_a"),
+            helper.make_node("ThresholdedRelu", ["e"], ["d"], name="thr_a"),
+            helper.make_node("ThresholdedRelu", ["e"], ["d2"], name="thr_b"),
+            helper.make_node("Add", ["d", "d2"], ["y"], name="add"),
+        ],
+        [image()],
+        [out4],
+        conv_w,
+    )
+    unsupported.opset_import[0].version = 17
+    symbolic = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        [image(shape=("N", 3, "H", "W"))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "h", "w"])],
+        conv_w,
+    )
+    files = {}
+    for name, model in [("two_inputs", two_inputs), ("unsupported", unsupported), ("symbolic", symbolic)]:
+        files[name] = tmp_path / f"{name}.onnx"
+        onnx.save(model, files[name])
+    good = make_model([helper.make_node("Conv", ["x", "w"], ["y"])], [image()], [out4], conv_w)
+    data = good.SerializeToString()
+    (tmp_path / "truncated.onnx").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.onnx").write_text("this is not a model\n")
+    empty = helper.make_model(helper.make_graph([], "empty", [image()], [image("x")]))
+    empty.ir_version = 10
+    onnx.save(empty, tmp_path / "empty.onnx")
+    onnx.save(good, tmp_path / "good.onnx")
+    return files
+
+
+@pytest.mark.parametrize(
+    ("case", "extra", "fragments"),
+    [
+        ("missing", [], ["missing.onnx", "no such file"]),
+        ("directory", [], ["is a directory"]),
+        ("text", [], ["text.onnx", "not a readable ONNX model"]),
+        ("truncated", [], ["truncated.onnx", "truncated"]),
+        ("empty", [], ["empty.onnx", "no nodes"]),
+        ("two_inputs", [], ["2 graph inputs", "one image input"]),
+        (
+            "unsupported",
+            [],
+            ["2 unsupported op(s)", "Shrink-17", "shrink_a", "ThresholdedRelu-17", "thr_a, thr_b"],
+        ),
+        ("good", ["--features", "nope"], ["no value named 'nope'"]),
+        ("symbolic", [], ["symbolic H, W", "--input-shape"]),
+        ("good", ["--input-shape", "1,3,8"], ["--input-shape", "N,C,H,W"]),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, case, extra, fragments):
+    _bad_models(tmp_path)
+    path = {"missing": tmp_path / "missing.onnx", "directory": tmp_path}.get(case)
+    path = path or tmp_path / f"{case}.onnx"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = run_cli("verify", str(path), *extra)
+    assert_clean_error(proc, *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing is written"
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run_cli("--debug", "inspect", str(tmp_path / "missing.onnx"))
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ModelFileError" in proc.stderr
+
+
+def test_symbolic_model_verifies_with_input_shape(tmp_path):
+    _bad_models(tmp_path)
+    proc = run_cli("verify", str(tmp_path / "symbolic.onnx"), "--input-shape", "2,3,12,10", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["ok"] and info["input_shape"] == [2, 3, 12, 10]
+    assert np.isfinite(info["max_abs_diff"])

@@ -1,0 +1,47 @@
+"""Real backbones from converters/, from both exporters: lowered == onnxruntime, gradients flow.
+
+A small default subset runs in `make test`; the whole corpus is marked slow
+(`pytest -m slow tests/test_corpus.py`). Exports are cached under .cache/corpus.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import onnxmtl
+from onnxmtl.lower import lower
+from onnxmtl.lower.verify import verify
+from tests.conftest import EXPORTERS, converters
+from tests.helpers import assert_gradients_reach_every_parameter
+
+# Relative to the output scale; float32 through 50+ layers stays far below it.
+TOLERANCE = 1e-4
+DEFAULT = [("squeezenet1_1", "dynamo"), ("efficientnet_lite0", "legacy17")]
+ALL = [
+    (name, exporter)
+    for name in converters.BACKBONES
+    for exporter in EXPORTERS
+    if (name, exporter) not in DEFAULT
+]
+
+
+def _check(corpus, name: str, exporter: str) -> None:
+    graph = onnxmtl.load(corpus(name, exporter))
+    assert graph.units
+    module = lower(graph)
+    result = verify(graph, module, tolerance=TOLERANCE)
+    assert result.ok, f"{name}/{exporter}: {result}"
+    size = graph.input_shape[2]
+    assert_gradients_reach_every_parameter(module, torch.randn(2, 3, size, size))
+
+
+@pytest.mark.parametrize(("name", "exporter"), DEFAULT, ids=[f"{n}-{e}" for n, e in DEFAULT])
+def test_default_corpus_backbone(corpus, name, exporter):
+    _check(corpus, name, exporter)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "exporter"), ALL, ids=[f"{n}-{e}" for n, e in ALL])
+def test_corpus_backbone(corpus, name, exporter):
+    _check(corpus, name, exporter)
