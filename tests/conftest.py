@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -14,17 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS_DIR = ROOT / ".cache" / "corpus"
 
 
-def _converters():
-    spec = importlib.util.spec_from_file_location(
-        "export_backbones", ROOT / "converters" / "export_backbones.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["export_backbones"] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(ROOT))
 
-
-converters = _converters()
+from converters import export_backbones as converters  # noqa: E402
 
 
 class TinyNet(nn.Module):

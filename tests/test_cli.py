@@ -103,7 +103,11 @@ def _bad_models(tmp_path):
         conv_w,
     )
     files = {}
-    for name, model in [("two_inputs", two_inputs), ("unsupported", unsupported), ("symbolic", symbolic)]:
+    for name, model in [
+        ("two_inputs", two_inputs),
+        ("unsupported", unsupported),
+        ("symbolic", symbolic),
+    ]:
         files[name] = tmp_path / f"{name}.onnx"
         onnx.save(model, files[name])
     good = make_model([helper.make_node("Conv", ["x", "w"], ["y"])], [image()], [out4], conv_w)
@@ -154,7 +158,9 @@ def test_debug_shows_the_traceback(tmp_path):
 
 def test_symbolic_model_verifies_with_input_shape(tmp_path):
     _bad_models(tmp_path)
-    proc = run_cli("verify", str(tmp_path / "symbolic.onnx"), "--input-shape", "2,3,12,10", "--json")
+    proc = run_cli(
+        "verify", str(tmp_path / "symbolic.onnx"), "--input-shape", "2,3,12,10", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["ok"] and info["input_shape"] == [2, 3, 12, 10]
