@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from onnxmtl import __version__
-from onnxmtl.errors import ConfigError, OnnxMtlError
+from onnxmtl.errors import ConfigError, OnnxMtlError, op_label
 
 
 def _input_shape(text: str | None) -> tuple[int, ...] | None:
@@ -29,21 +29,19 @@ def _features(text: str) -> str | list[str]:
     return "auto" if text == "auto" else [f.strip() for f in text.split(",") if f.strip()]
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, whole_graph: bool = False):
     from onnxmtl.ir import load
 
-    return load(
-        args.model, features=_features(args.features), input_shape=_input_shape(args.input_shape)
-    )
+    features = None if whole_graph else _features(args.features)
+    return load(args.model, features=features, input_shape=_input_shape(args.input_shape))
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from onnxmtl.ir import load
     from onnxmtl.ir.features import feature_maps
     from onnxmtl.lower import find_unsupported
 
     if args.values:
-        graph = load(args.model, features=None, input_shape=_input_shape(args.input_shape))
+        graph = _load(args, whole_graph=True)
         maps = feature_maps(graph.graph)
         if args.json:
             print(json.dumps([{"name": n, "shape": list(s)} for n, s in maps]))
@@ -101,7 +99,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"features       {name} {shape}")
     if unsupported:
         for d, op, v, nodes in unsupported:
-            print(f"unsupported    {d or 'ai.onnx'}::{op}-{v}: {', '.join(nodes[:5])}")
+            print(f"unsupported    {op_label(d, op, v)}: {', '.join(nodes[:5])}")
     else:
         print("unsupported    none")
     return 0
@@ -112,7 +110,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     graph = _load(args)
     shape = _input_shape(args.input_shape)
-    result = verify(graph, batch=shape[0] if shape else 2, seed=args.seed, tolerance=args.tolerance)
+    batch = shape[0] if shape else 2
+    result = verify(graph, batch=batch, seed=args.seed, tolerance=args.tolerance)
     info = {
         "model": graph.source,
         "ok": result.ok,

@@ -17,7 +17,7 @@ class UnsupportedOpError(OnnxMtlError):
     def __init__(self, model: str, unsupported: list[tuple[str, str, int, list[str]]]):
         self.unsupported = unsupported
         parts = [
-            f"{domain or 'ai.onnx'}::{op}-{opset} (nodes: {_names(nodes)})"
+            f"{op_label(domain, op, opset)} (nodes: {_names(nodes)})"
             for domain, op, opset, nodes in unsupported
         ]
         super().__init__(
@@ -49,6 +49,11 @@ class ConfigError(OnnxMtlError):
 
 class DataError(OnnxMtlError):
     """A dataset folder or file is missing or malformed."""
+
+
+def op_label(domain: str, op: str, opset: int) -> str:
+    """How messages name an op: `ai.onnx::Gelu-20`."""
+    return f"{domain or 'ai.onnx'}::{op}-{opset}"
 
 
 def _names(nodes: list[str], limit: int = 5) -> str:

@@ -9,6 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxmtl
 from onnxmtl.lower import lower
+from onnxmtl.lower.verify import run_module
 from onnxmtl.runtime import session
 
 IR_VERSION = 10
@@ -49,11 +50,7 @@ def lowered_vs_ort(model: onnx.ModelProto, x: np.ndarray, features=None) -> tupl
     graph = onnxmtl.load(model, features=features)
     names = graph.features
     expected = session(model, ["CPUExecutionProvider"]).run(names, {graph.input_name: x})
-    module = lower(graph).eval()
-    with torch.no_grad():
-        got = module(torch.from_numpy(x))
-    got = [got] if isinstance(got, torch.Tensor) else list(got)
-    return expected, [g.numpy() for g in got]
+    return expected, run_module(lower(graph), x)
 
 
 def rand(*shape: int, seed: int = 0) -> np.ndarray:

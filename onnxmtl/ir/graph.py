@@ -52,6 +52,10 @@ class Graph:
     def feature_shapes(self) -> list[ShapeT]:
         return [shape_of(v) for v in self.model.graph.outputs]
 
+    def opset_of(self, domain: str) -> int:
+        """The opset the model imports for `domain` ('' is the default ONNX domain)."""
+        return self.model.opset_imports.get(domain or "", self.opset)
+
     def op_counts(self) -> dict[str, int]:
         """Histogram of op types in the normalised, cut graph."""
         return dict(Counter(n.op_type for n in self.model.graph).most_common())

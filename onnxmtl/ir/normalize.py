@@ -127,11 +127,7 @@ def _pin_reshape(graph: ir.Graph, node: ir.Node) -> int:
     if len(symbolic) != 1 or -1 in dims:
         return 0
     target = np.array([-1 if i == symbolic[0] else d for i, d in enumerate(dims)], np.int64)
-    tensor = ir.tensor(target, name=f"{node.name}_shape")
-    init = ir.Value(name=tensor.name, shape=tensor.shape, type=ir.TensorType(tensor.dtype))
-    init.const_value = tensor
-    graph.register_initializer(init)
-    node.replace_input_with(1, init)
+    node.replace_input_with(1, _add_initializer(graph, f"{node.name}_shape", target))
     return 1
 
 
@@ -168,14 +164,19 @@ def _attr_int(node: ir.Node, name: str, default: int) -> int:
     return default if attr is None else attr.as_int()
 
 
-def _replace_with_initializer(graph: ir.Graph, value: ir.Value, array: np.ndarray) -> None:
-    name = value.name
-    value.name = None
+def _add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     tensor = ir.tensor(array, name=name)
     init = ir.Value(name=name, shape=tensor.shape, type=ir.TensorType(tensor.dtype))
     init.const_value = tensor
-    init.meta[FOLDED] = True
     graph.register_initializer(init)
+    return init
+
+
+def _replace_with_initializer(graph: ir.Graph, value: ir.Value, array: np.ndarray) -> None:
+    name = value.name
+    value.name = None
+    init = _add_initializer(graph, name, array)
+    init.meta[FOLDED] = True
     value.replace_all_uses_with(init)
 
 
@@ -213,10 +214,8 @@ class UntieInitializersPass(ir.passes.InPlacePass):
                 continue
             uses = list(value.uses())
             for i, (node, index) in enumerate(uses[1:], start=1):
-                copy = ir.Value(name=f"{value.name}__{i}", shape=value.shape, type=value.type)
-                copy.const_value = ir.tensor(value.const_value.numpy().copy(), name=copy.name)
-                graph.register_initializer(copy)
-                node.replace_input_with(index, copy)
+                array = value.const_value.numpy().copy()
+                node.replace_input_with(index, _add_initializer(graph, f"{value.name}__{i}", array))
                 count += 1
         return ir.passes.PassResult(model, modified=bool(count))
 

@@ -20,7 +20,7 @@ def find_unsupported(graph: Graph) -> list[tuple[str, str, int, list[str]]]:
     """Every (domain, op, opset) of the graph that no converter handles, with its node names."""
     missing: dict[tuple[str, str, int], list[str]] = defaultdict(list)
     for node in graph.nodes:
-        opset = graph.model.opset_imports.get(node.domain or "", graph.opset)
+        opset = graph.opset_of(node.domain)
         if find_converter(node.domain, node.op_type, opset) is None:
             missing[(node.domain, node.op_type, opset)].append(node.name)
     return [(d, op, v, names) for (d, op, v), names in sorted(missing.items())]
@@ -82,7 +82,7 @@ def lower(graph: Graph) -> fx.GraphModule:
         return weight_nodes[value_name]
 
     for node_name, node in onnx_graph.nodes.items():
-        opset = graph.model.opset_imports.get(node.domain or "", graph.opset)
+        opset = graph.opset_of(node.domain)
         converter = find_converter(node.domain, node.operation_type, opset)
         try:
             module, mapping = converter(node, onnx_graph)

@@ -28,6 +28,14 @@ class Verification:
         return self.max_rel_diff <= self.tolerance
 
 
+def run_module(module: torch.nn.Module, x: np.ndarray) -> list[np.ndarray]:
+    """Every output of `module` in eval mode for input `x`, as numpy arrays."""
+    module.eval()
+    with torch.no_grad():
+        out = module(torch.from_numpy(x))
+    return [o.numpy() for o in ([out] if isinstance(out, torch.Tensor) else out)]
+
+
 def verify(
     graph: Graph,
     module: torch.nn.Module | None = None,
@@ -42,13 +50,10 @@ def verify(
     expected = session(graph.to_proto(), ["CPUExecutionProvider"]).run(
         graph.features, {graph.input_name: x}
     )
-    module.eval()
-    with torch.no_grad():
-        got = module(torch.from_numpy(x))
-    got = [got] if isinstance(got, torch.Tensor) else list(got)
+    got = run_module(module, x)
     max_abs = max_rel = 0.0
     for ref, out in zip(expected, got):
-        diff = float(np.max(np.abs(out.numpy() - ref))) if ref.size else 0.0
+        diff = float(np.max(np.abs(out - ref))) if ref.size else 0.0
         scale = max(float(np.max(np.abs(ref))), 1e-12) if ref.size else 1.0
         max_abs, max_rel = max(max_abs, diff), max(max_rel, diff / scale)
     return Verification(max_abs, max_rel, tolerance, shape)
