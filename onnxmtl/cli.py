@@ -36,10 +36,39 @@ def _load(args: argparse.Namespace, whole_graph: bool = False):
     return load(args.model, features=features, input_shape=_input_shape(args.input_shape))
 
 
+def _compile(args: argparse.Namespace):
+    from onnxmtl.compiler import compile
+    from onnxmtl.tasks import load_tasks
+
+    tasks = load_tasks(args.tasks)
+    return compile(
+        _load(args),
+        tasks,
+        renormalize=args.renormalize,
+        shared_prefix=args.shared_prefix,
+        seed=args.seed,
+    )
+
+
+def _print_supermodel(model, as_json: bool) -> None:
+    from onnxmtl.compiler import format_summary, summarize
+
+    info = summarize(model)
+    print(json.dumps(info, indent=2) if as_json else format_summary(info))
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from onnxmtl.ir.features import feature_maps
     from onnxmtl.lower import find_unsupported
 
+    if args.model.endswith(".pt"):
+        from onnxmtl.compiler import load_supermodel
+
+        _print_supermodel(load_supermodel(args.model), args.json)
+        return 0
+    if args.tasks:
+        _print_supermodel(_compile(args), args.json)
+        return 0
     if args.values:
         graph = _load(args, whole_graph=True)
         maps = feature_maps(graph.graph)
@@ -136,6 +165,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_compile(args: argparse.Namespace) -> int:
+    from onnxmtl.compiler import save_supermodel, summarize
+
+    model = _compile(args)
+    save_supermodel(model, args.output)
+    info = summarize(model)
+    if args.json:
+        print(json.dumps({"output": args.output, **info}, indent=2))
+        return 0
+    p = info["params"]
+    print(
+        f"wrote {args.output}: {len(model.tasks)} tasks, {info['num_units']} units "
+        f"({info['renormalized']} re-normalised, calibration {info['calibration']}), "
+        f"{p['total']:,} parameters; `onnxmtl inspect {args.output}` lists the branches"
+    )
+    return 0
+
+
+def _compile_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-renormalize",
+        dest="renormalize",
+        action="store_false",
+        default="auto",
+        help="do not re-insert a normalisation after units whose BatchNorm was folded",
+    )
+    parser.add_argument(
+        "--shared-prefix", type=int, default=0, help="force the first K units to be shared"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of heads and projections")
+
+
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="path to an ONNX backbone")
     parser.add_argument(
@@ -157,10 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("inspect", help="summarise a backbone: ops, units, features, support")
+    p = sub.add_parser(
+        "inspect", help="summarise a backbone (ops, units, features) or a supermodel (.pt)"
+    )
     _model_args(p)
     p.add_argument("--values", action="store_true", help="list every candidate feature map")
+    p.add_argument("--tasks", help="YAML task list: summarise the supermodel for these tasks")
+    _compile_args(p)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("compile", help="build the multi-task supermodel and save it")
+    _model_args(p)
+    p.add_argument("--tasks", required=True, help="YAML file listing the tasks")
+    p.add_argument("-o", "--output", default="supermodel.pt", help="file to write (.pt)")
+    _compile_args(p)
+    p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("verify", help="check the lowered model against onnxruntime")
     _model_args(p)

@@ -5,15 +5,30 @@ from __future__ import annotations
 import inspect
 import re
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from operator import getitem
 
 from onnx2torch.onnx_graph import OnnxGraph, ValueType
 from torch import fx, nn
+from torch.nn import init
 
 import onnxmtl.lower.ops  # noqa: F401  (registers our converters)
 from onnxmtl.errors import LoweringError, UnsupportedOpError
 from onnxmtl.ir import Graph
 from onnxmtl.lower.registry import find_converter
+
+
+@contextmanager
+def _skip_random_init() -> Iterator[None]:
+    """Converters build layers whose random initialisation is overwritten by the ONNX weights
+    at once; skipping it saves most of the lowering time of large backbones."""
+    saved = init.kaiming_uniform_, init.uniform_
+    init.kaiming_uniform_ = init.uniform_ = lambda tensor, *args, **kwargs: tensor
+    try:
+        yield
+    finally:
+        init.kaiming_uniform_, init.uniform_ = saved
 
 
 def find_unsupported(graph: Graph) -> list[tuple[str, str, int, list[str]]]:
@@ -50,7 +65,8 @@ def lower(graph: Graph) -> fx.GraphModule:
     """Build a GraphModule computing `graph`'s feature outputs from its image input.
 
     Raises UnsupportedOpError listing every op without a converter before building anything.
-    The module's `onnx_names` maps each submodule and weight attribute to its ONNX name.
+    The module's `onnx_names` maps each submodule and weight attribute to its ONNX name, and
+    `onnx_values` maps each ONNX value name to the fx node computing it.
     """
     unsupported = find_unsupported(graph)
     if unsupported:
@@ -85,7 +101,8 @@ def lower(graph: Graph) -> fx.GraphModule:
         opset = graph.opset_of(node.domain)
         converter = find_converter(node.domain, node.operation_type, opset)
         try:
-            module, mapping = converter(node, onnx_graph)
+            with _skip_random_init():
+                module, mapping = converter(node, onnx_graph)
         except LoweringError:
             raise
         except Exception as exc:
@@ -96,7 +113,7 @@ def lower(graph: Graph) -> fx.GraphModule:
             ) from exc
         attr = attr_name(node_name, taken)
         root.add_module(attr, module)
-        onnx_names[attr] = node_name
+        onnx_names[attr] = node.name or node_name
 
         args: list[fx.Node | None] = []
         for value_name in mapping.inputs:
@@ -126,4 +143,5 @@ def lower(graph: Graph) -> fx.GraphModule:
     fx_graph.output(results[0] if len(results) == 1 else tuple(results))
     module = fx.GraphModule(root, fx_graph)
     module.onnx_names = onnx_names
+    module.onnx_values = {name: node.name for name, node in env.items()}
     return module

@@ -1,0 +1,149 @@
+"""Turn a lowered backbone into an execution plan: parameter-free steps and unit steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx, nn
+
+from onnxmtl.compiler.branches import Renorm, UnitOps
+from onnxmtl.errors import LoweringError
+from onnxmtl.ir import Graph
+
+Ref = tuple[str, object]  # ("s", slot) a value, ("w", name) a shared weight, ("c", constant)
+
+
+@dataclass
+class Step:
+    """One operation of the plan, reading value slots and writing one."""
+
+    kind: str  # "op" (a module), "fn" (a function such as getitem) or "unit"
+    target: str | int | Callable  # op name, unit index or function
+    args: list[Ref]
+    kwargs: dict[str, Ref]
+    out: int
+    free: list[int] = field(default_factory=list)  # slots last read by this step
+
+    @property
+    def slots(self) -> list[int]:
+        refs = [*self.args, *self.kwargs.values()]
+        return [v for kind, v in refs if kind == "s"]
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    outputs: list[int]  # slots of the feature values
+    num_slots: int
+
+
+def _ref(arg: object, slot_of: dict[fx.Node, int], weight_of: dict[fx.Node, str]) -> Ref:
+    if isinstance(arg, fx.Node):
+        if arg in slot_of:
+            return ("s", slot_of[arg])
+        if arg in weight_of:
+            return ("w", weight_of[arg])
+        raise LoweringError(f"lowered graph reads '{arg.name}' before it is computed.")
+    if isinstance(arg, list | tuple) and any(isinstance(a, fx.Node) for a in arg):
+        raise LoweringError("a lowered node takes a nested list of values; not supported yet.")
+    return ("c", arg)
+
+
+def build_plan(
+    graph: Graph, lowered: fx.GraphModule, renormalize: set[int]
+) -> tuple[Plan, dict[str, nn.Module], dict[str, torch.Tensor], list[UnitOps]]:
+    """The plan, the parameter-free modules by name, the weights they read, and each unit's
+    operators as a `UnitOps` (with a `Renorm` appended for units in `renormalize`)."""
+    nodes = {n.name: n for n in lowered.graph.nodes}
+    attr_of = {onnx: attr for attr, onnx in lowered.onnx_names.items()}
+    value_node = {v: nodes[n] for v, n in lowered.onnx_values.items()}
+    trainable = set(graph.trainable_weights())
+    by_target = {n.target: n for n in lowered.graph.nodes if n.op == "call_module"}
+    unit_of_head: dict[fx.Node, int] = {}
+    members: set[fx.Node] = set()
+    unit_ops: list[UnitOps] = []
+    for index, unit in enumerate(graph.units):
+        chain = [by_target[attr_of[name]] for name in unit.nodes]
+        unit_of_head[chain[0]] = index
+        members.update(chain)
+        unit_ops.append(_unit_ops(lowered, chain, trainable, unit, index in renormalize))
+
+    slot_of: dict[fx.Node, int] = {}
+    weight_of: dict[fx.Node, str] = {}
+    ops: dict[str, nn.Module] = {}
+    weights: dict[str, torch.Tensor] = {}
+    steps: list[Step] = []
+    for node in lowered.graph.nodes:
+        if node.op == "placeholder":
+            slot_of[node] = len(slot_of)
+        elif node.op == "get_attr":
+            weight_of[node] = node.target.split(".", 1)[1]
+        elif node.op == "call_module" and node in unit_of_head:
+            index = unit_of_head[node]
+            unit = graph.units[index]
+            source = value_node[unit.input]
+            out_node = value_node[unit.output]
+            slot_of[out_node] = len(slot_of)
+            steps.append(Step("unit", index, [("s", slot_of[source])], {}, slot_of[out_node]))
+        elif node in members:
+            continue
+        elif node.op in ("call_module", "call_function"):
+            args = [_ref(a, slot_of, weight_of) for a in node.args]
+            kwargs = {k: _ref(a, slot_of, weight_of) for k, a in node.kwargs.items()}
+            for kind, name in [*args, *kwargs.values()]:
+                if kind == "w":
+                    weights[name] = _weight(lowered, name)
+            slot_of[node] = len(slot_of)
+            if node.op == "call_module":
+                ops[node.target] = lowered.get_submodule(node.target)
+                steps.append(Step("op", node.target, args, kwargs, slot_of[node]))
+            else:
+                steps.append(Step("fn", node.target, args, kwargs, slot_of[node]))
+        elif node.op == "output":
+            results = node.args[0] if isinstance(node.args[0], tuple) else (node.args[0],)
+            outputs = [slot_of[r] for r in results]
+    _set_frees(steps, outputs)
+    return Plan(steps, outputs, len(slot_of)), ops, weights, unit_ops
+
+
+def _weight(lowered: fx.GraphModule, name: str) -> torch.Tensor:
+    return getattr(lowered.weights, name)
+
+
+def _unit_ops(
+    lowered: fx.GraphModule, chain: list[fx.Node], trainable: set[str], unit, renorm: bool
+) -> UnitOps:
+    ops, args, weights = [], [], {}
+    onnx_name = lowered.onnx_names
+    for i, node in enumerate(chain):
+        if node.kwargs:
+            raise LoweringError(f"unit '{unit.name}': node '{node.name}' takes keyword inputs.")
+        refs = []
+        for a in node.args:
+            if isinstance(a, fx.Node) and a.op == "get_attr":
+                name = a.target.split(".", 1)[1]
+                weights[name] = _weight(lowered, name).detach().clone()
+                refs.append(("w", name))
+            elif isinstance(a, fx.Node) and (i == 0 or a is chain[i - 1]):
+                refs.append(("x", None))
+            else:
+                raise LoweringError(
+                    f"unit '{unit.name}': node '{node.name}' reads a value from outside the unit."
+                )
+        ops.append(lowered.get_submodule(node.target))
+        args.append(refs)
+    names = {n for n, _ in weights.items() if onnx_name.get(f"weights.{n}") in trainable}
+    channels = unit.out_shape[1] if unit.out_shape else None
+    return UnitOps(ops, args, weights, names, Renorm(channels) if renorm else None)
+
+
+def _set_frees(steps: list[Step], outputs: list[int]) -> None:
+    last: dict[int, Step] = {}
+    for step in steps:
+        for slot in step.slots:
+            last[slot] = step
+    for slot, step in last.items():
+        if slot not in outputs:
+            step.free.append(slot)

@@ -1,0 +1,67 @@
+"""`Policy`: for every (task, unit) one branch: shared, task-specific or skip."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from onnxmtl.errors import ConfigError
+from onnxmtl.io_utils import atomic_write_text
+
+SHARED, SPECIFIC, SKIP = 0, 1, 2
+BRANCHES = ("shared", "specific", "skip")
+
+
+@dataclass
+class Policy:
+    """A fixed sharing policy: `choices[t][u]` is SHARED, SPECIFIC or SKIP for task t, unit u.
+
+    `logits` and `seed` record where a searched policy came from; `method` says how it was
+    chosen ('argmax', 'sample', 'given', ...).
+    """
+
+    tasks: list[str]
+    units: list[str]
+    choices: list[list[int]]
+    method: str = "given"
+    seed: int | None = None
+    logits: list[list[list[float]]] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.choices) != len(self.tasks) or any(
+            len(row) != len(self.units) for row in self.choices
+        ):
+            raise ConfigError(
+                f"policy has {len(self.choices)} row(s) for {len(self.tasks)} task(s); each row "
+                f"needs one choice per unit ({len(self.units)})."
+            )
+        bad = {c for row in self.choices for c in row} - {SHARED, SPECIFIC, SKIP}
+        if bad:
+            raise ConfigError(
+                f"policy choices must be 0 (shared), 1 (specific) or 2 (skip); found {sorted(bad)}."
+            )
+
+    def counts(self) -> dict[str, int]:
+        """How many (task, unit) pairs took each branch."""
+        flat = [c for row in self.choices for c in row]
+        return {name: flat.count(i) for i, name in enumerate(BRANCHES)}
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(asdict(self), indent=1)
+        if path is not None:
+            atomic_write_text(Path(path), text)
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> Policy:
+        path = Path(source)
+        try:
+            data: Any = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read a policy ({exc}).") from exc
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"{path}: not a policy file ({exc}).") from exc

@@ -1,0 +1,284 @@
+"""`SuperModel`: the backbone with three branches per unit, task heads and policy logits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from onnxmtl.compiler.branches import Renorm, UnitBranches
+from onnxmtl.compiler.plan import Plan
+from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
+from onnxmtl.errors import ConfigError
+from onnxmtl.ir import Graph
+from onnxmtl.tasks import ASPPHead, ConvHead, LinearHead, Task
+
+MODES = ("warmup", "soft", "hard", "fixed")
+Choices = list[list[int]]
+PolicyLike = Policy | Choices | torch.Tensor
+_BUILTIN_HEADS = (ASPPHead, ConvHead, LinearHead, nn.Conv2d)
+
+
+class _Gate(torch.autograd.Function):
+    """Straight-through gate: returns `x` unchanged; `gate` (value 0, a sum of p - p.detach())
+    receives the gradient that y = x * (1 + gate) would give it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        gate_grad = (grad * x).sum() if ctx.needs_input_grad[1] else None
+        return grad, gate_grad
+
+
+class SuperModel(nn.Module):
+    """Runs every task in one call. Values are computed once per distinct input: a step, or a
+    unit branch that tasks share on the same input, runs once for all of them.
+
+    Modes: 'warmup' averages the available branches; 'soft' weighs them with Gumbel-softmax
+    samples at temperature `tau`; 'hard' runs one sampled branch per (task, unit), with
+    straight-through gradients to the logits; 'fixed' follows `policy`.
+    In 'hard' mode, tasks that sampled the same shared or skip branch on the same input share
+    one gate, so each of their logits receives the gradient of the group's summed loss.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        tasks: Sequence[Task],
+        plan: Plan,
+        ops: dict[str, nn.Module],
+        weights: dict[str, torch.Tensor],
+        trainable: set[str],
+        units: Sequence[UnitBranches],
+        heads: dict[str, nn.Module],
+        branch_mask: torch.Tensor,
+        options: dict,
+    ) -> None:
+        super().__init__()
+        self.graph = graph
+        self.tasks = list(tasks)
+        self.options = dict(options)
+        self.plan = plan
+        self.ops = nn.ModuleDict(ops)
+        self.weights = nn.Module()
+        for name, tensor in weights.items():
+            if name in trainable and tensor.is_floating_point():
+                self.weights.register_parameter(name, nn.Parameter(tensor.detach().clone()))
+            else:
+                self.weights.register_buffer(name, tensor.detach().clone())
+        self.units = nn.ModuleList(units)
+        self.heads = nn.ModuleDict(heads)
+        self._heads_take_all = {n: not isinstance(h, _BUILTIN_HEADS) for n, h in heads.items()}
+        self.policy_logits = nn.Parameter(torch.zeros(len(self.tasks), len(units), 3))
+        self.register_buffer("branch_mask", branch_mask)
+        self.mode = "warmup"
+        self.tau = 5.0
+        self.policy = self.uniform_policy(SHARED)
+        self.last_choices: Choices | None = None
+        self.calibration = "none"
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    @property
+    def unit_names(self) -> list[str]:
+        return [u.name for u in self.graph.units]
+
+    def uniform_policy(self, branch: int) -> Policy:
+        """Every task takes `branch` at every unit (SKIP falls back to SHARED where a unit has
+        no skip)."""
+        choices = [
+            [branch if self.branch_mask[u, branch] else SHARED for u in range(len(self.units))]
+            for _ in self.tasks
+        ]
+        return Policy(self.task_names, self.unit_names, choices, method=BRANCHES[branch])
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        return [self.policy_logits]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if n != "policy_logits"]
+
+    def masked_logits(self) -> torch.Tensor:
+        """Policy logits with unavailable branches at -inf."""
+        return self.policy_logits.masked_fill(~self.branch_mask, float("-inf"))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mode: str | None = None,
+        tau: float | None = None,
+        policy: PolicyLike | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Every task's output for the image batch `x`, keyed by task name."""
+        features = self.features(x, mode, tau, policy)
+        out = {}
+        for task, feats in zip(self.tasks, features):
+            head_input = feats if self._heads_take_all[task.name] and len(feats) > 1 else feats[-1]
+            y = self.heads[task.name](head_input)
+            if task.dense and y.dim() == x.dim() and y.shape[2:] != x.shape[2:]:
+                y = F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=False)
+            out[task.name] = y
+        return out
+
+    def features(
+        self,
+        x: torch.Tensor,
+        mode: str | None = None,
+        tau: float | None = None,
+        policy: PolicyLike | None = None,
+    ) -> list[tuple[torch.Tensor, ...]]:
+        """Per task, the backbone's feature value(s) under the given mode."""
+        mode = mode or self.mode
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}.")
+        tau = self.tau if tau is None else tau
+        probs = delta = None
+        choices: Choices | None = None
+        if mode == "fixed":
+            choices = self._choices(self.policy if policy is None else policy)
+        elif mode == "warmup":
+            probs = self.branch_mask.float() / self.branch_mask.sum(-1, keepdim=True)
+            probs = probs.expand(len(self.tasks), -1, -1)
+        else:
+            if tau <= 0:
+                raise ConfigError(f"tau must be > 0, got {tau}.")
+            probs = F.gumbel_softmax(self.masked_logits(), tau=tau, hard=False, dim=-1)
+            if mode == "hard":
+                choices = probs.argmax(-1).tolist()
+                if torch.is_grad_enabled() and probs.requires_grad:
+                    delta = probs - probs.detach()
+                probs = None
+        self.last_choices = choices
+
+        num_tasks = len(self.tasks)
+        vals: list[list[torch.Tensor] | None] = [None] * self.plan.num_slots
+        vals[0] = [x] * num_tasks
+        for step in self.plan.steps:
+            if step.kind == "unit":
+                xs = vals[step.args[0][1]]
+                if probs is not None:
+                    vals[step.out] = self._mix(step.target, xs, probs)
+                else:
+                    vals[step.out] = self._select(step.target, xs, choices, delta)
+            else:
+                vals[step.out] = self._run_step(step, vals, num_tasks)
+            for slot in step.free:
+                vals[slot] = None
+        return [tuple(vals[s][t] for s in self.plan.outputs) for t in range(num_tasks)]
+
+    def _run_step(self, step, vals, num_tasks: int) -> list[torch.Tensor]:
+        fn = self.ops[step.target] if step.kind == "op" else step.target
+        slots = step.slots
+        cache: dict[tuple[int, ...], torch.Tensor] = {}
+        out = []
+        for t in range(num_tasks):
+            key = tuple(id(vals[s][t]) for s in slots)
+            if key not in cache:
+                args = [self._resolve(r, vals, t) for r in step.args]
+                kwargs = {k: self._resolve(r, vals, t) for k, r in step.kwargs.items()}
+                cache[key] = fn(*args, **kwargs)
+            out.append(cache[key])
+        return out
+
+    def _resolve(self, ref, vals, t: int):
+        kind, value = ref
+        if kind == "s":
+            return vals[value][t]
+        if kind == "w":
+            return getattr(self.weights, value)
+        return value
+
+    def _branch(self, u: int, branch: int, t: int, x: torch.Tensor) -> torch.Tensor:
+        unit = self.units[u]
+        if branch == SHARED:
+            return unit.shared(x)
+        if branch == SPECIFIC:
+            return unit.specific[t](x)
+        return unit.skip(x)
+
+    def _select(self, u: int, xs, choices: Choices, delta) -> list[torch.Tensor]:
+        groups: dict[tuple[int, int], list[int]] = {}
+        for t, x in enumerate(xs):
+            b = choices[t][u]
+            groups.setdefault((b, t if b == SPECIFIC else id(x)), []).append(t)
+        out: list[torch.Tensor] = [None] * len(xs)
+        for (b, _), members in groups.items():
+            y = self._branch(u, b, members[0], xs[members[0]])
+            if delta is not None:
+                y = _Gate.apply(y, delta[members, u, b].sum())
+            for t in members:
+                out[t] = y
+        return out
+
+    def _mix(self, u: int, xs, probs: torch.Tensor) -> list[torch.Tensor]:
+        unit = self.units[u]
+        has_skip = bool(self.branch_mask[u, SKIP])
+        shared: dict[int, torch.Tensor] = {}
+        skipped: dict[int, torch.Tensor] = {}
+        out = []
+        for t, x in enumerate(xs):
+            if id(x) not in shared:
+                shared[id(x)] = unit.shared(x)
+                if has_skip:
+                    skipped[id(x)] = unit.skip(x)
+            w = probs[t, u]
+            y = w[SHARED] * shared[id(x)] + w[SPECIFIC] * unit.specific[t](x)
+            if has_skip:
+                y = y + w[SKIP] * skipped[id(x)]
+            out.append(y)
+        return out
+
+    def _choices(self, policy: PolicyLike) -> Choices:
+        if isinstance(policy, Policy):
+            if policy.tasks != self.task_names or len(policy.units) != len(self.units):
+                raise ConfigError(
+                    f"policy is for tasks {policy.tasks} and {len(policy.units)} units; this "
+                    f"supermodel has tasks {self.task_names} and {len(self.units)} units."
+                )
+            choices = policy.choices
+        else:
+            choices = torch.as_tensor(policy).tolist()
+            Policy(self.task_names, self.unit_names, choices)
+        for row in choices:
+            for u, b in enumerate(row):
+                if b == SKIP and not self.branch_mask[u, SKIP]:
+                    raise ConfigError(
+                        f"policy skips unit '{self.unit_names[u]}', which has no skip branch "
+                        "(its shape change has no 1x1 projection)."
+                    )
+        return choices
+
+    def renorms(self) -> list[tuple[int, Renorm]]:
+        """(unit index, Renorm) of the shared branch of every re-normalised unit."""
+        return [(i, b.shared.renorm) for i, b in enumerate(self.units) if b.shared.renorm]
+
+    @torch.no_grad()
+    def calibrate(self, images: torch.Tensor) -> None:
+        """Initialise every re-inserted normalisation from `images` so that each unit computes
+        what the backbone computes; task copies receive the same statistics."""
+        renorms = self.renorms()
+        if not renorms:
+            return
+        was_training = self.training
+        self.eval()
+        for _, r in renorms:
+            r.calibrating = True
+        try:
+            self.features(images, mode="fixed", policy=self.uniform_policy(SHARED))
+        finally:
+            for _, r in renorms:
+                r.calibrating = False
+            self.train(was_training)
+        for u, r in renorms:
+            for branch in self.units[u].specific:
+                branch.renorm.load_state_dict(r.state_dict())
+        self.calibration = "data"
