@@ -165,3 +165,52 @@ def test_symbolic_model_verifies_with_input_shape(tmp_path):
     info = json.loads(proc.stdout)
     assert info["ok"] and info["input_shape"] == [2, 3, 12, 10]
     assert np.isfinite(info["max_abs_diff"])
+
+
+TASKS_YAML = """tasks:
+  - {name: seg, kind: segmentation, num_outputs: 5}
+  - {name: label, kind: classification, num_outputs: 10}
+"""
+
+
+def test_compile_writes_a_supermodel_that_inspect_summarises(tiny_export, tmp_path):
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(TASKS_YAML)
+    out = tmp_path / "runs" / "super.pt"
+    model = tiny_export("legacy17", fold_bn=True)
+    proc = run_cli("compile", str(model), "--tasks", str(tasks), "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["num_units"] == 7 and info["renormalized"] > 0
+    assert [t["name"] for t in info["tasks"]] == ["seg", "label"]
+    proc = run_cli("inspect", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert again["params"] == info["params"] and again["units"] == info["units"]
+    proc = run_cli("inspect", str(model), "--tasks", str(tasks), "--no-renormalize")
+    assert proc.returncode == 0 and "re-normalised 0" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("tasks_text", "fragments"),
+    [
+        (None, ["tasks file not found"]),
+        ("tasks: [{name: a, kind: depth, num_outputs: 3}]", ["tasks.yaml", "predicts 1 channel"]),
+        ("tasks: [{name: a, kind: nope}]", ["unknown kind 'nope'"]),
+    ],
+    ids=["missing", "channels", "kind"],
+)
+def test_compile_bad_tasks_leave_nothing_behind(tiny_export, tmp_path, tasks_text, fragments):
+    tasks = tmp_path / "tasks.yaml"
+    if tasks_text is not None:
+        tasks.write_text(tasks_text)
+    out = tmp_path / "super.pt"
+    proc = run_cli("compile", str(tiny_export("legacy17")), "--tasks", str(tasks), "-o", str(out))
+    assert_clean_error(proc, *fragments)
+    assert list(tmp_path.iterdir()) == ([tasks] if tasks_text is not None else [])
+
+
+def test_inspect_rejects_a_file_that_is_not_a_supermodel(tmp_path):
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert_clean_error(run_cli("inspect", str(bad)), "x.pt", "not a supermodel")

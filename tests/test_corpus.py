@@ -1,4 +1,5 @@
-"""Real backbones from converters/, from both exporters: lowered == onnxruntime, gradients flow.
+"""Real backbones from converters/, from every exporter: lowered == onnxruntime, gradients
+flow, and the compiled supermodel with an all-shared policy == onnxruntime.
 
 A small default subset runs in `make test`; the whole corpus is marked slow
 (`pytest -m slow tests/test_corpus.py`). Exports are cached under .cache/corpus.
@@ -10,10 +11,12 @@ import pytest
 import torch
 
 import onnxmtl
+from onnxmtl.compiler import SHARED, compile
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import verify
 from tests.conftest import EXPORTERS, converters
 from tests.helpers import assert_gradients_reach_every_parameter
+from tests.test_compiler import assert_close, ort_features, tasks
 
 # Relative to the output scale; float32 through 50+ layers stays far below it.
 TOLERANCE = 1e-4
@@ -33,7 +36,16 @@ def _check(corpus, name: str, exporter: str) -> None:
     result = verify(graph, module, tolerance=TOLERANCE)
     assert result.ok, f"{name}/{exporter}: {result}"
     size = graph.input_shape[2]
-    assert_gradients_reach_every_parameter(module, torch.randn(2, 3, size, size))
+    x = torch.randn(2, 3, size, size)
+    assert_gradients_reach_every_parameter(module, x)
+
+    model = compile(graph, tasks()).eval()
+    with torch.no_grad():
+        features = model.features(x, mode="fixed", policy=model.uniform_policy(SHARED))
+    expected = ort_features(graph, x)
+    for t in range(len(model.tasks)):
+        for got, want in zip(features[t], expected):
+            assert_close(got, want, f"{name}/{exporter} task {t}")
 
 
 @pytest.mark.parametrize(("name", "exporter"), DEFAULT, ids=[f"{n}-{e}" for n, e in DEFAULT])

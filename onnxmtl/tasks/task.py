@@ -124,7 +124,10 @@ class Task:
                     f"{where}: task '{data['name']}' used a custom {key} {value}; pass the "
                     "object again through the Python API."
                 )
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
 
 
 def load_tasks(source: str | Path | list[dict[str, Any]]) -> list[Task]:

@@ -1,0 +1,302 @@
+"""The compiler's invariants on TinyNet exports, against onnxruntime and the lowered backbone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import onnxmtl
+from onnxmtl.compiler import (
+    SHARED,
+    SKIP,
+    SPECIFIC,
+    Projection,
+    Renorm,
+    compile,
+    load_supermodel,
+    save_supermodel,
+)
+from onnxmtl.errors import ConfigError
+from onnxmtl.lower import lower
+from onnxmtl.runtime import session
+from onnxmtl.tasks import Task, loss_fn
+from tests.conftest import EXPORTERS
+
+# Relative to the output scale (float32 through a dozen layers).
+TOLERANCE = 1e-4
+
+
+def tasks() -> list[Task]:
+    return [
+        Task("seg", "segmentation", 5, head="conv"),
+        Task("depth", "depth"),
+        Task("cls", "classification", 10),
+    ]
+
+
+def ort_features(graph, x: torch.Tensor) -> list[np.ndarray]:
+    sess = session(graph.to_proto(), ["CPUExecutionProvider"])
+    return sess.run(graph.features, {graph.input_name: x.numpy()})
+
+
+def assert_close(actual: torch.Tensor, expected, what: str) -> None:
+    expected = torch.as_tensor(np.asarray(expected))
+    scale = max(float(expected.abs().max()), 1e-6)
+    diff = float((actual.detach() - expected).abs().max()) / scale
+    assert diff <= TOLERANCE, f"{what}: relative diff {diff:.3g}"
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+EXPORTS = [(e, False) for e in EXPORTERS] + [("dynamo", True), ("legacy17", True)]
+
+
+@pytest.mark.parametrize(
+    ("exporter", "folded"), EXPORTS, ids=[f"{e}-{'folded' if f else 'bn'}" for e, f in EXPORTS]
+)
+def test_all_shared_equals_backbone(tiny_export, exporter, folded, x):
+    graph = onnxmtl.load(tiny_export(exporter, fold_bn=folded))
+    model = compile(graph, tasks()).eval()
+    assert bool(model.renorms()) == folded
+    with torch.no_grad():
+        features = model.features(x, mode="fixed", policy=model.uniform_policy(SHARED))
+    (expected,) = ort_features(graph, x)
+    for t, (feat,) in enumerate(features):
+        assert_close(feat, expected, f"task {t}")
+
+
+def _load_branch(lowered, graph, model, t: int) -> None:
+    attr_of = {onnx: attr for attr, onnx in lowered.onnx_names.items()}
+    for unit, branches in zip(graph.units, model.units):
+        source = branches.specific[t]
+        for node, op in zip(unit.nodes, source.ops):
+            lowered.get_submodule(attr_of[node]).load_state_dict(op.state_dict())
+        for name, tensor in source.weights.state_dict().items():
+            getattr(lowered.weights, name).data.copy_(tensor)
+
+
+def test_all_specific_equals_independent_copies(tiny_export, x):
+    graph = onnxmtl.load(tiny_export("legacy17"))
+    model = compile(graph, tasks()).eval()
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for branches in model.units:
+            for copy in branches.specific:
+                for p in copy.parameters():
+                    p.add_(0.1 * torch.randn(p.shape, generator=gen))
+        features = model.features(x, mode="fixed", policy=model.uniform_policy(SPECIFIC))
+        for t in range(len(model.tasks)):
+            lowered = lower(graph).eval()
+            _load_branch(lowered, graph, model, t)
+            assert_close(features[t][0], lowered(x), f"task {t}")
+        assert not torch.allclose(features[0][0], features[1][0])
+
+
+def _with_skip(lowered, graph, unit_index: int, skip: torch.nn.Module):
+    attr_of = {onnx: attr for attr, onnx in lowered.onnx_names.items()}
+    unit = graph.units[unit_index]
+    head = lowered.get_submodule(attr_of[unit.nodes[0]])
+    last = lowered.get_submodule(attr_of[unit.nodes[-1]])
+    seen = {}
+    head.register_forward_pre_hook(lambda m, args: seen.__setitem__("x", args[0]))
+    last.register_forward_hook(lambda m, args, out: skip(seen["x"]))
+    return lowered
+
+
+@pytest.mark.parametrize("kind", ["identity", "projection"])
+def test_skipped_unit_equals_its_skip(tiny_export, x, kind):
+    graph = onnxmtl.load(tiny_export("legacy17"))
+    model = compile(graph, tasks()).eval()
+    want = Projection if kind == "projection" else torch.nn.Identity
+    u = next(i for i, b in enumerate(model.units) if isinstance(b.skip, want))
+    choices = [[SHARED] * len(model.units) for _ in model.tasks]
+    choices[0][u] = SKIP
+    with torch.no_grad():
+        features = model.features(x, mode="fixed", policy=choices)
+        reference = _with_skip(lower(graph).eval(), graph, u, model.units[u].skip)
+        assert_close(features[0][0], reference(x), "skipped task")
+        assert_close(features[1][0], ort_features(graph, x)[0], "shared task")
+
+
+def test_every_skip_reaches_the_units_output_shape(tmp_path):
+    # An explicit Pad before an unpadded strided conv (TF "same" style, as EfficientNet-Lite).
+    net = torch.nn.Sequential(
+        torch.nn.ZeroPad2d((0, 1, 0, 1)),
+        torch.nn.Conv2d(3, 8, 3, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.ZeroPad2d(1),
+        torch.nn.Conv2d(8, 8, 3, groups=8),
+        torch.nn.Conv2d(8, 16, 1),
+    ).eval()
+    path = tmp_path / "padded.onnx"
+    torch.onnx.export(net, torch.randn(1, 3, 16, 16), path, dynamo=False)
+    model = compile(onnxmtl.load(path, features=None), [Task("d", "depth")]).eval()
+    assert all(b.skip is not None for b in model.units)
+    assert model.units[1].skip.proj.groups == 8  # depthwise unit, depthwise projection
+    x = torch.randn(2, 3, 16, 16)
+    for unit, branches, xin in zip(model.graph.units, model.units, _unit_inputs(model, x)):
+        assert tuple(branches.skip(xin).shape[1:]) == unit.out_shape[1:]
+
+
+def _unit_inputs(model, x):
+    seen = []
+    hooks = [
+        b.shared.register_forward_pre_hook(lambda m, a: seen.append(a[0])) for b in model.units
+    ]
+    with torch.no_grad():
+        model.features(x, mode="fixed")
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_parameter_count_matches_the_units(tiny_export):
+    graph = onnxmtl.load(tiny_export("legacy17", fold_bn=True))
+    ts = tasks()
+    model = compile(graph, ts)
+    renorm = {i for i, _ in model.renorms()}
+    branch = sum(
+        u.params + (2 * u.out_shape[1] if i in renorm else 0) for i, u in enumerate(graph.units)
+    )
+    skips = 0
+    for unit, b in zip(graph.units, model.units):
+        if isinstance(b.skip, Projection):
+            cin, cout = unit.in_shape[1], unit.out_shape[1]
+            skips += cin // b.skip.proj.groups * cout + 2 * cout
+    heads = sum(p.numel() for h in model.heads.values() for p in h.parameters())
+    loose = graph.params - sum(u.params for u in graph.units)
+    expected = (1 + len(ts)) * branch + skips + heads + loose + len(ts) * len(graph.units) * 3
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def _losses(model, x, mode):
+    out = model(x, mode=mode)
+    gen = torch.Generator().manual_seed(0)
+    targets = {
+        "seg": torch.randint(0, 5, (2, 32, 32), generator=gen),
+        "depth": torch.rand(2, 1, 32, 32, generator=gen) + 0.5,
+        "cls": torch.randint(0, 10, (2,), generator=gen),
+    }
+    return sum(loss_fn(t)(out[t.name], targets[t.name]) for t in model.tasks)
+
+
+def test_soft_mode_gradients_reach_every_branch_and_logit(tiny_export, x):
+    model = compile(onnxmtl.load(tiny_export("dynamo")), tasks()).train()
+    _losses(model, x, "soft").backward()
+    for i, b in enumerate(model.units):
+        for name, module in [
+            ("shared", b.shared),
+            ("skip", b.skip),
+            *[(f"task{t}", m) for t, m in enumerate(b.specific)],
+        ]:
+            for p in module.parameters():
+                assert p.grad is not None and p.grad.abs().sum() > 0, f"unit {i} {name}"
+    grad = model.policy_logits.grad
+    mask = model.branch_mask.expand_as(grad)
+    assert (grad[mask] != 0).all()
+    assert (grad[~mask] == 0).all()
+
+
+def _count_calls(model):
+    calls = {}
+    for i, b in enumerate(model.units):
+        b.shared.register_forward_hook(
+            lambda *a, i=i: calls.__setitem__((i, "shared"), calls.get((i, "shared"), 0) + 1)
+        )
+        for t, m in enumerate(b.specific):
+            m.register_forward_hook(
+                lambda *a, i=i, t=t: calls.__setitem__((i, t), calls.get((i, t), 0) + 1)
+            )
+    return calls
+
+
+def test_shared_units_run_once_for_all_tasks(tiny_export, x):
+    model = compile(onnxmtl.load(tiny_export("legacy17")), tasks()).eval()
+    calls = _count_calls(model)
+    with torch.no_grad():
+        model(x, mode="fixed", policy=model.uniform_policy(SHARED))
+    assert calls == {(i, "shared"): 1 for i in range(len(model.units))}
+    calls.clear()
+    choices = [[SHARED] * len(model.units) for _ in model.tasks]
+    choices[2][3] = SPECIFIC  # task 2 branches off at unit 3; later shared units run twice
+    with torch.no_grad():
+        model(x, mode="fixed", policy=choices)
+    assert calls[(3, 2)] == 1 and calls[(3, "shared")] == 1
+    assert calls[(0, "shared")] == 1 and calls[(len(model.units) - 1, "shared")] == 2
+
+
+def test_hard_mode_runs_sampled_branches_and_reaches_logits(tiny_export, x):
+    model = compile(onnxmtl.load(tiny_export("legacy17")), tasks(), shared_prefix=2).train()
+    torch.manual_seed(0)
+    calls = _count_calls(model)
+    _losses(model, x, "hard").backward()
+    choices = model.last_choices
+    for u in range(len(model.units)):
+        specific = sum(row[u] == SPECIFIC for row in choices)
+        assert sum(calls.get((u, t), 0) for t in range(3)) == specific
+        assert calls.get((u, "shared"), 0) <= sum(row[u] == SHARED for row in choices)
+    assert all(row[u] == SHARED for row in choices for u in range(2))
+    grad = model.policy_logits.grad
+    assert grad is not None and (grad[:, 2:][model.branch_mask[2:].expand(3, -1, -1)] != 0).any()
+    assert (grad[:, :2] == 0).all()
+
+
+def test_renormalized_folded_backbone_starts_as_the_backbone(tiny_export, x):
+    graph = onnxmtl.load(tiny_export("legacy17", fold_bn=True))
+    assert graph.normalization == "folded"
+    model = compile(graph, tasks(), calibration=x)
+    renorms = model.renorms()
+    assert renorms and model.calibration == "data"
+    assert all(
+        isinstance(b.specific[0].renorm, Renorm) for i, _ in renorms for b in [model.units[i]]
+    )
+    policy = model.uniform_policy(SHARED)
+    with torch.no_grad():
+        model.eval()
+        other = torch.randn(3, 3, 32, 32)
+        (eval_out,) = model.features(other, mode="fixed", policy=policy)[0]
+        model.train()  # batch statistics of the calibration batch (updates running stats)
+        (train_out,) = model.features(x, mode="fixed", policy=policy)[0]
+    assert_close(train_out, ort_features(graph, x)[0], "train mode, calibration batch")
+    assert_close(eval_out, ort_features(graph, other)[0], "eval mode, other batch")
+    assert not compile(graph, tasks(), renormalize=False).renorms()
+
+
+def test_save_and_load_round_trip(tiny_export, x, tmp_path):
+    model = compile(onnxmtl.load(tiny_export("dynamo", fold_bn=True)), tasks()).eval()
+    with torch.no_grad():
+        model.policy_logits.normal_()
+        model.units[1].specific[2].ops[0].weight.mul_(1.5)
+    save_supermodel(model, tmp_path / "s.pt")
+    again = load_supermodel(tmp_path / "s.pt").eval()
+    assert torch.equal(again.policy_logits, model.policy_logits)
+    policy = [[SPECIFIC] * len(model.units) for _ in model.tasks]
+    with torch.no_grad():
+        a, b = model(x, mode="fixed", policy=policy), again(x, mode="fixed", policy=policy)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [p.name for p in [Task(**t) for t in [t.to_dict() for t in again.tasks]]] == [
+        "seg",
+        "depth",
+        "cls",
+    ]
+
+
+def test_outputs_and_bad_options(tiny_export, x):
+    graph = onnxmtl.load(tiny_export("legacy17"))
+    model = compile(graph, tasks()).eval()
+    with torch.no_grad():
+        out = model(x, mode="warmup")
+    assert out["seg"].shape == (2, 5, 32, 32) and out["depth"].shape == (2, 1, 32, 32)
+    assert out["cls"].shape == (2, 10)
+    with pytest.raises(ConfigError, match="unknown mode 'sharp'"):
+        model(x, mode="sharp")
+    with pytest.raises(ConfigError, match="tau must be > 0"):
+        model(x, mode="soft", tau=0)
+    with pytest.raises(ConfigError, match="shared_prefix"):
+        compile(graph, tasks(), shared_prefix=99)
+    with pytest.raises(ConfigError, match="unique"):
+        compile(graph, [Task("a", "depth"), Task("a", "depth")])

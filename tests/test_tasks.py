@@ -1,0 +1,139 @@
+"""Tasks: YAML specs, default losses and standard metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from onnxmtl.errors import ConfigError
+from onnxmtl.tasks import Task, load_tasks, loss_fn, make_head, make_metric
+
+
+def test_yaml_tasks_with_defaults(tmp_path):
+    path = tmp_path / "tasks.yaml"
+    path.write_text(
+        "tasks:\n"
+        "  - {name: seg, kind: semantic_segmentation, num_outputs: 13, head: conv}\n"
+        "  - {name: depth, kind: depth, weight: 2}\n"
+        "  - {name: normal, kind: normals}\n"
+    )
+    seg, depth, normal = load_tasks(path)
+    assert (seg.kind, seg.num_outputs, seg.head, seg.ignore_index) == (
+        "segmentation",
+        13,
+        "conv",
+        255,
+    )
+    assert (depth.num_outputs, depth.weight) == (1, 2.0)
+    assert normal.num_outputs == 3 and normal.dense
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tasks: [{name: a, kind: foo, num_outputs: 2}]", "unknown kind 'foo'"),
+        ("tasks: [{name: a, kind: classification}]", "needs num_outputs"),
+        ("tasks: [{name: a, kind: depth, num_outputs: 2}]", "predicts 1 channel"),
+        ("tasks: [{name: a, kind: depth}, {name: a, kind: depth}]", "repeated: a"),
+        ("tasks: [{name: a, kind: depth, colour: red}]", "unknown key(s) colour"),
+        ("tasks: [{name: 1a, kind: depth}]", "not a valid identifier"),
+        ("tasks: []", "non-empty list"),
+        ("tasks: [unclosed", "not valid YAML"),
+        ("tasks: [{kind: depth}]", "missing 'name'"),
+    ],
+    ids=[
+        "kind",
+        "num-outputs",
+        "fixed-outputs",
+        "duplicate",
+        "key",
+        "name",
+        "empty",
+        "yaml",
+        "no-name",
+    ],
+)
+def test_bad_task_files_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "tasks.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_tasks(path)
+
+
+def test_segmentation_metric_excludes_only_classes_absent_everywhere():
+    task = Task("seg", "segmentation", 4, ignore_index=255)
+    metric = make_metric(task)
+    target = torch.tensor([[0, 0, 1, 255]])
+    labels = torch.tensor([[0, 1, 1, 2]])  # class 2 predicted only on an ignored pixel
+    metric.update(torch.nn.functional.one_hot(labels, 4).permute(0, 2, 1).float(), target)
+    # class 0: tp 1, fp 0, fn 1 -> 1/2; class 1: tp 1, fp 1 -> 1/2; classes 2 and 3 absent
+    assert metric.compute() == pytest.approx({"miou": 0.5, "pixel_acc": 2 / 3})
+    metric.update(
+        torch.nn.functional.one_hot(torch.tensor([[0]]), 4).permute(0, 2, 1).float(),
+        torch.tensor([[3]]),
+    )
+    # class 3 now in the ground truth without a true positive: IoU 0 counts
+    cm_ious = [1 / 3, 1 / 2, 0.0]
+    assert metric.compute()["miou"] == pytest.approx(sum(cm_ious) / 3)
+
+
+def test_depth_metric_on_valid_pixels():
+    metric = make_metric(Task("d", "depth"))
+    target = torch.tensor([[[[1.0, 2.0, 0.0, 4.0]]]])
+    pred = torch.tensor([[[[1.1, 3.0, 9.0, 2.0]]]])
+    metric.update(pred, target)
+    out = metric.compute()
+    assert out["abs_err"] == pytest.approx((0.1 + 1.0 + 2.0) / 3)
+    assert out["rel_err"] == pytest.approx((0.1 + 0.5 + 0.5) / 3)
+    assert out["delta1"] == pytest.approx(1 / 3)  # ratios 1.1, 1.5, 2.0
+    assert out["delta2"] == pytest.approx(2 / 3)  # 1.5625
+    assert out["delta3"] == pytest.approx(2 / 3)  # 1.953
+
+
+def test_normals_metric_angles():
+    metric = make_metric(Task("n", "normals"))
+    target = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [1.0, 0, 0], [0, 0, 0]]).T.reshape(1, 3, 1, 4)
+    s = math.sin(math.radians(20))
+    c = math.cos(math.radians(20))
+    pred = torch.tensor([[2.0, 0, 0], [1.0, 0, 0], [c, s, 0], [1, 1, 1]]).T.reshape(1, 3, 1, 4)
+    metric.update(pred, target)
+    out = metric.compute()
+    assert out["mean_angle"] == pytest.approx((0 + 90 + 20) / 3, abs=1e-6)
+    assert out["median_angle"] == pytest.approx(20, abs=1e-3)
+    assert out["within_11_25"] == pytest.approx(1 / 3)
+    assert out["within_22_5"] == pytest.approx(2 / 3)
+    assert out["within_30"] == pytest.approx(2 / 3)
+
+
+def test_classification_top1_top5_and_regression():
+    metric = make_metric(Task("c", "classification", 6))
+    logits = torch.tensor([[6.0, 5, 4, 3, 2, 1], [1.0, 2, 3, 4, 5, 6]])
+    metric.update(logits, torch.tensor([0, 0]))
+    assert metric.compute() == pytest.approx({"accuracy": 0.5, "top5": 0.5})
+    reg = make_metric(Task("r", "regression", 1))
+    reg.update(torch.tensor([[1.0], [3.0]]), torch.tensor([2.0, 3.0]))
+    assert reg.compute() == pytest.approx({"mae": 0.5, "rmse": math.sqrt(0.5)})
+
+
+def test_default_losses():
+    depth = loss_fn(Task("d", "depth"))
+    assert float(depth(torch.tensor([[[[2.0, 5.0]]]]), torch.tensor([[[1.0, 0.0]]]))) == 1.0
+    normals = loss_fn(Task("n", "normals"))
+    t = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1)
+    assert float(normals(3 * t, t)) == pytest.approx(0.0, abs=1e-6)
+    assert float(normals(-t, t)) == pytest.approx(2.0)
+    seg = loss_fn(Task("s", "segmentation", 2, ignore_index=7))
+    logits = torch.tensor([[[[4.0, 0.0]], [[0.0, 0.0]]]])
+    expected = torch.nn.functional.cross_entropy(logits[..., :1], torch.tensor([[[0]]]))
+    assert float(seg(logits, torch.tensor([[[0, 7]]]))) == pytest.approx(float(expected))
+
+
+def test_heads_map_features_to_outputs():
+    x = torch.randn(2, 16, 5, 7)
+    assert make_head(Task("s", "segmentation", 4), 16)(x).shape == (2, 4, 5, 7)
+    assert make_head(Task("d", "depth", head="conv"), 16)(x).shape == (2, 1, 5, 7)
+    assert make_head(Task("c", "classification", 3), 16)(x).shape == (2, 3)
+    with pytest.raises(ConfigError, match="unknown head 'mlp'"):
+        make_head(Task("c", "classification", 3, head="mlp"), 16)
