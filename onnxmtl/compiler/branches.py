@@ -67,6 +67,31 @@ class UnitOps(nn.Module):
         self.args = [list(a) for a in args]
         self.renorm = renorm
 
+    @torch.no_grad()
+    def standardize(self) -> None:
+        """After calibration: scale the convolution so each output channel has unit variance
+        on the calibration batch, moving the scale into the Renorm (the function is unchanged).
+
+        Folding multiplied each filter by gamma / std; under a BatchNorm the step size of a
+        filter goes as 1 / |filter|^2, so without this a folded backbone trains with very
+        uneven effective learning rates."""
+        conv, r = self.ops[0], self.renorm
+        if r is None or type(conv) not in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+            return
+        var = r.running_var
+        k = torch.where(var > 1e-6, torch.rsqrt(var + r.eps), torch.ones_like(var))
+        conv.weight.mul_(k.view(-1, *[1] * (conv.weight.dim() - 1)))
+        if conv.bias is not None:
+            conv.bias.mul_(k)
+        for w in self.weights.parameters():
+            if w.numel() == k.numel():
+                w.mul_(k.view(w.shape))
+        mean = r.running_mean.clone()
+        r.running_mean.mul_(k)
+        r.running_var.mul_(k * k)
+        r.weight.copy_(torch.sqrt(r.running_var + r.eps) / k)
+        r.bias.copy_(mean)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for op, args in zip(self.ops, self.args):
             x = op(*[x if kind == "x" else getattr(self.weights, name) for kind, name in args])

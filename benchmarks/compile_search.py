@@ -1,0 +1,238 @@
+"""Compiler benchmark: compile time, one search step (soft and hard) and its peak memory.
+
+    .venv/bin/python benchmarks/compile_search.py [--repeats 5] [--threads 2]
+
+Each table is measured side by side in one run on this machine. The reference figures are
+AutoMTL's, measured on this machine kind (2 threads) with its published code
+(../shared/reference/automtl.md). Search steps use 3 tasks (segmentation, depth, normals) with
+1x1 conv heads, batch 4, 128x128 inputs, SGD on the weights and Adam on the policy logits; the
+baseline is 3 single-task steps (forward, backward, update) of the plain lowered backbone,
+each with its own copy and head. Peak memory is sampled from the process's resident set size
+in a fresh subprocess per configuration; "step" is the peak above the RSS before the steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "bench"
+sys.path.insert(0, str(ROOT))
+
+import onnxmtl  # noqa: E402
+from converters import export_backbones  # noqa: E402
+from onnxmtl.compiler import compile  # noqa: E402
+from onnxmtl.lower import lower  # noqa: E402
+from onnxmtl.tasks import Task, loss_fn  # noqa: E402
+
+AUTOMTL_COMPILE = {"resnet34": 1.12, "mobilenet_v2": 0.64, "mnasnet1_0": 0.69}
+AUTOMTL_STEP = {"mobilenet_v2": (15.9, 0.95), "resnet34": (32.6, 16.2)}  # soft, hard (s)
+BATCH, SIZE = 4, 128
+
+
+def tasks() -> list[Task]:
+    return [
+        Task("seg", "segmentation", 13, head="conv1x1"),
+        Task("depth", "depth", head="conv1x1"),
+        Task("normal", "normals", head="conv1x1"),
+    ]
+
+
+def backbone(name: str, size: int) -> Path:
+    path = CACHE / f"{name}.{size}.onnx"
+    if not path.exists():
+        torch.manual_seed(0)
+        model = export_backbones.BACKBONES[name].build()
+        export_backbones.export(model, path, "legacy17", size, False)
+    return path
+
+
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def compile_table(repeats: int) -> None:
+    print("## Compile time, 3 tasks (median of repeats, after one warm-up)\n")
+    print(
+        "| backbone | units | load s | compile s (lower + build) | load + compile s | "
+        "AutoMTL compile s | AutoMTL / ours (compile) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, ref in AUTOMTL_COMPILE.items():
+        path = backbone(name, 224)
+        load_s = median_time(lambda p=path: onnxmtl.load(p), repeats)
+        graph = onnxmtl.load(path)
+        compile_s = median_time(lambda g=graph: compile(g, tasks()), repeats)
+        both = median_time(lambda p=path: compile(onnxmtl.load(p), tasks()), repeats)
+        print(
+            f"| {name} | {len(graph.units)} | {load_s:.3f} | {compile_s:.3f} | {both:.3f} | "
+            f"{ref:.2f} | {ref / compile_s:.1f}x |"
+        )
+    print()
+
+
+def targets(gen: torch.Generator) -> dict[str, torch.Tensor]:
+    return {
+        "seg": torch.randint(0, 13, (BATCH, SIZE, SIZE), generator=gen),
+        "depth": torch.rand(BATCH, 1, SIZE, SIZE, generator=gen) + 0.5,
+        "normal": torch.randn(BATCH, 3, SIZE, SIZE, generator=gen),
+    }
+
+
+def make_step(name: str, config: str):
+    """A zero-argument function running one training step of `config`."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen)
+    y = targets(gen)
+    graph = onnxmtl.load(backbone(name, SIZE))
+    ts = tasks()
+    if config == "single":
+        channels = graph.feature_shapes[-1][1]
+        models = []
+        for task in ts:
+            net = torch.nn.ModuleDict(
+                {"body": lower(graph), "head": torch.nn.Conv2d(channels, task.num_outputs, 1)}
+            ).train()
+            models.append((task, net, torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)))
+
+        def step() -> None:
+            for task, net, opt in models:
+                out = net["head"](net["body"](x))
+                out = torch.nn.functional.interpolate(out, size=(SIZE, SIZE), mode="bilinear")
+                opt.zero_grad()
+                loss_fn(task)(out, y[task.name]).backward()
+                opt.step()
+
+        return step
+    model = compile(graph, ts).train()
+    weights = torch.optim.SGD(model.weight_parameters(), lr=1e-3, momentum=0.9)
+    policy = torch.optim.Adam(model.policy_parameters(), lr=0.01)
+
+    def step() -> None:
+        out = model(x, mode=config, tau=5.0)
+        loss = sum(loss_fn(t)(out[t.name], y[t.name]) for t in ts)
+        weights.zero_grad()
+        policy.zero_grad()
+        loss.backward()
+        weights.step()
+        policy.step()
+
+    return step
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def memory_worker(name: str, config: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    step = make_step(name, config)
+    step()  # optimiser state and allocator warm-up
+    base = rss()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    for _ in range(2):
+        step()
+    done.set()
+    thread.join()
+    print(json.dumps({"base": base, "peak": peak[0]}))
+
+
+def measure_memory(name: str, config: str, threads: int) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--memory-worker", name, config, "--threads", str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def step_table(repeats: int, threads: int) -> None:
+    print(
+        f"## One search step: 3 tasks, batch {BATCH}, {SIZE}x{SIZE}, 1x1 conv heads, "
+        f"{threads} threads\n"
+    )
+    print(
+        "| backbone | 3 single-task steps s | soft s | hard s | soft / 3 single | "
+        "hard / 3 single | AutoMTL soft s | AutoMTL hard s | AutoMTL soft / ours |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for name in ("mobilenet_v2", "resnet34"):
+        times = {
+            c: median_time(make_step(name, c), repeats, warmup=2)
+            for c in ("single", "soft", "hard")
+        }
+        soft_ref, hard_ref = AUTOMTL_STEP[name]
+        print(
+            f"| {name} | {times['single']:.3f} | {times['soft']:.3f} | {times['hard']:.3f} | "
+            f"{times['soft'] / times['single']:.2f} | {times['hard'] / times['single']:.2f} | "
+            f"{soft_ref} | {hard_ref} | {soft_ref / times['soft']:.0f}x |"
+        )
+        rows.append(name)
+    print("\n## Peak memory of a search step (resident set size, fresh process each)\n")
+    print(
+        "| backbone | config | RSS before step MB | peak MB | step MB | peak / single | "
+        "step / single |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name in rows:
+        mem = {c: measure_memory(name, c, threads) for c in ("single", "soft", "hard")}
+        single = mem["single"]
+        for config, m in mem.items():
+            step_mb = (m["peak"] - m["base"]) / 2**20
+            single_step = (single["peak"] - single["base"]) / 2**20
+            print(
+                f"| {name} | {config} | {m['base'] / 2**20:.0f} | {m['peak'] / 2**20:.0f} | "
+                f"{step_mb:.0f} | {m['peak'] / single['peak']:.2f} | "
+                f"{step_mb / max(single_step, 1e-9):.2f} |"
+            )
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--memory-worker", nargs=2, metavar=("BACKBONE", "CONFIG"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=["compile", "step"])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_worker:
+        memory_worker(*args.memory_worker, args.threads)
+        return
+    print(f"torch {torch.__version__}, {args.threads} threads\n")
+    if "compile" not in args.skip:
+        compile_table(args.repeats)
+    if "step" not in args.skip:
+        step_table(args.repeats, args.threads)
+
+
+if __name__ == "__main__":
+    main()
