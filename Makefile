@@ -32,6 +32,8 @@ corpus: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/load_lower.py
+	$(BIN)/python benchmarks/compile_search.py
+	$(BIN)/python benchmarks/renormalize.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -26,14 +26,12 @@ def renormalized_units(graph: Graph, renormalize: bool | str = "auto") -> list[i
 
     Candidates are Conv/ConvTranspose units without one whose output has more than one
     position per channel (a BatchNorm on a 1x1 map, as in squeeze-excite, would only see the
-    batch). 'auto' picks them where the graph's normalisation was folded away, fully or
-    partly; True always; False never.
+    batch). 'auto' picks them where the graph has no normalisation left (folded away; a
+    'partial' graph such as ConvNeXt normalises elsewhere); True always; False never.
     """
     if renormalize not in (True, False, "auto"):
         raise ConfigError(f"renormalize must be True, False or 'auto', got {renormalize!r}.")
-    if renormalize is False or (
-        renormalize == "auto" and graph.normalization not in ("folded", "partial")
-    ):
+    if renormalize is False or (renormalize == "auto" and graph.normalization != "folded"):
         return []
     return [i for i, u in enumerate(graph.units) if _renormalizable(u)]
 
