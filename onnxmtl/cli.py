@@ -46,6 +46,7 @@ def _compile(args: argparse.Namespace):
         tasks,
         renormalize=args.renormalize,
         shared_prefix=args.shared_prefix,
+        skip_projection=args.skip_projection,
         seed=args.seed,
     )
 
@@ -193,6 +194,12 @@ def _compile_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--shared-prefix", type=int, default=0, help="force the first K units to be shared"
+    )
+    parser.add_argument(
+        "--skip-projection",
+        choices=["grouped", "full"],
+        default="grouped",
+        help="skip of a unit that changes shape: grouped 1x1 (cheap) or full 1x1 (AutoMTL)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of heads and projections")
 

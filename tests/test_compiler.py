@@ -137,6 +137,9 @@ def test_every_skip_reaches_the_units_output_shape(tmp_path):
     model = compile(onnxmtl.load(path, features=None), [Task("d", "depth")]).eval()
     assert all(b.skip is not None for b in model.units)
     assert model.units[1].skip.proj.groups == 8  # depthwise unit, depthwise projection
+    assert model.units[2].skip.proj.groups == 8  # 8 -> 16: gcd groups
+    full = compile(model.graph, [Task("d", "depth")], skip_projection="full")
+    assert full.units[2].skip.proj.groups == 1
     x = torch.randn(2, 3, 16, 16)
     for unit, branches, xin in zip(model.graph.units, model.units, _unit_inputs(model, x)):
         assert tuple(branches.skip(xin).shape[1:]) == unit.out_shape[1:]

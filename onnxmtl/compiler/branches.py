@@ -67,31 +67,6 @@ class UnitOps(nn.Module):
         self.args = [list(a) for a in args]
         self.renorm = renorm
 
-    @torch.no_grad()
-    def standardize(self) -> None:
-        """After calibration: scale the convolution so each output channel has unit variance
-        on the calibration batch, moving the scale into the Renorm (the function is unchanged).
-
-        Folding multiplied each filter by gamma / std; under a BatchNorm the step size of a
-        filter goes as 1 / |filter|^2, so without this a folded backbone trains with very
-        uneven effective learning rates."""
-        conv, r = self.ops[0], self.renorm
-        if r is None or type(conv) not in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
-            return
-        var = r.running_var
-        k = torch.where(var > 1e-6, torch.rsqrt(var + r.eps), torch.ones_like(var))
-        conv.weight.mul_(k.view(-1, *[1] * (conv.weight.dim() - 1)))
-        if conv.bias is not None:
-            conv.bias.mul_(k)
-        for w in self.weights.parameters():
-            if w.numel() == k.numel():
-                w.mul_(k.view(w.shape))
-        mean = r.running_mean.clone()
-        r.running_mean.mul_(k)
-        r.running_var.mul_(k * k)
-        r.weight.copy_(torch.sqrt(r.running_var + r.eps) / k)
-        r.bias.copy_(mean)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for op, args in zip(self.ops, self.args):
             x = op(*[x if kind == "x" else getattr(self.weights, name) for kind, name in args])
@@ -139,10 +114,18 @@ class Projection(nn.Module):
         return self.norm(self.proj(x))
 
 
-def make_skip(unit: Unit, conv: ConvGeometry | None) -> nn.Module | None:
+SKIP_PROJECTIONS = ("grouped", "full")
+
+
+def make_skip(
+    unit: Unit, conv: ConvGeometry | None, projection: str = "grouped"
+) -> nn.Module | None:
     """Identity where the unit keeps its shape; a projection where one reaches the output
-    shape (grouped like the unit's convolution, so a depthwise unit gets a cheap depthwise
-    projection); None where none fits (for example an upsampling ConvTranspose)."""
+    shape; None where none fits (for example an upsampling ConvTranspose).
+
+    A 'grouped' projection uses gcd(C_in, C_out) groups, the cheapest 1x1 map that feeds
+    every output channel (a depthwise one where the channels match), so skipping a unit
+    always saves compute; 'full' is a dense 1x1 convolution, as in AutoMTL."""
     if unit.keeps_shape:
         return nn.Identity()
     a, b = unit.in_shape, unit.out_shape
@@ -159,7 +142,7 @@ def make_skip(unit: Unit, conv: ConvGeometry | None) -> nn.Module | None:
             return None
         crop = [(off, off + (o - 1) * s + 1) for i, o, s, off in dims]
         whole = all(off == 0 and (i - 1) // s + 1 == o for i, o, s, off in dims)
-        groups = conv.groups if cin % conv.groups == cout % conv.groups == 0 else 1
+        groups = math.gcd(cin, cout) if projection == "grouped" else 1
         return Projection(cin, cout, conv.strides, groups, None if whole else crop)
     linear = unit.op_type in ("Gemm", "MatMul") and a[:-1] == b[:-1]
     if linear and isinstance(a[-1], int) and isinstance(b[-1], int):

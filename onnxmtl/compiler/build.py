@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from onnxmtl.compiler.branches import ConvGeometry, UnitBranches, make_skip
+from onnxmtl.compiler.branches import SKIP_PROJECTIONS, ConvGeometry, UnitBranches, make_skip
 from onnxmtl.compiler.plan import build_plan
 from onnxmtl.compiler.policy import SKIP, SPECIFIC
 from onnxmtl.compiler.supermodel import SuperModel
@@ -53,6 +53,7 @@ def compile(
     renormalize: bool | str = "auto",
     shared_prefix: int = 0,
     calibration: torch.Tensor | None = None,
+    skip_projection: str = "grouped",
     seed: int = 0,
 ) -> SuperModel:
     """Build the supermodel of `graph` for `tasks`.
@@ -61,6 +62,7 @@ def compile(
     and a skip; the first `shared_prefix` units may only be shared. Units whose normalisation
     was folded get one re-inserted (`renormalize`), initialised from `calibration` images
     (a seeded random batch if none is given; call `SuperModel.calibrate` with real data).
+    `skip_projection` is 'grouped' (cheap, the default) or 'full' (a dense 1x1 convolution).
     Heads and skip projections are initialised from `seed`.
     """
     if not isinstance(graph, Graph):
@@ -80,6 +82,11 @@ def compile(
             f"{graph.source}: the feature value '{graph.features[-1]}' has shape "
             f"{feature_shape}; heads need a known channel count."
         )
+    if skip_projection not in SKIP_PROJECTIONS:
+        raise ConfigError(
+            f"skip_projection must be one of {', '.join(SKIP_PROJECTIONS)}, "
+            f"got {skip_projection!r}."
+        )
     renorm = renormalized_units(graph, renormalize)
     lowered = lower(graph)
     plan, ops, weights, unit_ops = build_plan(graph, lowered, set(renorm))
@@ -92,14 +99,19 @@ def compile(
         branches = []
         mask = torch.ones(len(graph.units), 3, dtype=torch.bool)
         for i, (unit, shared) in enumerate(zip(graph.units, unit_ops)):
-            skip = make_skip(unit, _conv_geometry(nodes[unit.name], unit))
+            skip = make_skip(unit, _conv_geometry(nodes[unit.name], unit), skip_projection)
             branches.append(UnitBranches(shared, len(tasks), skip))
             if skip is None:
                 mask[i, SKIP] = False
             if i < shared_prefix:
                 mask[i, SPECIFIC] = mask[i, SKIP] = False
         heads = {t.name: make_head(t, feature_shape[1]) for t in tasks}
-    options = {"renormalize": renormalize, "shared_prefix": shared_prefix, "seed": seed}
+    options = {
+        "renormalize": renormalize,
+        "shared_prefix": shared_prefix,
+        "skip_projection": skip_projection,
+        "seed": seed,
+    }
     model = SuperModel(graph, tasks, plan, ops, weights, trainable, branches, heads, mask, options)
     if renorm:
         model.calibrate(_calibration_batch(graph, calibration, seed))

@@ -264,8 +264,8 @@ class SuperModel(nn.Module):
     @torch.no_grad()
     def calibrate(self, images: torch.Tensor) -> None:
         """Initialise every re-inserted normalisation from `images` so that each unit computes
-        what the backbone computes, with its filters standardised; task copies are reset to
-        the shared branch. Call it before training."""
+        what the backbone computes; task copies receive the same statistics. Call it before
+        training."""
         renorms = self.renorms()
         if not renorms:
             return
@@ -279,9 +279,7 @@ class SuperModel(nn.Module):
             for _, r in renorms:
                 r.calibrating = False
             self.train(was_training)
-        for u, _ in renorms:
-            unit = self.units[u]
-            unit.shared.standardize()
-            for branch in unit.specific:
-                branch.load_state_dict(unit.shared.state_dict())
+        for u, r in renorms:
+            for branch in self.units[u].specific:
+                branch.renorm.load_state_dict(r.state_dict())
         self.calibration = "data"
