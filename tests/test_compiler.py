@@ -176,7 +176,7 @@ def test_parameter_count_matches_the_units(tiny_export):
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
-def _losses(model, x, mode):
+def _losses(model, x, mode, device="cpu"):
     out = model(x, mode=mode)
     gen = torch.Generator().manual_seed(0)
     targets = {
@@ -184,7 +184,7 @@ def _losses(model, x, mode):
         "depth": torch.rand(2, 1, 32, 32, generator=gen) + 0.5,
         "cls": torch.randint(0, 10, (2,), generator=gen),
     }
-    return sum(loss_fn(t)(out[t.name], targets[t.name]) for t in model.tasks)
+    return sum(loss_fn(t)(out[t.name], targets[t.name].to(device)) for t in model.tasks)
 
 
 def test_soft_mode_gradients_reach_every_branch_and_logit(tiny_export, x):

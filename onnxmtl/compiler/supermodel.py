@@ -78,6 +78,7 @@ class SuperModel(nn.Module):
         self._heads_take_all = {n: not isinstance(h, _BUILTIN_HEADS) for n, h in heads.items()}
         self.policy_logits = nn.Parameter(torch.zeros(len(self.tasks), len(units), 3))
         self.register_buffer("branch_mask", branch_mask)
+        self._allowed: list[list[bool]] = branch_mask.tolist()  # host copy: no device syncs
         self.mode = "warmup"
         self.tau = 5.0
         self.policy = self.uniform_policy(SHARED)
@@ -96,7 +97,7 @@ class SuperModel(nn.Module):
         """Every task takes `branch` at every unit (SKIP falls back to SHARED where a unit has
         no skip)."""
         choices = [
-            [branch if self.branch_mask[u, branch] else SHARED for u in range(len(self.units))]
+            [branch if self._allowed[u][branch] else SHARED for u in range(len(self.units))]
             for _ in self.tasks
         ]
         return Policy(self.task_names, self.unit_names, choices, method=BRANCHES[branch])
@@ -221,7 +222,7 @@ class SuperModel(nn.Module):
 
     def _mix(self, u: int, xs, probs: torch.Tensor) -> list[torch.Tensor]:
         unit = self.units[u]
-        has_skip = bool(self.branch_mask[u, SKIP])
+        has_skip = self._allowed[u][SKIP]
         shared: dict[int, torch.Tensor] = {}
         skipped: dict[int, torch.Tensor] = {}
         out = []
@@ -250,7 +251,7 @@ class SuperModel(nn.Module):
             Policy(self.task_names, self.unit_names, choices)
         for row in choices:
             for u, b in enumerate(row):
-                if b == SKIP and not self.branch_mask[u, SKIP]:
+                if b == SKIP and not self._allowed[u][SKIP]:
                     raise ConfigError(
                         f"policy skips unit '{self.unit_names[u]}', which has no skip branch "
                         "(its shape change has no 1x1 projection)."
