@@ -14,6 +14,7 @@ in a fresh subprocess per configuration; "step" is the peak above the RSS before
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -37,6 +38,7 @@ from onnxmtl.tasks import Task, loss_fn  # noqa: E402
 AUTOMTL_COMPILE = {"resnet34": 1.12, "mobilenet_v2": 0.64, "mnasnet1_0": 0.69}
 AUTOMTL_STEP = {"mobilenet_v2": (15.9, 0.95), "resnet34": (32.6, 16.2)}  # soft, hard (s)
 BATCH, SIZE = 4, 128
+DEVICE = torch.device("cpu")  # --device
 
 
 def tasks() -> list[Task]:
@@ -98,17 +100,21 @@ def targets(gen: torch.Generator) -> dict[str, torch.Tensor]:
 def make_step(name: str, config: str):
     """A zero-argument function running one training step of `config`."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen)
-    y = targets(gen)
+    x = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen).to(DEVICE)
+    y = {k: v.to(DEVICE) for k, v in targets(gen).items()}
     graph = onnxmtl.load(backbone(name, SIZE))
     ts = tasks()
     if config == "single":
         channels = graph.feature_shapes[-1][1]
         models = []
         for task in ts:
-            net = torch.nn.ModuleDict(
-                {"body": lower(graph), "head": torch.nn.Conv2d(channels, task.num_outputs, 1)}
-            ).train()
+            net = (
+                torch.nn.ModuleDict(
+                    {"body": lower(graph), "head": torch.nn.Conv2d(channels, task.num_outputs, 1)}
+                )
+                .to(DEVICE)
+                .train()
+            )
             models.append((task, net, torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)))
 
         def step() -> None:
@@ -118,9 +124,10 @@ def make_step(name: str, config: str):
                 opt.zero_grad()
                 loss_fn(task)(out, y[task.name]).backward()
                 opt.step()
+            sync()
 
         return step
-    model = compile(graph, ts).train()
+    model = compile(graph, ts).to(DEVICE).train()
     weights = torch.optim.SGD(model.weight_parameters(), lr=1e-3, momentum=0.9)
     policy = torch.optim.Adam(model.policy_parameters(), lr=0.01)
 
@@ -132,8 +139,30 @@ def make_step(name: str, config: str):
         loss.backward()
         weights.step()
         policy.step()
+        sync()
 
     return step
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def cuda_memory(name: str, config: str) -> dict:
+    """Peak CUDA memory allocated over two steps, after one warm-up step, in-process."""
+    gc.collect()
+    torch.cuda.empty_cache()
+    step = make_step(name, config)
+    step()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    for _ in range(2):
+        step()
+    peak = torch.cuda.max_memory_allocated()
+    del step
+    torch.cuda.empty_cache()
+    return {"base": base, "peak": peak}
 
 
 def rss() -> int:
@@ -174,10 +203,8 @@ def measure_memory(name: str, config: str, threads: int) -> dict:
 
 
 def step_table(repeats: int, threads: int) -> None:
-    print(
-        f"## One search step: 3 tasks, batch {BATCH}, {SIZE}x{SIZE}, 1x1 conv heads, "
-        f"{threads} threads\n"
-    )
+    where = torch.cuda.get_device_name() if DEVICE.type == "cuda" else f"{threads} threads"
+    print(f"## One search step: 3 tasks, batch {BATCH}, {SIZE}x{SIZE}, 1x1 conv heads, {where}\n")
     print(
         "| backbone | 3 single-task steps s | soft s | hard s | soft / 3 single | "
         "hard / 3 single | AutoMTL soft s | AutoMTL hard s | AutoMTL soft / ours |"
@@ -196,14 +223,17 @@ def step_table(repeats: int, threads: int) -> None:
             f"{soft_ref} | {hard_ref} | {soft_ref / times['soft']:.0f}x |"
         )
         rows.append(name)
-    print("\n## Peak memory of a search step (resident set size, fresh process each)\n")
+    kind = "CUDA memory allocated" if DEVICE.type == "cuda" else "resident set size"
+    print(f"\n## Peak memory of a search step ({kind}, fresh process each on the CPU)\n")
     print(
-        "| backbone | config | RSS before step MB | peak MB | step MB | peak / single | "
-        "step / single |"
+        "| backbone | config | before step MB | peak MB | step MB | peak / single | step / single |"
     )
     print("|---|---|---|---|---|---|---|")
     for name in rows:
-        mem = {c: measure_memory(name, c, threads) for c in ("single", "soft", "hard")}
+        mem = {
+            c: cuda_memory(name, c) if DEVICE.type == "cuda" else measure_memory(name, c, threads)
+            for c in ("single", "soft", "hard")
+        }
         single = mem["single"]
         for config, m in mem.items():
             step_mb = (m["peak"] - m["base"]) / 2**20
@@ -222,7 +252,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-worker", nargs=2, metavar=("BACKBONE", "CONFIG"))
     parser.add_argument("--skip", nargs="*", default=[], choices=["compile", "step"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (search steps only)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     if args.memory_worker:
         memory_worker(*args.memory_worker, args.threads)

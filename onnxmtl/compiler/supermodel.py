@@ -154,9 +154,11 @@ class SuperModel(nn.Module):
                 raise ConfigError(f"tau must be > 0, got {tau}.")
             probs = F.gumbel_softmax(self.masked_logits(), tau=tau, hard=False, dim=-1)
             if mode == "hard":
-                choices = probs.argmax(-1).tolist()
+                index = probs.argmax(-1, keepdim=True)
+                choices = index.squeeze(-1).tolist()
                 if torch.is_grad_enabled() and probs.requires_grad:
-                    delta = probs - probs.detach()
+                    chosen = probs.gather(-1, index).squeeze(-1)
+                    delta = chosen - chosen.detach()  # (tasks, units), value 0
                 probs = None
         self.last_choices = choices
 
@@ -215,7 +217,7 @@ class SuperModel(nn.Module):
         for (b, _), members in groups.items():
             y = self._branch(u, b, members[0], xs[members[0]])
             if delta is not None:
-                y = _Gate.apply(y, delta[members, u, b].sum())
+                y = _Gate.apply(y, sum(delta[t, u] for t in members))
             for t in members:
                 out[t] = y
         return out
