@@ -20,6 +20,8 @@ $(DEMO_MODEL): $(STAMP) converters/export_backbones.py
 demo: $(DEMO_MODEL)
 	$(BIN)/onnxmtl inspect $(DEMO_MODEL)
 	$(BIN)/onnxmtl verify $(DEMO_MODEL)
+	$(BIN)/onnxmtl compile $(DEMO_MODEL) --tasks configs/tasks/dense3.yaml -o .cache/demo/supermodel.pt
+	$(BIN)/onnxmtl inspect .cache/demo/supermodel.pt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not gpu" -n 2 -q
