@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import onnxmtl  # noqa: E402
 from converters import export_backbones  # noqa: E402
-from onnxmtl.compiler import compile  # noqa: E402
+from onnxmtl.compiler import SHARED, compile  # noqa: E402
 from onnxmtl.lower import lower  # noqa: E402
 from onnxmtl.tasks import Task, loss_fn  # noqa: E402
 
@@ -131,8 +131,11 @@ def make_step(name: str, config: str):
     weights = torch.optim.SGD(model.weight_parameters(), lr=1e-3, momentum=0.9)
     policy = torch.optim.Adam(model.policy_parameters(), lr=0.01)
 
+    mode = "fixed" if config == "shared" else config
+    model.policy = model.uniform_policy(SHARED)
+
     def step() -> None:
-        out = model(x, mode=config, tau=5.0)
+        out = model(x, mode=mode, tau=5.0)
         loss = sum(loss_fn(t)(out[t.name], y[t.name]) for t in ts)
         weights.zero_grad()
         policy.zero_grad()
@@ -207,20 +210,22 @@ def step_table(repeats: int, threads: int) -> None:
     print(f"## One search step: 3 tasks, batch {BATCH}, {SIZE}x{SIZE}, 1x1 conv heads, {where}\n")
     print(
         "| backbone | 3 single-task steps s | soft s | hard s | soft / 3 single | "
-        "hard / 3 single | AutoMTL soft s | AutoMTL hard s | AutoMTL soft / ours |"
+        "hard / 3 single | fixed all-shared / 3 single | AutoMTL soft s | AutoMTL hard s | "
+        "AutoMTL soft / ours |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for name in ("mobilenet_v2", "resnet34"):
         times = {
             c: median_time(make_step(name, c), repeats, warmup=2)
-            for c in ("single", "soft", "hard")
+            for c in ("single", "soft", "hard", "shared")
         }
         soft_ref, hard_ref = AUTOMTL_STEP[name]
         print(
             f"| {name} | {times['single']:.3f} | {times['soft']:.3f} | {times['hard']:.3f} | "
             f"{times['soft'] / times['single']:.2f} | {times['hard'] / times['single']:.2f} | "
-            f"{soft_ref} | {hard_ref} | {soft_ref / times['soft']:.0f}x |"
+            f"{times['shared'] / times['single']:.2f} | {soft_ref} | {hard_ref} | "
+            f"{soft_ref / times['soft']:.0f}x |"
         )
         rows.append(name)
     kind = "CUDA memory allocated" if DEVICE.type == "cuda" else "resident set size"
