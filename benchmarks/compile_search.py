@@ -69,6 +69,21 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved_times(steps: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median time of each step, timed in turn within every repeat so that drift in the
+    machine's speed affects all of them alike."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def compile_table(repeats: int) -> None:
     print("## Compile time, 3 tasks (median of repeats, after one warm-up)\n")
     print(
@@ -216,10 +231,9 @@ def step_table(repeats: int, threads: int) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for name in ("mobilenet_v2", "resnet34"):
-        times = {
-            c: median_time(make_step(name, c), repeats, warmup=2)
-            for c in ("single", "soft", "hard", "shared")
-        }
+        times = interleaved_times(
+            {c: make_step(name, c) for c in ("single", "soft", "hard", "shared")}, repeats
+        )
         soft_ref, hard_ref = AUTOMTL_STEP[name]
         print(
             f"| {name} | {times['single']:.3f} | {times['soft']:.3f} | {times['hard']:.3f} | "
