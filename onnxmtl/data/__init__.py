@@ -1,6 +1,24 @@
-"""Datasets, read from local files only (nothing is downloaded)."""
+"""Datasets, read from local files or generated (nothing is downloaded)."""
 
+from onnxmtl.data.base import SPLITS, MultiTaskDataset, split_indices
 from onnxmtl.data.fashion_mnist import CLASSES, find_fashion_mnist, load_fashion_mnist
+from onnxmtl.data.folders import FolderDataset
 from onnxmtl.data.idx import read_idx
+from onnxmtl.data.multi_fashion import MultiFashion
+from onnxmtl.data.registry import DATASETS, load_dataset
+from onnxmtl.data.scenes import Scenes
 
-__all__ = ["CLASSES", "find_fashion_mnist", "load_fashion_mnist", "read_idx"]
+__all__ = [
+    "CLASSES",
+    "DATASETS",
+    "SPLITS",
+    "FolderDataset",
+    "MultiFashion",
+    "MultiTaskDataset",
+    "Scenes",
+    "find_fashion_mnist",
+    "load_dataset",
+    "load_fashion_mnist",
+    "read_idx",
+    "split_indices",
+]

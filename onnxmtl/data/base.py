@@ -1,0 +1,63 @@
+"""What every dataset gives: samples of (image, {task: target}), its tasks, and seeded splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from onnxmtl.errors import DataError
+from onnxmtl.tasks import Task
+
+SPLITS = ("train", "train1", "train2", "val", "test")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Sample = tuple[torch.Tensor, dict[str, torch.Tensor]]
+
+
+class MultiTaskDataset(Dataset):
+    """A dataset whose samples are (image (3, H, W) float, {task name: target})."""
+
+    name = "dataset"
+
+    def tasks(self) -> list[Task]:
+        """The tasks this dataset labels, with their default heads and losses."""
+        raise NotImplementedError
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+
+def split_indices(count: int, seed: int, val_fraction: float = 0.1) -> dict[str, np.ndarray]:
+    """Deterministic train / train1 / train2 / val indices over `count` training samples.
+
+    val is a seeded `val_fraction` of them; train is the rest; train1 and train2 are its two
+    halves (AutoMTL's split: weights train on train1, the policy on train2).
+    """
+    if count < 4:
+        raise DataError(f"need at least 4 training samples to split, got {count}.")
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+    order = np.random.default_rng(seed).permutation(count)
+    n_val = max(1, round(count * val_fraction))
+    val, train = np.sort(order[:n_val]), order[n_val:]
+    half = len(train) // 2
+    return {
+        "train": np.sort(train),
+        "train1": np.sort(train[:half]),
+        "train2": np.sort(train[half:]),
+        "val": val,
+    }
+
+
+def normalize_image(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """(H, W, 3) or (H, W) values in [0, 1] as a normalised (3, H, W) float tensor."""
+    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)
+    if x.dim() == 2:
+        x = x.unsqueeze(-1).expand(-1, -1, 3)
+    x = x.permute(2, 0, 1)
+    mean_t = torch.tensor(mean).view(3, 1, 1)
+    std_t = torch.tensor(std).view(3, 1, 1)
+    return (x - mean_t) / std_t

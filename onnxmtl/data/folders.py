@@ -1,0 +1,115 @@
+"""Preprocessed NYUv2 and CityScapes folders, in the `.npy` layout of MTAN and LibMTL.
+
+    ROOT/{train,val}/image/{i}.npy     (H, W, 3) floats in [0, 1]
+    ROOT/{train,val}/label/{i}.npy     (H, W) class ids, -1 where unlabelled   (NYUv2: 13)
+    ROOT/{train,val}/label_7/{i}.npy   or label_19/ (CityScapes: 7 or 19 classes)
+    ROOT/{train,val}/depth/{i}.npy     (H, W, 1) or (H, W); 0 where unmeasured
+    ROOT/{train,val}/normal/{i}.npy    (H, W, 3) unit vectors (NYUv2 only)
+
+`val` is the standard evaluation split (used as test); our own val comes from train.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from onnxmtl.data.base import MultiTaskDataset, normalize_image
+from onnxmtl.errors import DataError
+from onnxmtl.tasks import Task
+
+IGNORE = 255
+_SOURCE_SPLIT = {"train": "train", "test": "val"}
+
+
+class FolderDataset(MultiTaskDataset):
+    """NYUv2 (segmentation 13, depth, normals) or CityScapes (segmentation 7/19, depth)."""
+
+    def __init__(self, root: str | Path, split: str = "train", classes: int | None = None):
+        self.root = Path(root)
+        if split not in _SOURCE_SPLIT:
+            raise DataError(f"{root}: split must be 'train' or 'test', got {split!r}.")
+        self.folder = self.root / _SOURCE_SPLIT[split]
+        if not (self.folder / "image").is_dir():
+            raise DataError(
+                f"{self.folder}: no image/ folder; expected the NYUv2/CityScapes .npy layout "
+                "ROOT/{train,val}/{image,label,depth[,normal]}/N.npy."
+            )
+        self.label_dir, self.classes = self._labels(classes)
+        self.name = "nyuv2" if (self.folder / "normal").is_dir() else "cityscapes"
+        self.count = len(list((self.folder / "image").glob("*.npy")))
+        if self.count == 0:
+            raise DataError(f"{self.folder / 'image'}: no .npy files.")
+        for sub in self._target_dirs():
+            found = len(list((self.folder / sub).glob("*.npy")))
+            if found != self.count:
+                raise DataError(
+                    f"{self.folder / sub}: {found} files for {self.count} images; every "
+                    "image needs each target."
+                )
+        first = self._load("image", 0)
+        if first.ndim != 3 or first.shape[-1] != 3:
+            raise DataError(
+                f"{self.folder / 'image' / '0.npy'}: shape {first.shape}, expected (H, W, 3)."
+            )
+        self._size = first.shape[:2]
+
+    def _labels(self, classes: int | None) -> tuple[str, int]:
+        options = {"label": 13, "label_7": 7, "label_19": 19}
+        present = [d for d in options if (self.folder / d).is_dir()]
+        if classes is not None:
+            present = [d for d in present if options[d] == classes or d == "label"]
+        if not present:
+            raise DataError(
+                f"{self.folder}: no label/, label_7/ or label_19/ folder"
+                + (f" for {classes} classes" if classes else "")
+                + "."
+            )
+        chosen = present[0]
+        return chosen, classes if chosen == "label" and classes else options[chosen]
+
+    def _target_dirs(self) -> list[str]:
+        dirs = [self.label_dir, "depth"]
+        if (self.folder / "normal").is_dir():
+            dirs.append("normal")
+        return dirs
+
+    def _load(self, sub: str, index: int) -> np.ndarray:
+        path = self.folder / sub / f"{index}.npy"
+        try:
+            return np.load(path)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read ({exc}).") from exc
+
+    def tasks(self) -> list[Task]:
+        tasks = [
+            Task("seg", "segmentation", self.classes, ignore_index=IGNORE),
+            Task("depth", "depth"),
+        ]
+        if self.name == "nyuv2":
+            tasks.append(Task("normal", "normals"))
+        return tasks
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self._size)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int):
+        image = normalize_image(self._load("image", index).astype(np.float32))
+        label = self._load(self.label_dir, index).astype(np.int64)
+        label[(label < 0) | (label >= self.classes)] = IGNORE
+        depth = self._load("depth", index).astype(np.float32)
+        depth = depth[..., 0] if depth.ndim == 3 else depth
+        targets = {
+            "seg": torch.from_numpy(label),
+            "depth": torch.from_numpy(depth).unsqueeze(0),
+        }
+        if self.name == "nyuv2":
+            normal = self._load("normal", index).astype(np.float32)
+            targets["normal"] = torch.from_numpy(np.ascontiguousarray(normal.transpose(2, 0, 1)))
+        return image, targets

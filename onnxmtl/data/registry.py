@@ -1,0 +1,36 @@
+"""Datasets by name (`multi-fashion`, `scenes`) or by folder (NYUv2 / CityScapes layout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from onnxmtl.data.base import MultiTaskDataset
+from onnxmtl.data.folders import FolderDataset
+from onnxmtl.data.multi_fashion import MultiFashion
+from onnxmtl.data.scenes import Scenes
+from onnxmtl.errors import DataError
+
+DATASETS = {"multi-fashion": MultiFashion, "scenes": Scenes}
+
+
+def load_dataset(source: str | Path, split: str = "train", **options: Any) -> MultiTaskDataset:
+    """The `split` ('train' or 'test') of a named dataset or of a dataset folder.
+
+    Options go to the dataset (count, size, seed, root or cache_dir for named ones; classes
+    for folders)."""
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', got {split!r}.")
+    name = str(source)
+    if name in DATASETS:
+        try:
+            return DATASETS[name](split=split, **options)
+        except TypeError as exc:
+            raise DataError(f"dataset '{name}': bad option ({exc}).") from exc
+    path = Path(source)
+    if path.is_dir():
+        return FolderDataset(path, split, **options)
+    raise DataError(
+        f"{source}: not a dataset name ({', '.join(DATASETS)}) nor a folder; give one of the "
+        "names or a folder in the NYUv2/CityScapes .npy layout."
+    )

@@ -1,0 +1,171 @@
+"""Datasets: IDX parsing, multi-fashion, scenes geometry, NYUv2/CityScapes folders, splits."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from onnxmtl.data import (
+    FolderDataset,
+    MultiFashion,
+    Scenes,
+    find_fashion_mnist,
+    load_dataset,
+    read_idx,
+    split_indices,
+)
+from onnxmtl.data.multi_fashion import GROUP_OF_CLASS, compose
+from onnxmtl.data.scenes import GROUND, SKY, generate
+from onnxmtl.errors import DataError
+
+
+def write_idx(path, array: np.ndarray, compress: bool = True) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+
+
+@pytest.fixture
+def fashion_dir(tmp_path):
+    """A folder with the four Fashion-MNIST IDX files holding random items."""
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 50), ("t10k", 20)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return tmp_path
+
+
+def test_idx_round_trip_and_errors(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a.idx", array, compress=False)
+    assert np.array_equal(read_idx(tmp_path / "a.idx"), array)
+    (tmp_path / "bad.idx").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(DataError, match="bad magic"):
+        read_idx(tmp_path / "bad.idx")
+    (tmp_path / "short.idx").write_bytes((tmp_path / "a.idx").read_bytes()[:-3])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(tmp_path / "short.idx")
+
+
+def test_multi_fashion_is_deterministic_and_labels_follow_the_items(fashion_dir):
+    a = MultiFashion("train", count=30, seed=3, root=fashion_dir)
+    b = MultiFashion("train", count=30, seed=3, root=fashion_dir)
+    c = MultiFashion("train", count=30, seed=4, root=fashion_dir)
+    assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
+    image, targets = a[5]
+    assert image.shape == (3, 36, 36) and set(targets) == {"left", "right", "groups"}
+    expected = torch.zeros(4)
+    expected[GROUP_OF_CLASS[int(targets["left"])]] = 1
+    expected[GROUP_OF_CLASS[int(targets["right"])]] = 1
+    assert torch.equal(targets["groups"], expected)
+    assert [t.name for t in a.tasks()] == ["left", "right", "groups"]
+    assert MultiFashion("test", count=4, size=64, root=fashion_dir)[0][0].shape == (3, 64, 64)
+
+
+def test_multi_fashion_places_the_items_in_opposite_corners():
+    items = np.stack([np.full((28, 28), 100, np.uint8), np.full((28, 28), 200, np.uint8)])
+    canvas, left, right = compose(items, np.array([0, 1]), count=200, seed=0)
+    for image, a, b in zip(canvas, left, right):
+        value = {0: 100, 1: 200}
+        assert set(np.unique(image[:4, :4])) <= {0, value[a]}  # the left item only
+        assert set(np.unique(image[-4:, -4:])) <= {0, value[b]}  # the right item only
+        assert image[12:24, 12:24].min() == max(value[a], value[b])  # overlap: the max
+    shifts = {(np.flatnonzero(im[:, 10])[0], np.flatnonzero(im[10])[0]) for im in canvas}
+    assert shifts == {(r, c) for r in range(5) for c in range(5)}
+
+
+@pytest.mark.skipif(
+    not (find_fashion_mnist.__globals__["DEBIAN_DIR"] / "train-images-idx3-ubyte.gz").exists(),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
+def test_real_fashion_mnist_is_read():
+    data = load_dataset("multi-fashion", "test", count=100)
+    assert len(data) == 100 and data.images.max() == 255
+
+
+def test_missing_fashion_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="dataset-fashion-mnist"):
+        MultiFashion("train", root=tmp_path)
+
+
+def test_scenes_targets_agree_with_each_other():
+    data = generate(6, 48, seed=1)
+    seg, depth, normal = data["seg"], data["depth"], data["normal"]
+    sky = seg == SKY
+    assert sky.any() and (~sky).any()
+    assert np.all(depth[sky] == 0) and np.all(depth[~sky] > 0)
+    norms = np.linalg.norm(normal, axis=-1)
+    assert np.allclose(norms[~sky], 1, atol=1e-5) and np.all(norms[sky] == 0)
+    for i in range(len(seg)):  # the ground is flat: one normal per scene, pointing up-ish
+        ground = normal[i][seg[i] == GROUND]
+        assert np.allclose(ground, ground[0], atol=1e-5) and ground[0][1] > 0
+    assert np.array_equal(generate(2, 32, 5)["rgb"], generate(2, 32, 5)["rgb"])
+
+
+def test_scenes_dataset_is_cached(tmp_path):
+    first = Scenes("train", count=3, size=32, seed=0, cache_dir=tmp_path)
+    files = list(tmp_path.glob("scenes-*.npz"))
+    assert len(files) == 1
+    again = Scenes("train", count=3, size=32, seed=0, cache_dir=tmp_path)
+    assert np.array_equal(first.rgb, again.rgb)
+    image, targets = again[1]
+    assert image.shape == (3, 32, 32) and targets["normal"].shape == (3, 32, 32)
+    test = Scenes("test", count=3, size=32, seed=0, cache_dir=tmp_path)
+    assert not np.array_equal(test.rgb, first.rgb)
+
+
+def make_folder(root, split: str, n: int, nyu: bool, size=(6, 8)) -> None:
+    rng = np.random.default_rng(0)
+    label_dir = "label" if nyu else "label_7"
+    for sub in ["image", label_dir, "depth"] + (["normal"] if nyu else []):
+        (root / split / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        np.save(root / split / "image" / f"{i}.npy", rng.random((*size, 3)).astype(np.float32))
+        label = rng.integers(-1, 13 if nyu else 7, size)
+        np.save(root / split / label_dir / f"{i}.npy", label.astype(np.float32))
+        np.save(root / split / "depth" / f"{i}.npy", rng.random((*size, 1)).astype(np.float32))
+        if nyu:
+            normal = rng.normal(size=(*size, 3))
+            normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+            np.save(root / split / "normal" / f"{i}.npy", normal.astype(np.float32))
+
+
+@pytest.mark.parametrize("nyu", [True, False], ids=["nyuv2", "cityscapes"])
+def test_folder_layouts(tmp_path, nyu):
+    make_folder(tmp_path, "train", 3, nyu)
+    make_folder(tmp_path, "val", 2, nyu)
+    train, test = load_dataset(tmp_path, "train"), load_dataset(tmp_path, "test")
+    assert (len(train), len(test)) == (3, 2)
+    assert train.name == ("nyuv2" if nyu else "cityscapes")
+    assert [t.num_outputs for t in train.tasks()][0] == (13 if nyu else 7)
+    image, targets = train[0]
+    assert image.shape == (3, 6, 8) and targets["depth"].shape == (1, 6, 8)
+    raw = np.load(tmp_path / "train" / ("label" if nyu else "label_7") / "0.npy")
+    assert torch.equal(targets["seg"] == 255, torch.from_numpy(raw < 0))
+    assert ("normal" in targets) == nyu
+
+
+def test_bad_folders_name_the_problem(tmp_path):
+    with pytest.raises(DataError, match="no image/ folder"):
+        FolderDataset(tmp_path)
+    make_folder(tmp_path, "train", 3, nyu=True)
+    (tmp_path / "train" / "depth" / "2.npy").unlink()
+    with pytest.raises(DataError, match=r"depth: 2 files for 3 images"):
+        FolderDataset(tmp_path)
+    with pytest.raises(DataError, match="not a dataset name"):
+        load_dataset(tmp_path / "nowhere")
+
+
+def test_splits_are_disjoint_deterministic_halves():
+    a, b = split_indices(101, seed=0), split_indices(101, seed=0)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert len(a["val"]) == 10 and len(a["train"]) == 91
+    assert set(a["train1"]) | set(a["train2"]) == set(a["train"])
+    assert not set(a["train1"]) & set(a["train2"]) and not set(a["val"]) & set(a["train"])
+    assert not np.array_equal(split_indices(101, seed=1)["val"], a["val"])
