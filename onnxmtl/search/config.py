@@ -1,0 +1,127 @@
+"""`SearchConfig`: every hyper-parameter of warm-up, search and post-training, from YAML."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from onnxmtl.errors import ConfigError
+
+WEIGHTINGS = ("equal", "uncertainty", "dwa")
+COSTS = (None, "params", "macs")
+
+
+@dataclass
+class SearchConfig:
+    """Defaults are sized for a 2-core CPU and finish in minutes; scale steps up on a GPU."""
+
+    seed: int = 0  # seeds weights, data order, Gumbel noise and the derived policy
+    batch_size: int = 32
+    data: dict[str, Any] = field(default_factory=dict)  # options of the dataset (count, size)
+    val_fraction: float = 0.1  # share of the training set held out for validation
+
+    # Warm-up (AutoMTL's pre-training): every branch averaged, Adam on the weights.
+    warmup_steps: int = 100
+    warmup_lr: float = 1e-3
+
+    # Policy search: alternating weight steps on train1 and policy steps on train2.
+    search_steps: int = 200  # iterations of (weight_steps, policy_steps)
+    weight_steps: int = 1
+    policy_steps: int = 1
+    search_mode: str = "hard"  # 'hard' (straight-through, one branch) or 'soft' (all three)
+    weight_lr: float = 0.01  # SGD, momentum 0.9
+    weight_decay: float = 1e-4
+    policy_lr: float = 0.01  # Adam
+    policy_weight_decay: float = 5e-4
+    tau: float = 5.0  # initial Gumbel-softmax temperature
+    tau_decay: float = 0.965  # tau is multiplied by this ...
+    tau_every: int = 100  # ... after every this many policy steps
+    sharing_weight: float = 0.05  # AutoMTL's depth-weighted sharing regulariser (lambda)
+    sharing_scale: float = 6.0  # its softplus sharpness s
+    cost: str | None = None  # optional cost regulariser: 'params' or 'macs' of each branch
+    cost_weight: float = 0.0
+    cost_budget: float | None = None  # fraction of the all-specific cost; None: plain penalty
+    per_task_steps: bool = False  # AutoMTL: one optimiser step per task per iteration
+
+    # Derive and post-train.
+    derive: str = "argmax"  # 'argmax' or 'sample' (seeded by `seed`)
+    post_train_steps: int = 200
+    post_train_lr: float = 1e-3  # Adam, halved every post_train_lr_step steps
+    post_train_lr_step: int = 1000
+
+    # Loss weighting of the tasks (on top of each task's static weight).
+    weighting: str = "equal"  # 'equal', 'uncertainty' (Kendall et al.) or 'dwa'
+    dwa_temperature: float = 2.0
+    dwa_window: int = 20  # steps per DWA 'epoch'
+
+    # Bookkeeping.
+    eval_batches: int | None = None  # cap the evaluation batches (None: the whole split)
+    checkpoint_every: int = 50  # steps between checkpoints
+    log_format: str = "jsonl"  # 'jsonl' or 'csv'
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "tau_every", "weight_steps", "policy_steps", "dwa_window"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"config: {name} must be an integer >= 1.")
+        for name in ("warmup_steps", "search_steps", "post_train_steps", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"config: {name} must be an integer >= 0.")
+        choices = {
+            "search_mode": ("hard", "soft"),
+            "derive": ("argmax", "sample"),
+            "weighting": WEIGHTINGS,
+            "cost": COSTS,
+            "log_format": ("jsonl", "csv"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"config: {name}={getattr(self, name)!r}; expected one of "
+                    f"{', '.join(str(a) for a in allowed)}."
+                )
+        if not self.tau > 0 or not 0 < self.tau_decay <= 1:
+            raise ConfigError("config: tau must be > 0 and tau_decay in (0, 1].")
+        if self.cost_budget is not None and not 0 < self.cost_budget <= 1:
+            raise ConfigError("config: cost_budget is a fraction of the all-specific cost, (0, 1].")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, where: str = "config") -> SearchConfig:
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown option(s) {', '.join(unknown)}; see onnxmtl.search.SearchConfig "
+                "for the options and their defaults."
+            )
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {str(exc).removeprefix('config: ')}") from exc
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> SearchConfig:
+        """The config in a YAML file (missing options keep their defaults); None: defaults."""
+        if path is None:
+            return cls()
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found.")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from exc
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of option: value.")
+        return cls.from_dict(data, str(path))
+
+
+def tau_at(config: SearchConfig, policy_step: int) -> float:
+    """The Gumbel temperature after `policy_step` policy steps."""
+    return config.tau * config.tau_decay ** (policy_step // config.tau_every)

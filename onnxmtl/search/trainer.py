@@ -1,0 +1,357 @@
+"""The search: warm-up -> policy search -> derive -> post-train, checkpointed and resumable."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from onnxmtl.compiler import Policy, SuperModel, branch_costs
+from onnxmtl.data import MultiTaskDataset, split_indices
+from onnxmtl.errors import ConfigError
+from onnxmtl.io_utils import atomic_write, atomic_write_text
+from onnxmtl.search.config import SearchConfig, tau_at
+from onnxmtl.search.evaluate import evaluate, fit_input, fit_output
+from onnxmtl.search.regularizers import cost_regularizer, sharing_regularizer
+from onnxmtl.search.stream import BatchStream
+from onnxmtl.search.weighting import make_weighting
+from onnxmtl.tasks import loss_fn
+
+PHASES = ("warmup", "search", "post", "done")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class SearchResult:
+    """What a finished run gives: the policy, the final metrics and where the files are."""
+
+    policy: Policy
+    metrics: dict[str, dict[str, dict[str, float]]]  # split -> task -> metric -> value
+    run_dir: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def derive_policy(model: SuperModel, method: str = "argmax", seed: int = 0) -> Policy:
+    """One branch per (task, unit) from the policy logits: the most likely one, or a sample
+    from their softmax with a recorded seed."""
+    logits = model.masked_logits().detach().cpu()
+    if method == "argmax":
+        choices = logits.argmax(-1)
+    elif method == "sample":
+        gen = torch.Generator().manual_seed(seed)
+        probs = torch.softmax(logits, -1)
+        choices = torch.multinomial(probs.view(-1, 3), 1, generator=gen).view(probs.shape[:2])
+    else:
+        raise ConfigError(f"derive must be 'argmax' or 'sample', got {method!r}.")
+    return Policy(
+        model.task_names,
+        model.unit_names,
+        choices.tolist(),
+        method=method,
+        seed=seed if method == "sample" else None,
+        logits=model.policy_logits.detach().cpu().tolist(),
+    )
+
+
+class Trainer:
+    """Runs the phases of `config` on `model`, writing checkpoints, metrics and the policy to
+    `run_dir`. `fixed_policy` skips warm-up and search and post-trains that policy (the
+    baselines: all-shared, single-task, random)."""
+
+    def __init__(
+        self,
+        model: SuperModel,
+        train: MultiTaskDataset,
+        config: SearchConfig,
+        run_dir: str | Path,
+        test: MultiTaskDataset | None = None,
+        fixed_policy: Policy | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model, self.train_set, self.test_set = model, train, test
+        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.tasks = model.tasks
+        self.splits = split_indices(len(train), config.seed, config.val_fraction)
+        self.streams = {
+            name: BatchStream(train, self.splits[name], config.batch_size, config.seed, name)
+            for name in ("train", "train1", "train2")
+        }
+        self.weighting = make_weighting(
+            config.weighting, self.tasks, config.dwa_temperature, config.dwa_window
+        )
+        self.fixed_policy = fixed_policy
+        self.phase = "post" if fixed_policy is not None else "warmup"
+        self.step = 0  # within the phase
+        self.policy_steps = 0
+        self.history: list[dict[str, Any]] = []
+        self.depths = torch.tensor([u.depth for u in model.graph.units], dtype=torch.float32)
+        costs = branch_costs(model)
+        key = "params" if config.cost == "params" else "macs"
+        self.unit_cost = torch.tensor([float(r[key]) for r in costs])
+        self.skip_cost = torch.tensor([float(r[f"skip_{key}"]) for r in costs])
+        self._make_optimizers()
+        if fixed_policy is not None:
+            model.policy = fixed_policy
+
+    # -- optimisers -------------------------------------------------------------------------
+    def _weights(self) -> list[torch.nn.Parameter]:
+        return self.model.weight_parameters() + list(self.weighting.parameters())
+
+    def _make_optimizers(self) -> None:
+        c = self.config
+        if self.phase == "warmup":
+            self.opt = torch.optim.Adam(self._weights(), lr=c.warmup_lr)
+            self.policy_opt = None
+        elif self.phase == "search":
+            self.opt = torch.optim.SGD(
+                self._weights(), lr=c.weight_lr, momentum=0.9, weight_decay=c.weight_decay
+            )
+            self.policy_opt = torch.optim.Adam(
+                self.model.policy_parameters(), lr=c.policy_lr, weight_decay=c.policy_weight_decay
+            )
+        else:
+            self.opt = torch.optim.Adam(self._weights(), lr=c.post_train_lr)
+            self.policy_opt = None
+        self.scheduler = (
+            torch.optim.lr_scheduler.StepLR(self.opt, c.post_train_lr_step, gamma=0.5)
+            if self.phase == "post"
+            else None
+        )
+
+    # -- one step ---------------------------------------------------------------------------
+    def _task_losses(self, images, targets, mode: str, tau: float | None = None) -> torch.Tensor:
+        out = self.model(fit_input(images, self.model), mode=mode, tau=tau)
+        return torch.stack(
+            [
+                loss_fn(t)(fit_output(out[t.name], targets[t.name], t), targets[t.name])
+                for t in self.tasks
+            ]
+        )
+
+    def _weight_step(self, stream: str, mode: str, tau: float | None) -> dict[str, float]:
+        images, targets = self.streams[stream].next()
+        self.opt.zero_grad(set_to_none=True)
+        if self.config.per_task_steps and self.phase == "search":
+            losses = []
+            for t in range(len(self.tasks)):
+                self.opt.zero_grad(set_to_none=True)
+                task_losses = self._task_losses(images, targets, mode, tau)
+                (self.weighting.static[t] * task_losses[t]).backward()
+                self.opt.step()
+                losses.append(task_losses[t].detach())
+            task_losses = torch.stack(losses)
+            total = float(task_losses.sum())
+        else:
+            task_losses = self._task_losses(images, targets, mode, tau)
+            loss = self.weighting(task_losses)
+            loss.backward()
+            self.opt.step()
+            total = float(loss.detach())
+        if self.scheduler is not None:
+            self.scheduler.step()
+        record = {"loss": total}
+        record.update({f"loss_{t.name}": float(v) for t, v in zip(self.tasks, task_losses)})
+        return record
+
+    def _policy_step(self, tau: float) -> dict[str, float]:
+        c = self.config
+        images, targets = self.streams["train2"].next()
+        self.policy_opt.zero_grad(set_to_none=True)
+        task_losses = self._task_losses(images, targets, c.search_mode, tau)
+        loss = self.weighting.static @ task_losses
+        probs = torch.nn.functional.gumbel_softmax(self.model.masked_logits(), tau=tau, dim=-1)
+        reg = sharing_regularizer(probs, self.depths, c.sharing_scale)
+        loss = loss + c.sharing_weight * reg
+        record = {"policy_loss": float(loss), "sharing": float(reg)}
+        if c.cost and c.cost_weight:
+            cost = cost_regularizer(probs, self.unit_cost, self.skip_cost, c.cost_budget)
+            loss = loss + c.cost_weight * cost
+            record["cost"] = float(cost)
+        loss.backward()
+        self.policy_opt.step()
+        self.policy_steps += 1
+        return record
+
+    # -- phases -----------------------------------------------------------------------------
+    def _phase_length(self) -> int:
+        c = self.config
+        return {"warmup": c.warmup_steps, "search": c.search_steps, "post": c.post_train_steps}[
+            self.phase
+        ]
+
+    def _run_step(self) -> dict[str, float]:
+        c = self.config
+        if self.phase == "warmup":
+            return self._weight_step("train", "warmup", None)
+        if self.phase == "search":
+            record: dict[str, float] = {}
+            for _ in range(c.weight_steps):
+                record.update(
+                    self._weight_step("train1", c.search_mode, tau_at(c, self.policy_steps))
+                )
+            for _ in range(c.policy_steps):
+                record.update(self._policy_step(tau_at(c, self.policy_steps)))
+            record["tau"] = tau_at(c, self.policy_steps)
+            return record
+        return self._weight_step("train", "fixed", None)
+
+    def _finish_phase(self) -> None:
+        if self.phase == "search":
+            policy = derive_policy(self.model, self.config.derive, self.config.seed)
+            self.model.policy = policy
+            policy.to_json(self.run_dir / "policy.json")
+        self.phase = PHASES[PHASES.index(self.phase) + 1]
+        self.step = 0
+        if self.phase != "done":
+            self._make_optimizers()
+
+    def run(self, resume: bool = False, stop_after: int | None = None) -> SearchResult | None:
+        """Run (or resume) to the end; `stop_after` N steps returns None early (for tests
+        and for splitting work), leaving a checkpoint to resume from."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume and (self.run_dir / CHECKPOINT).exists():
+            self._load()
+        else:
+            self._start()
+        done = 0
+        while self.phase != "done":
+            length = self._phase_length()
+            bar = tqdm(
+                total=length,
+                initial=self.step,
+                desc=self.phase,
+                disable=not self.progress,
+                leave=False,
+                dynamic_ncols=True,
+            )
+            self.model.train()
+            while self.step < length:
+                if stop_after is not None and done >= stop_after:
+                    bar.close()
+                    self._save()
+                    return None
+                record = self._run_step()
+                self.step += 1
+                done += 1
+                self._log(record)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("loss", "tau")})
+                if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+                    self._save()
+            bar.close()
+            self._finish_phase()
+            self._save()
+        return self._final()
+
+    def _start(self) -> None:
+        seed = self.config.seed
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        atomic_write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=1))
+        for log in self.run_dir.glob("metrics.*"):
+            log.unlink()
+        if self.model.renorms():
+            images, _ = BatchStream(
+                self.train_set, self.splits["train"], self.config.batch_size, seed, "calibration"
+            ).next()
+            self.model.calibrate(fit_input(images, self.model))
+
+    def _final(self) -> SearchResult:
+        c = self.config
+        metrics = {
+            "val": evaluate(
+                self.model,
+                self.train_set,
+                self.splits["val"],
+                c.batch_size,
+                "fixed",
+                c.eval_batches,
+            )
+        }
+        if self.test_set is not None:
+            metrics["test"] = evaluate(
+                self.model, self.test_set, None, c.batch_size, "fixed", c.eval_batches
+            )
+        atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=1))
+        self.model.policy.to_json(self.run_dir / "policy.json")
+        return SearchResult(self.model.policy, metrics, self.run_dir, self.history)
+
+    # -- logs and checkpoints -----------------------------------------------------------------
+    def _log(self, record: dict[str, float]) -> None:
+        row = {"phase": self.phase, "step": self.step, "time": time.time(), **record}
+        self.history.append(row)
+        if self.config.log_format == "jsonl":
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+        else:
+            path = self.run_dir / "metrics.csv"
+            new = not path.exists()
+            with open(path, "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+
+    def _truncate_log(self, lines: int) -> None:
+        """Drop log rows written after the checkpoint (they will be written again)."""
+        path = self.run_dir / f"metrics.{self.config.log_format}"
+        if not path.exists():
+            return
+        rows = path.read_text().splitlines(keepends=True)
+        header = 1 if self.config.log_format == "csv" else 0
+        atomic_write_text(path, "".join(rows[: header + lines]))
+        if self.config.log_format == "jsonl":
+            self.history = [json.loads(r) for r in rows[:lines]]
+        else:
+            self.history = list(csv.DictReader(rows[: header + lines]))
+
+    def _save(self) -> None:
+        state = {
+            "phase": self.phase,
+            "step": self.step,
+            "policy_steps": self.policy_steps,
+            "model": self.model.state_dict(),
+            "policy": self.model.policy.__dict__,
+            "weighting": self.weighting.state_dict(),
+            "opt": self.opt.state_dict() if self.phase != "done" else None,
+            "policy_opt": self.policy_opt.state_dict() if self.policy_opt else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "streams": {k: s.state_dict() for k, s in self.streams.items()},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+            "log_lines": len(self.history),
+        }
+        atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+
+    def _load(self) -> None:
+        state = torch.load(self.run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+        self.phase, self.step = state["phase"], state["step"]
+        self.policy_steps = state["policy_steps"]
+        self._truncate_log(state["log_lines"])
+        self.model.load_state_dict(state["model"])
+        self.model.policy = Policy(**state["policy"])
+        self.weighting.load_state_dict(state["weighting"])
+        for name, stream in self.streams.items():
+            stream.load_state_dict(state["streams"][name])
+        if self.phase != "done":
+            self._make_optimizers()
+            self.opt.load_state_dict(state["opt"])
+            if self.policy_opt is not None:
+                self.policy_opt.load_state_dict(state["policy_opt"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])

@@ -1,0 +1,192 @@
+"""Search: schedule, regularisers, weighting, derivation, delta-m, configs, resume, end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import onnxmtl
+from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, Policy
+from onnxmtl.data import Scenes
+from onnxmtl.errors import ConfigError
+from onnxmtl.search import (
+    DWA,
+    SearchConfig,
+    Trainer,
+    cost_regularizer,
+    delta_m,
+    derive_policy,
+    expected_cost,
+    sharing_regularizer,
+    tau_at,
+)
+from onnxmtl.tasks import Task
+
+TINY = dict(
+    batch_size=4,
+    warmup_steps=3,
+    search_steps=6,
+    post_train_steps=3,
+    checkpoint_every=2,
+    tau_every=2,
+)
+
+
+def test_tau_schedule():
+    c = SearchConfig(tau=5.0, tau_decay=0.965, tau_every=100)
+    assert [tau_at(c, s) for s in (0, 99, 100, 250)] == pytest.approx(
+        [5.0, 5.0, 5 * 0.965, 5 * 0.965**2]
+    )
+
+
+def test_sharing_regularizer_formula():
+    probs = torch.tensor([[[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]]])  # 1 task, 3 units
+    depths = torch.tensor([1.0, 2.0, 4.0])
+    s = 6.0
+
+    def sp(x):
+        return math.log1p(math.exp(x))
+
+    expected = 0.75 * (sp(s * -0.2) + sp(s * -0.3)) + 0.5 * (sp(s * 0.5) + sp(s * 0.2))
+    assert float(sharing_regularizer(probs, depths, s)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_expected_cost_and_budget():
+    unit, skip = torch.tensor([10.0, 20.0]), torch.tensor([1.0, 0.0])
+
+    def uniform(branch):
+        p = torch.zeros(3, 2, 3)
+        p[..., branch] = 1
+        return p
+
+    assert float(expected_cost(uniform(SHARED), unit, skip)) == 30
+    assert float(expected_cost(uniform(SPECIFIC), unit, skip)) == 90
+    assert float(expected_cost(uniform(SKIP), unit, skip)) == 1
+    assert float(cost_regularizer(uniform(SHARED), unit, skip)) == pytest.approx(1 / 3)
+    assert float(cost_regularizer(uniform(SHARED), unit, skip, budget=0.5)) == 0
+    assert float(cost_regularizer(uniform(SPECIFIC), unit, skip, budget=0.5)) > 0
+
+
+def test_dwa_weights_follow_loss_ratios():
+    dwa = DWA([Task("a", "depth"), Task("b", "depth")], temperature=2.0, window=1)
+    for losses in ([1.0, 1.0], [0.5, 1.0]):
+        dwa(torch.tensor(losses))
+    ratio = torch.tensor([0.5, 1.0])
+    assert dwa.weights() == pytest.approx((2 * torch.softmax(ratio / 2, 0)).tolist())
+
+
+def test_delta_m_signs():
+    base = {"seg": {"miou": 0.5}, "depth": {"abs_err": 0.4}}
+    better = {"seg": {"miou": 0.55}, "depth": {"abs_err": 0.3}}
+    assert delta_m(better, base) == pytest.approx((10 + 25) / 2)
+    assert delta_m(base, base) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("warmup_stepz: 3", "unknown option(s) warmup_stepz"),
+        ("search_mode: sharp", "search_mode='sharp'"),
+        ("batch_size: 0", "batch_size must be an integer >= 1"),
+        ("- 1", "expected a mapping"),
+        ("cost_budget: 2", "cost_budget"),
+    ],
+    ids=["unknown", "mode", "batch", "list", "budget"],
+)
+def test_bad_configs_name_the_option(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        SearchConfig.load(path)
+    with pytest.raises(ConfigError, match="not found"):
+        SearchConfig.load(tmp_path / "missing.yaml")
+
+
+@pytest.fixture
+def scenes(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("scenes")
+    return Scenes("train", count=48, size=32, cache_dir=cache), Scenes(
+        "test", count=8, size=32, cache_dir=cache
+    )
+
+
+def _model(tiny_export, tasks):
+    return onnxmtl.compile(onnxmtl.load(tiny_export("legacy17", fold_bn=True)), tasks)
+
+
+def test_derive_policy_respects_the_mask_and_the_seed(tiny_export):
+    model = _model(tiny_export, [Task("a", "depth"), Task("b", "depth")])
+    with torch.no_grad():
+        model.policy_logits.normal_()
+        model.policy_logits[..., SKIP] += 100
+    argmax = derive_policy(model, "argmax")
+    no_skip = [u for u in range(len(model.units)) if not model.branch_mask[u, SKIP]]
+    assert all(argmax.choices[t][u] != SKIP for t in range(2) for u in no_skip)
+    a, b = derive_policy(model, "sample", seed=3), derive_policy(model, "sample", seed=3)
+    assert a.choices == b.choices and a.seed == 3
+
+
+def test_search_end_to_end_writes_the_run(tiny_export, scenes, tmp_path):
+    train, test = scenes
+    model = _model(tiny_export, train.tasks())
+    result = Trainer(model, train, SearchConfig(**TINY), tmp_path, test=test, progress=False).run()
+    assert isinstance(result.policy, Policy)
+    assert Policy.from_json(tmp_path / "policy.json").choices == result.policy.choices
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == {"val", "test"} and 0 <= metrics["test"]["seg"]["miou"] <= 1
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows] == ["warmup"] * 3 + ["search"] * 6 + ["post"] * 3
+    assert all("tau" in r for r in rows if r["phase"] == "search")
+
+
+@pytest.mark.parametrize("stop", [2, 5, 10], ids=["warmup", "search", "post"])
+def test_resume_continues_exactly(tiny_export, scenes, tmp_path, stop):
+    train, _ = scenes
+    config = SearchConfig(**TINY, weighting="dwa", dwa_window=2)
+    whole = _model(tiny_export, train.tasks())
+    Trainer(whole, train, config, tmp_path / "a", progress=False).run()
+    first = _model(tiny_export, train.tasks())
+    assert (
+        Trainer(first, train, config, tmp_path / "b", progress=False).run(stop_after=stop) is None
+    )
+    resumed = _model(tiny_export, train.tasks())
+    Trainer(resumed, train, config, tmp_path / "b", progress=False).run(resume=True)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 12
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_path, monkeypatch):
+    train, _ = scenes
+    config = SearchConfig(**TINY)
+    whole = _model(tiny_export, train.tasks())
+    Trainer(whole, train, config, tmp_path / "a", progress=False).run()
+
+    calls = {"n": 0}
+    original = Trainer._run_step
+
+    def dies_at_step_8(self):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "_run_step", dies_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(
+            _model(tiny_export, train.tasks()), train, config, tmp_path / "b", progress=False
+        ).run()
+    monkeypatch.setattr(Trainer, "_run_step", original)
+    resumed = _model(tiny_export, train.tasks())
+    Trainer(resumed, train, config, tmp_path / "b", progress=False).run(resume=True)
+    assert torch.equal(resumed.policy_logits, whole.policy_logits)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    a_rows = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    b_rows = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(r).items() if k != "time"} for r in a_rows]
+    assert strip == [{k: v for k, v in json.loads(r).items() if k != "time"} for r in b_rows]
