@@ -184,6 +184,79 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_metrics(metrics: dict, title: str) -> None:
+    print(title)
+    for task, values in metrics.items():
+        text = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
+        print(f"  {task:<12} {text}")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from onnxmtl.search.runs import search
+
+    result = search(
+        args.model,
+        args.data,
+        args.out,
+        args.tasks,
+        args.config,
+        args.resume,
+        args.force,
+        progress=not args.no_progress,
+    )
+    counts = result.policy.counts()
+    print(
+        f"policy: {counts['shared']} shared, {counts['specific']} specific, {counts['skip']} "
+        f"skipped (task, unit) pairs -> {args.out}/policy.json"
+    )
+    for split, metrics in result.metrics.items():
+        _print_metrics(metrics, f"{split}:")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from onnxmtl.search.runs import train_baseline
+
+    results = train_baseline(
+        args.model,
+        args.data,
+        args.out,
+        args.baseline,
+        args.tasks,
+        args.config,
+        args.policy,
+        args.resume,
+        args.force,
+        progress=not args.no_progress,
+    )
+    for name, result in results.items():
+        for split, metrics in result.metrics.items():
+            _print_metrics(metrics, f"{name} {split}:")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from onnxmtl.search.runs import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, args.split)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_metrics(metrics, f"{args.run_dir} ({args.split}):")
+    return 0
+
+
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="path to an ONNX backbone")
+    parser.add_argument("--data", required=True, help="multi-fashion, scenes, or a folder")
+    parser.add_argument("--tasks", help="YAML task list (default: the dataset's tasks)")
+    parser.add_argument("--config", help="YAML file of SearchConfig options")
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--force", action="store_true", help="replace the run in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def _compile_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-renormalize",
@@ -240,6 +313,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="supermodel.pt", help="file to write (.pt)")
     _compile_args(p)
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("search", help="warm up, search the policy, derive, post-train")
+    _run_args(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("train", help="train a baseline or post-train a given policy")
+    _run_args(p)
+    p.add_argument("--baseline", default="all-shared", help="all-shared, single-task or random")
+    p.add_argument("--policy", help="policy.json to post-train instead of a baseline")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a finished run folder")
+    p.add_argument("run_dir", help="folder written by search or train")
+    p.add_argument("--split", choices=["test", "val"], default="test")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("verify", help="check the lowered model against onnxruntime")
     _model_args(p)

@@ -214,3 +214,48 @@ def test_inspect_rejects_a_file_that_is_not_a_supermodel(tmp_path):
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"not a checkpoint")
     assert_clean_error(run_cli("inspect", str(bad)), "x.pt", "not a supermodel")
+
+
+RUN_CONFIG = """batch_size: 4
+warmup_steps: 2
+search_steps: 3
+post_train_steps: 2
+baseline_steps: 2
+data: {count: 24, size: 32}
+"""
+
+
+def test_search_train_and_eval_commands(tiny_export, tmp_path, monkeypatch):
+    monkeypatch.setenv("ONNXMTL_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "config.yaml"
+    config.write_text(RUN_CONFIG)
+    model = str(tiny_export("legacy17", fold_bn=True))
+    run = tmp_path / "run"
+    args = ["--data", "scenes", "--config", str(config), "--no-progress"]
+    proc = run_cli("search", model, *args, "--out", str(run))
+    assert proc.returncode == 0, proc.stderr
+    assert "policy:" in proc.stdout and (run / "policy.json").exists()
+    assert_clean_error(run_cli("search", model, *args, "--out", str(run)), "--resume", "--force")
+    proc = run_cli("eval", str(run), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == json.loads((run / "metrics.json").read_text())["test"]
+    single = tmp_path / "single"
+    proc = run_cli("train", model, *args, "--out", str(single), "--baseline", "single-task")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in single.iterdir() if p.is_dir()) == ["depth", "normal", "seg"]
+    proc = run_cli("eval", str(single), "--json")
+    assert set(json.loads(proc.stdout)) == {"seg", "depth", "normal"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        (["--data", "imagenet"], ["imagenet", "not a dataset name"]),
+        (["--data", "scenes", "--baseline", "best"], ["--baseline must be one of"]),
+        (["--data", "scenes", "--config", "missing.yaml"], ["missing.yaml", "not found"]),
+    ],
+    ids=["dataset", "baseline", "config"],
+)
+def test_train_bad_options(tiny_export, tmp_path, extra, fragments):
+    proc = run_cli("train", str(tiny_export("legacy17")), "--out", str(tmp_path / "r"), *extra)
+    assert_clean_error(proc, *fragments)

@@ -19,6 +19,7 @@ class SearchConfig:
     """Defaults are sized for a 2-core CPU and finish in minutes; scale steps up on a GPU."""
 
     seed: int = 0  # seeds weights, data order, Gumbel noise and the derived policy
+    device: str = "cpu"  # 'cpu', 'cuda' or 'cuda:N'
     batch_size: int = 32
     data: dict[str, Any] = field(default_factory=dict)  # options of the dataset (count, size)
     val_fraction: float = 0.1  # share of the training set held out for validation
@@ -51,6 +52,8 @@ class SearchConfig:
     post_train_steps: int = 200
     post_train_lr: float = 1e-3  # Adam, halved every post_train_lr_step steps
     post_train_lr_step: int = 1000
+    baseline_steps: int | None = None  # baselines' training steps; None: as many weight
+    # updates as a search run (warmup + search * weight_steps + post-train)
 
     # Loss weighting of the tasks (on top of each task's static weight).
     weighting: str = "equal"  # 'equal', 'uncertainty' (Kendall et al.) or 'dwa'
@@ -82,10 +85,18 @@ class SearchConfig:
                     f"config: {name}={getattr(self, name)!r}; expected one of "
                     f"{', '.join(str(a) for a in allowed)}."
                 )
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"config: device={self.device!r}; expected 'cpu' or 'cuda[:N]'.")
         if not self.tau > 0 or not 0 < self.tau_decay <= 1:
             raise ConfigError("config: tau must be > 0 and tau_decay in (0, 1].")
         if self.cost_budget is not None and not 0 < self.cost_budget <= 1:
             raise ConfigError("config: cost_budget is a fraction of the all-specific cost, (0, 1].")
+
+    @property
+    def baseline_length(self) -> int:
+        if self.baseline_steps is not None:
+            return self.baseline_steps
+        return self.warmup_steps + self.search_steps * self.weight_steps + self.post_train_steps
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -79,6 +79,8 @@ class Trainer:
         self.model, self.train_set, self.test_set = model, train, test
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.tasks = model.tasks
+        self.device = torch.device(config.device)
+        model.to(self.device)
         self.splits = split_indices(len(train), config.seed, config.val_fraction)
         self.streams = {
             name: BatchStream(train, self.splits[name], config.batch_size, config.seed, name)
@@ -92,11 +94,14 @@ class Trainer:
         self.step = 0  # within the phase
         self.policy_steps = 0
         self.history: list[dict[str, Any]] = []
-        self.depths = torch.tensor([u.depth for u in model.graph.units], dtype=torch.float32)
+        self.depths = torch.tensor(
+            [u.depth for u in model.graph.units], dtype=torch.float32, device=self.device
+        )
         costs = branch_costs(model)
         key = "params" if config.cost == "params" else "macs"
-        self.unit_cost = torch.tensor([float(r[key]) for r in costs])
-        self.skip_cost = torch.tensor([float(r[f"skip_{key}"]) for r in costs])
+        self.unit_cost = torch.tensor([float(r[key]) for r in costs], device=self.device)
+        self.skip_cost = torch.tensor([float(r[f"skip_{key}"]) for r in costs], device=self.device)
+        self.weighting.to(self.device)
         self._make_optimizers()
         if fixed_policy is not None:
             model.policy = fixed_policy
@@ -128,6 +133,8 @@ class Trainer:
 
     # -- one step ---------------------------------------------------------------------------
     def _task_losses(self, images, targets, mode: str, tau: float | None = None) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        targets = {k: v.to(self.device, non_blocking=True) for k, v in targets.items()}
         out = self.model(fit_input(images, self.model), mode=mode, tau=tau)
         return torch.stack(
             [
@@ -158,7 +165,9 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.step()
         record = {"loss": total}
-        record.update({f"loss_{t.name}": float(v) for t, v in zip(self.tasks, task_losses)})
+        record.update(
+            {f"loss_{t.name}": float(v) for t, v in zip(self.tasks, task_losses.detach())}
+        )
         return record
 
     def _policy_step(self, tau: float) -> dict[str, float]:
@@ -263,7 +272,7 @@ class Trainer:
             images, _ = BatchStream(
                 self.train_set, self.splits["train"], self.config.batch_size, seed, "calibration"
             ).next()
-            self.model.calibrate(fit_input(images, self.model))
+            self.model.calibrate(fit_input(images.to(self.device), self.model))
 
     def _final(self) -> SearchResult:
         c = self.config
@@ -328,6 +337,7 @@ class Trainer:
             "streams": {k: s.state_dict() for k, s in self.streams.items()},
             "rng": {
                 "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "numpy": np.random.get_state(),
                 "python": random.getstate(),
             },
@@ -353,5 +363,7 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"].get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])

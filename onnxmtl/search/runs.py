@@ -1,0 +1,177 @@
+"""Whole runs as the CLI starts them: a search, the baselines, and evaluating a run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from onnxmtl.compiler import SHARED, Policy, SuperModel, compile, load_supermodel, save_supermodel
+from onnxmtl.data import load_dataset, split_indices
+from onnxmtl.errors import ConfigError
+from onnxmtl.io_utils import atomic_write_text
+from onnxmtl.ir import load
+from onnxmtl.search.config import SearchConfig
+from onnxmtl.search.evaluate import evaluate
+from onnxmtl.search.trainer import CHECKPOINT, SearchResult, Trainer
+from onnxmtl.tasks import Task, load_tasks
+
+BASELINES = ("all-shared", "single-task", "random")
+RUN_FILE = "run.json"
+
+
+def prepare_dir(out: Path, resume: bool, force: bool) -> bool:
+    """Check the run folder: returns whether to resume. A folder holding a run is never
+    reused without --resume or --force."""
+    holds_run = (out / RUN_FILE).exists() or (out / CHECKPOINT).exists()
+    if holds_run and force:
+        shutil.rmtree(out)
+        return False
+    if holds_run and not resume:
+        raise ConfigError(
+            f"{out}: already holds a run; pass --resume to continue it or --force to start over."
+        )
+    if resume and not (out / CHECKPOINT).exists():
+        raise ConfigError(f"{out}: no checkpoint to resume; run without --resume.")
+    return resume
+
+
+def _datasets(data: str | Path, config: SearchConfig):
+    return load_dataset(data, "train", **config.data), load_dataset(data, "test", **config.data)
+
+
+def _tasks(tasks: str | Path | list[Task] | None, dataset) -> list[Task]:
+    if tasks is None:
+        return dataset.tasks()
+    tasks = load_tasks(tasks) if isinstance(tasks, str | Path) else tasks
+    labelled = {t.name for t in dataset.tasks()}
+    missing = [t.name for t in tasks if t.name not in labelled]
+    if missing:
+        raise ConfigError(
+            f"tasks {', '.join(missing)} are not labelled by dataset '{dataset.name}' (it has "
+            f"{', '.join(sorted(labelled))}); rename them or leave --tasks out."
+        )
+    return tasks
+
+
+def _record(out: Path, **info: Any) -> None:
+    atomic_write_text(out / RUN_FILE, json.dumps(info, indent=1, default=str))
+
+
+def search(
+    model_path: str | Path,
+    data: str | Path,
+    out: str | Path,
+    tasks: str | Path | list[Task] | None = None,
+    config: SearchConfig | str | Path | None = None,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> SearchResult:
+    """Compile, warm up, search, derive and post-train; the run folder gets policy.json,
+    supermodel.pt, metrics.json(l), config.json, run.json and checkpoint.pt."""
+    out = Path(out)
+    config = config if isinstance(config, SearchConfig) else SearchConfig.load(config)
+    resume = prepare_dir(out, resume, force)
+    train, test = _datasets(data, config)
+    task_list = _tasks(tasks, train)
+    model = compile(load(model_path), task_list, seed=config.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    _record(
+        out,
+        kind="search",
+        model=str(model_path),
+        data=str(data),
+        tasks=[t.to_dict() for t in task_list],
+        config=config.to_dict(),
+    )
+    result = Trainer(model, train, config, out, test=test, progress=progress).run(resume=resume)
+    save_supermodel(model, out / "supermodel.pt")
+    return result
+
+
+def random_policy(model: SuperModel, seed: int) -> Policy:
+    """Each (task, unit) takes one of its available branches uniformly at random."""
+    gen = torch.Generator().manual_seed(seed)
+    probs = model.branch_mask.float().expand(len(model.tasks), -1, -1)
+    choices = torch.multinomial(probs.reshape(-1, 3), 1, generator=gen).view(probs.shape[:2])
+    return Policy(model.task_names, model.unit_names, choices.tolist(), "random", seed)
+
+
+def train_baseline(
+    model_path: str | Path,
+    data: str | Path,
+    out: str | Path,
+    baseline: str,
+    tasks: str | Path | list[Task] | None = None,
+    config: SearchConfig | str | Path | None = None,
+    policy: str | Path | None = None,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, SearchResult]:
+    """Train a baseline from the same trainer: 'all-shared' (hard parameter sharing),
+    'single-task' (one model per task, in out/TASK) or 'random' (a seeded random policy);
+    or post-train the policy in a policy.json (`policy`)."""
+    if policy is None and baseline not in BASELINES:
+        raise ConfigError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}.")
+    out = Path(out)
+    config = config if isinstance(config, SearchConfig) else SearchConfig.load(config)
+    config = dataclasses.replace(config, post_train_steps=config.baseline_length)
+    resume = prepare_dir(out, resume, force)
+    train, test = _datasets(data, config)
+    task_list = _tasks(tasks, train)
+    groups = [[t] for t in task_list] if baseline == "single-task" else [task_list]
+    results = {}
+    out.mkdir(parents=True, exist_ok=True)
+    _record(
+        out,
+        kind=baseline if policy is None else "policy",
+        model=str(model_path),
+        data=str(data),
+        tasks=[t.to_dict() for t in task_list],
+        config=config.to_dict(),
+    )
+    for group in groups:
+        folder = out / group[0].name if baseline == "single-task" else out
+        model = compile(load(model_path), group, seed=config.seed)
+        if policy is not None:
+            fixed = Policy.from_json(policy)
+        elif baseline == "random":
+            fixed = random_policy(model, config.seed)
+        else:
+            fixed = model.uniform_policy(SHARED)
+        trainer = Trainer(
+            model, train, config, folder, test=test, fixed_policy=fixed, progress=progress
+        )
+        resume_here = resume and (folder / CHECKPOINT).exists()
+        results[folder.name] = trainer.run(resume=resume_here)
+        save_supermodel(model, folder / "supermodel.pt")
+    return results
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, dict[str, float]]:
+    """The metrics of a finished run folder's model (its policy) on `split`."""
+    run_dir = Path(run_dir)
+    info_path = run_dir / RUN_FILE
+    if not info_path.exists():
+        raise ConfigError(f"{run_dir}: not a run folder (no {RUN_FILE}).")
+    info = json.loads(info_path.read_text())
+    config = SearchConfig.from_dict(info["config"], str(info_path))
+    folders = [p.parent for p in sorted(run_dir.glob("*/supermodel.pt"))] or [run_dir]
+    metrics: dict[str, dict[str, float]] = {}
+    for folder in folders:
+        if not (folder / "supermodel.pt").exists():
+            raise ConfigError(f"{folder}: no supermodel.pt; the run has not finished.")
+        model = load_supermodel(folder / "supermodel.pt")
+        model.policy = Policy.from_json(folder / "policy.json")
+        dataset = load_dataset(info["data"], "test" if split == "test" else "train", **config.data)
+        indices = None
+        if split != "test":
+            indices = split_indices(len(dataset), config.seed, config.val_fraction)["val"]
+        metrics.update(evaluate(model, dataset, indices, config.batch_size))
+    return metrics
