@@ -303,3 +303,17 @@ def test_outputs_and_bad_options(tiny_export, x):
         compile(graph, tasks(), shared_prefix=99)
     with pytest.raises(ConfigError, match="unique"):
         compile(graph, [Task("a", "depth"), Task("a", "depth")])
+
+
+def test_policy_params_count_the_branches_a_policy_keeps(tiny_export):
+    from onnxmtl.compiler import policy_params
+
+    model = compile(onnxmtl.load(tiny_export("legacy17")), tasks())
+    heads = sum(p.numel() for h in model.heads.values() for p in h.parameters())
+    backbone = model.graph.params
+    assert policy_params(model, model.uniform_policy(SHARED).choices) == backbone + heads
+    assert policy_params(model, model.uniform_policy(SPECIFIC).choices) == 3 * backbone + heads
+    choices = model.uniform_policy(SHARED).choices
+    choices[0][0] = SKIP  # another task still takes the shared branch: the skip is extra
+    skip = sum(p.numel() for p in model.units[0].skip.parameters())
+    assert policy_params(model, choices) == backbone + heads + skip

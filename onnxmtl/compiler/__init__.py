@@ -4,7 +4,7 @@ from onnxmtl.compiler.branches import Projection, Renorm, UnitBranches
 from onnxmtl.compiler.build import compile, renormalized_units
 from onnxmtl.compiler.io import load_supermodel, save_supermodel
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
-from onnxmtl.compiler.summary import branch_costs, format_summary, summarize
+from onnxmtl.compiler.summary import branch_costs, format_summary, policy_params, summarize
 from onnxmtl.compiler.supermodel import MODES, SuperModel
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "compile",
     "format_summary",
     "load_supermodel",
+    "policy_params",
     "renormalized_units",
     "save_supermodel",
     "summarize",

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from onnxmtl.compiler.branches import Projection, skip_cost
+from onnxmtl.compiler.policy import SHARED, SKIP, SPECIFIC
 from onnxmtl.compiler.supermodel import SuperModel
 
 
@@ -95,3 +96,18 @@ def format_summary(info: dict[str, Any]) -> str:
             f"{r['params']:>10,} {r['macs']:>10,}  {skip}"
         )
     return "\n".join(lines)
+
+
+def policy_params(model: SuperModel, choices: list[list[int]]) -> int:
+    """Parameters of the multi-task model a policy implies: each unit's shared branch and
+    projection skip once if any task takes it, its specific branch once per task taking it,
+    plus the parameter-free part's loose weights and every head."""
+    total = sum(p.numel() for p in model.weights.parameters())
+    total += sum(_numel(m) for m in model.ops.values())
+    total += sum(_numel(h) for h in model.heads.values())
+    for u, branches in enumerate(model.units):
+        taken = [row[u] for row in choices]
+        unit = _numel(branches.shared)
+        total += unit * (taken.count(SPECIFIC) + (SHARED in taken))
+        total += _numel(branches.skip) if SKIP in taken else 0
+    return total

@@ -1,0 +1,144 @@
+"""Evidence: searched policy vs all-shared vs single-task vs random policy, over seeds.
+
+    .venv/bin/python benchmarks/evidence.py [--datasets multi-fashion scenes] [--seeds 0 1 2]
+        [--config CFG.yaml] [--device cpu|cuda] [--out .cache/evidence]
+
+The backbone is EfficientNet-Lite0 with its real ImageNet weights (exported by converters/ at
+--size). For each dataset and seed, the same trainer runs: the search (warm-up, search,
+derive, post-train), all-shared (hard parameter sharing), one single-task model per task, and
+a seeded random policy; the baselines get as many weight updates as the search run
+(SearchConfig.baseline_steps). The table gives test metrics (mean ± std over seeds), delta-m
+against the single-task models of the same seed, and parameters (the model the policy implies,
+heads included) as a share of the single-task models together. Every finished run is kept
+under --out, so an interrupted benchmark resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from converters import export_backbones  # noqa: E402
+from onnxmtl.compiler import Policy, load_supermodel, policy_params  # noqa: E402
+from onnxmtl.search import SearchConfig, delta_m  # noqa: E402
+from onnxmtl.search.runs import search, train_baseline  # noqa: E402
+
+METHODS = ("searched", "all-shared", "random", "single-task")
+HEADLINE = {
+    "left": "accuracy",
+    "right": "accuracy",
+    "groups": "subset_accuracy",
+    "seg": "miou",
+    "depth": "abs_err",
+    "normal": "mean_angle",
+}
+
+
+def backbone(size: int) -> Path:
+    path = ROOT / ".cache" / "bench" / f"efficientnet_lite0.{size}.onnx"
+    if not path.exists():
+        model = export_backbones.BACKBONES["efficientnet_lite0"].build()
+        export_backbones.export(model.eval(), path, "legacy17", size, False)
+    return path
+
+
+def finished(folder: Path) -> bool:
+    return (folder / "metrics.json").exists() and (folder / "supermodel.pt").exists()
+
+
+def run_method(method: str, model: Path, data: str, config: SearchConfig, out: Path) -> dict:
+    """Test metrics and implied parameters of one method (reusing a finished run)."""
+    if method == "single-task":
+        folders = sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []
+        done = (out / "run.json").exists() and folders and all(finished(f) for f in folders)
+    else:
+        folders, done = [out], finished(out)
+    if not done:
+        if method == "searched":
+            search(model, data, out, config=config, force=True, progress=False)
+        else:
+            train_baseline(model, data, out, method, config=config, force=True, progress=False)
+        if method == "single-task":
+            folders = sorted(p for p in out.iterdir() if p.is_dir())
+    metrics, params = {}, 0
+    for folder in folders:
+        metrics.update(json.loads((folder / "metrics.json").read_text())["test"])
+        supermodel = load_supermodel(folder / "supermodel.pt")
+        params += policy_params(supermodel, Policy.from_json(folder / "policy.json").choices)
+    return {"metrics": metrics, "params": params}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["multi-fashion", "scenes"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--config", help="SearchConfig YAML (seed and device are set here)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", type=int, default=64, help="backbone input size")
+    parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "evidence")
+    args = parser.parse_args()
+    base = SearchConfig.load(args.config)
+    model = backbone(args.size)
+    summary = {}
+    for data in args.datasets:
+        rows: dict[str, list[dict]] = {m: [] for m in METHODS}
+        for seed in args.seeds:
+            config = SearchConfig.from_dict({**base.to_dict(), "seed": seed, "device": args.device})
+            results = {
+                m: run_method(m, model, data, config, args.out / data / f"seed{seed}" / m)
+                for m in METHODS
+            }
+            single = results["single-task"]
+            for m, r in results.items():
+                r["delta_m"] = delta_m(r["metrics"], single["metrics"])
+                r["param_share"] = r["params"] / single["params"]
+                rows[m].append(r)
+            print(
+                f"{data} seed {seed}: "
+                + ", ".join(
+                    f"{m} delta-m {r['delta_m']:+.2f}% params {r['param_share']:.2f}"
+                    for m, r in results.items()
+                ),
+                flush=True,
+            )
+        summary[data] = rows
+        print_table(data, rows, args.seeds)
+    (args.out / "evidence.json").write_text(json.dumps(summary, indent=1))
+
+
+def _ms(values: list[float], fmt: str = ".3f") -> str:
+    return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}}"
+
+
+def print_table(data: str, rows: dict[str, list[dict]], seeds: list[int]) -> None:
+    tasks = list(rows["single-task"][0]["metrics"])
+    cols = [
+        f"{t} {HEADLINE.get(t, next(iter(rows['single-task'][0]['metrics'][t])))}" for t in tasks
+    ]
+    print(f"\n## {data}, test split, {len(seeds)} seeds ({', '.join(map(str, seeds))})\n")
+    print("| method | " + " | ".join(cols) + " | delta-m % | params | params / single-task |")
+    print("|---|" + "---|" * (len(cols) + 3))
+    for method, runs in rows.items():
+        cells = []
+        for task, col in zip(tasks, cols):
+            metric = col.split(" ", 1)[1]
+            cells.append(_ms([r["metrics"][task][metric] for r in runs]))
+        print(
+            f"| {method} | "
+            + " | ".join(cells)
+            + f" | {_ms([r['delta_m'] for r in runs], '+.2f')} | "
+            f"{np.mean([r['params'] for r in runs]) / 1e6:.2f} M | "
+            f"{_ms([r['param_share'] for r in runs], '.2f')} |"
+        )
+    print()
+
+
+if __name__ == "__main__":
+    main()
