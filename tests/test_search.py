@@ -190,3 +190,23 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_
     b_rows = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     strip = [{k: v for k, v in json.loads(r).items() if k != "time"} for r in a_rows]
     assert strip == [{k: v for k, v in json.loads(r).items() if k != "time"} for r in b_rows]
+
+
+def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tmp_path):
+    train, _ = scenes
+    config = SearchConfig(
+        **{**TINY, "search_mode": "soft", "per_task_steps": True, "weighting": "uncertainty"},
+        cost="macs",
+        cost_weight=1.0,
+        cost_budget=0.4,
+        log_format="csv",
+    )
+    model = _model(tiny_export, train.tasks())
+    trainer = Trainer(model, train, config, tmp_path, progress=False)
+    trainer.run()
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert "cost" in header and len(rows) == 1 + 12
+    search_rows = [dict(zip(header, r.split(","))) for r in rows[1:]][3:9]
+    assert all(float(r["cost"]) >= 0 for r in search_rows)
+    assert trainer.weighting.log_var.abs().sum() > 0

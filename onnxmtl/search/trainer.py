@@ -179,11 +179,11 @@ class Trainer:
         probs = torch.nn.functional.gumbel_softmax(self.model.masked_logits(), tau=tau, dim=-1)
         reg = sharing_regularizer(probs, self.depths, c.sharing_scale)
         loss = loss + c.sharing_weight * reg
-        record = {"policy_loss": float(loss), "sharing": float(reg)}
+        record = {"policy_loss": float(loss.detach()), "sharing": float(reg.detach())}
         if c.cost and c.cost_weight:
             cost = cost_regularizer(probs, self.unit_cost, self.skip_cost, c.cost_budget)
             loss = loss + c.cost_weight * cost
-            record["cost"] = float(cost)
+            record["cost"] = float(cost.detach())
         loss.backward()
         self.policy_opt.step()
         self.policy_steps += 1
@@ -304,8 +304,10 @@ class Trainer:
         else:
             path = self.run_dir / "metrics.csv"
             new = not path.exists()
+            fields = ["phase", "step", "time", "loss", *(f"loss_{t.name}" for t in self.tasks)]
+            fields += ["tau", "policy_loss", "sharing", "cost"]
             with open(path, "a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
+                writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
                 if new:
                     writer.writeheader()
                 writer.writerow(row)
