@@ -25,11 +25,11 @@ class SearchConfig:
     val_fraction: float = 0.1  # share of the training set held out for validation
 
     # Warm-up (AutoMTL's pre-training): every branch averaged, Adam on the weights.
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     warmup_lr: float = 1e-3
 
     # Policy search: alternating weight steps on train1 and policy steps on train2.
-    search_steps: int = 200  # iterations of (weight_steps, policy_steps)
+    search_steps: int = 150  # iterations of (weight_steps, policy_steps)
     weight_steps: int = 1
     policy_steps: int = 1
     search_mode: str = "hard"  # 'hard' (straight-through, one branch) or 'soft' (all three)
