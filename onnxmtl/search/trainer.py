@@ -89,7 +89,6 @@ class Trainer:
         self.weighting = make_weighting(
             config.weighting, self.tasks, config.dwa_temperature, config.dwa_window
         )
-        self.fixed_policy = fixed_policy
         self.phase = "post" if fixed_policy is not None else "warmup"
         self.step = 0  # within the phase
         self.policy_steps = 0
