@@ -210,3 +210,19 @@ def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tm
     search_rows = [dict(zip(header, r.split(","))) for r in rows[1:]][3:9]
     assert all(float(r["cost"]) >= 0 for r in search_rows)
     assert trainer.weighting.log_var.abs().sum() > 0
+
+
+def test_post_training_starts_from_the_backbone_weights(tiny_export, scenes, tmp_path):
+    train, _ = scenes
+    config = SearchConfig(**{**TINY, "post_train_steps": 0})
+    model = _model(tiny_export, train.tasks())
+    Trainer(model, train, config, tmp_path, progress=False).run()
+    initial = torch.load(tmp_path / "initial.pt", weights_only=True)
+    final = model.state_dict()
+    assert not torch.equal(final["policy_logits"], initial["policy_logits"])
+    assert all(torch.equal(final[k], v) for k, v in initial.items() if k != "policy_logits")
+    kept = _model(tiny_export, train.tasks())
+    config = SearchConfig(**{**TINY, "post_train_steps": 0, "post_train_init": "search"})
+    Trainer(kept, train, config, tmp_path / "kept", progress=False).run()
+    changed = [k for k, v in initial.items() if not torch.equal(kept.state_dict()[k], v)]
+    assert len(changed) > 1

@@ -52,8 +52,12 @@ class SearchConfig:
     post_train_steps: int = 200
     post_train_lr: float = 1e-3  # Adam, halved every post_train_lr_step steps
     post_train_lr_step: int = 1000
-    baseline_steps: int | None = None  # baselines' training steps; None: as many weight
-    # updates as a search run (warmup + search * weight_steps + post-train)
+    post_train_init: str = "backbone"  # post-train from the backbone's weights (so every
+    # final model starts alike and differs only by its architecture) or 'search' (keep the
+    # weights trained during warm-up and search)
+    baseline_steps: int | None = None  # baselines' training steps; None: as many as the
+    # derived model's post-training (or, with post_train_init 'search', as many weight
+    # updates as the whole search run)
 
     # Loss weighting of the tasks (on top of each task's static weight).
     weighting: str = "equal"  # 'equal', 'uncertainty' (Kendall et al.) or 'dwa'
@@ -78,6 +82,7 @@ class SearchConfig:
             "weighting": WEIGHTINGS,
             "cost": COSTS,
             "log_format": ("jsonl", "csv"),
+            "post_train_init": ("backbone", "search"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -96,6 +101,8 @@ class SearchConfig:
     def baseline_length(self) -> int:
         if self.baseline_steps is not None:
             return self.baseline_steps
+        if self.post_train_init == "backbone":
+            return self.post_train_steps
         return self.warmup_steps + self.search_steps * self.weight_steps + self.post_train_steps
 
     def to_dict(self) -> dict[str, Any]:

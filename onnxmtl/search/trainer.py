@@ -27,6 +27,7 @@ from onnxmtl.tasks import loss_fn
 
 PHASES = ("warmup", "search", "post", "done")
 CHECKPOINT = "checkpoint.pt"
+INITIAL = "initial.pt"  # the weights at the start, for post_train_init 'backbone'
 
 
 @dataclass
@@ -216,6 +217,8 @@ class Trainer:
             policy = derive_policy(self.model, self.config.derive, self.config.seed)
             self.model.policy = policy
             policy.to_json(self.run_dir / "policy.json")
+            if self.config.post_train_init == "backbone":
+                self._restore_initial_weights()
         self.phase = PHASES[PHASES.index(self.phase) + 1]
         self.step = 0
         if self.phase != "done":
@@ -272,6 +275,16 @@ class Trainer:
                 self.train_set, self.splits["train"], self.config.batch_size, seed, "calibration"
             ).next()
             self.model.calibrate(fit_input(images.to(self.device), self.model))
+        if self.phase == "warmup" and self.config.post_train_init == "backbone":
+            state = self.model.state_dict()
+            atomic_write(self.run_dir / INITIAL, lambda tmp: torch.save(state, tmp))
+
+    def _restore_initial_weights(self) -> None:
+        """Every weight back to its value at the start (the backbone's, calibrated), keeping
+        the learnt policy logits."""
+        initial = torch.load(self.run_dir / INITIAL, map_location="cpu", weights_only=True)
+        initial["policy_logits"] = self.model.policy_logits.detach()
+        self.model.load_state_dict(initial)
 
     def _final(self) -> SearchResult:
         c = self.config
