@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written file behind."""
+"""File I/O: atomic writes (a crash or Ctrl-C never leaves a half-written file behind) and
+YAML files read with one-line errors."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from onnxmtl.errors import ConfigError
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -24,3 +30,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def read_yaml(path: Path, missing: str) -> Any:
+    """The data in a YAML file; ConfigError naming the file if it is missing (`missing` says
+    what to do) or not valid YAML."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: {missing}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from exc

@@ -90,8 +90,6 @@ def compile(
     renorm = renormalized_units(graph, renormalize)
     lowered = lower(graph)
     plan, ops, weights, unit_ops = build_plan(graph, lowered, set(renorm))
-    graph_trainable = graph.trainable_weights()
-    trainable = {n for n in weights if lowered.onnx_names.get(f"weights.{n}") in graph_trainable}
     nodes = {n.name: n for n in graph.nodes}
 
     with torch.random.fork_rng():
@@ -112,7 +110,7 @@ def compile(
         "skip_projection": skip_projection,
         "seed": seed,
     }
-    model = SuperModel(graph, tasks, plan, ops, weights, trainable, branches, heads, mask, options)
+    model = SuperModel(graph, tasks, plan, ops, weights, branches, heads, mask, options)
     if renorm:
         model.calibrate(_calibration_batch(graph, calibration, seed))
         if calibration is None:

@@ -54,12 +54,12 @@ def _ref(arg: object, slot_of: dict[fx.Node, int], weight_of: dict[fx.Node, str]
 def build_plan(
     graph: Graph, lowered: fx.GraphModule, renormalize: set[int]
 ) -> tuple[Plan, dict[str, nn.Module], dict[str, torch.Tensor], list[UnitOps]]:
-    """The plan, the parameter-free modules by name, the weights they read, and each unit's
-    operators as a `UnitOps` (with a `Renorm` appended for units in `renormalize`)."""
+    """The plan, the parameter-free modules by name, the weights they read (trainable ones
+    are nn.Parameters, as in `lowered`), and each unit's operators as a `UnitOps` (with a
+    `Renorm` appended for units in `renormalize`)."""
     nodes = {n.name: n for n in lowered.graph.nodes}
     attr_of = {onnx: attr for attr, onnx in lowered.onnx_names.items()}
     value_node = {v: nodes[n] for v, n in lowered.onnx_values.items()}
-    trainable = set(graph.trainable_weights())
     by_target = {n.target: n for n in lowered.graph.nodes if n.op == "call_module"}
     unit_of_head: dict[fx.Node, int] = {}
     members: set[fx.Node] = set()
@@ -68,7 +68,7 @@ def build_plan(
         chain = [by_target[attr_of[name]] for name in unit.nodes]
         unit_of_head[chain[0]] = index
         members.update(chain)
-        unit_ops.append(_unit_ops(lowered, chain, trainable, unit, index in renormalize))
+        unit_ops.append(_unit_ops(lowered, chain, unit, index in renormalize))
 
     slot_of: dict[fx.Node, int] = {}
     weight_of: dict[fx.Node, str] = {}
@@ -112,11 +112,9 @@ def _weight(lowered: fx.GraphModule, name: str) -> torch.Tensor:
     return getattr(lowered.weights, name)
 
 
-def _unit_ops(
-    lowered: fx.GraphModule, chain: list[fx.Node], trainable: set[str], unit, renorm: bool
-) -> UnitOps:
+def _unit_ops(lowered: fx.GraphModule, chain: list[fx.Node], unit, renorm: bool) -> UnitOps:
     ops, args, weights = [], [], {}
-    onnx_name = lowered.onnx_names
+    trainable: set[str] = set()
     for i, node in enumerate(chain):
         if node.kwargs:
             raise LoweringError(f"unit '{unit.name}': node '{node.name}' takes keyword inputs.")
@@ -124,7 +122,10 @@ def _unit_ops(
         for a in node.args:
             if isinstance(a, fx.Node) and a.op == "get_attr":
                 name = a.target.split(".", 1)[1]
-                weights[name] = _weight(lowered, name).detach().clone()
+                tensor = _weight(lowered, name)
+                weights[name] = tensor.detach().clone()
+                if isinstance(tensor, nn.Parameter):
+                    trainable.add(name)
                 refs.append(("w", name))
             elif isinstance(a, fx.Node) and (i == 0 or a is chain[i - 1]):
                 refs.append(("x", None))
@@ -134,9 +135,8 @@ def _unit_ops(
                 )
         ops.append(lowered.get_submodule(node.target))
         args.append(refs)
-    names = {n for n, _ in weights.items() if onnx_name.get(f"weights.{n}") in trainable}
     channels = unit.out_shape[1] if unit.out_shape else None
-    return UnitOps(ops, args, weights, names, Renorm(channels) if renorm else None)
+    return UnitOps(ops, args, weights, trainable, Renorm(channels) if renorm else None)
 
 
 def _set_frees(steps: list[Step], outputs: list[int]) -> None:

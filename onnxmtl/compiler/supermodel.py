@@ -55,7 +55,6 @@ class SuperModel(nn.Module):
         plan: Plan,
         ops: dict[str, nn.Module],
         weights: dict[str, torch.Tensor],
-        trainable: set[str],
         units: Sequence[UnitBranches],
         heads: dict[str, nn.Module],
         branch_mask: torch.Tensor,
@@ -69,7 +68,7 @@ class SuperModel(nn.Module):
         self.ops = nn.ModuleDict(ops)
         self.weights = nn.Module()
         for name, tensor in weights.items():
-            if name in trainable and tensor.is_floating_point():
+            if isinstance(tensor, nn.Parameter):
                 self.weights.register_parameter(name, nn.Parameter(tensor.detach().clone()))
             else:
                 self.weights.register_buffer(name, tensor.detach().clone())

@@ -6,9 +6,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from onnxmtl.errors import ConfigError
+from onnxmtl.io_utils import read_yaml
 
 WEIGHTINGS = ("equal", "uncertainty", "dwa")
 COSTS = (None, "params", "macs")
@@ -129,12 +128,7 @@ class SearchConfig:
         if path is None:
             return cls()
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found.")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from exc
+        data = read_yaml(path, "config file not found.")
         if data is not None and not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of option: value.")
         return cls.from_dict(data, str(path))

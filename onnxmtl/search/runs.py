@@ -163,15 +163,15 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, dict[str
     info = json.loads(info_path.read_text())
     config = SearchConfig.from_dict(info["config"], str(info_path))
     folders = [p.parent for p in sorted(run_dir.glob("*/supermodel.pt"))] or [run_dir]
+    dataset = load_dataset(info["data"], "test" if split == "test" else "train", **config.data)
+    indices = None
+    if split != "test":
+        indices = split_indices(len(dataset), config.seed, config.val_fraction)["val"]
     metrics: dict[str, dict[str, float]] = {}
     for folder in folders:
         if not (folder / "supermodel.pt").exists():
             raise ConfigError(f"{folder}: no supermodel.pt; the run has not finished.")
         model = load_supermodel(folder / "supermodel.pt")
         model.policy = Policy.from_json(folder / "policy.json")
-        dataset = load_dataset(info["data"], "test" if split == "test" else "train", **config.data)
-        indices = None
-        if split != "test":
-            indices = split_indices(len(dataset), config.seed, config.val_fraction)["val"]
         metrics.update(evaluate(model, dataset, indices, config.batch_size))
     return metrics

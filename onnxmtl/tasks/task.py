@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from onnxmtl.errors import ConfigError
+from onnxmtl.io_utils import read_yaml
 
 DENSE_KINDS = ("segmentation", "depth", "normals")
 KINDS = (*DENSE_KINDS, "classification", "multilabel", "regression")
@@ -136,12 +136,7 @@ def load_tasks(source: str | Path | list[dict[str, Any]]) -> list[Task]:
     if isinstance(source, str | Path):
         path = Path(source)
         where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: tasks file not found; give a YAML file listing the tasks.")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from exc
+        data = read_yaml(path, "tasks file not found; give a YAML file listing the tasks.")
     else:
         data = source
     if isinstance(data, dict):
