@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import statistics
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ CACHE = ROOT / ".cache" / "bench"
 sys.path.insert(0, str(ROOT))
 
 import onnxmtl  # noqa: E402
+from benchmarks.timing import interleaved_medians, median_seconds  # noqa: E402
 from converters import export_backbones  # noqa: E402
 from onnxmtl.compiler import SHARED, compile  # noqa: E402
 from onnxmtl.lower import lower  # noqa: E402
@@ -58,32 +58,6 @@ def backbone(name: str, size: int) -> Path:
     return path
 
 
-def median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def interleaved_times(steps: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median time of each step, timed in turn within every repeat so that drift in the
-    machine's speed affects all of them alike."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def compile_table(repeats: int) -> None:
     print("## Compile time, 3 tasks (median of repeats, after one warm-up)\n")
     print(
@@ -93,10 +67,10 @@ def compile_table(repeats: int) -> None:
     print("|---|---|---|---|---|---|---|")
     for name, ref in AUTOMTL_COMPILE.items():
         path = backbone(name, 224)
-        load_s = median_time(lambda p=path: onnxmtl.load(p), repeats)
+        load_s = median_seconds(lambda p=path: onnxmtl.load(p), repeats, warmup=1)
         graph = onnxmtl.load(path)
-        compile_s = median_time(lambda g=graph: compile(g, tasks()), repeats)
-        both = median_time(lambda p=path: compile(onnxmtl.load(p), tasks()), repeats)
+        compile_s = median_seconds(lambda g=graph: compile(g, tasks()), repeats, warmup=1)
+        both = median_seconds(lambda p=path: compile(onnxmtl.load(p), tasks()), repeats, warmup=1)
         print(
             f"| {name} | {len(graph.units)} | {load_s:.3f} | {compile_s:.3f} | {both:.3f} | "
             f"{ref:.2f} | {ref / compile_s:.1f}x |"
@@ -231,8 +205,10 @@ def step_table(repeats: int, threads: int) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for name in ("mobilenet_v2", "resnet34"):
-        times = interleaved_times(
-            {c: make_step(name, c) for c in ("single", "soft", "hard", "shared")}, repeats
+        times = interleaved_medians(
+            {c: make_step(name, c) for c in ("single", "soft", "hard", "shared")},
+            repeats,
+            warmup=2,
         )
         soft_ref, hard_ref = AUTOMTL_STEP[name]
         print(

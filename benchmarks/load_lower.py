@@ -9,9 +9,7 @@ Times are medians over repeats on this machine, side by side with stock onnx2tor
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -25,16 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / ".cache" / "corpus"
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.timing import median_seconds  # noqa: E402
 from converters import export_backbones  # noqa: E402
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def load_lower_table(conv, repeats: int) -> None:
@@ -45,13 +35,13 @@ def load_lower_table(conv, repeats: int) -> None:
     print("|---|---|---|---|---|---|")
     for exporter in ("dynamo", "legacy17"):
         path = conv.export_backbone("resnet50", exporter, CORPUS)
-        t_load = _median_seconds(lambda p=path: onnxmtl.load(p), repeats)
+        t_load = median_seconds(lambda p=path: onnxmtl.load(p), repeats)
         graph = onnxmtl.load(path)
-        t_lower = _median_seconds(lambda g=graph: lower(g), repeats)
+        t_lower = median_seconds(lambda g=graph: lower(g), repeats)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                t_ref = _median_seconds(lambda p=path: onnx2torch.convert(str(p)), repeats)
+                t_ref = median_seconds(lambda p=path: onnx2torch.convert(str(p)), repeats)
             ref, ratio = f"{t_ref:.2f}", f"{(t_load + t_lower) / t_ref:.2f}x"
         except Exception as exc:
             ref, ratio = f"fails ({type(exc).__name__})", "-"
