@@ -1,5 +1,6 @@
 """Real backbones from converters/, from every exporter: lowered == onnxruntime, gradients
-flow, and the compiled supermodel with an all-shared policy == onnxruntime.
+flow, the compiled supermodel with an all-shared policy == onnxruntime, and a model derived
+with a random policy == its supermodel and its ONNX export == PyTorch.
 
 A small default subset runs in `make test`; the whole corpus is marked slow
 (`pytest -m slow tests/test_corpus.py`). Exports are cached under .cache/corpus.
@@ -12,11 +13,14 @@ import torch
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, compile
+from onnxmtl.derived import derive
+from onnxmtl.exporter import export
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import verify
 from tests.conftest import EXPORTERS, converters
 from tests.helpers import assert_gradients_reach_every_parameter
 from tests.test_compiler import assert_close, ort_features, tasks
+from tests.test_derive_export import random_choices
 
 # Relative to the output scale; float32 through 50+ layers stays far below it.
 TOLERANCE = 1e-4
@@ -29,7 +33,7 @@ ALL = [
 ]
 
 
-def _check(corpus, name: str, exporter: str) -> None:
+def _check(corpus, name: str, exporter: str, tmp_path) -> None:
     graph = onnxmtl.load(corpus(name, exporter))
     assert graph.units
     module = lower(graph)
@@ -47,13 +51,22 @@ def _check(corpus, name: str, exporter: str) -> None:
         for got, want in zip(features[t], expected):
             assert_close(got, want, f"{name}/{exporter} task {t}")
 
+    choices = random_choices(model, 0)
+    derived = derive(model, choices).eval()
+    with torch.no_grad():
+        want, got = model(x, mode="fixed", policy=choices), derived(x)
+    for task in model.task_names:
+        assert_close(got[task], want[task], f"{name}/{exporter} derived {task}")
+    report = export(derived, tmp_path / "derived.onnx", tolerance=TOLERANCE)
+    assert report.max_rel_diff <= TOLERANCE
+
 
 @pytest.mark.parametrize(("name", "exporter"), DEFAULT, ids=[f"{n}-{e}" for n, e in DEFAULT])
-def test_default_corpus_backbone(corpus, name, exporter):
-    _check(corpus, name, exporter)
+def test_default_corpus_backbone(corpus, name, exporter, tmp_path):
+    _check(corpus, name, exporter, tmp_path)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "exporter"), ALL, ids=[f"{n}-{e}" for n, e in ALL])
-def test_corpus_backbone(corpus, name, exporter):
-    _check(corpus, name, exporter)
+def test_corpus_backbone(corpus, name, exporter, tmp_path):
+    _check(corpus, name, exporter, tmp_path)

@@ -18,39 +18,51 @@ FORMAT = "onnxmtl.supermodel"
 VERSION = 1
 
 
-def save_supermodel(model: SuperModel, path: str | Path) -> None:
-    """Write the normalised backbone, the tasks, the options and every weight and logit."""
-    tasks = [t.to_dict() for t in model.tasks]
-    state = {
+def supermodel_state(model: SuperModel, state_dict: dict | None = None) -> dict:
+    """Everything needed to rebuild `model`: the normalised backbone, the tasks, the options
+    and its state dict (or the given slice of it)."""
+    return {
         "format": FORMAT,
         "version": VERSION,
         "onnx": model.graph.to_proto().SerializeToString(),
         "source": model.graph.source,
-        "tasks": tasks,
+        "tasks": [t.to_dict() for t in model.tasks],
         "options": model.options,
         "calibration": model.calibration,
-        "state_dict": model.state_dict(),
+        "state_dict": model.state_dict() if state_dict is None else state_dict,
     }
+
+
+def save_supermodel(model: SuperModel, path: str | Path) -> None:
+    """Write the normalised backbone, the tasks, the options and every weight and logit."""
+    state = supermodel_state(model)
     atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
-def load_supermodel(path: str | Path, tasks: list[Task] | None = None) -> SuperModel:
-    """Rebuild a saved supermodel. Tasks with custom head or loss objects must be passed again."""
+def read_state(path: str | Path, fmt: str, what: str) -> dict:
+    """The dict saved in `path` with format `fmt`, or a one-line error naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: supermodel file not found.")
+        raise ModelFileError(f"{path}: {what} file not found.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelFileError(
-            f"{path}: not a supermodel saved by onnxmtl compile ({type(exc).__name__})."
+            f"{path}: not a {what} saved by onnxmtl ({type(exc).__name__})."
         ) from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a supermodel saved by onnxmtl compile.")
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise ModelFileError(f"{path}: not a {what} saved by onnxmtl.")
     if state["version"] > VERSION:
         raise ModelFileError(
             f"{path}: saved by a newer onnxmtl (format {state['version']}); upgrade onnxmtl."
         )
+    return state
+
+
+def supermodel_from_state(
+    state: dict, path: str | Path, tasks: list[Task] | None = None, strict: bool = True
+) -> SuperModel:
+    """Rebuild a supermodel from `supermodel_state`'s dict (`path` names it in errors)."""
     if tasks is None:
         tasks = [Task.from_dict(t, str(path)) for t in state["tasks"]]
     elif [t.name for t in tasks] != [t["name"] for t in state["tasks"]]:
@@ -58,6 +70,11 @@ def load_supermodel(path: str | Path, tasks: list[Task] | None = None) -> SuperM
     graph = load(onnx.load_from_string(state["onnx"]), features=None)
     graph.source = state["source"]
     model = compile(graph, tasks, **state["options"])
-    model.load_state_dict(state["state_dict"])
+    model.load_state_dict(state["state_dict"], strict=strict)
     model.calibration = state["calibration"]
     return model
+
+
+def load_supermodel(path: str | Path, tasks: list[Task] | None = None) -> SuperModel:
+    """Rebuild a saved supermodel. Tasks with custom head or loss objects must be passed again."""
+    return supermodel_from_state(read_state(path, FORMAT, "supermodel"), path, tasks)

@@ -104,7 +104,7 @@ def build_plan(
         elif node.op == "output":
             results = node.args[0] if isinstance(node.args[0], tuple) else (node.args[0],)
             outputs = [slot_of[r] for r in results]
-    _set_frees(steps, outputs)
+    set_frees(steps, outputs)
     return Plan(steps, outputs, len(slot_of)), ops, weights, unit_ops
 
 
@@ -139,7 +139,8 @@ def _unit_ops(lowered: fx.GraphModule, chain: list[fx.Node], unit, renorm: bool)
     return UnitOps(ops, args, weights, trainable, Renorm(channels) if renorm else None)
 
 
-def _set_frees(steps: list[Step], outputs: list[int]) -> None:
+def set_frees(steps: list[Step], outputs: list[int]) -> None:
+    """Record on each step the slots it reads for the last time (not the outputs)."""
     last: dict[int, Step] = {}
     for step in steps:
         for slot in step.slots:

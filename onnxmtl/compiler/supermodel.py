@@ -37,6 +37,18 @@ class _Gate(torch.autograd.Function):
         return grad, gate_grad
 
 
+def head_output(
+    task: Task, head: nn.Module, feats: tuple[torch.Tensor, ...], x: torch.Tensor
+) -> torch.Tensor:
+    """A task's output: built-in heads read the last feature value, custom heads all of them
+    (when there are several); dense outputs are resized to the input image."""
+    takes_all = not isinstance(head, _BUILTIN_HEADS) and len(feats) > 1
+    y = head(feats if takes_all else feats[-1])
+    if task.dense and y.dim() == x.dim() and y.shape[2:] != x.shape[2:]:
+        y = F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=False)
+    return y
+
+
 class SuperModel(nn.Module):
     """Runs every task in one call. Values are computed once per distinct input: a step, or a
     unit branch that tasks share on the same input, runs once for all of them.
@@ -74,7 +86,6 @@ class SuperModel(nn.Module):
                 self.weights.register_buffer(name, tensor.detach().clone())
         self.units = nn.ModuleList(units)
         self.heads = nn.ModuleDict(heads)
-        self._heads_take_all = {n: not isinstance(h, _BUILTIN_HEADS) for n, h in heads.items()}
         self.policy_logits = nn.Parameter(torch.zeros(len(self.tasks), len(units), 3))
         self.register_buffer("branch_mask", branch_mask)
         self._allowed: list[list[bool]] = branch_mask.tolist()  # host copy: no device syncs
@@ -120,14 +131,10 @@ class SuperModel(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Every task's output for the image batch `x`, keyed by task name."""
         features = self.features(x, mode, tau, policy)
-        out = {}
-        for task, feats in zip(self.tasks, features):
-            head_input = feats if self._heads_take_all[task.name] and len(feats) > 1 else feats[-1]
-            y = self.heads[task.name](head_input)
-            if task.dense and y.dim() == x.dim() and y.shape[2:] != x.shape[2:]:
-                y = F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=False)
-            out[task.name] = y
-        return out
+        return {
+            task.name: head_output(task, self.heads[task.name], feats, x)
+            for task, feats in zip(self.tasks, features)
+        }
 
     def features(
         self,
@@ -144,7 +151,7 @@ class SuperModel(nn.Module):
         probs = delta = None
         choices: Choices | None = None
         if mode == "fixed":
-            choices = self._choices(self.policy if policy is None else policy)
+            choices = self.choices_of(self.policy if policy is None else policy)
         elif mode == "warmup":
             probs = self.branch_mask.float() / self.branch_mask.sum(-1, keepdim=True)
             probs = probs.expand(len(self.tasks), -1, -1)
@@ -239,7 +246,8 @@ class SuperModel(nn.Module):
             out.append(y)
         return out
 
-    def _choices(self, policy: PolicyLike) -> Choices:
+    def choices_of(self, policy: PolicyLike) -> Choices:
+        """A policy's branch choices (tasks x units), checked against this supermodel."""
         if isinstance(policy, Policy):
             if policy.tasks != self.task_names or len(policy.units) != len(self.units):
                 raise ConfigError(

@@ -50,10 +50,16 @@ def verify(
     expected = session(graph.to_proto(), ["CPUExecutionProvider"]).run(
         graph.features, {graph.input_name: x}
     )
-    got = run_module(module, x)
+    max_abs, max_rel = max_diffs(expected, run_module(module, x))
+    return Verification(max_abs, max_rel, tolerance, shape)
+
+
+def max_diffs(expected: list[np.ndarray], got: list[np.ndarray]) -> tuple[float, float]:
+    """The largest absolute difference over outputs, and the largest relative to each
+    reference output's largest magnitude."""
     max_abs = max_rel = 0.0
-    for ref, out in zip(expected, got):
+    for ref, out in zip(expected, got, strict=True):
         diff = float(np.max(np.abs(out - ref))) if ref.size else 0.0
         scale = max(float(np.max(np.abs(ref))), 1e-12) if ref.size else 1.0
         max_abs, max_rel = max(max_abs, diff), max(max_rel, diff / scale)
-    return Verification(max_abs, max_rel, tolerance, shape)
+    return max_abs, max_rel

@@ -1,0 +1,46 @@
+"""Save a derived model as the slice of its supermodel it uses, and load it back."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from onnxmtl.compiler import Policy, SuperModel
+from onnxmtl.compiler.io import VERSION, read_state, supermodel_from_state, supermodel_state
+from onnxmtl.derived.model import DerivedModel, derive
+from onnxmtl.io_utils import atomic_write
+
+FORMAT = "onnxmtl.derived"
+
+
+def save_derived(model: DerivedModel, supermodel: SuperModel, path: str | Path) -> None:
+    """Write `model` as its policy plus the entries of `supermodel`'s state it was built from
+    (with `model`'s current weights, so training after deriving is kept)."""
+    own = model.state_dict()
+    state = {}
+    for name, source in model.sources.items():
+        kind, _, key = name.partition(":")
+        prefix = {"weight": "weights.", "head": "heads."}.get(kind, "blocks.")
+        local = f"{prefix}{key or kind}"
+        for k, v in own.items():
+            if k == local or k.startswith(local + "."):
+                state[source + k[len(local) :]] = v
+    payload = supermodel_state(supermodel, state)
+    payload.update(format=FORMAT, version=VERSION, policy=asdict(model.policy))
+    atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+def load_derived(path: str | Path) -> DerivedModel:
+    """Rebuild a derived model saved by `save_derived`."""
+    state = read_state(path, FORMAT, "derived model")
+    supermodel = supermodel_from_state(state, path, strict=False)
+    policy = Policy(**state["policy"])
+    full = supermodel.uniform_policy(0).choices
+    names = supermodel.task_names
+    for task, row in zip(policy.tasks, policy.choices):
+        full[names.index(task)] = row
+    model = derive(supermodel, full, policy.tasks)
+    model.policy = policy
+    return model

@@ -1,0 +1,221 @@
+"""`derive`: the compact multi-task model a policy implies, one forward for every task."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from onnxmtl.compiler.plan import Ref, Step, set_frees
+from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
+from onnxmtl.compiler.supermodel import PolicyLike, SuperModel, head_output
+from onnxmtl.errors import ConfigError
+from onnxmtl.tasks import Task
+
+
+class DerivedModel(nn.Module):
+    """A tree of operators: each unit exists once per group of tasks that took the same
+    branch on the same value, skipped units are gone, unused branches are dropped.
+
+    `sources` maps each kept module and weight to its name in the supermodel, so that the
+    derived model can be saved as a slice of the supermodel's state.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        policy: Policy,
+        steps: list[Step],
+        outputs: list[list[int]],
+        num_slots: int,
+        modules: dict[str, nn.Module],
+        weights: dict[str, torch.Tensor],
+        heads: dict[str, nn.Module],
+        sources: dict[str, str],
+        input_shape: tuple = (),
+    ) -> None:
+        super().__init__()
+        self.tasks = list(tasks)
+        self.policy = policy
+        self.steps = steps
+        self.outputs = outputs
+        self.num_slots = num_slots
+        self.blocks = nn.ModuleDict(modules)
+        self.weights = nn.Module()
+        for name, tensor in weights.items():
+            if isinstance(tensor, nn.Parameter):
+                self.weights.register_parameter(name, nn.Parameter(tensor.detach().clone()))
+            else:
+                self.weights.register_buffer(name, tensor.detach().clone())
+        self.heads = nn.ModuleDict(heads)
+        self.sources = sources
+        self.input_shape = tuple(input_shape)  # the backbone's (N, C, H, W); dims may be names
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every task's output for the image batch `x`, keyed by task name."""
+        vals: list[torch.Tensor | None] = [None] * self.num_slots
+        vals[0] = x
+        for step in self.steps:
+            fn = self.blocks[step.target] if step.kind == "op" else step.target
+            args = [self._resolve(r, vals) for r in step.args]
+            kwargs = {k: self._resolve(r, vals) for k, r in step.kwargs.items()}
+            vals[step.out] = fn(*args, **kwargs)
+            for slot in step.free:
+                vals[slot] = None
+        return {
+            task.name: head_output(task, self.heads[task.name], tuple(vals[s] for s in slots), x)
+            for task, slots in zip(self.tasks, self.outputs)
+        }
+
+    def _resolve(self, ref: Ref, vals: list):
+        kind, value = ref
+        if kind == "s":
+            return vals[value]
+        if kind == "w":
+            return getattr(self.weights, value)
+        return value
+
+    def branch_counts(self) -> dict[str, int]:
+        """How many unit branch instances one forward runs, by branch kind."""
+        counts = dict.fromkeys(BRANCHES, 0)
+        for step in self.steps:
+            source = self.sources.get(step.target, "") if step.kind == "op" else ""
+            if source.startswith("units."):
+                counts[source.split(".")[2]] += 1
+        return counts
+
+
+def derive(
+    model: SuperModel, policy: PolicyLike | None = None, tasks: Sequence[str] | None = None
+) -> DerivedModel:
+    """The multi-task model `policy` implies on `model` (default: the model's policy), for
+    all its tasks or the named subset (a single-task model is `tasks=[name]`). Weights are
+    copied, so training either model leaves the other alone."""
+    policy = model.policy if policy is None else policy
+    choices = model.choices_of(policy)
+    names = model.task_names
+    if tasks is None:
+        keep = list(range(len(names)))
+    else:
+        unknown = [t for t in tasks if t not in names]
+        if unknown or not tasks:
+            raise ConfigError(
+                f"cannot derive tasks {list(tasks)}: the supermodel has tasks {names}."
+            )
+        keep = [names.index(t) for t in tasks]
+    unit_names = model.unit_names
+    plan = model.plan
+
+    steps: list[Step] = []
+    sources: dict[str, str] = {}
+    modules: dict[str, nn.Module] = {}
+    weights: dict[str, torch.Tensor] = {}
+    made: dict[tuple, int] = {}
+    symbol: list[list[int] | None] = [None] * plan.num_slots
+    symbol[0] = [0] * len(keep)
+    next_slot = 1
+
+    def emit(key: tuple, step: Step) -> int:
+        nonlocal next_slot
+        if key not in made:
+            step.out = next_slot
+            next_slot += 1
+            steps.append(step)
+            made[key] = step.out
+        return made[key]
+
+    for index, step in enumerate(plan.steps):
+        out = []
+        for k, t in enumerate(keep):
+            if step.kind == "unit":
+                u = step.target
+                branch = choices[t][u]
+                x = symbol[step.args[0][1]][k]
+                branches = model.units[u]
+                if branch == SKIP and isinstance(branches.skip, nn.Identity):
+                    out.append(x)
+                    continue
+                if branch == SPECIFIC:
+                    name, source = f"unit{u}_{names[t]}", f"units.{u}.specific.{t}"
+                    module = branches.specific[t]
+                else:
+                    label = BRANCHES[branch]
+                    name, source = f"unit{u}_{label}", f"units.{u}.{label}"
+                    module = branches.shared if branch == SHARED else branches.skip
+                if name not in modules:
+                    modules[name] = copy.deepcopy(module)
+                    sources[name] = source
+                ref = ("s", x)
+                out.append(emit((name, x), Step("op", name, [ref], {}, -1)))
+            else:
+                key = (index, tuple(symbol[s][k] for s in step.slots))
+                target = step.target
+                if step.kind == "op":
+                    target = f"op_{step.target}"
+                    if target not in modules:
+                        modules[target] = copy.deepcopy(model.ops[step.target])
+                        sources[target] = f"ops.{step.target}"
+                args = [_translate(r, symbol, k) for r in step.args]
+                kwargs = {n: _translate(r, symbol, k) for n, r in step.kwargs.items()}
+                out.append(emit(key, Step(step.kind, target, args, kwargs, -1)))
+                for kind, value in [*step.args, *step.kwargs.values()]:
+                    if kind == "w" and value not in weights:
+                        weights[value] = getattr(model.weights, value)
+                        sources[f"weight:{value}"] = f"weights.{value}"
+        symbol[step.out] = out
+        for slot in step.free:
+            symbol[slot] = None
+    outputs = [[symbol[s][k] for s in plan.outputs] for k in range(len(keep))]
+    steps = _live(steps, outputs)
+    set_frees(steps, [s for row in outputs for s in row])
+    used = {s.target for s in steps if s.kind == "op"}
+    modules = {n: m for n, m in modules.items() if n in used}
+    read = {v for s in steps for kind, v in [*s.args, *s.kwargs.values()] if kind == "w"}
+    weights = {n: w for n, w in weights.items() if n in read}
+    sources = {
+        n: s for n, s in sources.items() if n in modules or n.removeprefix("weight:") in weights
+    }
+    kept = [model.tasks[t] for t in keep]
+    heads = {t.name: copy.deepcopy(model.heads[t.name]) for t in kept}
+    sources.update({f"head:{t.name}": f"heads.{t.name}" for t in kept})
+    derived_policy = Policy(
+        [t.name for t in kept],
+        unit_names,
+        [list(choices[t]) for t in keep],
+        method=policy.method if isinstance(policy, Policy) else "given",
+        seed=policy.seed if isinstance(policy, Policy) else None,
+    )
+    return DerivedModel(
+        kept,
+        derived_policy,
+        steps,
+        outputs,
+        next_slot,
+        modules,
+        weights,
+        heads,
+        sources,
+        model.graph.input_shape,
+    )
+
+
+def _translate(ref: Ref, symbol: list, k: int) -> Ref:
+    kind, value = ref
+    return ("s", symbol[value][k]) if kind == "s" else ref
+
+
+def _live(steps: list[Step], outputs: list[list[int]]) -> list[Step]:
+    """The steps some task output depends on, in order."""
+    needed = {s for row in outputs for s in row}
+    kept = []
+    for step in reversed(steps):
+        if step.out in needed:
+            kept.append(step)
+            needed.update(step.slots)
+    return kept[::-1]

@@ -1,0 +1,146 @@
+"""`export`: a multi-task model as one ONNX graph with one named output per task."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from onnxmtl.derived import DerivedModel
+from onnxmtl.errors import ConfigError, ExportMismatchError, ShapeError
+from onnxmtl.io_utils import atomic_write
+from onnxmtl.ir.graph import MAX_IR_VERSION
+from onnxmtl.lower.verify import max_diffs
+from onnxmtl.runtime import session
+
+DEFAULT_OPSET = 17
+DEFAULT_RTOL = 1e-4
+INPUT_NAME = "image"
+POLICY_KEY = "onnxmtl.policy"
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What was written and how closely onnxruntime reproduces PyTorch on it."""
+
+    path: str
+    opset: int
+    ir_version: int
+    outputs: list[str]
+    input_shape: tuple[int, ...]  # the shape checked (batch 2, to exercise the dynamic batch)
+    conv_nodes: int
+    max_abs_diff: float
+    max_rel_diff: float
+    tolerance: float
+
+
+class _TupleOutputs(nn.Module):
+    """The model's task outputs as a tuple in task order (what the exporter names)."""
+
+    def __init__(self, model: DerivedModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(x)
+        return tuple(out[name] for name in self.model.task_names)
+
+
+def image_shape(model: DerivedModel, size: Sequence[int] | None = None) -> tuple[int, int, int]:
+    """(C, H, W) of the model's input: the backbone's, or `size` (H, W) where it is symbolic."""
+    dims = list(model.input_shape[1:])
+    if size is not None:
+        dims[-len(size) :] = list(size)
+    if len(dims) != 3 or not all(isinstance(d, int) and d > 0 for d in dims):
+        raise ShapeError(
+            f"the model's input size is {model.input_shape}; pass the image size (H, W) to "
+            "export (CLI: --input-size H,W)."
+        )
+    return tuple(dims)
+
+
+def export(
+    model: DerivedModel,
+    path: str | Path,
+    input_size: Sequence[int] | None = None,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float = DEFAULT_RTOL,
+    seed: int = 0,
+) -> ExportReport:
+    """Write `model` to `path` as one ONNX graph: input 'image' (batch dynamic), one output
+    per task named after it, the policy in the metadata. The file is checked with the ONNX
+    checker and onnxruntime must match PyTorch within `tolerance` (max difference over the
+    largest output magnitude) on a seeded batch of 2, else nothing is written."""
+    if not isinstance(model, DerivedModel):
+        raise ConfigError(
+            f"export takes a DerivedModel (from onnxmtl.derive), got {type(model).__name__}."
+        )
+    path = Path(path)
+    shape = image_shape(model, input_size)
+    names = model.task_names
+    was_training = model.training
+    model.eval()
+    x = torch.from_numpy(np.random.default_rng(seed).standard_normal((2, *shape)).astype("f4"))
+    try:
+        with torch.no_grad():
+            expected = [o.numpy() for o in _TupleOutputs(model)(x)]
+        proto = _to_onnx(model, x[:1], opset)
+    finally:
+        model.train(was_training)
+    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    onnx.helper.set_model_props(
+        proto,
+        {
+            POLICY_KEY: json.dumps(asdict(model.policy)),
+            "onnxmtl.tasks": json.dumps([t.to_dict() for t in model.tasks]),
+        },
+    )
+    onnx.checker.check_model(proto, full_check=True)
+    got = session(proto, ["CPUExecutionProvider"]).run(names, {INPUT_NAME: x.numpy()})
+    max_abs, max_rel = max_diffs(expected, got)
+    if max_rel > tolerance:
+        raise ExportMismatchError(
+            f"{path}: onnxruntime differs from PyTorch by {max_rel:.3g} of the output scale "
+            f"(tolerance {tolerance:g}); nothing written. Report this with the model attached."
+        )
+    atomic_write(path, lambda tmp: onnx.save(proto, tmp))
+    convs = sum(n.op_type == "Conv" for n in proto.graph.node)
+    return ExportReport(
+        str(path),
+        opset,
+        proto.ir_version,
+        names,
+        tuple(x.shape),
+        convs,
+        max_abs,
+        max_rel,
+        tolerance,
+    )
+
+
+def _to_onnx(model: DerivedModel, x: torch.Tensor, opset: int) -> onnx.ModelProto:
+    names = model.task_names
+    dynamic = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        buffer = io.BytesIO()
+        torch.onnx.export(
+            _TupleOutputs(model),
+            (x,),
+            buffer,
+            input_names=[INPUT_NAME],
+            output_names=names,
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return onnx.load_from_string(buffer.getvalue())

@@ -1,0 +1,181 @@
+"""Derived models against the supermodel, and their ONNX exports against onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+import onnxmtl
+from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, Projection, compile, policy_params
+from onnxmtl.derived import derive, load_derived, save_derived
+from onnxmtl.errors import ConfigError, ModelFileError, ShapeError
+from onnxmtl.exporter import POLICY_KEY, export
+from onnxmtl.runtime import session
+from tests.conftest import EXPORTERS
+from tests.test_compiler import EXPORTS, tasks
+
+# Derived and supermodel run the same modules in the same order: equal up to float rounding.
+SAME = 1e-6
+# onnxruntime against PyTorch, relative to the output scale.
+TOLERANCE = 1e-4
+
+
+def random_choices(model, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [
+        [
+            rng.choice([b for b in range(3) if model.branch_mask[u, b]])
+            for u in range(len(model.units))
+        ]
+        for _ in model.tasks
+    ]
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def head_convs(model) -> int:
+    return sum(isinstance(m, nn.Conv2d) for m in model.heads.modules())
+
+
+def onnx_convs(path) -> int:
+    return sum(n.op_type == "Conv" for n in onnx.load(path).graph.node)
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize(
+    ("exporter", "folded"), EXPORTS, ids=[f"{e}-{'folded' if f else 'bn'}" for e, f in EXPORTS]
+)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_derived_equals_the_supermodel_under_its_policy(tiny_export, exporter, folded, seed, x):
+    model = compile(onnxmtl.load(tiny_export(exporter, fold_bn=folded)), tasks()).eval()
+    choices = random_choices(model, seed)
+    derived = derive(model, choices).eval()
+    with torch.no_grad():
+        want, got = model(x, mode="fixed", policy=choices), derived(x)
+    for name in model.task_names:
+        scale = float(want[name].abs().max())
+        assert float((got[name] - want[name]).abs().max()) <= SAME * scale, name
+    assert n_params(derived) == policy_params(model, choices)
+
+
+def test_units_run_once_per_group_of_tasks_on_the_same_value(tiny_export):
+    model = compile(onnxmtl.load(tiny_export("legacy17")), tasks())
+    units = len(model.units)
+    shared = derive(model, model.uniform_policy(SHARED))
+    assert shared.branch_counts() == {"shared": units, "specific": 0, "skip": 0}
+    specific = derive(model, model.uniform_policy(SPECIFIC))
+    assert specific.branch_counts() == {"shared": 0, "specific": 3 * units, "skip": 0}
+    # task 0 branches off at the first unit; the others share it, then every later shared
+    # unit runs once per distinct input: twice.
+    choices = [[SHARED] * units for _ in range(3)]
+    choices[0][0] = SPECIFIC
+    assert derive(model, choices).branch_counts() == {
+        "shared": 1 + 2 * (units - 1),
+        "specific": 1,
+        "skip": 0,
+    }
+
+
+@pytest.mark.parametrize("branch_at", [0, 3, 7])
+def test_each_shared_conv_is_exported_once(tiny_export, tmp_path, branch_at):
+    model = compile(onnxmtl.load(tiny_export("dynamo")), tasks())
+    units = len(model.units)
+    assert all(u.op_type == "Conv" for u in model.graph.units)
+    choices = [[SHARED] * branch_at + [SPECIFIC] * (units - branch_at) for _ in range(3)]
+    report = export(derive(model, choices), tmp_path / "m.onnx")
+    expected = branch_at + 3 * (units - branch_at) + head_convs(model)
+    assert report.conv_nodes == onnx_convs(tmp_path / "m.onnx") == expected
+
+
+def test_skipped_units_vanish(tiny_export, tmp_path):
+    model = compile(onnxmtl.load(tiny_export("legacy17")), tasks())
+    choices = [[SKIP if model.branch_mask[u, SKIP] else SHARED for u in range(len(model.units))]]
+    choices *= 3
+    derived = derive(model, choices)
+    projections = sum(isinstance(b.skip, Projection) for b in model.units)
+    assert derived.branch_counts() == {"shared": 0, "specific": 0, "skip": projections}
+    assert not any(n.endswith("_shared") for n in derived.blocks)
+    report = export(derived, tmp_path / "m.onnx")
+    assert report.conv_nodes == projections + head_convs(model)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_export_matches_onnxruntime_with_any_batch(tiny_export, tmp_path, exporter, x):
+    model = compile(onnxmtl.load(tiny_export(exporter, fold_bn=True)), tasks())
+    choices = random_choices(model, 3)
+    derived = derive(model, choices).eval()
+    path = tmp_path / "model.onnx"
+    report = export(derived, path)
+    assert report.max_rel_diff <= TOLERANCE
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.ir_version <= 10
+    assert [o.name for o in proto.graph.output] == ["seg", "depth", "cls"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta[POLICY_KEY])["choices"] == choices
+    with torch.no_grad():
+        want = derived(x)
+    got = session(str(path), ["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
+    for name, out in zip(["seg", "depth", "cls"], got):
+        assert out.shape == tuple(want[name].shape)
+        scale = float(want[name].abs().max())
+        assert np.abs(out - want[name].numpy()).max() <= TOLERANCE * scale, name
+
+
+def test_single_task_model_keeps_one_head_and_one_copy(tiny_export, tmp_path):
+    model = compile(onnxmtl.load(tiny_export("legacy17")), tasks())
+    single = derive(model, tasks=["depth"])
+    assert single.task_names == ["depth"]
+    units = sum(n_params(b.shared) for b in model.units)
+    loose = sum(p.numel() for p in model.weights.parameters())
+    assert n_params(single) == units + loose + n_params(model.heads["depth"])
+    report = export(single, tmp_path / "depth.onnx")
+    assert report.outputs == ["depth"]
+    assert report.conv_nodes == len(model.units) + sum(
+        isinstance(m, nn.Conv2d) for m in model.heads["depth"].modules()
+    )
+
+
+def test_save_and_load_keep_trained_weights(tiny_export, tmp_path, x):
+    model = compile(onnxmtl.load(tiny_export("legacy17")), tasks())
+    choices = random_choices(model, 5)
+    derived = derive(model, choices)
+    with torch.no_grad():
+        for p in derived.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    derived.eval()
+    save_derived(derived, model, tmp_path / "derived.pt")
+    loaded = load_derived(tmp_path / "derived.pt").eval()
+    assert loaded.policy.choices == choices
+    with torch.no_grad():
+        want, got = derived(x), loaded(x)
+    for name in want:
+        assert torch.equal(want[name], got[name])
+
+
+def test_bad_requests_get_clear_errors(tiny_export, tmp_path):
+    model = compile(onnxmtl.load(tiny_export("legacy17")), tasks())
+    with pytest.raises(ConfigError, match="supermodel has tasks"):
+        derive(model, tasks=["nope"])
+    with pytest.raises(ConfigError, match="export takes a DerivedModel"):
+        export(model, tmp_path / "m.onnx")
+    derived = derive(model)
+    derived.input_shape = ("N", 3, "H", "W")
+    with pytest.raises(ShapeError, match="--input-size"):
+        export(derived, tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ModelFileError, match="junk.pt"):
+        load_derived(tmp_path / "junk.pt")
