@@ -246,6 +246,101 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sizes(text: str | None, option: str, count: int | None = None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.replace("x", ",").split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1 or (count is not None and len(values) != count):
+        what = f"{count} positive integers" if count else "positive integers"
+        raise ConfigError(f"{option} {text!r}: expected {what}, comma-separated.")
+    return values
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from onnxmtl.compiler import SHARED, SPECIFIC, Policy, load_supermodel
+    from onnxmtl.derived import derive, save_derived
+
+    source = Path(args.source)
+    run_dir = source.is_dir()
+    supermodel = load_supermodel(source / "supermodel.pt" if run_dir else source)
+    policy = args.policy or (str(source / "policy.json") if run_dir else "shared")
+    if policy in ("shared", "specific"):
+        chosen = supermodel.uniform_policy(SHARED if policy == "shared" else SPECIFIC)
+    else:
+        chosen = Policy.from_json(policy)
+    model = derive(supermodel, chosen, args.task)
+    save_derived(model, supermodel, args.output)
+    counts = model.branch_counts()
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"wrote {args.output}: tasks {', '.join(model.task_names)}; {counts['shared']} shared, "
+        f"{counts['specific']} task-specific, {counts['skip']} projection-skip blocks; "
+        f"{params:,} parameters; `onnxmtl export {args.output} -o model.onnx` writes the ONNX"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from onnxmtl.derived import load_derived
+    from onnxmtl.exporter import export
+
+    report = export(
+        load_derived(args.derived),
+        args.output,
+        input_size=_sizes(args.input_size, "--input-size", 2),
+        opset=args.opset,
+        tolerance=args.tolerance,
+    )
+    print(
+        f"wrote {report.path}: outputs "
+        f"{', '.join(report.outputs)}; opset {report.opset}, IR {report.ir_version}; "
+        f"{report.conv_nodes} Conv nodes; onnxruntime vs PyTorch max diff "
+        f"{report.max_abs_diff:.3g} "
+        f"({report.max_rel_diff:.3g} of the output scale, tolerance {report.tolerance:g})"
+    )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from onnxmtl.benchmark import bench, latency_bars, policy_heatmap, to_markdown
+    from onnxmtl.io_utils import atomic_write_text
+
+    paths = [Path(m) for m in args.models]
+    names = [p.stem for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{p.parent.name}/{p.stem}" for p in paths]
+    result = bench(
+        dict(zip(names, paths)),
+        batch_sizes=_sizes(args.batch_sizes, "--batch-sizes"),
+        provider=args.provider,
+        threads=args.threads,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        memory=not args.no_memory,
+    )
+    table = to_markdown(result, args.reference)
+    out = Path(args.out)
+    atomic_write_text(out / "bench.json", json.dumps(result, indent=1))
+    atomic_write_text(out / "bench.md", table + "\n")
+    latency_bars(result, out / "latency.png")
+    plots = ["latency.png"]
+    for name, info in result["models"].items():
+        if info["policy"]:
+            plot = f"policy_{name.replace('/', '_')}.png"
+            policy_heatmap(info["policy"], out / plot, title=f"{name}: policy")
+            plots.append(plot)
+    print(json.dumps(result, indent=1) if args.json else table)
+    print(f"wrote {out}/bench.json, bench.md, {', '.join(plots)}", file=sys.stderr)
+    return 0
+
+
 def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="path to an ONNX backbone")
     parser.add_argument("--data", required=True, help="multi-fashion, scenes, or a folder")
@@ -329,6 +424,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("derive", help="build the compact multi-task model a policy implies")
+    p.add_argument("source", help="run folder (supermodel.pt + policy.json) or a supermodel .pt")
+    p.add_argument(
+        "--policy",
+        help="policy.json, or 'shared' / 'specific' (default: the run's policy.json; for a "
+        ".pt file: shared)",
+    )
+    p.add_argument("--task", action="append", help="keep only this task (repeat for several)")
+    p.add_argument("-o", "--output", default="derived.pt", help="file to write (.pt)")
+    p.set_defaults(func=cmd_derive)
+
+    p = sub.add_parser("export", help="write a derived model as one ONNX graph")
+    p.add_argument("derived", help="file written by onnxmtl derive")
+    p.add_argument("-o", "--output", default="model.onnx", help="file to write (.onnx)")
+    p.add_argument("--input-size", help="H,W; needed where the backbone's size is symbolic")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument(
+        "--tolerance", type=float, default=1e-4, help="max onnxruntime-PyTorch diff / scale"
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="time ONNX models with onnxruntime, side by side")
+    p.add_argument("models", nargs="+", help="ONNX files")
+    p.add_argument("--batch-sizes", default="1", help="comma-separated (default 1)")
+    p.add_argument("--provider", default="auto", help="auto (CUDA if it loads), cpu or cuda")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ORT default)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs per model and batch")
+    p.add_argument("--repeats", type=int, default=50, help="timed runs per model and batch")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p.add_argument("--reference", help="model the latency ratios divide by (default: first)")
+    p.add_argument("--out", default="bench", help="folder for bench.json, bench.md and PNGs")
+    p.add_argument("--json", action="store_true", help="print the JSON result")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("verify", help="check the lowered model against onnxruntime")
     _model_args(p)

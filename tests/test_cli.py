@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from onnxmtl.cli import main
+from onnxmtl.derived import load_derived
 from onnxmtl.lower import registry
 from onnxmtl.lower.ops.common import result
 from tests.helpers import image, make_model, rand
@@ -239,6 +240,10 @@ def test_search_train_and_eval_commands(tiny_export, tmp_path, monkeypatch):
     proc = run_cli("eval", str(run), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == json.loads((run / "metrics.json").read_text())["test"]
+    proc = run_cli("derive", str(run), "-o", str(tmp_path / "derived.pt"))
+    assert proc.returncode == 0, proc.stderr
+    searched = json.loads((run / "policy.json").read_text())
+    assert load_derived(tmp_path / "derived.pt").policy.choices == searched["choices"]
     single = tmp_path / "single"
     proc = run_cli("train", model, *args, "--out", str(single), "--baseline", "single-task")
     assert proc.returncode == 0, proc.stderr
@@ -259,3 +264,70 @@ def test_search_train_and_eval_commands(tiny_export, tmp_path, monkeypatch):
 def test_train_bad_options(tiny_export, tmp_path, extra, fragments):
     proc = run_cli("train", str(tiny_export("legacy17")), "--out", str(tmp_path / "r"), *extra)
     assert_clean_error(proc, *fragments)
+
+
+def test_derive_export_and_bench_commands(tiny_export, tmp_path):
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(TASKS_YAML)
+    model = str(tiny_export("dynamo"))
+    supermodel = tmp_path / "super.pt"
+    assert run_cli("compile", model, "--tasks", str(tasks), "-o", str(supermodel)).returncode == 0
+    files = {}
+    for name, extra in [("mtl", ["--policy", "specific"]), ("seg", ["--task", "seg"])]:
+        derived = tmp_path / f"{name}.pt"
+        proc = run_cli("derive", str(supermodel), "-o", str(derived), *extra)
+        assert proc.returncode == 0, proc.stderr
+        files[name] = tmp_path / f"{name}.onnx"
+        proc = run_cli("export", str(derived), "-o", str(files[name]))
+        assert proc.returncode == 0, proc.stderr
+        assert "Conv nodes" in proc.stdout
+    out = tmp_path / "bench"
+    proc = run_cli(
+        "bench",
+        *map(str, files.values()),
+        "--batch-sizes",
+        "1,2",
+        "--repeats",
+        "3",
+        "--out",
+        str(out),
+        "--json",
+        "--no-memory",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert {(r["model"], r["batch"]) for r in result["latency"]} == {
+        (m, b) for m in ("mtl", "seg") for b in (1, 2)
+    }
+    assert result["models"]["mtl"]["outputs"] == ["seg", "label"]
+    assert result["models"]["mtl"]["policy"]["choices"][0] == [1] * 7
+    assert result["models"]["seg"]["params"] < result["models"]["mtl"]["params"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "bench.json",
+        "bench.md",
+        "latency.png",
+        "policy_mtl.png",
+        "policy_seg.png",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["derive", "missing_run"], ["missing_run", "not found"]),
+        (["export", "missing.pt"], ["missing.pt", "not found"]),
+        (["bench", "missing.onnx"], ["missing.onnx", "not found"]),
+        (["bench", "x.onnx", "--batch-sizes", "0"], ["--batch-sizes", "positive integers"]),
+    ],
+    ids=["derive", "export", "bench", "batch"],
+)
+def test_derive_export_bench_bad_input(tmp_path, args, fragments):
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnxmtl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert_clean_error(proc, *fragments)
+    assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks: warm-up, then medians over repeats."""
+"""Timing: warm-up, then repeats timed in turn across the compared functions."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable
 
 
-def interleaved_medians(
+def interleaved_times(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 0
-) -> dict[str, float]:
-    """Median seconds of each function, timed in turn within every repeat so that drift in
-    the machine's speed affects all of them alike."""
+) -> dict[str, list[float]]:
+    """Seconds of every call of each function, timed in turn within every repeat so that
+    drift in the machine's speed affects all of them alike."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -21,6 +21,14 @@ def interleaved_medians(
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
+    return times
+
+
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 0
+) -> dict[str, float]:
+    """Median seconds of each function, timed as `interleaved_times` does."""
+    times = interleaved_times(fns, repeats, warmup)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

@@ -1,0 +1,13 @@
+"""Bench: onnxruntime measurements of exported models, as JSON, markdown and PNG plots."""
+
+from onnxmtl.benchmark.bench import bench, describe, resolve_providers, to_markdown
+from onnxmtl.benchmark.plots import latency_bars, policy_heatmap
+
+__all__ = [
+    "bench",
+    "describe",
+    "latency_bars",
+    "policy_heatmap",
+    "resolve_providers",
+    "to_markdown",
+]

@@ -1,0 +1,180 @@
+"""`bench`: onnxruntime latency, throughput, size and memory of ONNX models, side by side."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxmtl.benchmark.memory import peak_memory_mb
+from onnxmtl.benchmark.timing import interleaved_times
+from onnxmtl.errors import ConfigError, ModelFileError
+from onnxmtl.exporter import POLICY_KEY
+from onnxmtl.ir import load
+from onnxmtl.runtime import available_providers, session
+
+PROVIDERS = {"auto": None, "cpu": ["CPUExecutionProvider"]}
+
+
+def resolve_providers(provider: str) -> list[str]:
+    """'auto' (CUDA where it loads, else CPU), 'cpu' or 'cuda' as onnxruntime provider names."""
+    if provider == "cuda":
+        providers = available_providers()
+        if providers[0] != "CUDAExecutionProvider":
+            raise ConfigError(
+                "--provider cuda: onnxruntime's CUDA provider or a CUDA device is not available "
+                "here; use --provider auto or cpu."
+            )
+        return providers
+    if provider not in PROVIDERS:
+        raise ConfigError(f"--provider {provider!r}: expected auto, cpu or cuda.")
+    return PROVIDERS[provider] or available_providers()
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """What a model file holds: inputs, outputs, parameters, MACs per image, bytes, and the
+    policy and tasks that onnxmtl export records in the metadata."""
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found.")
+    graph = load(path, features=None)
+    meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    shape = list(graph.input_shape)
+    return {
+        "path": str(path),
+        "input": graph.input_name,
+        "input_shape": shape,
+        "outputs": graph.features,
+        "params": graph.params,
+        "macs": graph.macs,
+        "bytes": path.stat().st_size,
+        "policy": json.loads(meta[POLICY_KEY]) if POLICY_KEY in meta else None,
+    }
+
+
+def _batch_shape(info: dict[str, Any], batch: int) -> tuple[int, ...]:
+    shape = info["input_shape"]
+    if not all(isinstance(d, int) for d in shape[1:]):
+        raise ConfigError(
+            f"{info['path']}: input '{info['input']}' has symbolic size {shape}; export it with "
+            "a fixed image size."
+        )
+    if isinstance(shape[0], int) and shape[0] != batch:
+        raise ConfigError(
+            f"{info['path']}: input batch is fixed at {shape[0]}; benchmark it with "
+            f"--batch-sizes {shape[0]} or export it with a dynamic batch."
+        )
+    return (batch, *shape[1:])
+
+
+def bench(
+    models: dict[str, str | Path] | Sequence[str | Path],
+    batch_sizes: Sequence[int] = (1,),
+    provider: str = "auto",
+    threads: int = 0,
+    warmup: int = 5,
+    repeats: int = 50,
+    memory: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Latency (p50/p90/p99 ms) and throughput (images/s) of every model for every batch
+    size, timed in turn within each repeat after `warmup` runs, plus parameters, MACs, file
+    bytes and peak memory. Models are named by file stem unless given as a dict."""
+    if not isinstance(models, dict):
+        models = {Path(m).stem: m for m in models}
+    if not models:
+        raise ConfigError("bench needs at least one ONNX model.")
+    if repeats < 1 or warmup < 0 or not batch_sizes or min(batch_sizes) < 1:
+        raise ConfigError("bench needs repeats >= 1, warmup >= 0 and batch sizes >= 1.")
+    providers = resolve_providers(provider)
+    infos = {name: describe(Path(path)) for name, path in models.items()}
+    sessions = {name: session(info["path"], providers, threads) for name, info in infos.items()}
+    rng = np.random.default_rng(seed)
+    rows = []
+    for batch in batch_sizes:
+        calls = {}
+        for name, info in infos.items():
+            x = rng.standard_normal(_batch_shape(info, batch)).astype(np.float32)
+            feed = {info["input"]: x}
+            calls[name] = lambda s=sessions[name], f=feed: s.run(None, f)
+        times = interleaved_times(calls, repeats, warmup)
+        for name, seconds in times.items():
+            ms = np.array(seconds) * 1e3
+            rows.append(
+                {
+                    "model": name,
+                    "batch": batch,
+                    "p50_ms": float(np.percentile(ms, 50)),
+                    "p90_ms": float(np.percentile(ms, 90)),
+                    "p99_ms": float(np.percentile(ms, 99)),
+                    "mean_ms": float(statistics.fmean(ms)),
+                    "throughput": batch / float(np.percentile(ms, 50)) * 1e3,
+                }
+            )
+    if memory:
+        for info in infos.values():
+            shape = _batch_shape(info, max(batch_sizes))
+            info["peak_memory_mb"] = peak_memory_mb(info["path"], shape, providers, threads)
+    return {
+        "models": infos,
+        "latency": rows,
+        "settings": {
+            "providers": sessions[next(iter(sessions))].get_providers(),
+            "threads": threads or "onnxruntime default",
+            "warmup": warmup,
+            "repeats": repeats,
+            "batch_sizes": list(batch_sizes),
+        },
+        "versions": _versions(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    from onnxmtl import __version__
+
+    return {
+        "onnxmtl": __version__,
+        "onnxruntime": ort.__version__,
+        "onnx": onnx.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def to_markdown(result: dict[str, Any], reference: str | None = None) -> str:
+    """The result as a markdown table; latencies also as a ratio to the `reference` model
+    (default: the first) at the same batch size."""
+    infos = result["models"]
+    reference = reference or next(iter(infos))
+    if reference not in infos:
+        raise ConfigError(f"reference model {reference!r} is not among {list(infos)}.")
+    base = {r["batch"]: r["p50_ms"] for r in result["latency"] if r["model"] == reference}
+    lines = [
+        f"| model | batch | p50 ms | p90 ms | p99 ms | images/s | p50 / {reference} | params | "
+        "MMACs/image | MB file | MB peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["latency"]:
+        info = infos[r["model"]]
+        memory = info.get("peak_memory_mb")
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['throughput']:.1f} | {r['p50_ms'] / base[r['batch']]:.2f} "
+            f"| {info['params']:,} | {info['macs'] / 1e6:.1f} | {info['bytes'] / 1e6:.2f} | "
+            + (f"{memory:.1f} |" if memory is not None else "- |")
+        )
+    s = result["settings"]
+    lines.append(
+        f"\nonnxruntime {result['versions']['onnxruntime']}, {', '.join(s['providers'])}, "
+        f"threads {s['threads']}, {s['warmup']} warm-up + {s['repeats']} timed runs per "
+        "model and batch, interleaved."
+    )
+    return "\n".join(lines)
