@@ -29,8 +29,8 @@ CACHE = ROOT / ".cache" / "bench"
 sys.path.insert(0, str(ROOT))
 
 import onnxmtl  # noqa: E402
-from onnxmtl.benchmark.timing import interleaved_medians, median_seconds  # noqa: E402
 from converters import export_backbones  # noqa: E402
+from onnxmtl.benchmark.timing import interleaved_medians, median_seconds  # noqa: E402
 from onnxmtl.compiler import SHARED, compile  # noqa: E402
 from onnxmtl.lower import lower  # noqa: E402
 from onnxmtl.tasks import Task, loss_fn  # noqa: E402

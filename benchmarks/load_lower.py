@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / ".cache" / "corpus"
 sys.path.insert(0, str(ROOT))
 
-from onnxmtl.benchmark.timing import median_seconds  # noqa: E402
 from converters import export_backbones  # noqa: E402
+from onnxmtl.benchmark.timing import median_seconds  # noqa: E402
 
 
 def load_lower_table(conv, repeats: int) -> None:
