@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/load_lower.py
 	$(BIN)/python benchmarks/compile_search.py
 	$(BIN)/python benchmarks/renormalize.py
+	$(BIN)/python benchmarks/derive_export.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -21,12 +21,19 @@ def available_providers(prefer_cuda: bool = True) -> list[str]:
 
 
 def session(
-    model: onnx.ModelProto | str, providers: list[str] | None = None, threads: int = 0
+    model: onnx.ModelProto | str,
+    providers: list[str] | None = None,
+    threads: int = 0,
+    spinning: bool = True,
 ) -> ort.InferenceSession:
-    """An InferenceSession for `model` (a ModelProto or a path), quiet unless it fails."""
+    """An InferenceSession for `model` (a ModelProto or a path), quiet unless it fails.
+    `spinning=False` stops idle worker threads from busy-waiting, which matters when several
+    sessions take turns on the same cores."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     return ort.InferenceSession(source, options, providers=providers or available_providers())

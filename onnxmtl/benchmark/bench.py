@@ -84,8 +84,9 @@ def bench(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Latency (p50/p90/p99 ms) and throughput (images/s) of every model for every batch
-    size, timed in turn within each repeat after `warmup` runs, plus parameters, MACs, file
-    bytes and peak memory. Models are named by file stem unless given as a dict."""
+    size, timed in turn within each repeat after `warmup` runs (with several models, worker
+    threads do not spin between runs), plus parameters, MACs, file bytes and peak memory.
+    Models are named by file stem unless given as a dict."""
     if not isinstance(models, dict):
         models = {Path(m).stem: m for m in models}
     if not models:
@@ -94,7 +95,10 @@ def bench(
         raise ConfigError("bench needs repeats >= 1, warmup >= 0 and batch sizes >= 1.")
     providers = resolve_providers(provider)
     infos = {name: describe(Path(path)) for name, path in models.items()}
-    sessions = {name: session(info["path"], providers, threads) for name, info in infos.items()}
+    spinning = len(infos) == 1  # sessions taking turns must not busy-wait on each other's cores
+    sessions = {
+        name: session(info["path"], providers, threads, spinning) for name, info in infos.items()
+    }
     rng = np.random.default_rng(seed)
     rows = []
     for batch in batch_sizes:
@@ -127,6 +131,7 @@ def bench(
         "settings": {
             "providers": sessions[next(iter(sessions))].get_providers(),
             "threads": threads or "onnxruntime default",
+            "spinning": spinning,
             "warmup": warmup,
             "repeats": repeats,
             "batch_sizes": list(batch_sizes),
