@@ -17,7 +17,8 @@ from onnxmtl.derived import derive, load_derived, save_derived
 from onnxmtl.errors import ConfigError, ModelFileError, ShapeError
 from onnxmtl.exporter import POLICY_KEY, export
 from onnxmtl.runtime import session
-from tests.conftest import EXPORTERS
+from onnxmtl.tasks import Task
+from tests.conftest import EXPORTERS, converters
 from tests.test_compiler import EXPORTS, tasks
 
 # Derived and supermodel run the same modules in the same order: equal up to float rounding.
@@ -132,6 +133,38 @@ def test_export_matches_onnxruntime_with_any_batch(tiny_export, tmp_path, export
         assert out.shape == tuple(want[name].shape)
         scale = float(want[name].abs().max())
         assert np.abs(out - want[name].numpy()).max() <= TOLERANCE * scale, name
+
+
+class ChannelShuffle(nn.Module):
+    """Reshapes to a shape computed from the batch size, as ShuffleNet does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.conv2 = nn.Sequential(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        n, c, h, w = x.shape
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.conv2(x)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy17"])
+def test_shapes_computed_from_the_batch_stay_dynamic(tmp_path, exporter):
+    torch.manual_seed(0)
+    source = tmp_path / "shuffle.onnx"
+    converters.export(ChannelShuffle().eval(), source, exporter, 16, False)
+    model = compile(onnxmtl.load(source), [Task("d", "depth", head="conv1x1")])
+    derived = derive(model, model.uniform_policy(SPECIFIC)).eval()
+    export(derived, tmp_path / "m.onnx")  # checks a batch of 2 after tracing with 1
+    x = torch.randn(5, 3, 16, 16)
+    (got,) = session(str(tmp_path / "m.onnx"), ["CPUExecutionProvider"]).run(
+        None, {"image": x.numpy()}
+    )
+    with torch.no_grad():
+        want = derived(x)["d"]
+    assert np.abs(got - want.numpy()).max() <= TOLERANCE * float(want.abs().max())
 
 
 def test_single_task_model_keeps_one_head_and_one_copy(tiny_export, tmp_path):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.onnx.operators import reshape_from_tensor_shape
 
 from onnxmtl.lower.ops.common import const_input, result, unsupported_attr
 from onnxmtl.lower.registry import find_converter, register_converter
 
 
 class Reshape(nn.Module):
-    """ONNX Reshape: 0 copies the input's dim unless `allowzero`; -1 is inferred."""
+    """ONNX Reshape: 0 copies the input's dim unless `allowzero`; -1 is inferred. Under
+    tracing (ONNX export) a computed shape stays a tensor, so a dynamic batch stays dynamic."""
 
     def __init__(self, shape: list[int] | None, allowzero: bool):
         super().__init__()
@@ -18,6 +20,8 @@ class Reshape(nn.Module):
         self.allowzero = allowzero
 
     def forward(self, x: torch.Tensor, shape: torch.Tensor | None = None) -> torch.Tensor:
+        if shape is not None and torch.jit.is_tracing() and bool((shape != 0).all()):
+            return reshape_from_tensor_shape(x, shape)  # without zeros, allowzero is moot
         target = self.shape if self.shape is not None else [int(d) for d in shape]
         if not self.allowzero:
             target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
@@ -34,12 +38,14 @@ def _reshape(node, graph):
 
 
 class Shape(nn.Module):
+    """ONNX Shape, as a tensor that tracing records (not a constant)."""
+
     def __init__(self, start: int, end: int | None):
         super().__init__()
         self.start, self.end = start, end
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(x.shape[self.start : self.end], dtype=torch.int64, device=x.device)
+        return torch._shape_as_tensor(x)[self.start : self.end].to(x.device)
 
 
 @register_converter("Shape", 1, 13, 15, 19, 21)
