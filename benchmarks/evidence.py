@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from converters import export_backbones  # noqa: E402
 from onnxmtl.compiler import Policy, load_supermodel, policy_params  # noqa: E402
-from onnxmtl.search import SearchConfig, delta_m  # noqa: E402
-from onnxmtl.search.runs import search, train_baseline  # noqa: E402
+from onnxmtl.training import SearchConfig, delta_m  # noqa: E402
+from onnxmtl.training.runs import search, train_baseline  # noqa: E402
 
 METHODS = ("searched", "all-shared", "random", "single-task")
 HEADLINE = {

@@ -157,8 +157,10 @@ def export_backbone(
     fold_bn: bool = False,
     file_name: str | None = None,
     overwrite: bool = False,
+    size: int | None = None,
 ) -> Path:
-    """Build backbone `name` (seeded) and export it; reuse an existing file unless `overwrite`."""
+    """Build backbone `name` (seeded) and export it at its input size (or `size`); reuse an
+    existing file unless `overwrite`."""
     if name not in BACKBONES:
         raise KeyError(f"unknown backbone {name!r}; `--list` shows the names")
     path = out_dir / file_name if file_name else corpus_path(out_dir, name, exporter, fold_bn)
@@ -166,7 +168,7 @@ def export_backbone(
         return path
     torch.manual_seed(0)
     backbone = BACKBONES[name]
-    export(backbone.build(), path, exporter, backbone.input_size, fold_bn)
+    export(backbone.build(), path, exporter, size or backbone.input_size, fold_bn)
     return path
 
 
@@ -178,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="file name (one backbone and one exporter only)")
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNormalization (eval)")
     parser.add_argument("--overwrite", action="store_true", help="re-export existing files")
+    parser.add_argument("--size", type=int, help="input height and width (default: the model's)")
     parser.add_argument("--list", action="store_true", help="list the backbones and exit")
     args = parser.parse_args(argv)
 
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             try:
                 path = export_backbone(
-                    name, exporter, args.out_dir, args.fold_bn, args.name, args.overwrite
+                    name, exporter, args.out_dir, args.fold_bn, args.name, args.overwrite, args.size
                 )
             except Exception as exc:  # one failing export must not stop the others
                 failed.append(f"{name}/{exporter}")

@@ -192,7 +192,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from onnxmtl.search.runs import search
+    from onnxmtl.training.runs import search
 
     result = search(
         args.model,
@@ -215,7 +215,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from onnxmtl.search.runs import train_baseline
+    from onnxmtl.training.runs import train_baseline
 
     results = train_baseline(
         args.model,
@@ -236,7 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from onnxmtl.search.runs import evaluate_run
+    from onnxmtl.training.runs import evaluate_run
 
     metrics = evaluate_run(args.run_dir, args.split)
     if args.json:
@@ -341,6 +341,44 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finished_run(result) -> int:
+    methods = result.results["methods"]
+    searched = methods["searched"]
+    line = f"searched: {searched['params']:,} parameters"
+    if "delta_m" in searched:
+        line += f", delta-m {searched['delta_m']:+.2f}% vs single-task"
+        if "all-shared" in methods:
+            line += f" (all-shared {methods['all-shared']['delta_m']:+.2f}%)"
+    print(line)
+    print(f"report: {result.report} ({result.results['wall_seconds'] / 60:.1f} min)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from onnxmtl.pipeline import run
+
+    result = run(
+        args.model,
+        args.data,
+        args.out,
+        args.tasks,
+        args.config,
+        baselines=tuple(b for b in args.baselines.split(",") if b),
+        batch_sizes=tuple(_sizes(args.batch_sizes, "--batch-sizes")),
+        force=args.force,
+        progress=not args.no_progress,
+    )
+    return _finished_run(result)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from onnxmtl.pipeline import demo
+
+    return _finished_run(
+        demo(args.out, args.model, args.full, args.force, progress=not args.no_progress)
+    )
+
+
 def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="path to an ONNX backbone")
     parser.add_argument("--data", required=True, help="multi-fashion, scenes, or a folder")
@@ -425,6 +463,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser(
+        "run", help="compile, search, derive, post-train, export, bench and report in one go"
+    )
+    p.add_argument("model", help="path to an ONNX backbone")
+    p.add_argument("--data", required=True, help="multi-fashion, scenes, or a folder")
+    p.add_argument("--tasks", help="YAML task list (default: the dataset's tasks)")
+    p.add_argument("--config", help="YAML file of SearchConfig options")
+    p.add_argument("--out", required=True, help="run folder (an unfinished one is resumed)")
+    p.add_argument(
+        "--baselines",
+        default="all-shared,single-task",
+        help="baselines to train: all-shared, single-task (comma-separated; '' for none)",
+    )
+    p.add_argument("--batch-sizes", default="1,8", help="bench batch sizes (default 1,8)")
+    p.add_argument("--force", action="store_true", help="redo a finished run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the bundled default: EfficientNet-Lite0 on multi-fashion")
+    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    p.add_argument("--model", default=".cache/models/efficientnet_lite0.64.onnx")
+    p.add_argument("--full", action="store_true", help="the GPU-sized run (all data, 10x steps)")
+    p.add_argument("--force", action="store_true", help="redo a finished demo")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("derive", help="build the compact multi-task model a policy implies")
     p.add_argument("source", help="run folder (supermodel.pt + policy.json) or a supermodel .pt")
     p.add_argument(
@@ -479,7 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        out = getattr(args, "out", None)
+        again = f"; run the same command to resume {out}" if out else ""
+        print(f"interrupted{again}", file=sys.stderr)
         return 130
 
 

@@ -12,7 +12,8 @@ import onnxmtl
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.data import Scenes
 from onnxmtl.errors import ConfigError
-from onnxmtl.search import (
+from onnxmtl.tasks import Task
+from onnxmtl.training import (
     DWA,
     SearchConfig,
     Trainer,
@@ -23,7 +24,6 @@ from onnxmtl.search import (
     sharing_regularizer,
     tau_at,
 )
-from onnxmtl.tasks import Task
 
 TINY = dict(
     batch_size=4,

@@ -18,7 +18,8 @@ from onnxmtl.io_utils import atomic_write  # noqa: E402
 BRANCH_COLOURS = ("#4c72b0", "#dd8452", "#d0d0d0")  # shared, specific, skip
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write `fig` as a PNG atomically and close it."""
     atomic_write(
         Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     )
@@ -44,7 +45,7 @@ def latency_bars(result: dict[str, Any], path: str | Path) -> None:
     if len(batches) > 1:
         ax.legend()
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def policy_heatmap(policy: dict[str, Any], path: str | Path, title: str = "policy") -> None:
@@ -63,4 +64,4 @@ def policy_heatmap(policy: dict[str, Any], path: str | Path, title: str = "polic
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3)
     ax.set_title(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

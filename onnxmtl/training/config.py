@@ -114,8 +114,8 @@ class SearchConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(
-                f"{where}: unknown option(s) {', '.join(unknown)}; see onnxmtl.search.SearchConfig "
-                "for the options and their defaults."
+                f"{where}: unknown option(s) {', '.join(unknown)}; see "
+                "onnxmtl.training.SearchConfig for the options and their defaults."
             )
         try:
             return cls(**data)
@@ -137,3 +137,12 @@ class SearchConfig:
 def tau_at(config: SearchConfig, policy_step: int) -> float:
     """The Gumbel temperature after `policy_step` policy steps."""
     return config.tau * config.tau_decay ** (policy_step // config.tau_every)
+
+
+def as_config(config: SearchConfig | dict[str, Any] | str | Path | None) -> SearchConfig:
+    """A SearchConfig from itself, a dict of options, a YAML path, or None (the defaults)."""
+    if isinstance(config, SearchConfig):
+        return config
+    if isinstance(config, dict):
+        return SearchConfig.from_dict(config)
+    return SearchConfig.load(config)

@@ -14,16 +14,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from onnxmtl.compiler import Policy, SuperModel, branch_costs
+from onnxmtl.compiler import BRANCHES, Policy, SuperModel, branch_costs
 from onnxmtl.data import MultiTaskDataset, split_indices
 from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import atomic_write, atomic_write_text
-from onnxmtl.search.config import SearchConfig, tau_at
-from onnxmtl.search.evaluate import evaluate, fit_input, fit_output
-from onnxmtl.search.regularizers import cost_regularizer, sharing_regularizer
-from onnxmtl.search.stream import BatchStream
-from onnxmtl.search.weighting import make_weighting
 from onnxmtl.tasks import loss_fn
+from onnxmtl.training.config import SearchConfig, tau_at
+from onnxmtl.training.evaluate import evaluate, fit_input, fit_output
+from onnxmtl.training.regularizers import cost_regularizer, sharing_regularizer
+from onnxmtl.training.stream import BatchStream
+from onnxmtl.training.weighting import make_weighting
 
 PHASES = ("warmup", "search", "post", "done")
 CHECKPOINT = "checkpoint.pt"
@@ -62,6 +62,9 @@ def derive_policy(model: SuperModel, method: str = "argmax", seed: int = 0) -> P
     )
 
 
+PHASE_NAMES = {"warmup": "warm-up", "search": "search", "post": "post-train"}
+
+
 class Trainer:
     """Runs the phases of `config` on `model`, writing checkpoints, metrics and the policy to
     `run_dir`. `fixed_policy` skips warm-up and search and post-trains that policy (the
@@ -76,8 +79,10 @@ class Trainer:
         test: MultiTaskDataset | None = None,
         fixed_policy: Policy | None = None,
         progress: bool = True,
+        label: str = "",
     ) -> None:
         self.model, self.train_set, self.test_set = model, train, test
+        self.label = label  # prefixes the progress bars' phase names
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.tasks = model.tasks
         self.device = torch.device(config.device)
@@ -90,7 +95,8 @@ class Trainer:
         self.weighting = make_weighting(
             config.weighting, self.tasks, config.dwa_temperature, config.dwa_window
         )
-        self.phase = "post" if fixed_policy is not None else "warmup"
+        self.fixed = fixed_policy is not None
+        self.phase = "post" if self.fixed else "warmup"
         self.step = 0  # within the phase
         self.policy_steps = 0
         self.history: list[dict[str, Any]] = []
@@ -209,6 +215,9 @@ class Trainer:
             for _ in range(c.policy_steps):
                 record.update(self._policy_step(tau_at(c, self.policy_steps)))
             record["tau"] = tau_at(c, self.policy_steps)
+            with torch.no_grad():
+                probs = torch.softmax(self.model.masked_logits(), -1).mean((0, 1))
+            record.update({f"p_{name}": float(p) for name, p in zip(BRANCHES, probs)})
             return record
         return self._weight_step("train", "fixed", None)
 
@@ -238,7 +247,7 @@ class Trainer:
             bar = tqdm(
                 total=length,
                 initial=self.step,
-                desc=self.phase,
+                desc=f"{self.label} {'train' if self.fixed else PHASE_NAMES[self.phase]}".strip(),
                 disable=not self.progress,
                 leave=False,
                 dynamic_ncols=True,
@@ -317,7 +326,7 @@ class Trainer:
             path = self.run_dir / "metrics.csv"
             new = not path.exists()
             fields = ["phase", "step", "time", "loss", *(f"loss_{t.name}" for t in self.tasks)]
-            fields += ["tau", "policy_loss", "sharing", "cost"]
+            fields += ["tau", "policy_loss", "sharing", "cost", *(f"p_{b}" for b in BRANCHES)]
             with open(path, "a", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
                 if new:

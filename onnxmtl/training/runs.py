@@ -15,10 +15,10 @@ from onnxmtl.data import load_dataset, split_indices
 from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.ir import load
-from onnxmtl.search.config import SearchConfig
-from onnxmtl.search.evaluate import evaluate
-from onnxmtl.search.trainer import CHECKPOINT, SearchResult, Trainer
 from onnxmtl.tasks import Task, load_tasks
+from onnxmtl.training.config import SearchConfig, as_config
+from onnxmtl.training.evaluate import evaluate
+from onnxmtl.training.trainer import CHECKPOINT, SearchResult, Trainer
 
 BASELINES = ("all-shared", "single-task", "random")
 RUN_FILE = "run.json"
@@ -27,7 +27,7 @@ RUN_FILE = "run.json"
 def prepare_dir(out: Path, resume: bool, force: bool) -> bool:
     """Check the run folder: returns whether to resume. A folder holding a run is never
     reused without --resume or --force."""
-    holds_run = (out / RUN_FILE).exists() or (out / CHECKPOINT).exists()
+    holds_run = (out / RUN_FILE).exists() or has_checkpoint(out)
     if holds_run and force:
         shutil.rmtree(out)
         return False
@@ -35,9 +35,23 @@ def prepare_dir(out: Path, resume: bool, force: bool) -> bool:
         raise ConfigError(
             f"{out}: already holds a run; pass --resume to continue it or --force to start over."
         )
-    if resume and not (out / CHECKPOINT).exists():
+    if resume and not has_checkpoint(out):
         raise ConfigError(f"{out}: no checkpoint to resume; run without --resume.")
     return resume
+
+
+def has_checkpoint(out: Path) -> bool:
+    """Whether a run folder (or, for single-task baselines, one of its task folders) holds a
+    checkpoint to resume from."""
+    return (out / CHECKPOINT).exists() or any(out.glob(f"*/{CHECKPOINT}"))
+
+
+def finished(folder: Path) -> SearchResult | None:
+    """The result of a run folder that finished, from its files; None if it has not."""
+    if not ((folder / "metrics.json").exists() and (folder / "supermodel.pt").exists()):
+        return None
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return SearchResult(Policy.from_json(folder / "policy.json"), metrics, folder)
 
 
 def _datasets(data: str | Path, config: SearchConfig):
@@ -67,7 +81,7 @@ def search(
     data: str | Path,
     out: str | Path,
     tasks: str | Path | list[Task] | None = None,
-    config: SearchConfig | str | Path | None = None,
+    config: SearchConfig | dict | str | Path | None = None,
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
@@ -75,7 +89,7 @@ def search(
     """Compile, warm up, search, derive and post-train; the run folder gets policy.json,
     supermodel.pt, metrics.json(l), config.json, run.json and checkpoint.pt."""
     out = Path(out)
-    config = config if isinstance(config, SearchConfig) else SearchConfig.load(config)
+    config = as_config(config)
     resume = prepare_dir(out, resume, force)
     train, test = _datasets(data, config)
     task_list = _tasks(tasks, train)
@@ -108,7 +122,7 @@ def train_baseline(
     out: str | Path,
     baseline: str,
     tasks: str | Path | list[Task] | None = None,
-    config: SearchConfig | str | Path | None = None,
+    config: SearchConfig | dict | str | Path | None = None,
     policy: str | Path | None = None,
     resume: bool = False,
     force: bool = False,
@@ -120,7 +134,7 @@ def train_baseline(
     if policy is None and baseline not in BASELINES:
         raise ConfigError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}.")
     out = Path(out)
-    config = config if isinstance(config, SearchConfig) else SearchConfig.load(config)
+    config = as_config(config)
     config = dataclasses.replace(config, post_train_steps=config.baseline_length)
     resume = prepare_dir(out, resume, force)
     train, test = _datasets(data, config)
@@ -138,6 +152,10 @@ def train_baseline(
     )
     for group in groups:
         folder = out / group[0].name if baseline == "single-task" else out
+        done = finished(folder) if resume else None
+        if done is not None:
+            results[folder.name] = done
+            continue
         model = compile(load(model_path), group, seed=config.seed)
         if policy is not None:
             fixed = Policy.from_json(policy)
@@ -145,8 +163,16 @@ def train_baseline(
             fixed = random_policy(model, config.seed)
         else:
             fixed = model.uniform_policy(SHARED)
+        label = f"{baseline} {group[0].name}" if baseline == "single-task" else baseline
         trainer = Trainer(
-            model, train, config, folder, test=test, fixed_policy=fixed, progress=progress
+            model,
+            train,
+            config,
+            folder,
+            test=test,
+            fixed_policy=fixed,
+            progress=progress,
+            label=label if policy is None else "policy",
         )
         resume_here = resume and (folder / CHECKPOINT).exists()
         results[folder.name] = trainer.run(resume=resume_here)

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from onnxmtl.compiler import SuperModel
 from onnxmtl.data import MultiTaskDataset
-from onnxmtl.search.stream import collate
 from onnxmtl.tasks import HIGHER_IS_BETTER, Task, make_metric
+from onnxmtl.training.stream import collate
 
 
 def fit_input(images: torch.Tensor, model: SuperModel) -> torch.Tensor:

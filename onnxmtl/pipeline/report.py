@@ -1,0 +1,126 @@
+"""The run report: `report.md` with its plots, from the figures `run` gathered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from onnxmtl.benchmark import latency_bars, policy_heatmap, to_markdown
+from onnxmtl.benchmark.plots import save_figure
+from onnxmtl.compiler import BRANCHES, Policy
+from onnxmtl.io_utils import atomic_write_text
+from onnxmtl.tasks.metrics import HIGHER_IS_BETTER
+
+PHASE_COLOURS = {"warmup": "#8172b3", "search": "#4c72b0", "post": "#55a868"}
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def search_curves(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Training loss per phase, the Gumbel temperature, and the mean branch probabilities
+    over the search."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    offset = 0
+    for phase, colour in PHASE_COLOURS.items():
+        part = [r for r in rows if r["phase"] == phase and "loss" in r]
+        if part:
+            x = offset + np.arange(1, len(part) + 1)
+            axes[0].plot(x, [r["loss"] for r in part], color=colour, lw=0.8, label=phase)
+            offset += len(part)
+    axes[0].set(title="training loss (sum over tasks)", xlabel="step", yscale="log")
+    axes[0].legend()
+    search = [r for r in rows if r["phase"] == "search"]
+    steps = np.arange(1, len(search) + 1)
+    axes[1].plot(steps, [r.get("tau", np.nan) for r in search], color="#c44e52")
+    axes[1].set(title="Gumbel temperature", xlabel="search step")
+    for branch in BRANCHES:
+        values = [r.get(f"p_{branch}", np.nan) for r in search]
+        axes[2].plot(steps, values, label=branch)
+    axes[2].set(title="mean branch probability", xlabel="search step", ylim=(0, 1))
+    axes[2].legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def metrics_table(methods: dict[str, dict[str, Any]]) -> str:
+    """Test metrics per method, with delta-m, parameters and MACs."""
+    first = next(iter(methods.values()))["metrics"]
+    columns = [(task, name) for task, values in first.items() for name in values]
+    head = [f"{t} {n} {'↑' if HIGHER_IS_BETTER.get(n, True) else '↓'}" for t, n in columns]
+    lines = [
+        "| method | " + " | ".join(head) + " | delta-m % | params | params / single-task | "
+        "MMACs/image |",
+        "|---|" + "---|" * (len(columns) + 4),
+    ]
+    for method, entry in methods.items():
+        cells = [_fmt(entry["metrics"][t][n]) for t, n in columns]
+        delta = f"{entry['delta_m']:+.2f}" if "delta_m" in entry else "-"
+        share = f"{entry['param_share']:.2f}" if "param_share" in entry else "-"
+        macs = f"{entry['macs'] / 1e6:,.1f}" if "macs" in entry else "-"
+        lines.append(
+            f"| {method} | " + " | ".join(cells) + f" | {delta} | {entry['params']:,} | "
+            f"{share} | {macs} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(results: dict[str, Any], out: Path) -> Path:
+    """Write the plots and `report.md` into `out`; return the report's path."""
+    policy = Policy.from_json(out / "search" / "policy.json")
+    policy_heatmap(
+        {"tasks": policy.tasks, "choices": policy.choices}, out / "policy.png", "searched policy"
+    )
+    latency_bars(results["bench"], out / "latency.png")
+    search_curves(read_log(out / "search" / "metrics.jsonl"), out / "search_curves.png")
+    counts = results["policy"]["counts"]
+    tasks = ", ".join(f"{t['name']} ({t['kind']})" for t in results["tasks"])
+    minutes = results["wall_seconds"] / 60
+    text = f"""# onnxmtl run report
+
+- backbone: `{results["model"]}` ({results["units"]} units)
+- data: `{results["data"]}`; tasks: {tasks}
+- policy: {counts["shared"]} shared, {counts["specific"]} task-specific, {counts["skip"]} \
+skipped (task, unit) pairs ({results["policy"]["method"]})
+- wall time: {minutes:.1f} min
+
+## Task metrics (test split)
+
+↑ higher is better, ↓ lower is better. delta-m is the mean relative change of every metric
+against the single-task models (sign per metric), in percent. Parameters are those of the
+model the policy implies, heads included; MACs are counted on the exported ONNX graph.
+
+{metrics_table(results["methods"])}
+
+## Policy
+
+![policy](policy.png)
+
+## Inference (onnxruntime)
+
+{to_markdown(results["bench"])}
+
+![latency](latency.png)
+
+## Search
+
+![search curves](search_curves.png)
+
+Files: `models/` (ONNX exports; `searched.pt` is the derived PyTorch model), `search/`
+(policy.json, metrics.jsonl, checkpoints), `baselines/`, `results.json` (every figure above).
+"""
+    path = out / "report.md"
+    atomic_write_text(path, text)
+    return path

@@ -1,0 +1,207 @@
+"""`run`: from an ONNX backbone to an exported multi-task model, its baselines and a report.
+
+Every stage writes into its own part of the run folder and is skipped when its output is
+there, so a run that was interrupted continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onnxmtl.benchmark import bench
+from onnxmtl.compiler import SHARED, Policy, load_supermodel, policy_params
+from onnxmtl.compiler.supermodel import SuperModel
+from onnxmtl.derived import derive, save_derived
+from onnxmtl.errors import ConfigError, ModelFileError
+from onnxmtl.exporter import export
+from onnxmtl.io_utils import atomic_write_text
+from onnxmtl.pipeline.report import write_report
+from onnxmtl.tasks import Task
+from onnxmtl.training import SearchConfig, as_config, delta_m
+from onnxmtl.training.runs import finished, has_checkpoint, search, train_baseline
+
+BASELINES = ("all-shared", "single-task")
+RESULTS = "results.json"
+
+
+@dataclass
+class RunResult:
+    """Where everything is, and the figures the report shows."""
+
+    out: Path
+    report: Path
+    results: dict[str, Any]
+
+
+def _train_stage(folder: Path, subfolders: list[str], start) -> None:
+    """Run a training stage unless every folder it writes holds a finished run; resume it
+    from its checkpoints where it has some."""
+    targets = [folder / name for name in subfolders] or [folder]
+    if all(finished(t) is not None for t in targets):
+        return
+    resume = has_checkpoint(folder)
+    start(resume=resume, force=not resume)
+
+
+def run(
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    tasks: str | Path | list[Task] | None = None,
+    config: SearchConfig | dict | str | Path | None = None,
+    baselines: tuple[str, ...] = BASELINES,
+    batch_sizes: tuple[int, ...] = (1, 8),
+    bench_repeats: int = 50,
+    force: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Compile, warm up, search, derive and post-train on `data`; train the baselines with
+    the same trainer and budget; export every model to ONNX; time them with onnxruntime; write
+    `report.md`, `results.json` and the plots into `out`. An unfinished `out` is resumed; a
+    finished one is kept unless `force`."""
+    out = Path(out)
+    if not Path(model).is_file():
+        raise ModelFileError(f"{model}: ONNX model not found.")
+    unknown = set(baselines) - set(BASELINES)
+    if unknown:
+        raise ConfigError(f"baselines must be among {', '.join(BASELINES)}; got {sorted(unknown)}.")
+    if (out / RESULTS).exists():
+        if not force:
+            raise ConfigError(
+                f"{out}: holds a finished run (report.md); pass --force to run it again or "
+                "choose another --out."
+            )
+        shutil.rmtree(out)
+    elif force and out.exists():
+        shutil.rmtree(out)
+    config = as_config(config)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    common = {"tasks": tasks, "config": config, "progress": progress}
+
+    search_dir = out / "search"
+    _train_stage(search_dir, [], lambda **kw: search(model, data, search_dir, **common, **kw))
+    supermodel = load_supermodel(search_dir / "supermodel.pt")
+    for name in baselines:
+        folder = out / "baselines" / name
+        _train_stage(
+            folder,
+            supermodel.task_names if name == "single-task" else [],
+            lambda folder=folder, name=name, **kw: train_baseline(
+                model, data, folder, name, **common, **kw
+            ),
+        )
+
+    policy = Policy.from_json(search_dir / "policy.json")
+    models_dir = out / "models"
+    files = _export_models(supermodel, policy, out, models_dir, baselines, progress)
+    timing = bench(files, batch_sizes=batch_sizes, repeats=bench_repeats, warmup=5, memory=True)
+    results = _results(out, supermodel, policy, baselines, timing, model, data, config)
+    results["wall_seconds"] = _wall_seconds(out, started)
+    report = write_report(results, out)
+    atomic_write_text(out / RESULTS, json.dumps(results, indent=1))
+    return RunResult(out, report, results)
+
+
+def _export_models(
+    supermodel: SuperModel,
+    policy: Policy,
+    out: Path,
+    folder: Path,
+    baselines: tuple[str, ...],
+    progress: bool,
+) -> dict[str, Path]:
+    """ONNX files of the searched model and the baselines (trained weights where a baseline
+    was trained, else the same architecture from the searched supermodel)."""
+    jobs: dict[str, tuple[SuperModel, Policy | None, list[str] | None]] = {
+        "searched": (supermodel, policy, None)
+    }
+    shared_dir = out / "baselines" / "all-shared"
+    shared = load_supermodel(shared_dir / "supermodel.pt") if "all-shared" in baselines else None
+    jobs["all-shared"] = (shared or supermodel, (shared or supermodel).uniform_policy(SHARED), None)
+    for task in supermodel.task_names:
+        single = out / "baselines" / "single-task" / task / "supermodel.pt"
+        if "single-task" in baselines:
+            jobs[f"single-{task}"] = (load_supermodel(single), None, None)
+        else:
+            jobs[f"single-{task}"] = (supermodel, supermodel.uniform_policy(SHARED), [task])
+    files = {}
+    for name, (model, chosen, keep) in jobs.items():
+        path = folder / f"{name}.onnx"
+        if not path.exists():
+            derived = derive(model, chosen, keep)
+            if name == "searched":
+                save_derived(derived, model, folder / "searched.pt")
+            export(derived, path)
+        files[name] = path
+    if progress:
+        print(f"exported {len(files)} models to {folder}", flush=True)
+    return files
+
+
+def _metrics(folder: Path) -> dict[str, dict[str, float]]:
+    return json.loads((folder / "metrics.json").read_text())["test"]
+
+
+def _results(
+    out: Path,
+    supermodel: SuperModel,
+    policy: Policy,
+    baselines: tuple[str, ...],
+    timing: dict[str, Any],
+    model: str | Path,
+    data: str | Path,
+    config: SearchConfig,
+) -> dict[str, Any]:
+    methods: dict[str, dict[str, Any]] = {
+        "searched": {
+            "metrics": _metrics(out / "search"),
+            "params": policy_params(supermodel, policy.choices),
+        }
+    }
+    if "all-shared" in baselines:
+        methods["all-shared"] = {
+            "metrics": _metrics(out / "baselines" / "all-shared"),
+            "params": policy_params(supermodel, supermodel.uniform_policy(SHARED).choices),
+        }
+    if "single-task" in baselines:
+        metrics: dict[str, dict[str, float]] = {}
+        params = 0
+        for task in supermodel.task_names:
+            folder = out / "baselines" / "single-task" / task
+            metrics.update(_metrics(folder))
+            single = load_supermodel(folder / "supermodel.pt")
+            params += policy_params(single, single.uniform_policy(SHARED).choices)
+        methods["single-task"] = {"metrics": metrics, "params": params}
+        for entry in methods.values():
+            entry["delta_m"] = delta_m(entry["metrics"], metrics)
+            entry["param_share"] = entry["params"] / params
+    infos = timing["models"]
+    single_macs = sum(v["macs"] for k, v in infos.items() if k.startswith("single-"))
+    methods["searched"]["macs"] = infos["searched"]["macs"]
+    if "all-shared" in methods:
+        methods["all-shared"]["macs"] = infos["all-shared"]["macs"]
+    if "single-task" in methods:
+        methods["single-task"]["macs"] = single_macs
+    return {
+        "model": str(model),
+        "data": str(data),
+        "tasks": [t.to_dict() for t in supermodel.tasks],
+        "units": len(supermodel.units),
+        "policy": {"counts": policy.counts(), "method": policy.method, "seed": policy.seed},
+        "methods": methods,
+        "bench": timing,
+        "config": config.to_dict(),
+    }
+
+
+def _wall_seconds(out: Path, started: float) -> float:
+    """Seconds since the run folder's first stage started (across resumes), or since now."""
+    first = out / "search" / "config.json"
+    begin = first.stat().st_mtime if first.exists() else started
+    return time.time() - min(begin, started)

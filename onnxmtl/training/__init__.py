@@ -1,0 +1,25 @@
+"""Search: train the supermodel's weights and policy, derive a policy, post-train it."""
+
+from onnxmtl.training.config import SearchConfig, as_config, tau_at
+from onnxmtl.training.evaluate import delta_m, evaluate
+from onnxmtl.training.regularizers import cost_regularizer, expected_cost, sharing_regularizer
+from onnxmtl.training.trainer import SearchResult, Trainer, derive_policy
+from onnxmtl.training.weighting import DWA, Uncertainty, Weighting, make_weighting
+
+__all__ = [
+    "DWA",
+    "SearchConfig",
+    "SearchResult",
+    "Trainer",
+    "Uncertainty",
+    "Weighting",
+    "as_config",
+    "cost_regularizer",
+    "delta_m",
+    "derive_policy",
+    "evaluate",
+    "expected_cost",
+    "make_weighting",
+    "sharing_regularizer",
+    "tau_at",
+]

@@ -1,0 +1,122 @@
+"""`onnxmtl run`: the whole pipeline on a tiny backbone, its report, resuming, and the
+README's API example."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import onnx
+import pytest
+
+import onnxmtl
+from onnxmtl.errors import ConfigError
+from onnxmtl.pipeline import stages as run_module
+from tests.conftest import ROOT
+from tests.test_cli import assert_clean_error, run_cli
+
+TINY = {
+    "batch_size": 4,
+    "warmup_steps": 2,
+    "search_steps": 3,
+    "post_train_steps": 2,
+    "data": {"count": 24, "size": 32},
+}
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONNXMTL_CACHE", str(tmp_path / "cache"))
+
+
+def test_run_writes_models_and_a_report_from_its_own_figures(tiny_export, tmp_path, cache):
+    out = tmp_path / "run"
+    result = onnxmtl.run(
+        tiny_export("legacy17"), "scenes", out, config=TINY, bench_repeats=3, progress=False
+    )
+    names = ["searched", "all-shared", "single-seg", "single-depth", "single-normal"]
+    assert sorted(p.name for p in (out / "models").glob("*.onnx")) == sorted(
+        f"{n}.onnx" for n in names
+    )
+    searched = onnx.load(out / "models" / "searched.onnx")
+    assert [o.name for o in searched.graph.output] == ["seg", "depth", "normal"]
+    results = json.loads((out / "results.json").read_text())
+    assert results == json.loads(json.dumps(result.results))
+    methods = results["methods"]
+    assert methods["single-task"]["delta_m"] == 0 and methods["single-task"]["param_share"] == 1
+    test_metrics = json.loads((out / "search" / "metrics.json").read_text())["test"]
+    assert methods["searched"]["metrics"] == test_metrics
+    assert {r["model"] for r in results["bench"]["latency"]} == set(names)
+    report = (out / "report.md").read_text()
+    assert f"| searched | {test_metrics['seg']['miou']:.4g} |" in report
+    assert f"{methods['searched']['delta_m']:+.2f}" in report
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
+        assert (out / image).stat().st_size > 1000, image
+    with pytest.raises(ConfigError, match="--force"):
+        onnxmtl.run(tiny_export("legacy17"), "scenes", out, config=TINY, progress=False)
+
+
+def test_an_interrupted_run_resumes_without_retraining(tiny_export, tmp_path, cache, monkeypatch):
+    out = tmp_path / "run"
+    real_bench = run_module.bench
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "bench", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        onnxmtl.run(tiny_export("legacy17"), "scenes", out, config=TINY, progress=False)
+    assert not (out / "results.json").exists()
+    trained = {p: p.stat().st_mtime_ns for p in out.rglob("supermodel.pt")}
+    assert len(trained) == 5  # search, all-shared, 3 single-task
+    (out / "models" / "all-shared.onnx").unlink()
+    monkeypatch.setattr(run_module, "bench", real_bench)
+    onnxmtl.run(
+        tiny_export("legacy17"), "scenes", out, config=TINY, bench_repeats=3, progress=False
+    )
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("supermodel.pt")} == trained
+    assert (out / "models" / "all-shared.onnx").exists() and (out / "report.md").exists()
+
+
+def readme_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- api-example -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "README lost its API example"
+    return match.group(1)
+
+
+def test_readme_api_example_runs(tiny_export, tmp_path, cache, monkeypatch, capsys):
+    code = readme_example()
+    assert len(code.strip().splitlines()) <= 12
+    shutil.copy(tiny_export("legacy17"), tmp_path / "backbone.onnx")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    model = onnx.load(tmp_path / "runs" / "api" / "model.onnx")
+    assert [o.name for o in model.graph.output] == ["seg", "depth"]
+    assert "p50_ms" in capsys.readouterr().out
+
+
+def test_run_and_demo_bad_input(tiny_export, tmp_path):
+    assert_clean_error(
+        run_cli("demo", "--model", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "d")),
+        "none.onnx",
+        "make demo",
+    )
+    assert_clean_error(
+        run_cli("run", str(tmp_path / "none.onnx"), "--data", "scenes", "--out", str(tmp_path)),
+        "none.onnx",
+    )
+    assert_clean_error(
+        run_cli(
+            "run",
+            str(tiny_export("legacy17")),
+            "--data",
+            "scenes",
+            "--out",
+            str(tmp_path / "o"),
+            "--baselines",
+            "random",
+        ),
+        "baselines must be among",
+    )
