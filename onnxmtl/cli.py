@@ -295,6 +295,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         input_size=_sizes(args.input_size, "--input-size", 2),
         opset=args.opset,
         tolerance=args.tolerance,
+        batch=args.batch,
     )
     print(
         f"wrote {report.path}: outputs "
@@ -505,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="model.onnx", help="file to write (.onnx)")
     p.add_argument("--input-size", help="H,W; needed where the backbone's size is symbolic")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--batch", type=int, help="fix the batch size (default: dynamic)")
     p.add_argument(
         "--tolerance", type=float, default=1e-4, help="max onnxruntime-PyTorch diff / scale"
     )

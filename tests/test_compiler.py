@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -155,6 +157,15 @@ def _unit_inputs(model, x):
     for h in hooks:
         h.remove()
     return seen
+
+
+def test_units_of_unknown_shape_get_no_skip(tiny_export):
+    graph = onnxmtl.load(tiny_export("legacy17"))
+    unit = graph.units[1]
+    assert unit.keeps_shape
+    graph.units[1] = dataclasses.replace(unit, in_shape=None, out_shape=None)
+    model = compile(graph, tasks())
+    assert model.units[1].skip is None and not model.branch_mask[1, SKIP]
 
 
 def test_parameter_count_matches_the_units(tiny_export):

@@ -167,6 +167,14 @@ def test_shapes_computed_from_the_batch_stay_dynamic(tmp_path, exporter):
     assert np.abs(got - want.numpy()).max() <= TOLERANCE * float(want.abs().max())
 
 
+def test_a_fixed_batch_export(tiny_export, tmp_path):
+    model = compile(onnxmtl.load(tiny_export("legacy17")), tasks())
+    report = export(derive(model), tmp_path / "m.onnx", batch=3)
+    assert report.input_shape == (3, 3, 32, 32) and report.max_rel_diff <= TOLERANCE
+    dims = onnx.load(tmp_path / "m.onnx").graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [3, 3, 32, 32]
+
+
 def test_single_task_model_keeps_one_head_and_one_copy(tiny_export, tmp_path):
     model = compile(onnxmtl.load(tiny_export("legacy17")), tasks())
     single = derive(model, tasks=["depth"])

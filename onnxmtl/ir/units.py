@@ -42,8 +42,9 @@ class Unit:
 
     @property
     def keeps_shape(self) -> bool:
-        """Whether the unit's output has the shape of its input (an identity skip fits)."""
-        return self.in_shape == self.out_shape
+        """Whether the unit's output has the shape of its input (an identity skip fits);
+        False where either shape is unknown."""
+        return self.in_shape is not None and self.in_shape == self.out_shape
 
 
 def _const_input(node: ir.Node, index: int) -> bool:

@@ -20,12 +20,24 @@ class Reshape(nn.Module):
         self.allowzero = allowzero
 
     def forward(self, x: torch.Tensor, shape: torch.Tensor | None = None) -> torch.Tensor:
-        if shape is not None and torch.jit.is_tracing() and bool((shape != 0).all()):
-            return reshape_from_tensor_shape(x, shape)  # without zeros, allowzero is moot
+        if torch.jit.is_tracing() and (shape is not None or 0 in self.shape):
+            return self._traced(x, torch.tensor(self.shape) if shape is None else shape)
         target = self.shape if self.shape is not None else [int(d) for d in shape]
         if not self.allowzero:
             target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
         return torch.reshape(x, target)
+
+    def _traced(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        """The reshape as the tracer should record it: target dims taken from the input stay
+        computed from it, so an exported model keeps its dynamic batch."""
+        if not self.allowzero:
+            full = torch._shape_as_tensor(x)
+            k = min(len(shape), full.numel())
+            dims = torch.cat([full[:k], shape[k:]])
+            shape = torch.where(shape == 0, dims, shape)
+        if bool((shape == 0).any()):  # zero-sized dims: the traced shape is exact here
+            return torch.reshape(x, [int(d) for d in shape])
+        return reshape_from_tensor_shape(x, shape)
 
 
 @register_converter("Reshape", 5, 13, 14, 19, 21)
