@@ -3,7 +3,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORPUS := .cache/corpus
-DEMO_MODEL := .cache/models/efficientnet_lite0.onnx
+DEMO_MODEL := .cache/models/efficientnet_lite0.64.onnx
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: install demo test test-all corpus bench lint format clean
 
@@ -15,13 +16,13 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 $(DEMO_MODEL): $(STAMP) converters/export_backbones.py
-	$(BIN)/python converters/export_backbones.py efficientnet_lite0 --exporter legacy17 --out-dir .cache/models --name efficientnet_lite0.onnx
+	$(BIN)/python converters/export_backbones.py efficientnet_lite0 --exporter legacy17 --size 64 --out-dir .cache/models --name efficientnet_lite0.64.onnx
 
-demo: $(DEMO_MODEL)
-	$(BIN)/onnxmtl inspect $(DEMO_MODEL)
-	$(BIN)/onnxmtl verify $(DEMO_MODEL)
-	$(BIN)/onnxmtl compile $(DEMO_MODEL) --tasks configs/tasks/dense3.yaml -o .cache/demo/supermodel.pt
-	$(BIN)/onnxmtl inspect .cache/demo/supermodel.pt
+$(FASHION):
+	apt-get install -y -q dataset-fashion-mnist || { apt-get update -q && apt-get install -y -q dataset-fashion-mnist; }
+
+demo: $(DEMO_MODEL) $(FASHION)
+	$(BIN)/onnxmtl demo --model $(DEMO_MODEL) --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not gpu" -n 2 -q
@@ -45,4 +46,4 @@ format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache
+	rm -rf $(VENV) .cache .pytest_cache runs

@@ -11,7 +11,6 @@ import onnx
 import pytest
 
 import onnxmtl
-from onnxmtl.errors import ConfigError
 from onnxmtl.pipeline import stages as run_module
 from tests.conftest import ROOT
 from tests.test_cli import assert_clean_error, run_cli
@@ -53,8 +52,10 @@ def test_run_writes_models_and_a_report_from_its_own_figures(tiny_export, tmp_pa
     assert f"{methods['searched']['delta_m']:+.2f}" in report
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
         assert (out / image).stat().st_size > 1000, image
-    with pytest.raises(ConfigError, match="--force"):
-        onnxmtl.run(tiny_export("legacy17"), "scenes", out, config=TINY, progress=False)
+    kept = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = onnxmtl.run(tiny_export("legacy17"), "scenes", out, config=TINY, progress=False)
+    assert again.results == results
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == kept
 
 
 def test_an_interrupted_run_resumes_without_retraining(tiny_export, tmp_path, cache, monkeypatch):

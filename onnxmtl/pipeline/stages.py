@@ -63,21 +63,19 @@ def run(
     """Compile, warm up, search, derive and post-train on `data`; train the baselines with
     the same trainer and budget; export every model to ONNX; time them with onnxruntime; write
     `report.md`, `results.json` and the plots into `out`. An unfinished `out` is resumed; a
-    finished one is kept unless `force`."""
+    finished one is returned as it is unless `force` (which starts over)."""
     out = Path(out)
     if not Path(model).is_file():
         raise ModelFileError(f"{model}: ONNX model not found.")
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ConfigError(f"baselines must be among {', '.join(BASELINES)}; got {sorted(unknown)}.")
-    if (out / RESULTS).exists():
-        if not force:
-            raise ConfigError(
-                f"{out}: holds a finished run (report.md); pass --force to run it again or "
-                "choose another --out."
-            )
-        shutil.rmtree(out)
-    elif force and out.exists():
+    if (out / RESULTS).exists() and not force:
+        if progress:
+            print(f"{out} holds a finished run; --force runs it again", flush=True)
+        results = json.loads((out / RESULTS).read_text())
+        return RunResult(out, out / "report.md", results)
+    if force and out.exists():
         shutil.rmtree(out)
     config = as_config(config)
     out.mkdir(parents=True, exist_ok=True)
