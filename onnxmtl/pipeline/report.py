@@ -77,6 +77,22 @@ def metrics_table(methods: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def latency_ratios(timing: dict[str, Any]) -> str:
+    """p50 latency of the searched model against all-shared and the single-task models'
+    sum, per batch size."""
+    lines = [
+        "| batch | searched ms | searched / all-shared | searched / sum of single-task |",
+        "|---|---|---|---|",
+    ]
+    for batch in timing["settings"]["batch_sizes"]:
+        p50 = {r["model"]: r["p50_ms"] for r in timing["latency"] if r["batch"] == batch}
+        single = sum(v for k, v in p50.items() if k.startswith("single-"))
+        shared = f"{p50['searched'] / p50['all-shared']:.2f}" if "all-shared" in p50 else "-"
+        summed = f"{p50['searched'] / single:.2f}" if single else "-"
+        lines.append(f"| {batch} | {p50['searched']:.2f} | {shared} | {summed} |")
+    return "\n".join(lines)
+
+
 def write_report(results: dict[str, Any], out: Path) -> Path:
     """Write the plots and `report.md` into `out`; return the report's path."""
     policy = Policy.from_json(out / "search" / "policy.json")
@@ -94,7 +110,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
 - data: `{results["data"]}`; tasks: {tasks}
 - policy: {counts["shared"]} shared, {counts["specific"]} task-specific, {counts["skip"]} \
 skipped (task, unit) pairs ({results["policy"]["method"]})
-- wall time: {minutes:.1f} min
+- wall time: {minutes:.1f} min (search, baselines, export, bench; resumed calls added up)
 
 ## Task metrics (test split)
 
@@ -109,6 +125,8 @@ model the policy implies, heads included; MACs are counted on the exported ONNX 
 ![policy](policy.png)
 
 ## Inference (onnxruntime)
+
+{latency_ratios(results["bench"])}
 
 {to_markdown(results["bench"])}
 

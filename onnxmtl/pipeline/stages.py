@@ -27,6 +27,7 @@ from onnxmtl.training.runs import finished, has_checkpoint, search, train_baseli
 
 BASELINES = ("all-shared", "single-task")
 RESULTS = "results.json"
+TIMES = "run_times.json"  # seconds of each call of `run` on the folder
 
 
 @dataclass
@@ -80,6 +81,26 @@ def run(
     config = as_config(config)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    try:
+        return _run(
+            out, model, data, tasks, config, baselines, batch_sizes, bench_repeats, progress
+        )
+    finally:
+        _active_seconds(out, time.time() - started)
+
+
+def _run(
+    out: Path,
+    model: str | Path,
+    data: str | Path,
+    tasks: str | Path | list[Task] | None,
+    config: SearchConfig,
+    baselines: tuple[str, ...],
+    batch_sizes: tuple[int, ...],
+    bench_repeats: int,
+    progress: bool,
+) -> RunResult:
+    started = time.time()
     common = {"tasks": tasks, "config": config, "progress": progress}
 
     search_dir = out / "search"
@@ -100,7 +121,8 @@ def run(
     files = _export_models(supermodel, policy, out, models_dir, baselines, progress)
     timing = bench(files, batch_sizes=batch_sizes, repeats=bench_repeats, warmup=5, memory=True)
     results = _results(out, supermodel, policy, baselines, timing, model, data, config)
-    results["wall_seconds"] = _wall_seconds(out, started)
+    previous = json.loads((out / TIMES).read_text()) if (out / TIMES).exists() else []
+    results["wall_seconds"] = sum(previous) + time.time() - started
     report = write_report(results, out)
     atomic_write_text(out / RESULTS, json.dumps(results, indent=1))
     return RunResult(out, report, results)
@@ -198,8 +220,11 @@ def _results(
     }
 
 
-def _wall_seconds(out: Path, started: float) -> float:
-    """Seconds since the run folder's first stage started (across resumes), or since now."""
-    first = out / "search" / "config.json"
-    begin = first.stat().st_mtime if first.exists() else started
-    return time.time() - min(begin, started)
+def _active_seconds(out: Path, seconds: float) -> float:
+    """Add this call's seconds to the run's log of calls; the total over every call (a run
+    that was interrupted and resumed counts only the time it was running)."""
+    path = out / TIMES
+    times = json.loads(path.read_text()) if path.exists() else []
+    times.append(round(seconds, 2))
+    atomic_write_text(path, json.dumps(times))
+    return sum(times)
