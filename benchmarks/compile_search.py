@@ -50,12 +50,9 @@ def tasks() -> list[Task]:
 
 
 def backbone(name: str, size: int) -> Path:
-    path = CACHE / f"{name}.{size}.onnx"
-    if not path.exists():
-        torch.manual_seed(0)
-        model = export_backbones.BACKBONES[name].build()
-        export_backbones.export(model, path, "legacy17", size, False)
-    return path
+    return export_backbones.export_backbone(
+        name, "legacy17", CACHE, file_name=f"{name}.{size}.onnx", size=size
+    )
 
 
 def compile_table(repeats: int) -> None:

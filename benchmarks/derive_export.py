@@ -64,13 +64,13 @@ def deeplab_resnet34() -> nn.Module:
 
 def backbone(name: str) -> Path:
     path = CACHE / f"{name}.{SIZE}.onnx"
+    if name != "deeplab_resnet34":
+        return export_backbones.export_backbone(
+            name, "legacy17", CACHE, file_name=path.name, size=SIZE
+        )
     if not path.exists():
         torch.manual_seed(0)
-        if name == "deeplab_resnet34":
-            model = deeplab_resnet34()
-        else:
-            model = export_backbones.BACKBONES[name].build()
-        export_backbones.export(model.eval(), path, "legacy17", SIZE, False)
+        export_backbones.export(deeplab_resnet34(), path, "legacy17", SIZE, False)
     return path
 
 

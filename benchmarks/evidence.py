@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from converters import export_backbones  # noqa: E402
 from onnxmtl.compiler import Policy, load_supermodel, policy_params  # noqa: E402
 from onnxmtl.training import SearchConfig, delta_m  # noqa: E402
-from onnxmtl.training.runs import search, train_baseline  # noqa: E402
+from onnxmtl.training.runs import finished, search, train_baseline  # noqa: E402
 
 METHODS = ("searched", "all-shared", "random", "single-task")
 HEADLINE = {
@@ -42,24 +42,26 @@ HEADLINE = {
 
 
 def backbone(size: int) -> Path:
-    path = ROOT / ".cache" / "bench" / f"efficientnet_lite0.{size}.onnx"
-    if not path.exists():
-        model = export_backbones.BACKBONES["efficientnet_lite0"].build()
-        export_backbones.export(model.eval(), path, "legacy17", size, False)
-    return path
-
-
-def finished(folder: Path) -> bool:
-    return (folder / "metrics.json").exists() and (folder / "supermodel.pt").exists()
+    return export_backbones.export_backbone(
+        "efficientnet_lite0",
+        "legacy17",
+        ROOT / ".cache" / "bench",
+        file_name=f"efficientnet_lite0.{size}.onnx",
+        size=size,
+    )
 
 
 def run_method(method: str, model: Path, data: str, config: SearchConfig, out: Path) -> dict:
     """Test metrics and implied parameters of one method (reusing a finished run)."""
     if method == "single-task":
         folders = sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []
-        done = (out / "run.json").exists() and folders and all(finished(f) for f in folders)
+        done = (
+            (out / "run.json").exists()
+            and folders
+            and all(finished(f) is not None for f in folders)
+        )
     else:
-        folders, done = [out], finished(out)
+        folders, done = [out], finished(out) is not None
     if not done:
         if method == "searched":
             search(model, data, out, config=config, force=True, progress=False)
