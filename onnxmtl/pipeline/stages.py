@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from onnxmtl.benchmark import bench
 from onnxmtl.compiler import SHARED, Policy, load_supermodel, policy_params
 from onnxmtl.compiler.supermodel import SuperModel
@@ -22,7 +24,7 @@ from onnxmtl.exporter import export
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.pipeline.report import write_report
 from onnxmtl.tasks import Task
-from onnxmtl.training import SearchConfig, as_config, delta_m
+from onnxmtl.training import SearchConfig, as_config, delta_m, distributed
 from onnxmtl.training.runs import finished, has_checkpoint, search, train_baseline
 
 BASELINES = ("all-shared", "single-task")
@@ -76,11 +78,19 @@ def run(
             print(f"{out} holds a finished run; --force runs it again", flush=True)
         results = json.loads((out / RESULTS).read_text())
         return RunResult(out, out / "report.md", results)
-    if force and out.exists():
-        shutil.rmtree(out)
     config = as_config(config)
+    distributed.setup(distributed.local_device(torch.device(config.device)))
+    if force and out.exists():
+        distributed.barrier()
+        if distributed.is_main():
+            shutil.rmtree(out)
+        distributed.barrier()
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    if not distributed.is_main():
+        return _run(
+            out, model, data, tasks, config, baselines, batch_sizes, bench_repeats, progress
+        )
     try:
         return _run(
             out, model, data, tasks, config, baselines, batch_sizes, bench_repeats, progress
@@ -115,7 +125,8 @@ def _run(
                 model, data, folder, name, **common, **kw
             ),
         )
-
+    if not distributed.is_main():  # under torchrun, rank 0 exports, benches and reports
+        return RunResult(out, out / "report.md", {})
     policy = Policy.from_json(search_dir / "policy.json")
     models_dir = out / "models"
     files = _export_models(supermodel, policy, out, models_dir, baselines, progress)

@@ -16,6 +16,7 @@ from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.ir import load
 from onnxmtl.tasks import Task, load_tasks
+from onnxmtl.training import distributed
 from onnxmtl.training.config import SearchConfig, as_config
 from onnxmtl.training.evaluate import evaluate
 from onnxmtl.training.trainer import CHECKPOINT, SearchResult, Trainer
@@ -29,7 +30,10 @@ def prepare_dir(out: Path, resume: bool, force: bool) -> bool:
     reused without --resume or --force."""
     holds_run = (out / RUN_FILE).exists() or has_checkpoint(out)
     if holds_run and force:
-        shutil.rmtree(out)
+        distributed.barrier()  # every process has looked before rank 0 deletes
+        if distributed.is_main():
+            shutil.rmtree(out)
+        distributed.barrier()
         return False
     if holds_run and not resume:
         raise ConfigError(
@@ -73,7 +77,21 @@ def _tasks(tasks: str | Path | list[Task] | None, dataset) -> list[Task]:
 
 
 def _record(out: Path, **info: Any) -> None:
-    atomic_write_text(out / RUN_FILE, json.dumps(info, indent=1, default=str))
+    if distributed.is_main():
+        atomic_write_text(out / RUN_FILE, json.dumps(info, indent=1, default=str))
+
+
+def _start(config: SearchConfig | dict | str | Path | None) -> SearchConfig:
+    """The config, after joining torchrun's process group if there is one."""
+    config = as_config(config)
+    distributed.setup(distributed.local_device(torch.device(config.device)))
+    return config
+
+
+def _save(model: SuperModel, path: Path) -> None:
+    if distributed.is_main():
+        save_supermodel(model, path)
+    distributed.barrier()
 
 
 def search(
@@ -89,7 +107,7 @@ def search(
     """Compile, warm up, search, derive and post-train; the run folder gets policy.json,
     supermodel.pt, metrics.json(l), config.json, run.json and checkpoint.pt."""
     out = Path(out)
-    config = as_config(config)
+    config = _start(config)
     resume = prepare_dir(out, resume, force)
     train, test = _datasets(data, config)
     task_list = _tasks(tasks, train)
@@ -104,7 +122,7 @@ def search(
         config=config.to_dict(),
     )
     result = Trainer(model, train, config, out, test=test, progress=progress).run(resume=resume)
-    save_supermodel(model, out / "supermodel.pt")
+    _save(model, out / "supermodel.pt")
     return result
 
 
@@ -134,7 +152,7 @@ def train_baseline(
     if policy is None and baseline not in BASELINES:
         raise ConfigError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}.")
     out = Path(out)
-    config = as_config(config)
+    config = _start(config)
     config = dataclasses.replace(config, post_train_steps=config.baseline_length)
     resume = prepare_dir(out, resume, force)
     train, test = _datasets(data, config)
@@ -176,7 +194,7 @@ def train_baseline(
         )
         resume_here = resume and (folder / CHECKPOINT).exists()
         results[folder.name] = trainer.run(resume=resume_here)
-        save_supermodel(model, folder / "supermodel.pt")
+        _save(model, folder / "supermodel.pt")
     return results
 
 

@@ -20,9 +20,20 @@ def collate(dataset: MultiTaskDataset, indices) -> tuple[torch.Tensor, dict[str,
 
 class BatchStream:
     """Batches in a fresh seeded order every epoch (the last partial batch dropped). Its
-    position (epoch, offset) is saved in checkpoints, so a resumed run sees the same data."""
+    position (epoch, offset) is saved in checkpoints, so a resumed run sees the same data.
+    With `world` processes each batch of `batch_size` is split among them: this one gets the
+    samples `rank`, `rank + world`, ..."""
 
-    def __init__(self, dataset, indices: np.ndarray, batch_size: int, seed: int, name: str):
+    def __init__(
+        self,
+        dataset,
+        indices: np.ndarray,
+        batch_size: int,
+        seed: int,
+        name: str,
+        rank: int = 0,
+        world: int = 1,
+    ):
         if len(indices) < batch_size:
             raise DataError(
                 f"split '{name}' has {len(indices)} samples, fewer than batch_size={batch_size}; "
@@ -30,6 +41,7 @@ class BatchStream:
             )
         self.dataset, self.indices, self.batch_size = dataset, np.asarray(indices), batch_size
         self.key = [seed, zlib.crc32(name.encode())]
+        self.rank, self.world = rank, world
         self.epoch, self.offset = 0, 0
         self._order = self._make_order()
 
@@ -43,7 +55,7 @@ class BatchStream:
             self._order = self._make_order()
         batch = self._order[self.offset : self.offset + self.batch_size]
         self.offset += self.batch_size
-        return collate(self.dataset, batch)
+        return collate(self.dataset, batch[self.rank :: self.world])
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "offset": self.offset}

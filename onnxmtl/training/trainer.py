@@ -19,6 +19,7 @@ from onnxmtl.data import MultiTaskDataset, split_indices
 from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import atomic_write, atomic_write_text
 from onnxmtl.tasks import loss_fn
+from onnxmtl.training import distributed
 from onnxmtl.training.config import SearchConfig, tau_at
 from onnxmtl.training.evaluate import evaluate, fit_input, fit_output
 from onnxmtl.training.regularizers import cost_regularizer, sharing_regularizer
@@ -68,7 +69,14 @@ PHASE_NAMES = {"warmup": "warm-up", "search": "search", "post": "post-train"}
 class Trainer:
     """Runs the phases of `config` on `model`, writing checkpoints, metrics and the policy to
     `run_dir`. `fixed_policy` skips warm-up and search and post-trains that policy (the
-    baselines: all-shared, single-task, random)."""
+    baselines: all-shared, single-task, random).
+
+    Under torchrun every process takes its share of each batch (`batch_size` is the global
+    batch) and the gradients are averaged with one all-reduce per step; all processes draw the
+    same Gumbel samples (same seed), so they run the same branches and keep the same weights
+    and policy logits. (DistributedDataParallel is not used: it gives unused branches zero
+    gradients, which Adam would still step, where a single process leaves them alone.) Only
+    rank 0 writes files."""
 
     def __init__(
         self,
@@ -85,11 +93,26 @@ class Trainer:
         self.label = label  # prefixes the progress bars' phase names
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.tasks = model.tasks
-        self.device = torch.device(config.device)
+        self.device = distributed.local_device(torch.device(config.device))
+        self.rank, self.world = distributed.setup(self.device)
+        self.main = self.rank == 0
+        if config.batch_size % self.world:
+            raise ConfigError(
+                f"batch_size {config.batch_size} is the global batch and must divide evenly "
+                f"over the {self.world} processes."
+            )
         model.to(self.device)
         self.splits = split_indices(len(train), config.seed, config.val_fraction)
         self.streams = {
-            name: BatchStream(train, self.splits[name], config.batch_size, config.seed, name)
+            name: BatchStream(
+                train,
+                self.splits[name],
+                config.batch_size,
+                config.seed,
+                name,
+                self.rank,
+                self.world,
+            )
             for name in ("train", "train1", "train2")
         }
         self.weighting = make_weighting(
@@ -158,7 +181,7 @@ class Trainer:
                 self.opt.zero_grad(set_to_none=True)
                 task_losses = self._task_losses(images, targets, mode, tau)
                 (self.weighting.static[t] * task_losses[t]).backward()
-                self.opt.step()
+                self._step(self.opt, self._weights())
                 losses.append(task_losses[t].detach())
             task_losses = torch.stack(losses)
             total = float(task_losses.sum())
@@ -166,7 +189,7 @@ class Trainer:
             task_losses = self._task_losses(images, targets, mode, tau)
             loss = self.weighting(task_losses)
             loss.backward()
-            self.opt.step()
+            self._step(self.opt, self._weights())
             total = float(loss.detach())
         if self.scheduler is not None:
             self.scheduler.step()
@@ -191,9 +214,15 @@ class Trainer:
             loss = loss + c.cost_weight * cost
             record["cost"] = float(cost.detach())
         loss.backward()
-        self.policy_opt.step()
+        self._step(self.policy_opt, self.model.policy_parameters())
         self.policy_steps += 1
         return record
+
+    def _step(self, optimizer: torch.optim.Optimizer, params: list) -> None:
+        """One optimiser step on gradients averaged over the processes (under torchrun)."""
+        distributed.average_gradients(params)
+        optimizer.step()
+        distributed.average_buffers(self.model)
 
     # -- phases -----------------------------------------------------------------------------
     def _phase_length(self) -> int:
@@ -225,7 +254,8 @@ class Trainer:
         if self.phase == "search":
             policy = derive_policy(self.model, self.config.derive, self.config.seed)
             self.model.policy = policy
-            policy.to_json(self.run_dir / "policy.json")
+            if self.main:
+                policy.to_json(self.run_dir / "policy.json")
             if self.config.post_train_init == "backbone":
                 self._restore_initial_weights()
         self.phase = PHASES[PHASES.index(self.phase) + 1]
@@ -248,7 +278,7 @@ class Trainer:
                 total=length,
                 initial=self.step,
                 desc=f"{self.label} {'train' if self.fixed else PHASE_NAMES[self.phase]}".strip(),
-                disable=not self.progress,
+                disable=not (self.progress and self.main),
                 leave=False,
                 dynamic_ncols=True,
             )
@@ -259,6 +289,8 @@ class Trainer:
                     self._save()
                     return None
                 record = self._run_step()
+                if self.world > 1:
+                    record = dict(zip(record, distributed.mean(list(record.values()), self.device)))
                 self.step += 1
                 done += 1
                 self._log(record)
@@ -276,17 +308,21 @@ class Trainer:
         torch.manual_seed(seed)
         np.random.seed(seed)
         random.seed(seed)
-        atomic_write_text(self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=1))
-        for log in self.run_dir.glob("metrics.*"):
-            log.unlink()
+        if self.main:
+            atomic_write_text(
+                self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=1)
+            )
+            for log in self.run_dir.glob("metrics.*"):
+                log.unlink()
         if self.model.renorms():
             images, _ = BatchStream(
                 self.train_set, self.splits["train"], self.config.batch_size, seed, "calibration"
             ).next()
             self.model.calibrate(fit_input(images.to(self.device), self.model))
-        if self.phase == "warmup" and self.config.post_train_init == "backbone":
+        if self.phase == "warmup" and self.config.post_train_init == "backbone" and self.main:
             state = self.model.state_dict()
             atomic_write(self.run_dir / INITIAL, lambda tmp: torch.save(state, tmp))
+        distributed.barrier()
 
     def _restore_initial_weights(self) -> None:
         """Every weight back to its value at the start (the backbone's, calibrated), keeping
@@ -311,14 +347,17 @@ class Trainer:
             metrics["test"] = evaluate(
                 self.model, self.test_set, None, c.batch_size, "fixed", c.eval_batches
             )
-        atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=1))
-        self.model.policy.to_json(self.run_dir / "policy.json")
+        if self.main:
+            atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=1))
+            self.model.policy.to_json(self.run_dir / "policy.json")
         return SearchResult(self.model.policy, metrics, self.run_dir, self.history)
 
     # -- logs and checkpoints -----------------------------------------------------------------
     def _log(self, record: dict[str, float]) -> None:
         row = {"phase": self.phase, "step": self.step, "time": time.time(), **record}
         self.history.append(row)
+        if not self.main:
+            return
         if self.config.log_format == "jsonl":
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -340,7 +379,9 @@ class Trainer:
             return
         rows = path.read_text().splitlines(keepends=True)
         header = 1 if self.config.log_format == "csv" else 0
-        atomic_write_text(path, "".join(rows[: header + lines]))
+        distributed.barrier()  # every process reads the log before rank 0 cuts it
+        if self.main:
+            atomic_write_text(path, "".join(rows[: header + lines]))
         if self.config.log_format == "jsonl":
             self.history = [json.loads(r) for r in rows[:lines]]
         else:
@@ -366,7 +407,8 @@ class Trainer:
             },
             "log_lines": len(self.history),
         }
-        atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+        if self.main:
+            atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
     def _load(self) -> None:
         state = torch.load(self.run_dir / CHECKPOINT, map_location="cpu", weights_only=False)

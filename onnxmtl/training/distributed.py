@@ -1,0 +1,93 @@
+"""Multi-process training under torchrun: process group set-up and the few collectives the
+trainer needs. Without torchrun (no WORLD_SIZE, or 1) everything is a no-op."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def is_main() -> bool:
+    """Whether this process writes files and prints (rank 0)."""
+    return world()[0] == 0
+
+
+def setup(device: torch.device) -> tuple[int, int]:
+    """Join the process group torchrun describes (nccl on CUDA, gloo on the CPU) once, and
+    pick this process's GPU; return (rank, world size)."""
+    rank, size = world()
+    if size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+    return rank, size
+
+
+def local_device(device: torch.device) -> torch.device:
+    """The device of this process: its own GPU under torchrun, else `device`."""
+    if device.type == "cuda" and world()[1] > 1 and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def mean(values: list[float], device: torch.device) -> list[float]:
+    """Each value averaged over the processes (for logs of per-process losses)."""
+    if not (dist.is_available() and dist.is_initialized()) or not values:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return (tensor / dist.get_world_size()).tolist()
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average the gradients of `params` over the processes, in one all-reduce. Parameters
+    without a gradient keep none: every process ran the same branches (same Gumbel samples),
+    so the optimiser skips the same ones as a single process would."""
+    if not _active():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def average_buffers(module: torch.nn.Module) -> None:
+    """Average floating buffers (BatchNorm running statistics) over the processes, so every
+    process keeps the same model; each process's statistics come from its share of the batch."""
+    if not _active():
+        return
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.reshape(-1) for b in buffers])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for b in buffers:
+        b.copy_(flat[offset : offset + b.numel()].view_as(b))
+        offset += b.numel()
