@@ -226,3 +226,18 @@ def test_post_training_starts_from_the_backbone_weights(tiny_export, scenes, tmp
     Trainer(kept, train, config, tmp_path / "kept", progress=False).run()
     changed = [k for k, v in initial.items() if not torch.equal(kept.state_dict()[k], v)]
     assert len(changed) > 1
+
+
+def test_post_training_matches_a_baseline_trained_with_the_same_policy(
+    tiny_export, scenes, tmp_path
+):
+    train, _ = scenes
+    config = SearchConfig(**TINY)
+    searched = _model(tiny_export, train.tasks())
+    policy = Trainer(searched, train, config, tmp_path / "s", progress=False).run().policy
+    baseline = _model(tiny_export, train.tasks())
+    Trainer(baseline, train, config, tmp_path / "b", fixed_policy=policy, progress=False).run()
+    want = baseline.state_dict()
+    for name, tensor in searched.state_dict().items():
+        if name != "policy_logits":
+            assert torch.equal(tensor, want[name]), name

@@ -326,10 +326,12 @@ class Trainer:
 
     def _restore_initial_weights(self) -> None:
         """Every weight back to its value at the start (the backbone's, calibrated), keeping
-        the learnt policy logits."""
+        the learnt policy logits; the training batches then start over too, so the derived
+        model sees the baselines' data in the baselines' order."""
         initial = torch.load(self.run_dir / INITIAL, map_location="cpu", weights_only=True)
         initial["policy_logits"] = self.model.policy_logits.detach()
         self.model.load_state_dict(initial)
+        self.streams["train"].load_state_dict({"epoch": 0, "offset": 0})
 
     def _final(self) -> SearchResult:
         c = self.config
