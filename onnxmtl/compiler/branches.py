@@ -45,6 +45,18 @@ class Renorm(_BatchNorm):
         return x
 
 
+def weight_holder(weights: dict[str, torch.Tensor]) -> nn.Module:
+    """A module holding copies of `weights` by name: nn.Parameters stay parameters (they
+    train), other tensors become buffers."""
+    holder = nn.Module()
+    for name, tensor in weights.items():
+        if isinstance(tensor, nn.Parameter):
+            holder.register_parameter(name, nn.Parameter(tensor.detach().clone()))
+        else:
+            holder.register_buffer(name, tensor.detach().clone())
+    return holder
+
+
 class UnitOps(nn.Module):
     """A unit's operators in a chain (Conv -> bias Add -> norm), with the weights they read."""
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onnxmtl.compiler.branches import Renorm, UnitBranches
+from onnxmtl.compiler.branches import Renorm, UnitBranches, weight_holder
 from onnxmtl.compiler.plan import Plan
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.errors import ConfigError
@@ -78,12 +78,7 @@ class SuperModel(nn.Module):
         self.options = dict(options)
         self.plan = plan
         self.ops = nn.ModuleDict(ops)
-        self.weights = nn.Module()
-        for name, tensor in weights.items():
-            if isinstance(tensor, nn.Parameter):
-                self.weights.register_parameter(name, nn.Parameter(tensor.detach().clone()))
-            else:
-                self.weights.register_buffer(name, tensor.detach().clone())
+        self.weights = weight_holder(weights)
         self.units = nn.ModuleList(units)
         self.heads = nn.ModuleDict(heads)
         self.policy_logits = nn.Parameter(torch.zeros(len(self.tasks), len(units), 3))

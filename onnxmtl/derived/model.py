@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from onnxmtl.compiler.branches import weight_holder
 from onnxmtl.compiler.plan import Ref, Step, set_frees
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.compiler.supermodel import PolicyLike, SuperModel, head_output
@@ -43,12 +44,7 @@ class DerivedModel(nn.Module):
         self.outputs = outputs
         self.num_slots = num_slots
         self.blocks = nn.ModuleDict(modules)
-        self.weights = nn.Module()
-        for name, tensor in weights.items():
-            if isinstance(tensor, nn.Parameter):
-                self.weights.register_parameter(name, nn.Parameter(tensor.detach().clone()))
-            else:
-                self.weights.register_buffer(name, tensor.detach().clone())
+        self.weights = weight_holder(weights)
         self.heads = nn.ModuleDict(heads)
         self.sources = sources
         self.input_shape = tuple(input_shape)  # the backbone's (N, C, H, W); dims may be names

@@ -58,36 +58,27 @@ def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def average_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Average the gradients of `params` over the processes, in one all-reduce. Parameters
-    without a gradient keep none: every process ran the same branches (same Gumbel samples),
-    so the optimiser skips the same ones as a single process would."""
-    if not _active():
+def _average(tensors: list[torch.Tensor]) -> None:
+    """Average `tensors` in place over the processes, in one all-reduce."""
+    if not _active() or not tensors:
         return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average the gradients of `params` over the processes. Parameters without a gradient
+    keep none: every process ran the same branches (same Gumbel samples), so the optimiser
+    skips the same ones as a single process would."""
+    _average([p.grad for p in params if p.grad is not None])
 
 
 def average_buffers(module: torch.nn.Module) -> None:
     """Average floating buffers (BatchNorm running statistics) over the processes, so every
     process keeps the same model; each process's statistics come from its share of the batch."""
-    if not _active():
-        return
-    buffers = [b for b in module.buffers() if b.is_floating_point()]
-    if not buffers:
-        return
-    flat = torch.cat([b.reshape(-1) for b in buffers])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for b in buffers:
-        b.copy_(flat[offset : offset + b.numel()].view_as(b))
-        offset += b.numel()
+    _average([b for b in module.buffers() if b.is_floating_point()])
