@@ -34,7 +34,7 @@ from converters import export_backbones  # noqa: E402
 from onnxmtl.benchmark import bench  # noqa: E402
 from onnxmtl.benchmark.timing import interleaved_medians  # noqa: E402
 from onnxmtl.compiler import SHARED, SPECIFIC, compile  # noqa: E402
-from onnxmtl.derived import derive  # noqa: E402
+from onnxmtl.derived import derive, perturb_weights  # noqa: E402
 from onnxmtl.exporter import export  # noqa: E402
 from onnxmtl.tasks import Task  # noqa: E402
 
@@ -92,10 +92,8 @@ def policies(model) -> dict[str, list[list[int]]]:
 
 def measure(name: str, args: argparse.Namespace, folder: Path) -> list[dict]:
     model = compile(onnxmtl.load(backbone(name)), tasks()).eval()
-    with torch.no_grad():  # trained copies differ; identical ones would be merged by onnxruntime
-        for branches in model.units:
-            for p in branches.specific.parameters():
-                p.mul_(1 + 1e-3 * torch.randn_like(p))
+    for u, branches in enumerate(model.units):
+        perturb_weights(branches.specific, seed=u)
     chosen = policies(model)
     models = {
         **{f"derived ({label})": derive(model, c) for label, c in chosen.items()},

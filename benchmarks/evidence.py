@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from converters import export_backbones  # noqa: E402
 from onnxmtl.compiler import Policy, load_supermodel, policy_params  # noqa: E402
+from onnxmtl.data import load_dataset  # noqa: E402
 from onnxmtl.training import SearchConfig, delta_m  # noqa: E402
 from onnxmtl.training.runs import finished, search, train_baseline  # noqa: E402
 
@@ -51,7 +53,9 @@ def backbone(size: int) -> Path:
     )
 
 
-def run_method(method: str, model: Path, data: str, config: SearchConfig, out: Path) -> dict:
+def run_method(
+    method: str, model: Path, data: str, tasks: list | None, config: SearchConfig, out: Path
+) -> dict:
     """Test metrics and implied parameters of one method (reusing a finished run)."""
     if method == "single-task":
         folders = sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []
@@ -64,9 +68,11 @@ def run_method(method: str, model: Path, data: str, config: SearchConfig, out: P
         folders, done = [out], finished(out) is not None
     if not done:
         if method == "searched":
-            search(model, data, out, config=config, force=True, progress=False)
+            search(model, data, out, tasks, config=config, force=True, progress=False)
         else:
-            train_baseline(model, data, out, method, config=config, force=True, progress=False)
+            train_baseline(
+                model, data, out, method, tasks, config=config, force=True, progress=False
+            )
         if method == "single-task":
             folders = sorted(p for p in out.iterdir() if p.is_dir())
     metrics, params = {}, 0
@@ -84,17 +90,27 @@ def main() -> None:
     parser.add_argument("--config", help="SearchConfig YAML (seed and device are set here)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, default=64, help="backbone input size")
+    parser.add_argument(
+        "--head",
+        help="give every task this head (aspp, conv, conv1x1, linear); default: the "
+        "dataset's own heads",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "evidence")
     args = parser.parse_args()
     base = SearchConfig.load(args.config)
     model = backbone(args.size)
     summary = {}
     for data in args.datasets:
+        tasks, name = None, data
+        if args.head:
+            dataset = load_dataset(data, "train", **base.data)
+            tasks = [replace(t, head=args.head) for t in dataset.tasks()]
+            name = f"{data}-{args.head}"
         rows: dict[str, list[dict]] = {m: [] for m in METHODS}
         for seed in args.seeds:
             config = SearchConfig.from_dict({**base.to_dict(), "seed": seed, "device": args.device})
             results = {
-                m: run_method(m, model, data, config, args.out / data / f"seed{seed}" / m)
+                m: run_method(m, model, data, tasks, config, args.out / name / f"seed{seed}" / m)
                 for m in METHODS
             }
             single = results["single-task"]
@@ -103,16 +119,18 @@ def main() -> None:
                 r["param_share"] = r["params"] / single["params"]
                 rows[m].append(r)
             print(
-                f"{data} seed {seed}: "
+                f"{name} seed {seed}: "
                 + ", ".join(
                     f"{m} delta-m {r['delta_m']:+.2f}% params {r['param_share']:.2f}"
                     for m, r in results.items()
                 ),
                 flush=True,
             )
-        summary[data] = rows
-        print_table(data, rows, args.seeds)
-    (args.out / "evidence.json").write_text(json.dumps(summary, indent=1))
+        summary[name] = rows
+        print_table(name, rows, args.seeds)
+    record = args.out / "evidence.json"
+    previous = json.loads(record.read_text()) if record.exists() else {}
+    record.write_text(json.dumps({**previous, **summary}, indent=1))
 
 
 def _ms(values: list[float], fmt: str = ".3f") -> str:

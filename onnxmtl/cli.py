@@ -200,7 +200,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         args.tasks,
-        args.config,
+        _config(args),
         args.resume,
         args.force,
         progress=not args.no_progress,
@@ -224,7 +224,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.out,
         args.baseline,
         args.tasks,
-        args.config,
+        _config(args),
         args.policy,
         args.resume,
         args.force,
@@ -364,7 +364,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         args.tasks,
-        args.config,
+        _config(args),
         baselines=tuple(b for b in args.baselines.split(",") if b),
         batch_sizes=tuple(_sizes(args.batch_sizes, "--batch-sizes")),
         force=args.force,
@@ -381,11 +381,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file of SearchConfig options")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config's device)")
+    parser.add_argument(
+        "--latency-budget-ms",
+        type=float,
+        help="search for the best model whose onnxruntime latency (measured on this machine, "
+        "batch latency_batch) stays under this deadline",
+    )
+
+
+def _config(args: argparse.Namespace):
+    """The SearchConfig of --config with the command line's overrides (None: defaults)."""
+    from onnxmtl.training import SearchConfig
+
+    names = ("device", "latency_budget_ms")
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if not overrides:
+        return args.config
+    base = SearchConfig.load(args.config).to_dict()
+    return SearchConfig.from_dict({**base, **overrides}, "command line")
+
+
 def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="path to an ONNX backbone")
     parser.add_argument("--data", required=True, help="multi-fashion, scenes, or a folder")
     parser.add_argument("--tasks", help="YAML task list (default: the dataset's tasks)")
-    parser.add_argument("--config", help="YAML file of SearchConfig options")
+    _config_args(parser)
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--force", action="store_true", help="replace the run in --out")
@@ -471,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="path to an ONNX backbone")
     p.add_argument("--data", required=True, help="multi-fashion, scenes, or a folder")
     p.add_argument("--tasks", help="YAML task list (default: the dataset's tasks)")
-    p.add_argument("--config", help="YAML file of SearchConfig options")
+    _config_args(p)
     p.add_argument("--out", required=True, help="run folder (an unfinished one is resumed)")
     p.add_argument(
         "--baselines",

@@ -14,6 +14,12 @@ import yaml
 from onnxmtl.errors import ConfigError
 
 
+def default_cache() -> Path:
+    """Where generated datasets and measured tables are cached: $ONNXMTL_CACHE, else
+    ~/.cache/onnxmtl."""
+    return Path(os.environ.get("ONNXMTL_CACHE", Path.home() / ".cache" / "onnxmtl"))
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` on a temporary file next to `path`, then rename it into place."""
     path = Path(path)

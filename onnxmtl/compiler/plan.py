@@ -148,3 +148,16 @@ def set_frees(steps: list[Step], outputs: list[int]) -> None:
     for slot, step in last.items():
         if slot not in outputs:
             step.free.append(slot)
+
+
+def unit_ancestors(plan: Plan, num_units: int) -> list[set[int]]:
+    """For each unit, the units whose outputs its input depends on."""
+    deps: dict[int, set[int]] = {}
+    ancestors: list[set[int]] = [set() for _ in range(num_units)]
+    for step in plan.steps:
+        upstream = set().union(*(deps.get(s, set()) for s in step.slots))
+        if step.kind == "unit":
+            ancestors[step.target] = upstream
+            upstream = upstream | {step.target}
+        deps[step.out] = upstream
+    return ancestors

@@ -10,14 +10,13 @@ exactly. Sky pixels have depth 0 and normal 0 (no ground truth), as NYUv2's hole
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from onnxmtl.data.base import MultiTaskDataset, normalize_image
-from onnxmtl.io_utils import atomic_write
+from onnxmtl.io_utils import atomic_write, default_cache
 from onnxmtl.tasks import Task
 
 CLASSES = ("sky", "ground", "sphere", "box")
@@ -146,11 +145,6 @@ def _occluded(points, light, cls, centre, extent, yaw) -> np.ndarray:
     near = np.minimum(t1, t2).max(1)
     far = np.maximum(t1, t2).min(1)
     return (near <= far) & (far > 1e-4)
-
-
-def default_cache() -> Path:
-    """Where generated datasets are cached: $ONNXMTL_CACHE, else ~/.cache/onnxmtl."""
-    return Path(os.environ.get("ONNXMTL_CACHE", Path.home() / ".cache" / "onnxmtl"))
 
 
 def generate(count: int, size: int, seed: int) -> dict[str, np.ndarray]:

@@ -55,21 +55,42 @@ class DerivedModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every task's output for the image batch `x`, keyed by task name."""
-        vals: list[torch.Tensor | None] = [None] * self.num_slots
-        vals[0] = x
-        for step in self.steps:
-            fn = self.blocks[step.target] if step.kind == "op" else step.target
-            args = [self._resolve(r, vals) for r in step.args]
-            kwargs = {k: self._resolve(r, vals) for k, r in step.kwargs.items()}
-            vals[step.out] = fn(*args, **kwargs)
-            for slot in step.free:
-                vals[slot] = None
+        vals = self.values(x)
         return {
             task.name: head_output(task, self.heads[task.name], tuple(vals[s] for s in slots), x)
             for task, slots in zip(self.tasks, self.outputs)
         }
 
-    def _resolve(self, ref: Ref, vals: list):
+    def values(self, x: torch.Tensor, keep: bool = False) -> list[torch.Tensor | None]:
+        """The value of every slot for the image batch `x`; `keep` holds on to values that
+        later steps no longer read (by default they are freed as soon as possible)."""
+        vals: list[torch.Tensor | None] = [None] * self.num_slots
+        vals[0] = x
+        for step in self.steps:
+            self.run_step(step, vals)
+            if not keep:
+                for slot in step.free:
+                    vals[slot] = None
+        return vals
+
+    def run_step(
+        self, step: Step, vals: list | dict, module: nn.Module | None = None
+    ) -> torch.Tensor:
+        """Run one step on the values in `vals` (by slot), storing its output there;
+        `module` stands in for the step's own."""
+        fn = (
+            module
+            if module is not None
+            else self.blocks[step.target]
+            if step.kind == "op"
+            else step.target
+        )
+        args = [self._resolve(r, vals) for r in step.args]
+        kwargs = {k: self._resolve(r, vals) for k, r in step.kwargs.items()}
+        vals[step.out] = fn(*args, **kwargs)
+        return vals[step.out]
+
+    def _resolve(self, ref: Ref, vals: list | dict):
         kind, value = ref
         if kind == "s":
             return vals[value]
@@ -215,3 +236,14 @@ def _live(steps: list[Step], outputs: list[list[int]]) -> list[Step]:
             kept.append(step)
             needed.update(step.slots)
     return kept[::-1]
+
+
+def perturb_weights(module: nn.Module, scale: float = 1e-3, seed: int = 0) -> nn.Module:
+    """Scale every parameter by 1 + `scale` * noise, in place: task copies then differ as
+    trained ones do, where identical copies would be merged by onnxruntime's
+    common-subexpression elimination (for timing untrained models)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.mul_(1 + scale * torch.randn(p.shape, generator=gen).to(p))
+    return module

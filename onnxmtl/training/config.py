@@ -10,7 +10,7 @@ from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import read_yaml
 
 WEIGHTINGS = ("equal", "uncertainty", "dwa")
-COSTS = (None, "params", "macs")
+COSTS = (None, "params", "macs", "latency")
 
 
 @dataclass
@@ -41,9 +41,16 @@ class SearchConfig:
     tau_every: int = 100  # ... after every this many policy steps
     sharing_weight: float = 0.05  # AutoMTL's depth-weighted sharing regulariser (lambda)
     sharing_scale: float = 6.0  # its softplus sharpness s
-    cost: str | None = None  # optional cost regulariser: 'params' or 'macs' of each branch
-    cost_weight: float = 0.0
+    cost: str | None = None  # optional cost regulariser: each branch's 'params', 'macs' or
+    # measured onnxruntime 'latency'
+    cost_weight: float = 1.0
     cost_budget: float | None = None  # fraction of the all-specific cost; None: plain penalty
+    latency_budget_ms: float | None = None  # a deadline for the derived model (sets cost to
+    # 'latency'): the search is penalised for expected latency above it
+    latency_provider: str = "auto"  # where latency is measured: 'auto', 'cpu' or 'cuda'
+    latency_batch: int = 1  # the batch size the deadline is for
+    latency_threads: int = 0  # onnxruntime intra-op threads (0: its default)
+    latency_cache: str | None = None  # folder of measured tables; None: $ONNXMTL_CACHE/latency
     per_task_steps: bool = False  # AutoMTL: one optimiser step per task per iteration
 
     # Derive and post-train.
@@ -95,6 +102,25 @@ class SearchConfig:
             raise ConfigError("config: tau must be > 0 and tau_decay in (0, 1].")
         if self.cost_budget is not None and not 0 < self.cost_budget <= 1:
             raise ConfigError("config: cost_budget is a fraction of the all-specific cost, (0, 1].")
+        if self.latency_budget_ms is not None:
+            if not isinstance(self.latency_budget_ms, int | float) or self.latency_budget_ms <= 0:
+                raise ConfigError("config: latency_budget_ms must be a number of ms > 0.")
+            if self.cost not in (None, "latency") or self.cost_budget is not None:
+                raise ConfigError(
+                    "config: latency_budget_ms is a latency cost with a deadline; leave cost "
+                    "and cost_budget out (or set cost: latency)."
+                )
+            self.cost = "latency"
+        if self.latency_provider not in ("auto", "cpu", "cuda"):
+            raise ConfigError(
+                f"config: latency_provider={self.latency_provider!r}; expected auto, cpu or cuda."
+            )
+        for name in ("latency_batch", "latency_threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (1 if name == "latency_batch" else 0):
+                raise ConfigError(
+                    f"config: {name} must be an integer >= {1 if name == 'latency_batch' else 0}."
+                )
 
     @property
     def baseline_length(self) -> int:

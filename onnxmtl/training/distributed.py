@@ -4,9 +4,13 @@ trainer needs. Without torchrun (no WORLD_SIZE, or 1) everything is a no-op."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 def world() -> tuple[int, int]:
@@ -82,3 +86,13 @@ def average_buffers(module: torch.nn.Module) -> None:
     """Average floating buffers (BatchNorm running statistics) over the processes, so every
     process keeps the same model; each process's statistics come from its share of the batch."""
     _average([b for b in module.buffers() if b.is_floating_point()])
+
+
+def from_main(make: Callable[[], T]) -> T:
+    """`make()` run on rank 0 only, its result sent to every process (for work that must
+    happen once, such as timing the machine)."""
+    if not _active():
+        return make()
+    box = [make() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -26,13 +26,47 @@ def sharing_regularizer(
     return (penalty * weight).sum()
 
 
-def expected_cost(probs: torch.Tensor, unit_cost: torch.Tensor, skip_cost: torch.Tensor):
-    """Expected cost of the derived model: a shared branch (or skip) is paid once if any
-    task takes it; a specific branch once per task that takes it."""
-    shared_used = 1 - torch.prod(1 - probs[..., SHARED], dim=0)
-    skip_used = 1 - torch.prod(1 - probs[..., SKIP], dim=0)
+def together(probs: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor:
+    """(tasks, tasks, units): the probability that two tasks carry the same value into a unit,
+    that is, took the same shared branch or the same skip at every unit feeding it.
+    `ancestors` (units, units) is 1 where the column's unit feeds the row's."""
+    same = torch.einsum("avb,cvb->acv", probs[..., [SHARED, SKIP]], probs[..., [SHARED, SKIP]])
+    log_same = torch.log(same.clamp_min(1e-12))
+    return torch.exp(log_same @ ancestors.to(probs.dtype).T)
+
+
+def expected_runs(probs: torch.Tensor, ancestors: torch.Tensor | None = None) -> torch.Tensor:
+    """(units, 3): how many times one forward of the derived model runs each unit's shared
+    branch, task copies and skip. A shared branch (or skip) runs once per distinct value the
+    tasks taking it carry, so a branch-off makes every later shared unit run again. Without
+    `ancestors` every task carries the same value: the count of copies a policy keeps
+    (parameters). Exact for a one-hot policy; for relaxed ones, tasks are grouped pairwise."""
     specific = probs[..., SPECIFIC].sum(0)
-    return (unit_cost * (shared_used + specific) + skip_cost * skip_used).sum()
+    if ancestors is None:
+        shared = 1 - torch.prod(1 - probs[..., SHARED], dim=0)
+        skip = 1 - torch.prod(1 - probs[..., SKIP], dim=0)
+        return torch.stack([shared, specific, skip], dim=-1)
+    joint = together(probs, ancestors)
+    earlier = torch.ones(probs.shape[0], probs.shape[0]).tril(-1).to(probs)
+    runs = []
+    for branch in (SHARED, SKIP):
+        p = probs[..., branch]  # (tasks, units)
+        meets = p[None, :, :] * joint * earlier[..., None]  # [t, t', u]: t' < t takes it with t
+        runs.append((p * torch.prod(1 - meets, dim=1)).sum(0))
+    return torch.stack([runs[0], specific, runs[1]], dim=-1)
+
+
+def expected_cost(
+    probs: torch.Tensor,
+    unit_cost: torch.Tensor,
+    skip_cost: torch.Tensor,
+    ancestors: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Expected cost of the derived model: each unit's cost times the runs of its shared
+    branch and task copies, plus its skip's cost times the skip's runs (`expected_runs`:
+    with `ancestors` for compute, without for parameters)."""
+    runs = expected_runs(probs, ancestors)
+    return (unit_cost * (runs[:, SHARED] + runs[:, SPECIFIC]) + skip_cost * runs[:, SKIP]).sum()
 
 
 def cost_regularizer(
@@ -40,11 +74,14 @@ def cost_regularizer(
     unit_cost: torch.Tensor,
     skip_cost: torch.Tensor,
     budget: float | None = None,
+    ancestors: torch.Tensor | None = None,
+    base: float = 0.0,
 ) -> torch.Tensor:
-    """The expected cost as a fraction of the all-specific model's; with a `budget` (same
-    unit), only the excess over it is penalised (squared, so it vanishes smoothly)."""
-    full = unit_cost.sum() * probs.shape[0]
-    ratio = expected_cost(probs, unit_cost, skip_cost) / full.clamp_min(1)
+    """The expected cost (plus a fixed `base`) as a fraction of the all-specific model's;
+    with a `budget` (same unit), only the excess over it is penalised (squared, so it
+    vanishes smoothly)."""
+    full = unit_cost.sum() * probs.shape[0] + base
+    ratio = (expected_cost(probs, unit_cost, skip_cost, ancestors) + base) / full.clamp_min(1e-9)
     if budget is None:
         return ratio
     return F.relu(ratio - budget) ** 2 * 100

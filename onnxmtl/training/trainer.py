@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from onnxmtl.compiler import BRANCHES, Policy, SuperModel, branch_costs
+from onnxmtl.compiler import BRANCHES, SHARED, SPECIFIC, Policy, SuperModel, branch_costs
 from onnxmtl.data import MultiTaskDataset, split_indices
 from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import atomic_write, atomic_write_text
@@ -22,7 +22,8 @@ from onnxmtl.tasks import loss_fn
 from onnxmtl.training import distributed
 from onnxmtl.training.config import SearchConfig, tau_at
 from onnxmtl.training.evaluate import evaluate, fit_input, fit_output
-from onnxmtl.training.regularizers import cost_regularizer, sharing_regularizer
+from onnxmtl.training.latency import LatencyTable, ancestor_matrix, latency_table, model_ancestors
+from onnxmtl.training.regularizers import cost_regularizer, expected_cost, sharing_regularizer
 from onnxmtl.training.stream import BatchStream
 from onnxmtl.training.weighting import make_weighting
 
@@ -126,14 +127,71 @@ class Trainer:
         self.depths = torch.tensor(
             [u.depth for u in model.graph.units], dtype=torch.float32, device=self.device
         )
-        costs = branch_costs(model)
-        key = "params" if config.cost == "params" else "macs"
-        self.unit_cost = torch.tensor([float(r[key]) for r in costs], device=self.device)
-        self.skip_cost = torch.tensor([float(r[f"skip_{key}"]) for r in costs], device=self.device)
+        self.latency: LatencyTable | None = None
+        if config.cost and not self.fixed:
+            self._setup_cost()
         self.weighting.to(self.device)
         self._make_optimizers()
         if fixed_policy is not None:
             model.policy = fixed_policy
+
+    def _setup_cost(self) -> None:
+        """Per-unit branch costs for the cost regulariser: parameters, MACs, or latency
+        measured on this machine (by rank 0, once per model and device: tables are cached)."""
+        c, model = self.config, self.model
+        self.cost_budget, self.cost_base = c.cost_budget, 0.0
+        if c.cost == "latency":
+            self.latency = distributed.from_main(
+                lambda: latency_table(
+                    model,
+                    c.latency_provider,
+                    c.latency_batch,
+                    c.latency_threads,
+                    c.latency_cache,
+                    self.progress,
+                )
+            )
+            unit, skip = self.latency.costs()
+            self.cost_base = self.latency.base_ms
+            self.ancestors = self.latency.ancestor_matrix().float().to(self.device)
+            if c.latency_budget_ms is not None:
+                self.cost_budget = c.latency_budget_ms / self._predicted(SPECIFIC)
+                fastest = self.latency.fastest(model.branch_mask)
+                if c.latency_budget_ms < fastest:
+                    raise ConfigError(
+                        f"config: latency_budget_ms={c.latency_budget_ms:g} is below the fastest "
+                        f"model this backbone can give ({fastest:.3g} ms predicted on "
+                        f"{self.latency.device}; all-shared {self._predicted(SHARED):.3g} ms); "
+                        "raise the budget."
+                    )
+        else:
+            rows = branch_costs(model)
+            key = "params" if c.cost == "params" else "macs"
+            unit = torch.tensor([float(r[key]) for r in rows])
+            skip = torch.tensor([float(r[f"skip_{key}"]) for r in rows])
+            self.ancestors = None
+            if key == "macs":
+                self.ancestors = ancestor_matrix(model_ancestors(model)).float().to(self.device)
+        self.unit_cost = unit.float().to(self.device)
+        self.skip_cost = skip.float().to(self.device)
+
+    def _predicted(self, branch: int) -> float:
+        return self.latency.predict(self.model.choices_of(self.model.uniform_policy(branch)))
+
+    def _write_latency(self, policy: Policy) -> None:
+        """latency.json: the budget, the derived policy's predicted latency and the table's
+        setting (device, provider, batch, threads, calibration)."""
+        table = self.latency
+        info = {
+            "budget_ms": self.config.latency_budget_ms,
+            "predicted_ms": table.predict(policy.choices),
+            "all_shared_ms": self._predicted(SHARED),
+            "all_specific_ms": self._predicted(SPECIFIC),
+            "fastest_ms": table.fastest(self.model.branch_mask),
+            **{k: getattr(table, k) for k in ("device", "providers", "batch", "threads", "key")},
+            "calibration": table.calibration,
+        }
+        atomic_write_text(self.run_dir / "latency.json", json.dumps(info, indent=1))
 
     # -- optimisers -------------------------------------------------------------------------
     def _weights(self) -> list[torch.nn.Parameter]:
@@ -210,9 +268,19 @@ class Trainer:
         loss = loss + c.sharing_weight * reg
         record = {"policy_loss": float(loss.detach()), "sharing": float(reg.detach())}
         if c.cost and c.cost_weight:
-            cost = cost_regularizer(probs, self.unit_cost, self.skip_cost, c.cost_budget)
+            cost = cost_regularizer(
+                probs,
+                self.unit_cost,
+                self.skip_cost,
+                self.cost_budget,
+                self.ancestors,
+                self.cost_base,
+            )
             loss = loss + c.cost_weight * cost
             record["cost"] = float(cost.detach())
+            if self.latency is not None:
+                expected = expected_cost(probs, self.unit_cost, self.skip_cost, self.ancestors)
+                record["latency_ms"] = self.cost_base + float(expected.detach())
         loss.backward()
         self._step(self.policy_opt, self.model.policy_parameters())
         self.policy_steps += 1
@@ -256,6 +324,8 @@ class Trainer:
             self.model.policy = policy
             if self.main:
                 policy.to_json(self.run_dir / "policy.json")
+                if self.latency is not None:
+                    self._write_latency(policy)
             if self.config.post_train_init == "backbone":
                 self._restore_initial_weights()
         self.phase = PHASES[PHASES.index(self.phase) + 1]
@@ -367,7 +437,8 @@ class Trainer:
             path = self.run_dir / "metrics.csv"
             new = not path.exists()
             fields = ["phase", "step", "time", "loss", *(f"loss_{t.name}" for t in self.tasks)]
-            fields += ["tau", "policy_loss", "sharing", "cost", *(f"p_{b}" for b in BRANCHES)]
+            fields += ["tau", "policy_loss", "sharing", "cost", "latency_ms"]
+            fields += [f"p_{b}" for b in BRANCHES]
             with open(path, "a", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
                 if new:

@@ -1,0 +1,202 @@
+"""Measured-latency costs: branch run counts, the latency table, its cache, and a search under
+a latency budget."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+import onnxmtl
+from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, Projection
+from onnxmtl.data import Scenes
+from onnxmtl.derived import derive
+from onnxmtl.errors import ConfigError
+from onnxmtl.tasks import Task
+from onnxmtl.training import SearchConfig, Trainer, expected_cost, latency
+from onnxmtl.training.latency import _fit, ancestor_matrix, latency_table, model_ancestors
+from onnxmtl.training.regularizers import expected_runs
+from tests.test_cli import assert_clean_error, run_cli
+
+TASKS = [Task("a", "depth"), Task("b", "normals"), Task("c", "depth")]
+TINY = dict(batch_size=4, warmup_steps=2, search_steps=6, post_train_steps=2, tau_every=2)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_export):
+    return onnxmtl.compile(onnxmtl.load(tiny_export("legacy17")), TASKS)
+
+
+@pytest.fixture(scope="module")
+def table(model, tmp_path_factory):
+    return latency_table(model, "cpu", cache_dir=tmp_path_factory.mktemp("lat"), progress=False)
+
+
+def _one_hot(choices) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(choices), 3).double()
+
+
+def test_runs_of_a_hard_policy_are_the_derived_models_blocks(model):
+    """Shared units after a branch-off run once per distinct value, as the derived model does."""
+    anc = ancestor_matrix(model_ancestors(model))
+    projection = torch.tensor([isinstance(b.skip, Projection) for b in model.units]).double()
+    rng = random.Random(0)
+    mask = model.branch_mask
+    for _ in range(20):
+        weights = [rng.random() for _ in range(3)]
+        choices = [
+            [
+                rng.choices(
+                    [b for b in range(3) if mask[u, b]],
+                    [weights[b] for b in range(3) if mask[u, b]],
+                )[0]
+                for u in range(len(model.units))
+            ]
+            for _ in TASKS
+        ]
+        counts = derive(model, choices).branch_counts()
+        runs = expected_runs(_one_hot(choices), anc)
+        assert float(runs[:, SHARED].sum()) == pytest.approx(counts["shared"], abs=1e-6)
+        assert float(runs[:, SPECIFIC].sum()) == counts["specific"]
+        assert float((runs[:, SKIP] * projection).sum()) == pytest.approx(counts["skip"], abs=1e-6)
+
+
+def test_relaxed_runs_for_two_tasks_by_hand():
+    """Two units in a chain: unit 1's shared branch runs p1 + p2 - p1 p2 g times, where g is
+    the chance both tasks left unit 0 with the same value (both shared or both skipped)."""
+    probs = torch.tensor(
+        [[[0.5, 0.3, 0.2], [0.6, 0.1, 0.3]], [[0.4, 0.4, 0.2], [0.7, 0.2, 0.1]]],
+        dtype=torch.float64,
+    )
+    anc = torch.tensor([[0.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    runs = expected_runs(probs, anc)
+    g = 0.5 * 0.4 + 0.2 * 0.2
+    assert float(runs[0, SHARED]) == pytest.approx(0.5 + 0.4 - 0.5 * 0.4)
+    assert float(runs[1, SHARED]) == pytest.approx(0.6 + 0.7 - 0.6 * 0.7 * g)
+    assert float(runs[1, SKIP]) == pytest.approx(0.3 + 0.1 - 0.3 * 0.1 * g)
+    assert float(runs[1, SPECIFIC]) == pytest.approx(0.1 + 0.2)
+    copies = expected_runs(probs)  # parameters: one shared copy if any task takes it
+    assert float(copies[1, SHARED]) == pytest.approx(1 - 0.4 * 0.3)
+
+
+def test_table_predicts_with_its_fitted_coefficients(model, table):
+    assert len(table.unit_ms) == len(model.units) and all(t >= 0 for t in table.unit_ms)
+    assert table.scale > 0 and table.skip_scale > 0
+    c = table.calibration
+    for name, branch in (("all-shared", SHARED), ("all-specific", SPECIFIC), ("all-skip", SKIP)):
+        predicted = table.predict(model.choices_of(model.uniform_policy(branch)))
+        fitted = table.base_ms + table.scale * c[f"units_{name}_ms"]
+        fitted += table.skip_scale * c[f"skips_{name}_ms"]
+        assert predicted == pytest.approx(fitted, rel=1e-9)
+    for u in range(len(model.units)):
+        if not model.branch_mask[u, SKIP]:
+            assert table.skip_ms[u] == 0
+    shared = table.predict(model.choices_of(model.uniform_policy(SHARED)))
+    assert shared < table.predict(model.choices_of(model.uniform_policy(SPECIFIC)))
+    assert table.fastest(model.branch_mask) <= shared + 1e-9
+
+
+def test_fit_through_the_calibration_models():
+    """Three models fix base, unit scale and skip scale; without skips one scale serves."""
+    sums = [(2.0, 0.0), (6.0, 0.0), (0.0, 1.5)]
+    measured = [0.5 + 0.4 * 2, 0.5 + 0.4 * 6, 0.5 + 0.7 * 1.5]
+    assert _fit(sums, measured) == pytest.approx((0.5, 0.4, 0.7))
+    no_skips = [(2.0, 0.0), (6.0, 0.0), (2.0, 0.0)]
+    assert _fit(no_skips, [1.3, 2.9, 1.3]) == pytest.approx((0.5, 0.4, 0.4))
+    base, scale, skip_scale = _fit(sums, [0.3, 0.1, 0.2])  # slower with fewer units: noise
+    assert base == 0 and scale == skip_scale > 0
+
+
+def test_table_is_cached_per_model_and_setting(model, table, tmp_path, monkeypatch):
+    latency_table(model, "cpu", cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("a cached table was measured again")
+
+    monkeypatch.setattr(latency, "measure_latency_table", no_measuring)
+    again = latency_table(model, "cpu", cache_dir=tmp_path, progress=False)
+    assert again.unit_ms == latency_table(model, "cpu", cache_dir=tmp_path).unit_ms
+    with pytest.raises(AssertionError, match="measured again"):
+        latency_table(model, "cpu", batch=2, cache_dir=tmp_path, progress=False)
+    other = onnxmtl.compile(onnxmtl.load(model.graph.source), TASKS[:2])
+    with pytest.raises(AssertionError, match="measured again"):
+        latency_table(other, "cpu", cache_dir=tmp_path, progress=False)
+
+
+def test_search_under_a_latency_budget(tiny_export, tmp_path):
+    cache = tmp_path / "cache"
+    train = Scenes("train", count=32, size=32, cache_dir=tmp_path)
+    tasks = train.tasks()
+    fresh = onnxmtl.compile(onnxmtl.load(tiny_export("legacy17")), tasks)
+    t = latency_table(fresh, "cpu", cache_dir=cache, progress=False)
+    budget = t.predict(fresh.choices_of(fresh.uniform_policy(SHARED)))
+    config = SearchConfig(
+        **TINY, latency_budget_ms=budget, latency_provider="cpu", latency_cache=str(cache)
+    )
+    assert config.cost == "latency"
+    trainer = Trainer(fresh, train, config, tmp_path / "run", progress=False)
+    result = trainer.run()
+    info = json.loads((tmp_path / "run" / "latency.json").read_text())
+    assert info["budget_ms"] == budget
+    assert info["predicted_ms"] == pytest.approx(t.predict(result.policy.choices))
+    assert info["fastest_ms"] <= info["all_shared_ms"] < info["all_specific_ms"]
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    search = [r for r in rows if r["phase"] == "search"]
+    assert all(r["latency_ms"] > 0 and r["cost"] >= 0 for r in search)
+    unit, skip = (c.float() for c in t.costs())
+    probs = _one_hot(result.policy.choices).float()
+    expected = float(expected_cost(probs, unit, skip, t.ancestor_matrix().float()))
+    assert info["predicted_ms"] == pytest.approx(t.base_ms + expected, rel=1e-5)
+
+    too_fast = SearchConfig(
+        **TINY,
+        latency_budget_ms=info["fastest_ms"] / 2,
+        latency_provider="cpu",
+        latency_cache=str(cache),
+    )
+    with pytest.raises(ConfigError, match="latency_budget_ms=.* is below the fastest model"):
+        Trainer(fresh, train, too_fast, tmp_path / "run2", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"latency_budget_ms": -1}, "latency_budget_ms must be"),
+        ({"latency_budget_ms": 5, "cost": "macs"}, "leave cost"),
+        ({"latency_provider": "tpu"}, "latency_provider"),
+        ({"latency_batch": 0}, "latency_batch"),
+    ],
+)
+def test_bad_latency_options(options, message):
+    with pytest.raises(ConfigError, match=message):
+        SearchConfig(**options)
+
+
+def test_cli_rejects_a_budget_below_the_fastest_model(tiny_export, tmp_path):
+    proc = run_cli(
+        "search",
+        str(tiny_export("legacy17")),
+        "--data",
+        "scenes",
+        "--out",
+        str(tmp_path / "run"),
+        "--latency-budget-ms",
+        "0.000001",
+        "--no-progress",
+        "--config",
+        str(_config(tmp_path)),
+    )
+    assert_clean_error(proc, "latency_budget_ms=1e-06", "below the fastest model", "raise")
+
+
+def _config(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "batch_size: 4\nwarmup_steps: 1\nsearch_steps: 1\npost_train_steps: 1\n"
+        f"latency_provider: cpu\nlatency_cache: {tmp_path / 'cache'}\n"
+        f"data: {{count: 16, size: 32, cache_dir: {tmp_path / 'data'}}}\n"
+    )
+    return path
