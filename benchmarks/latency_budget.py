@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import onnxmtl  # noqa: E402
 from converters import export_backbones  # noqa: E402
-from onnxmtl.benchmark.bench import describe, resolve_providers  # noqa: E402
+from onnxmtl.benchmark.bench import bound_call, describe, resolve_providers  # noqa: E402
 from onnxmtl.benchmark.timing import median_seconds  # noqa: E402
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, load_supermodel  # noqa: E402
 from onnxmtl.data import load_dataset  # noqa: E402
@@ -66,7 +66,7 @@ def measure(paths: dict[str, Path], args: argparse.Namespace) -> dict[str, float
         sess = session(str(path), resolve_providers(args.provider), args.threads, spinning=False)
         shape = (1, *describe(path)["input_shape"][1:])
         feed = {"image": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-        out[name] = median_seconds(lambda s=sess, f=feed: s.run(None, f), args.repeats, 10) * 1e3
+        out[name] = median_seconds(bound_call(sess, feed)[0], args.repeats, 10) * 1e3
     return out
 
 

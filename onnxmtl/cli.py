@@ -297,9 +297,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         opset=args.opset,
         tolerance=args.tolerance,
         batch=args.batch,
+        fp16=args.fp16,
     )
     print(
-        f"wrote {report.path}: outputs "
+        f"wrote {report.path} ({report.precision}): outputs "
         f"{', '.join(report.outputs)}; opset {report.opset}, IR {report.ir_version}; "
         f"{report.conv_nodes} Conv nodes; onnxruntime vs PyTorch max diff "
         f"{report.max_abs_diff:.3g} "
@@ -385,6 +386,11 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of SearchConfig options")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config's device)")
     parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="training precision (default auto: bf16 autocast on CUDA, fp32 on the CPU)",
+    )
+    parser.add_argument(
         "--latency-budget-ms",
         type=float,
         help="search for the best model whose onnxruntime latency (measured on this machine, "
@@ -396,7 +402,7 @@ def _config(args: argparse.Namespace):
     """The SearchConfig of --config with the command line's overrides (None: defaults)."""
     from onnxmtl.training import SearchConfig
 
-    names = ("device", "latency_budget_ms")
+    names = ("device", "precision", "latency_budget_ms")
     overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if not overrides:
         return args.config
@@ -532,14 +538,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--batch", type=int, help="fix the batch size (default: dynamic)")
     p.add_argument(
-        "--tolerance", type=float, default=1e-4, help="max onnxruntime-PyTorch diff / scale"
+        "--tolerance",
+        type=float,
+        help="max onnxruntime-PyTorch diff / output scale (default 1e-4; 1e-2 with --fp16)",
+    )
+    p.add_argument(
+        "--fp16", action="store_true", help="compute in float16 (float32 input and outputs)"
     )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="time ONNX models with onnxruntime, side by side")
     p.add_argument("models", nargs="+", help="ONNX files")
     p.add_argument("--batch-sizes", default="1", help="comma-separated (default 1)")
-    p.add_argument("--provider", default="auto", help="auto (CUDA if it loads), cpu or cuda")
+    p.add_argument(
+        "--provider",
+        default="auto",
+        help="auto (CUDA if it loads), cpu, cuda or tensorrt (only when asked)",
+    )
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ORT default)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per model and batch")
     p.add_argument("--repeats", type=int, default=50, help="timed runs per model and batch")

@@ -10,11 +10,13 @@ from onnx import TensorProto, helper
 
 import onnxmtl
 from onnxmtl.benchmark import bench, resolve_providers, to_markdown
+from onnxmtl.benchmark.bench import bound_call
 from onnxmtl.benchmark.memory import peak_memory_mb
 from onnxmtl.compiler import compile
 from onnxmtl.derived import derive
 from onnxmtl.errors import ConfigError
 from onnxmtl.exporter import export
+from onnxmtl.runtime import available_providers, session
 from onnxmtl.tasks import Task
 
 
@@ -71,7 +73,35 @@ def test_percentiles_throughput_and_ratios(exports):
 def test_bench_errors(exports):
     with pytest.raises(ConfigError, match="batch is fixed at 1"):
         bench({"small": exports["small"]}, batch_sizes=[2], repeats=1, memory=False)
-    with pytest.raises(ConfigError, match="auto, cpu or cuda"):
+    with pytest.raises(ConfigError, match="auto, cpu, cuda or tensorrt"):
         resolve_providers("tpu")
     with pytest.raises(ConfigError, match="reference model 'x'"):
         to_markdown(bench([exports["mtl"]], repeats=1, memory=False), reference="x")
+
+
+def test_bound_call_leaves_the_outputs_of_a_plain_run(exports):
+    """I/O binding (inputs placed on the device once, outputs left there) computes what a
+    plain run does, bit for bit."""
+    sess = session(str(exports["mtl"]), ["CPUExecutionProvider"])
+    feed = {"image": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype("f4")}
+    call, binding = bound_call(sess, feed)
+    call()
+    (got,) = binding.copy_outputs_to_cpu()
+    np.testing.assert_array_equal(got, sess.run(None, feed)[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in available_providers(), reason="needs onnxruntime's CUDA provider"
+)
+def test_cuda_provider_with_io_binding(exports):
+    result = bench({"mtl": exports["mtl"]}, provider="cuda", repeats=5, memory=False)
+    assert result["settings"]["providers"][0] == "CUDAExecutionProvider"
+    assert result["settings"]["io_binding"] and result["latency"][0]["p50_ms"] > 0
+    sess = session(str(exports["mtl"]), ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    feed = {"image": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype("f4")}
+    call, binding = bound_call(sess, feed)
+    call()
+    (got,) = binding.copy_outputs_to_cpu()
+    want = session(str(exports["mtl"]), ["CPUExecutionProvider"]).run(None, feed)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())

@@ -135,6 +135,34 @@ def test_export_matches_onnxruntime_with_any_batch(tiny_export, tmp_path, export
         assert np.abs(out - want[name].numpy()).max() <= TOLERANCE * scale, name
 
 
+def test_fp16_export_keeps_float32_io_within_its_tolerance(tiny_export, tmp_path, x):
+    """Computes in float16 (weights stored as float16) between a float32 input and float32
+    outputs; onnxruntime is within 1e-2 of the float32 PyTorch model's output scale."""
+    model = compile(onnxmtl.load(tiny_export("legacy17", fold_bn=True)), tasks())
+    derived = derive(model, random_choices(model, 5)).eval()
+    half = export(derived, tmp_path / "half.onnx", fp16=True)
+    full = export(derived, tmp_path / "full.onnx")
+    assert half.precision == "fp16" and half.tolerance == 1e-2 and full.tolerance == 1e-4
+    assert full.max_rel_diff < half.max_rel_diff <= 1e-2
+    proto = onnx.load(tmp_path / "half.onnx")
+    elem = onnx.TensorProto.FLOAT
+    assert proto.graph.input[0].type.tensor_type.elem_type == elem
+    assert all(o.type.tensor_type.elem_type == elem for o in proto.graph.output)
+    weights = [t for t in proto.graph.initializer if len(t.dims) == 4]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["onnxmtl.precision"] == "fp16"
+    with torch.no_grad():
+        want = derived(x)
+    got = session(str(tmp_path / "half.onnx"), ["CPUExecutionProvider"]).run(
+        None, {"image": x.numpy()}
+    )
+    for name, out in zip(derived.task_names, got):
+        scale = float(want[name].abs().max())
+        assert np.abs(out - want[name].numpy()).max() <= 1e-2 * scale, name
+    assert (tmp_path / "full.onnx").stat().st_size > 1.5 * (tmp_path / "half.onnx").stat().st_size
+
+
 class ChannelShuffle(nn.Module):
     """Reshapes to a shape computed from the batch size, as ShuffleNet does."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,20 @@ from onnxmtl.ir import load
 from onnxmtl.runtime import available_providers, session
 
 PROVIDERS = {"auto": None, "cpu": ["CPUExecutionProvider"]}
+TENSORRT = "TensorrtExecutionProvider"
 
 
 def resolve_providers(provider: str) -> list[str]:
-    """'auto' (CUDA where it loads, else CPU), 'cpu' or 'cuda' as onnxruntime provider names."""
+    """'auto' (CUDA where it loads, else CPU), 'cpu', 'cuda' or 'tensorrt' (only when asked:
+    engines take minutes to build) as onnxruntime provider names."""
+    if provider == "tensorrt":
+        cuda = available_providers()
+        if cuda[0] != "CUDAExecutionProvider" or TENSORRT not in ort.get_available_providers():
+            raise ConfigError(
+                "--provider tensorrt: onnxruntime's TensorRT provider or a CUDA device is not "
+                "available here; use --provider cuda, auto or cpu."
+            )
+        return [TENSORRT, *cuda]
     if provider == "cuda":
         providers = available_providers()
         if providers[0] != "CUDAExecutionProvider":
@@ -34,7 +44,7 @@ def resolve_providers(provider: str) -> list[str]:
             )
         return providers
     if provider not in PROVIDERS:
-        raise ConfigError(f"--provider {provider!r}: expected auto, cpu or cuda.")
+        raise ConfigError(f"--provider {provider!r}: expected auto, cpu, cuda or tensorrt.")
     return PROVIDERS[provider] or available_providers()
 
 
@@ -73,6 +83,26 @@ def _batch_shape(info: dict[str, Any], batch: int) -> tuple[int, ...]:
     return (batch, *shape[1:])
 
 
+def bound_call(
+    sess: ort.InferenceSession, feed: dict[str, np.ndarray]
+) -> tuple[Callable[[], None], ort.IOBinding]:
+    """A call running `sess` on inputs already placed on its device, leaving the outputs
+    there (I/O binding), so that timings exclude host-device copies; and the binding, whose
+    outputs can be read back."""
+    device = "cpu" if sess.get_providers()[0] == "CPUExecutionProvider" else "cuda"
+    binding = sess.io_binding()
+    for name, x in feed.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, device, 0))
+    for out in sess.get_outputs():
+        binding.bind_output(out.name, device)
+
+    def call() -> None:
+        sess.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+
+    return call, binding
+
+
 def bench(
     models: dict[str, str | Path] | Sequence[str | Path],
     batch_sizes: Sequence[int] = (1,),
@@ -86,7 +116,8 @@ def bench(
     """Latency (p50/p90/p99 ms) and throughput (images/s) of every model for every batch
     size, timed in turn within each repeat after `warmup` runs (with several models, worker
     threads do not spin between runs), plus parameters, MACs, file bytes and peak memory.
-    Models are named by file stem unless given as a dict."""
+    Inputs and outputs stay on the provider's device (I/O binding): a GPU's timings exclude
+    host copies. Models are named by file stem unless given as a dict."""
     if not isinstance(models, dict):
         models = {Path(m).stem: m for m in models}
     if not models:
@@ -105,8 +136,7 @@ def bench(
         calls = {}
         for name, info in infos.items():
             x = rng.standard_normal(_batch_shape(info, batch)).astype(np.float32)
-            feed = {info["input"]: x}
-            calls[name] = lambda s=sessions[name], f=feed: s.run(None, f)
+            calls[name] = bound_call(sessions[name], {info["input"]: x})[0]
         times = interleaved_times(calls, repeats, warmup)
         for name, seconds in times.items():
             ms = np.array(seconds) * 1e3
@@ -132,6 +162,7 @@ def bench(
             "providers": sessions[next(iter(sessions))].get_providers(),
             "threads": threads or "onnxruntime default",
             "spinning": spinning,
+            "io_binding": True,
             "warmup": warmup,
             "repeats": repeats,
             "batch_sizes": list(batch_sizes),

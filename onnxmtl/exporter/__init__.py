@@ -7,6 +7,15 @@ from onnxmtl.exporter.onnx_export import (
     ExportReport,
     export,
     image_shape,
+    trace_to_onnx,
 )
 
-__all__ = ["DEFAULT_OPSET", "INPUT_NAME", "POLICY_KEY", "ExportReport", "export", "image_shape"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "INPUT_NAME",
+    "POLICY_KEY",
+    "ExportReport",
+    "export",
+    "image_shape",
+    "trace_to_onnx",
+]

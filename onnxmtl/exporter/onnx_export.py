@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import warnings
@@ -23,6 +24,7 @@ from onnxmtl.runtime import session
 
 DEFAULT_OPSET = 17
 DEFAULT_RTOL = 1e-4
+FP16_RTOL = 1e-2  # float16 keeps 11 significant bits; errors add up over a network
 INPUT_NAME = "image"
 POLICY_KEY = "onnxmtl.policy"
 
@@ -40,6 +42,7 @@ class ExportReport:
     max_abs_diff: float
     max_rel_diff: float
     tolerance: float
+    precision: str = "fp32"
 
 
 class _TupleOutputs(nn.Module):
@@ -52,6 +55,18 @@ class _TupleOutputs(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(x)
         return tuple(out[name] for name in self.model.task_names)
+
+
+class _Half(nn.Module):
+    """Computes in float16 between a float32 input and float32 outputs, so that callers
+    feed and read the same tensors as from the float32 model."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner.half()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(o.float() for o in self.inner(x.half()))
 
 
 def image_shape(model: DerivedModel, size: Sequence[int] | None = None) -> tuple[int, int, int]:
@@ -72,15 +87,18 @@ def export(
     path: str | Path,
     input_size: Sequence[int] | None = None,
     opset: int = DEFAULT_OPSET,
-    tolerance: float = DEFAULT_RTOL,
+    tolerance: float | None = None,
     seed: int = 0,
     batch: int | None = None,
+    fp16: bool = False,
 ) -> ExportReport:
     """Write `model` to `path` as one ONNX graph: input 'image' (a dynamic batch, or the
     fixed `batch`), one output per task named after it, the policy in the metadata. The file
-    is checked with the ONNX checker and onnxruntime must match PyTorch within `tolerance`
-    (max difference over the largest output magnitude) on a seeded batch (of 2 when the batch
-    is dynamic, traced with 1), else nothing is written."""
+    is checked with the ONNX checker and onnxruntime must match PyTorch (float32) within
+    `tolerance` (max difference over the largest output magnitude; default 1e-4, or 1e-2
+    with `fp16`) on a seeded batch (of 2 when the batch is dynamic, traced with 1), else
+    nothing is written. `fp16` computes in float16 between a float32 input and float32
+    outputs (for GPUs; half the weight bytes)."""
     if not isinstance(model, DerivedModel):
         raise ConfigError(
             f"export takes a DerivedModel (from onnxmtl.derive), got {type(model).__name__}."
@@ -95,7 +113,11 @@ def export(
     try:
         with torch.no_grad():
             expected = [o.numpy() for o in _TupleOutputs(model)(x)]
-        proto = _to_onnx(model, x if batch else x[:1], opset, dynamic=batch is None)
+        wrapper = _TupleOutputs(model).eval()
+        if fp16:
+            wrapper = _Half(copy.deepcopy(wrapper))
+        axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]} if batch is None else None
+        proto = trace_to_onnx(wrapper, [x if batch else x[:1]], [INPUT_NAME], names, opset, axes)
     finally:
         model.train(was_training)
     proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
@@ -104,11 +126,14 @@ def export(
         {
             POLICY_KEY: json.dumps(asdict(model.policy)),
             "onnxmtl.tasks": json.dumps([t.to_dict() for t in model.tasks]),
+            "onnxmtl.precision": "fp16" if fp16 else "fp32",
         },
     )
     onnx.checker.check_model(proto, full_check=True)
     got = session(proto, ["CPUExecutionProvider"]).run(names, {INPUT_NAME: x.numpy()})
     max_abs, max_rel = max_diffs(expected, got)
+    if tolerance is None:
+        tolerance = FP16_RTOL if fp16 else DEFAULT_RTOL
     if max_rel > tolerance:
         hint = (
             " The backbone's batch size does not stay dynamic; export with a fixed batch "
@@ -132,28 +157,34 @@ def export(
         max_abs,
         max_rel,
         tolerance,
+        "fp16" if fp16 else "fp32",
     )
 
 
-def _to_onnx(
-    model: DerivedModel, x: torch.Tensor, opset: int, dynamic: bool = True
+def trace_to_onnx(
+    module: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    input_names: Sequence[str],
+    output_names: Sequence[str] | None = None,
+    opset: int = DEFAULT_OPSET,
+    dynamic_axes: dict | None = None,
 ) -> onnx.ModelProto:
-    names = model.task_names
-    axes = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}} if dynamic else None
+    """`module` (in the mode it is in) traced on `inputs` by torch's legacy exporter, with
+    constants folded; value_info dropped (stale at other batch sizes)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         buffer = io.BytesIO()
         torch.onnx.export(
-            _TupleOutputs(model).train(model.training),
-            (x,),
+            module,
+            tuple(inputs),
             buffer,
-            input_names=[INPUT_NAME],
-            output_names=names,
-            dynamic_axes=axes,
+            input_names=list(input_names),
+            output_names=list(output_names) if output_names else None,
+            dynamic_axes=dynamic_axes,
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
         )
     proto = onnx.load_from_string(buffer.getvalue())
-    del proto.graph.value_info[:]  # traced at batch 1: stale for other batches
+    del proto.graph.value_info[:]
     return proto

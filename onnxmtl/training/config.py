@@ -8,6 +8,7 @@ from typing import Any
 
 from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import read_yaml
+from onnxmtl.training.precision import PRECISIONS
 
 WEIGHTINGS = ("equal", "uncertainty", "dwa")
 COSTS = (None, "params", "macs", "latency")
@@ -19,6 +20,8 @@ class SearchConfig:
 
     seed: int = 0  # seeds weights, data order, Gumbel noise and the derived policy
     device: str = "cpu"  # 'cpu', 'cuda' or 'cuda:N'
+    precision: str = "auto"  # 'auto' (bf16 autocast on CUDA, fp32 on the CPU), 'fp32',
+    # 'bf16' (autocast) or 'fp16' (autocast with a gradient scaler)
     batch_size: int = 32
     data: dict[str, Any] = field(default_factory=dict)  # options of the dataset (count, size)
     val_fraction: float = 0.1  # share of the training set held out for validation
@@ -47,7 +50,8 @@ class SearchConfig:
     cost_budget: float | None = None  # fraction of the all-specific cost; None: plain penalty
     latency_budget_ms: float | None = None  # a deadline for the derived model (sets cost to
     # 'latency'): the search is penalised for expected latency above it
-    latency_provider: str = "auto"  # where latency is measured: 'auto', 'cpu' or 'cuda'
+    latency_provider: str = "auto"  # where latency is measured: 'auto', 'cpu', 'cuda' or
+    # 'tensorrt'
     latency_batch: int = 1  # the batch size the deadline is for
     latency_threads: int = 0  # onnxruntime intra-op threads (0: its default)
     latency_cache: str | None = None  # folder of measured tables; None: $ONNXMTL_CACHE/latency
@@ -89,6 +93,7 @@ class SearchConfig:
             "cost": COSTS,
             "log_format": ("jsonl", "csv"),
             "post_train_init": ("backbone", "search"),
+            "precision": PRECISIONS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -111,9 +116,10 @@ class SearchConfig:
                     "and cost_budget out (or set cost: latency)."
                 )
             self.cost = "latency"
-        if self.latency_provider not in ("auto", "cpu", "cuda"):
+        if self.latency_provider not in ("auto", "cpu", "cuda", "tensorrt"):
             raise ConfigError(
-                f"config: latency_provider={self.latency_provider!r}; expected auto, cpu or cuda."
+                f"config: latency_provider={self.latency_provider!r}; expected auto, cpu, cuda "
+                "or tensorrt."
             )
         for name in ("latency_batch", "latency_threads"):
             value = getattr(self, name)

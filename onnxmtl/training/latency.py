@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import platform
 import tempfile
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,16 +18,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from onnxmtl.benchmark.bench import resolve_providers
+from onnxmtl.benchmark.bench import bound_call, resolve_providers
 from onnxmtl.benchmark.timing import median_seconds
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, SuperModel
 from onnxmtl.compiler.plan import unit_ancestors
+from onnxmtl.derived import derive, perturb_weights
 from onnxmtl.errors import ConfigError
+from onnxmtl.exporter import export, trace_to_onnx
 from onnxmtl.io_utils import atomic_write_text, default_cache
 from onnxmtl.runtime import session
 from onnxmtl.training.regularizers import expected_cost
 
-TABLE_VERSION = 6
+TABLE_VERSION = 7
 OPSET = 17
 
 
@@ -190,22 +190,6 @@ def _segments(derived, vals: list) -> dict[int, tuple[list, list[int], dict, lis
     return out
 
 
-def _to_onnx(module: nn.Module, inputs: list[torch.Tensor]) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            tuple(inputs),
-            buffer,
-            input_names=[f"x{i}" for i in range(len(inputs))],
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    return buffer.getvalue()
-
-
 class _Timer:
     """onnxruntime sessions of small models, each timed on its own as a deployed model runs
     (warm, worker threads spinning), minus the time of a call that only copies the first
@@ -217,10 +201,13 @@ class _Timer:
         self.baseline_of: dict[str, str] = {}
 
     def add(self, name: str, module: nn.Module, inputs: list[torch.Tensor]) -> None:
-        sess = session(_to_onnx(module, inputs), self.providers, self.threads, spinning=False)
-        names = [i.name for i in sess.get_inputs()]
-        feed = {n: x.detach().numpy() for n, x in zip(names, inputs)}
-        self.calls[name] = lambda: sess.run(None, feed)
+        names = [f"x{i}" for i in range(len(inputs))]
+        with torch.no_grad():
+            proto = trace_to_onnx(module.eval(), inputs, names, opset=OPSET)
+        sess = session(proto, self.providers, self.threads, spinning=False)
+        kept = {i.name for i in sess.get_inputs()}
+        feed = {n: x.detach().numpy() for n, x in zip(names, inputs) if n in kept}
+        self.calls[name] = bound_call(sess, feed)[0]
         null = f"identity{tuple(inputs[0].shape)}"
         if null not in self.calls:
             self.add(null, nn.Identity(), inputs[:1])
@@ -234,9 +221,6 @@ class _Timer:
 
 def _time_models(models: dict, providers, threads, batch, repeats, warmup) -> dict[str, float]:
     """Median ms of derived models, exported and each timed on its own."""
-    from onnxmtl.derived import perturb_weights
-    from onnxmtl.exporter import export
-
     calls = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, derived in models.items():
@@ -245,7 +229,7 @@ def _time_models(models: dict, providers, threads, batch, repeats, warmup) -> di
             sess = session(str(path), providers, threads, spinning=False)
             shape = (batch, *report.input_shape[1:])
             feed = {"image": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-            calls[name] = lambda s=sess, f=feed: s.run(None, f)
+            calls[name] = bound_call(sess, feed)[0]
         return {name: median_seconds(fn, repeats, warmup) * 1e3 for name, fn in calls.items()}
 
 
@@ -262,8 +246,6 @@ def measure_latency_table(
     derived model is), then the all-shared, all-specific and all-skip models, and fit the
     table's base and scale to them. Units that cannot be cut out get their MACs times the
     measured ms per MAC."""
-    from onnxmtl.derived import derive
-
     providers = resolve_providers(provider)
     device = device_name(providers)
     timer = _Timer(providers, threads)

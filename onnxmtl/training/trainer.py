@@ -23,6 +23,7 @@ from onnxmtl.training import distributed
 from onnxmtl.training.config import SearchConfig, tau_at
 from onnxmtl.training.evaluate import evaluate, fit_input, fit_output
 from onnxmtl.training.latency import LatencyTable, ancestor_matrix, latency_table, model_ancestors
+from onnxmtl.training.precision import Precision
 from onnxmtl.training.regularizers import cost_regularizer, expected_cost, sharing_regularizer
 from onnxmtl.training.stream import BatchStream
 from onnxmtl.training.weighting import make_weighting
@@ -127,6 +128,7 @@ class Trainer:
         self.depths = torch.tensor(
             [u.depth for u in model.graph.units], dtype=torch.float32, device=self.device
         )
+        self.precision = Precision(config.precision, self.device)
         self.latency: LatencyTable | None = None
         if config.cost and not self.fixed:
             self._setup_cost()
@@ -222,13 +224,13 @@ class Trainer:
     def _task_losses(self, images, targets, mode: str, tau: float | None = None) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
         targets = {k: v.to(self.device, non_blocking=True) for k, v in targets.items()}
-        out = self.model(fit_input(images, self.model), mode=mode, tau=tau)
-        return torch.stack(
-            [
+        with self.precision.autocast():
+            out = self.model(fit_input(images, self.model), mode=mode, tau=tau)
+            losses = [
                 loss_fn(t)(fit_output(out[t.name], targets[t.name], t), targets[t.name])
                 for t in self.tasks
             ]
-        )
+        return torch.stack(losses).float()
 
     def _weight_step(self, stream: str, mode: str, tau: float | None) -> dict[str, float]:
         images, targets = self.streams[stream].next()
@@ -238,7 +240,7 @@ class Trainer:
             for t in range(len(self.tasks)):
                 self.opt.zero_grad(set_to_none=True)
                 task_losses = self._task_losses(images, targets, mode, tau)
-                (self.weighting.static[t] * task_losses[t]).backward()
+                self.precision.backward(self.weighting.static[t] * task_losses[t])
                 self._step(self.opt, self._weights())
                 losses.append(task_losses[t].detach())
             task_losses = torch.stack(losses)
@@ -246,7 +248,7 @@ class Trainer:
         else:
             task_losses = self._task_losses(images, targets, mode, tau)
             loss = self.weighting(task_losses)
-            loss.backward()
+            self.precision.backward(loss)
             self._step(self.opt, self._weights())
             total = float(loss.detach())
         if self.scheduler is not None:
@@ -281,7 +283,7 @@ class Trainer:
             if self.latency is not None:
                 expected = expected_cost(probs, self.unit_cost, self.skip_cost, self.ancestors)
                 record["latency_ms"] = self.cost_base + float(expected.detach())
-        loss.backward()
+        self.precision.backward(loss)
         self._step(self.policy_opt, self.model.policy_parameters())
         self.policy_steps += 1
         return record
@@ -289,7 +291,7 @@ class Trainer:
     def _step(self, optimizer: torch.optim.Optimizer, params: list) -> None:
         """One optimiser step on gradients averaged over the processes (under torchrun)."""
         distributed.average_gradients(params)
-        optimizer.step()
+        self.precision.step(optimizer)
         distributed.average_buffers(self.model)
 
     # -- phases -----------------------------------------------------------------------------
@@ -471,6 +473,7 @@ class Trainer:
             "opt": self.opt.state_dict() if self.phase != "done" else None,
             "policy_opt": self.policy_opt.state_dict() if self.policy_opt else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.precision.scaler.state_dict(),
             "streams": {k: s.state_dict() for k, s in self.streams.items()},
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -491,6 +494,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.model.policy = Policy(**state["policy"])
         self.weighting.load_state_dict(state["weighting"])
+        if state.get("scaler"):
+            self.precision.scaler.load_state_dict(state["scaler"])
         for name, stream in self.streams.items():
             stream.load_state_dict(state["streams"][name])
         if self.phase != "done":
