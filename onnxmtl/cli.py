@@ -587,7 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
-        again = f"; run the same command to resume {out}" if out else ""
+        how = "add --resume to the same command" if hasattr(args, "resume") else "run it again"
+        again = f"; {how} to continue {out}" if out else ""
         print(f"interrupted{again}", file=sys.stderr)
         return 130
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,12 +61,17 @@ class PerSampleNorm(nn.Module):
         return self.body(x)
 
 
-def _search(tmp_path, out: str, processes: int) -> subprocess.CompletedProcess:
+def _search(
+    tmp_path, out: str, processes: int, *extra: str, stop_at: int | None = None
+) -> subprocess.CompletedProcess:
     launcher = (
         ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
         if processes > 1
         else []
     )
+    program = ["-m", "onnxmtl.cli"]
+    if stop_at is not None:
+        program = [str(Path(__file__).parent / "interrupted_cli.py"), str(stop_at)]
     env = {**os.environ, "ONNXMTL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     args = [
         "search",
@@ -79,13 +85,14 @@ def _search(tmp_path, out: str, processes: int) -> subprocess.CompletedProcess:
         "--out",
         str(tmp_path / out),
         "--no-progress",
+        *extra,
     ]
     return subprocess.run(
-        [sys.executable, *launcher, "-m", "onnxmtl.cli", *args],
+        [sys.executable, *launcher, *program, *args],
         capture_output=True,
         text=True,
         timeout=600,
-        env=env,
+        env={**env, "PYTHONPATH": str(Path(__file__).parents[1])},
         cwd=tmp_path,
     )
 
@@ -124,3 +131,24 @@ def test_two_gloo_processes_match_one_process(setup):
         json.loads((setup / "one" / "policy.json").read_text())["choices"]
         == json.loads((setup / "two" / "policy.json").read_text())["choices"]
     )
+
+
+def test_a_killed_torchrun_search_resumes_where_it_stopped(setup):
+    """Both processes are interrupted at their 7th step (the 4th of the search; the last
+    checkpoint holds 2 search steps); `--resume` under torchrun loads rank 0's checkpoint in
+    every process and ends exactly where an uninterrupted 2-process run does."""
+    whole = _search(setup, "whole", 2)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = _search(setup, "killed", 2, stop_at=7)
+    assert killed.returncode != 0 and "add --resume to the same command" in killed.stderr
+    state = torch.load(setup / "killed" / "checkpoint.pt", weights_only=False)
+    assert (state["phase"], state["step"]) == ("search", 2)
+    resumed = _search(setup, "killed", 2, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_supermodel(setup / "whole" / "supermodel.pt").state_dict()
+    b = load_supermodel(setup / "killed" / "supermodel.pt").state_dict()
+    for name, tensor in a.items():
+        assert torch.equal(tensor, b[name]), name
+    rows = [(setup / r / "metrics.jsonl").read_text().splitlines() for r in ("whole", "killed")]
+    strip = [[{k: v for k, v in json.loads(x).items() if k != "time"} for x in r] for r in rows]
+    assert strip[0] == strip[1]
