@@ -59,6 +59,25 @@ def _print_supermodel(model, as_json: bool) -> None:
     print(json.dumps(info, indent=2) if as_json else format_summary(info))
 
 
+def cmd_latency(args: argparse.Namespace) -> int:
+    from onnxmtl.training.latency import describe_table, format_table, latency_table
+
+    if args.model.endswith(".pt"):
+        from onnxmtl.compiler import load_supermodel
+
+        model = load_supermodel(args.model)
+    elif args.tasks:
+        model = _compile(args)
+    else:
+        raise ConfigError(f"{args.model}: give --tasks TASKS.yaml (or a supermodel .pt file).")
+    table = latency_table(
+        model, args.provider, args.batch, args.threads, args.cache, progress=not args.json
+    )
+    info = describe_table(table, model)
+    print(json.dumps(info, indent=2) if args.json else format_table(info))
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from onnxmtl.ir.features import feature_maps
     from onnxmtl.lower import find_unsupported
@@ -470,6 +489,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", help="YAML task list: summarise the supermodel for these tasks")
     _compile_args(p)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "latency",
+        help="time every unit's branches with onnxruntime here (cached): the range of latency "
+        "budgets a search can ask for",
+    )
+    _model_args(p)
+    p.add_argument("--tasks", help="YAML task list (for an ONNX backbone)")
+    _compile_args(p)
+    p.add_argument("--provider", default="auto", help="auto, cpu, cuda or tensorrt")
+    p.add_argument("--batch", type=int, default=1, help="batch size the latency is for")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ORT default)")
+    p.add_argument("--cache", help="table folder (default $ONNXMTL_CACHE/latency)")
+    p.set_defaults(func=cmd_latency)
 
     p = sub.add_parser("compile", help="build the multi-task supermodel and save it")
     _model_args(p)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import onnxmtl
-from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, Projection
+from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, Projection, save_supermodel
 from onnxmtl.data import Scenes
 from onnxmtl.derived import derive
 from onnxmtl.errors import ConfigError
@@ -200,3 +200,19 @@ def _config(tmp_path):
         f"data: {{count: 16, size: 32, cache_dir: {tmp_path / 'data'}}}\n"
     )
     return path
+
+
+def test_cli_prints_the_table_and_the_budget_range(model, tmp_path):
+    save_supermodel(model, tmp_path / "s.pt")
+    args = ["latency", str(tmp_path / "s.pt"), "--provider", "cpu", "--cache", str(tmp_path)]
+    proc = run_cli(*args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert [r["unit"] for r in info["units"]] == model.unit_names
+    p = info["predicted_ms"]
+    assert p["fastest"] <= p["all-shared"] < p["all-specific"]
+    assert set(info["measured_ms"]) == {"all-shared", "all-specific", "all-skip"}
+    assert len(list(tmp_path.glob("*.json"))) == 1  # cached: the next search reads it
+    text = run_cli(*args)
+    assert text.returncode == 0 and "all-shared" in text.stdout and "skip ms" in text.stdout
+    assert_clean_error(run_cli("latency", str(model.graph.source)), "give --tasks")
