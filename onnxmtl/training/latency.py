@@ -248,34 +248,32 @@ def measure_latency_table(
     measured ms per MAC."""
     providers = resolve_providers(provider)
     device = device_name(providers)
+    if not all(isinstance(d, int) for d in model.graph.input_shape[1:]):
+        raise ConfigError(
+            f"{model.graph.source}: input size {list(model.graph.input_shape)} is symbolic; "
+            "latency is measured at a fixed image size: export the backbone with one."
+        )
     timer = _Timer(providers, threads)
-    was_training = model.training
-    model.eval()
-    try:
-        models = {n: derive(model, model.uniform_policy(b)) for n, b in CALIBRATION.items()}
-        shared = models["all-shared"].eval()
-        shape = tuple(d if isinstance(d, int) else batch for d in shared.input_shape)
-        with torch.no_grad():
-            vals = shared.values(torch.randn(batch, *shape[1:]), keep=True)
-        segments = _segments(shared, vals)
-        for u, (steps, inputs, consts, outputs) in tqdm(
-            segments.items(), desc="latency table", disable=not progress, leave=False
-        ):
-            branches = model.units[u]
-            xs = [vals[s] for s in inputs]
-            kinds = {"unit": branches.shared}
-            if model.branch_mask[u, SKIP]:
-                kinds["skip"] = branches.skip
-            for kind, branch in kinds.items():
-                segment = _Segment(shared, steps, copy.deepcopy(branch), inputs, consts, outputs)
-                try:
-                    timer.add(f"{kind}{u}", segment, xs)
-                except Exception:  # noqa: BLE001 - such a unit is estimated from its MACs
-                    continue
-        ms = timer.medians_ms(repeats, warmup)
-        measured = _time_models(models, providers, threads, batch, repeats, warmup)
-    finally:
-        model.train(was_training)
+    cpu = copy.deepcopy(model).cpu().eval()  # timed in onnxruntime; training stays untouched
+    models = {n: derive(cpu, cpu.uniform_policy(b)) for n, b in CALIBRATION.items()}
+    shared = models["all-shared"]
+    with torch.no_grad():
+        vals = shared.values(torch.randn(batch, *model.graph.input_shape[1:]), keep=True)
+    for u, (steps, inputs, consts, outputs) in tqdm(
+        _segments(shared, vals).items(), desc="latency table", disable=not progress, leave=False
+    ):
+        branches = cpu.units[u]
+        kinds = {"unit": branches.shared}
+        if cpu.branch_mask[u, SKIP]:
+            kinds["skip"] = branches.skip
+        for kind, branch in kinds.items():
+            segment = _Segment(shared, steps, branch, inputs, consts, outputs)
+            try:
+                timer.add(f"{kind}{u}", segment, [vals[s] for s in inputs])
+            except Exception:  # noqa: BLE001 - such a unit is estimated from its MACs
+                continue
+    ms = timer.medians_ms(repeats, warmup)
+    measured = _time_models(models, providers, threads, batch, repeats, warmup)
     unit_ms = _fill_unknown(model, ms)
     skip_ms = [ms.get(f"skip{u}", 0.0) for u in range(len(model.units))]
     ancestors = model_ancestors(model)
