@@ -110,7 +110,11 @@ def test_fit_through_the_calibration_models():
 
 
 def test_table_is_cached_per_model_and_setting(model, table, tmp_path, monkeypatch):
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     latency_table(model, "cpu", cache_dir=tmp_path, progress=False)
+    assert model.training  # measured on copies: the model being trained is left alone
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert len(list(tmp_path.glob("*.json"))) == 1
 
     def no_measuring(*args, **kwargs):

@@ -254,19 +254,21 @@ def measure_latency_table(
             "latency is measured at a fixed image size: export the backbone with one."
         )
     timer = _Timer(providers, threads)
-    cpu = copy.deepcopy(model).cpu().eval()  # timed in onnxruntime; training stays untouched
-    models = {n: derive(cpu, cpu.uniform_policy(b)) for n, b in CALIBRATION.items()}
+    models = {  # copies on the CPU, in eval mode: the model being trained stays untouched
+        n: derive(model, model.uniform_policy(b)).cpu().eval() for n, b in CALIBRATION.items()
+    }
     shared = models["all-shared"]
     with torch.no_grad():
         vals = shared.values(torch.randn(batch, *model.graph.input_shape[1:]), keep=True)
     for u, (steps, inputs, consts, outputs) in tqdm(
         _segments(shared, vals).items(), desc="latency table", disable=not progress, leave=False
     ):
-        branches = cpu.units[u]
+        branches = model.units[u]
         kinds = {"unit": branches.shared}
-        if cpu.branch_mask[u, SKIP]:
+        if model.branch_mask[u, SKIP]:
             kinds["skip"] = branches.skip
         for kind, branch in kinds.items():
+            branch = copy.deepcopy(branch).cpu()
             segment = _Segment(shared, steps, branch, inputs, consts, outputs)
             try:
                 timer.add(f"{kind}{u}", segment, [vals[s] for s in inputs])
