@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/compile_search.py
 	$(BIN)/python benchmarks/renormalize.py
 	$(BIN)/python benchmarks/derive_export.py
+	$(BIN)/python benchmarks/latency_budget.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
