@@ -157,7 +157,8 @@ class Trainer:
             self.cost_base = self.latency.base_ms
             self.ancestors = self.latency.ancestor_matrix().float().to(self.device)
             if c.latency_budget_ms is not None:
-                self.cost_budget = c.latency_budget_ms / self._predicted(SPECIFIC)
+                full = float(unit.sum()) * len(self.tasks) + self.cost_base  # as the regulariser
+                self.cost_budget = c.latency_budget_ms / full
                 fastest = self.latency.fastest(model.branch_mask)
                 if c.latency_budget_ms < fastest:
                     raise ConfigError(
