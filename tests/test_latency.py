@@ -15,7 +15,7 @@ from onnxmtl.data import Scenes
 from onnxmtl.derived import derive
 from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import Task
-from onnxmtl.training import SearchConfig, Trainer, expected_cost, latency
+from onnxmtl.training import SearchConfig, Trainer, cost_regularizer, expected_cost, latency
 from onnxmtl.training.latency import _fit, ancestor_matrix, latency_table, model_ancestors
 from onnxmtl.training.regularizers import expected_runs
 from tests.test_cli import assert_clean_error, run_cli
@@ -220,3 +220,16 @@ def test_cli_prints_the_table_and_the_budget_range(model, tmp_path):
     text = run_cli(*args)
     assert text.returncode == 0 and "all-shared" in text.stdout and "skip ms" in text.stdout
     assert_clean_error(run_cli("latency", str(model.graph.source)), "give --tasks")
+
+
+def test_penalty_starts_where_the_prediction_passes_the_budget(model, table):
+    unit, skip = table.costs()
+    full = float(unit.sum()) * len(TASKS) + table.base_ms  # the trainer's budget denominator
+    for branch in (SHARED, SPECIFIC):
+        choices = model.choices_of(model.uniform_policy(branch))
+        predicted = table.predict(choices)
+        for budget, penalised in ((predicted * 1.01, False), (predicted * 0.99, True)):
+            cost = cost_regularizer(
+                _one_hot(choices), unit, skip, budget / full, table.ancestor_matrix(), table.base_ms
+            )
+            assert (float(cost) > 0) == penalised
