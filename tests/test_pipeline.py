@@ -31,8 +31,10 @@ def cache(tmp_path, monkeypatch):
 
 def test_run_writes_models_and_a_report_from_its_own_figures(tiny_export, tmp_path, cache):
     out = tmp_path / "run"
+    budget = {"latency_budget_ms": 100.0, "latency_provider": "cpu"}  # met by any policy
+    config = {**TINY, **budget, "latency_cache": str(tmp_path / "lat")}
     result = onnxmtl.run(
-        tiny_export("legacy17"), "scenes", out, config=TINY, bench_repeats=3, progress=False
+        tiny_export("legacy17"), "scenes", out, config=config, bench_repeats=3, progress=False
     )
     names = ["searched", "all-shared", "single-seg", "single-depth", "single-normal"]
     assert sorted(p.name for p in (out / "models").glob("*.onnx")) == sorted(
@@ -50,10 +52,13 @@ def test_run_writes_models_and_a_report_from_its_own_figures(tiny_export, tmp_pa
     report = (out / "report.md").read_text()
     assert f"| searched | {test_metrics['seg']['miou']:.4g} |" in report
     assert f"{methods['searched']['delta_m']:+.2f}" in report
+    predicted = json.loads((out / "search" / "latency.json").read_text())["predicted_ms"]
+    assert results["latency_budget"]["predicted_ms"] == predicted
+    assert "Latency budget 100 ms at batch 1" in report and f"{predicted:.3f} ms" in report
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
         assert (out / image).stat().st_size > 1000, image
     kept = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    again = onnxmtl.run(tiny_export("legacy17"), "scenes", out, config=TINY, progress=False)
+    again = onnxmtl.run(tiny_export("legacy17"), "scenes", out, config=config, progress=False)
     assert again.results == results
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == kept
 

@@ -93,6 +93,25 @@ def latency_ratios(timing: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def budget_line(results: dict[str, Any]) -> str:
+    """The latency budget the search had, its prediction for the searched model, and what
+    bench measured at that batch size ('' without a budget)."""
+    info = results.get("latency_budget")
+    if not info or info.get("budget_ms") is None:
+        return ""
+    measured = [
+        r["p50_ms"]
+        for r in results["bench"]["latency"]
+        if r["model"] == "searched" and r["batch"] == info["batch"]
+    ]
+    seen = f"; bench measured {measured[0]:.3f} ms (p50, models timed in turn)" if measured else ""
+    return (
+        f"Latency budget {info['budget_ms']:g} ms at batch {info['batch']} on {info['device']} "
+        f"({info['providers'][0]}): the search's table predicted {info['predicted_ms']:.3f} ms "
+        f"for the searched model (all-shared {info['all_shared_ms']:.3f} ms){seen}.\n"
+    )
+
+
 def write_report(results: dict[str, Any], out: Path) -> Path:
     """Write the plots and `report.md` into `out`; return the report's path."""
     policy = Policy.from_json(out / "search" / "policy.json")
@@ -127,6 +146,7 @@ model the policy implies, heads included; MACs are counted on the exported ONNX 
 ## Inference (onnxruntime)
 
 {latency_ratios(results["bench"])}
+{budget_line(results)}
 
 {to_markdown(results["bench"])}
 

@@ -228,7 +228,12 @@ def _results(
         "methods": methods,
         "bench": timing,
         "config": config.to_dict(),
+        "latency_budget": _read_json(out / "search" / "latency.json"),
     }
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _active_seconds(out: Path, seconds: float) -> float:
