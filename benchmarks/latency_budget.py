@@ -1,7 +1,7 @@
 """Latency budget: the search under a deadline, and how well the measured-latency table predicts
 a derived model's onnxruntime latency.
 
-    .venv/bin/python benchmarks/latency_budget.py [--budgets 0.8 1.0 1.3] [--policies 8]
+    .venv/bin/python benchmarks/latency_budget.py [--budgets 0.9 1.0 1.3] [--policies 10]
         [--repeats 100] [--threads 0] [--provider cpu] [--out .cache/latency_budget]
 
 The backbone is EfficientNet-Lite0 (ImageNet weights, 64x64) on multi-fashion, with the demo's
@@ -154,8 +154,8 @@ def part2(model_path: Path, table, args, out: Path, all_shared_ms: float) -> lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budgets", nargs="+", type=float, default=[0.8, 1.0, 1.3])
-    parser.add_argument("--policies", type=int, default=8, help="random policies in part 1")
+    parser.add_argument("--budgets", nargs="+", type=float, default=[0.9, 1.0, 1.3])
+    parser.add_argument("--policies", type=int, default=10, help="random policies in part 1")
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: default)")
     parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda", "auto"])

@@ -16,7 +16,13 @@ from onnxmtl.derived import derive
 from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig, Trainer, cost_regularizer, expected_cost, latency
-from onnxmtl.training.latency import _fit, ancestor_matrix, latency_table, model_ancestors
+from onnxmtl.training.latency import (
+    _fit,
+    ancestor_matrix,
+    fit_to_budget,
+    latency_table,
+    model_ancestors,
+)
 from onnxmtl.training.regularizers import expected_runs
 from tests.test_cli import assert_clean_error, run_cli
 
@@ -144,7 +150,8 @@ def test_search_under_a_latency_budget(tiny_export, tmp_path):
     trainer = Trainer(fresh, train, config, tmp_path / "run", progress=False)
     result = trainer.run()
     info = json.loads((tmp_path / "run" / "latency.json").read_text())
-    assert info["budget_ms"] == budget
+    assert info["budget_ms"] == budget and info["predicted_ms"] <= budget + 1e-9
+    assert result.policy.method == "argmax+budget"
     assert info["predicted_ms"] == pytest.approx(t.predict(result.policy.choices))
     assert info["fastest_ms"] <= info["all_shared_ms"] < info["all_specific_ms"]
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -233,3 +240,18 @@ def test_penalty_starts_where_the_prediction_passes_the_budget(model, table):
                 _one_hot(choices), unit, skip, budget / full, table.ancestor_matrix(), table.base_ms
             )
             assert (float(cost) > 0) == penalised
+
+
+def test_fitting_a_policy_to_a_budget(model, table):
+    """From the all-specific policy, whole units are given one branch until the prediction
+    is within the budget; a policy already within it is left alone."""
+    specific = model.choices_of(model.uniform_policy(SPECIFIC))
+    shared_ms = table.predict(model.choices_of(model.uniform_policy(SHARED)))
+    logits = model.masked_logits().detach()
+    fitted, changed = fit_to_budget(table, specific, logits, shared_ms + 1e-9)
+    assert table.predict(fitted) <= shared_ms + 1e-9 and changed > 0
+    for u in range(len(model.units)):
+        column = {row[u] for row in fitted}
+        assert column == {SPECIFIC} or len(column) == 1, "changed units are unified"
+    same, none = fit_to_budget(table, specific, logits, table.predict(specific) + 1)
+    assert same == specific and none == 0

@@ -6,7 +6,7 @@ import csv
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,13 @@ from onnxmtl.tasks import loss_fn
 from onnxmtl.training import distributed
 from onnxmtl.training.config import SearchConfig, tau_at
 from onnxmtl.training.evaluate import evaluate, fit_input, fit_output
-from onnxmtl.training.latency import LatencyTable, ancestor_matrix, latency_table, model_ancestors
+from onnxmtl.training.latency import (
+    LatencyTable,
+    ancestor_matrix,
+    fit_to_budget,
+    latency_table,
+    model_ancestors,
+)
 from onnxmtl.training.precision import Precision
 from onnxmtl.training.regularizers import cost_regularizer, expected_cost, sharing_regularizer
 from onnxmtl.training.stream import BatchStream
@@ -181,13 +187,18 @@ class Trainer:
     def _predicted(self, branch: int) -> float:
         return self.latency.predict(self.model.choices_of(self.model.uniform_policy(branch)))
 
-    def _write_latency(self, policy: Policy) -> None:
-        """latency.json: the budget, the derived policy's predicted latency and the table's
-        setting (device, provider, batch, threads, calibration)."""
+    def _write_latency(self, policy: Policy, unfitted: Policy) -> None:
+        """latency.json: the budget, the derived policy's predicted latency (and the plain
+        argmax policy's, before it was fitted to the budget), and the table's setting
+        (device, provider, batch, threads, calibration)."""
         table = self.latency
         info = {
             "budget_ms": self.config.latency_budget_ms,
             "predicted_ms": table.predict(policy.choices),
+            "predicted_unfitted_ms": table.predict(unfitted.choices),
+            "fitted_pairs": sum(
+                a != b for x, y in zip(policy.choices, unfitted.choices) for a, b in zip(x, y)
+            ),
             "all_shared_ms": self._predicted(SHARED),
             "all_specific_ms": self._predicted(SPECIFIC),
             "fastest_ms": table.fastest(self.model.branch_mask),
@@ -324,11 +335,18 @@ class Trainer:
     def _finish_phase(self) -> None:
         if self.phase == "search":
             policy = derive_policy(self.model, self.config.derive, self.config.seed)
+            budget = self.config.latency_budget_ms
+            unfitted = policy
+            if self.latency is not None and budget is not None:
+                choices, _ = fit_to_budget(
+                    self.latency, policy.choices, self.model.masked_logits(), budget
+                )
+                policy = replace(policy, choices=choices, method=f"{policy.method}+budget")
             self.model.policy = policy
             if self.main:
                 policy.to_json(self.run_dir / "policy.json")
                 if self.latency is not None:
-                    self._write_latency(policy)
+                    self._write_latency(policy, unfitted)
             if self.config.post_train_init == "backbone":
                 self._restore_initial_weights()
         self.phase = PHASES[PHASES.index(self.phase) + 1]
