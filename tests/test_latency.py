@@ -23,7 +23,7 @@ from onnxmtl.training.latency import (
     latency_table,
     model_ancestors,
 )
-from onnxmtl.training.regularizers import expected_runs
+from onnxmtl.training.regularizers import current_policy, expected_runs
 from tests.test_cli import assert_clean_error, run_cli
 
 TASKS = [Task("a", "depth"), Task("b", "normals"), Task("c", "depth")]
@@ -255,3 +255,11 @@ def test_fitting_a_policy_to_a_budget(model, table):
         assert column == {SPECIFIC} or len(column) == 1, "changed units are unified"
     same, none = fit_to_budget(table, specific, logits, table.predict(specific) + 1)
     assert same == specific and none == 0
+
+
+def test_the_cost_sees_the_argmax_policy_with_softmax_gradients():
+    logits = torch.tensor([[[2.0, 1.0, 0.0], [0.0, 0.5, 3.0]]], requires_grad=True)
+    current = current_policy(logits)
+    assert current.detach().tolist() == [[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]
+    (current * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert logits.grad.abs().sum() > 0

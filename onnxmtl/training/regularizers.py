@@ -26,6 +26,16 @@ def sharing_regularizer(
     return (penalty * weight).sum()
 
 
+def current_policy(logits: torch.Tensor) -> torch.Tensor:
+    """The policy the logits would derive now (one-hot argmax) as values, with the gradient
+    of their softmax (straight-through): a cost of it is the derived model's cost, which the
+    relaxed probabilities overstate (independently drawn tasks rarely stay together through
+    many units), and it still moves the logits."""
+    soft = torch.softmax(logits, -1)
+    hard = torch.nn.functional.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft)
+    return hard + soft - soft.detach()
+
+
 def together(probs: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor:
     """(tasks, tasks, units): the probability that two tasks carry the same value into a unit,
     that is, took the same shared branch or the same skip at every unit feeding it.

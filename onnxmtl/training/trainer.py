@@ -30,7 +30,12 @@ from onnxmtl.training.latency import (
     model_ancestors,
 )
 from onnxmtl.training.precision import Precision
-from onnxmtl.training.regularizers import cost_regularizer, expected_cost, sharing_regularizer
+from onnxmtl.training.regularizers import (
+    cost_regularizer,
+    current_policy,
+    expected_cost,
+    sharing_regularizer,
+)
 from onnxmtl.training.stream import BatchStream
 from onnxmtl.training.weighting import make_weighting
 
@@ -282,8 +287,9 @@ class Trainer:
         loss = loss + c.sharing_weight * reg
         record = {"policy_loss": float(loss.detach()), "sharing": float(reg.detach())}
         if c.cost and c.cost_weight:
+            current = current_policy(self.model.masked_logits())
             cost = cost_regularizer(
-                probs,
+                current,
                 self.unit_cost,
                 self.skip_cost,
                 self.cost_budget,
@@ -293,7 +299,7 @@ class Trainer:
             loss = loss + c.cost_weight * cost
             record["cost"] = float(cost.detach())
             if self.latency is not None:
-                expected = expected_cost(probs, self.unit_cost, self.skip_cost, self.ancestors)
+                expected = expected_cost(current, self.unit_cost, self.skip_cost, self.ancestors)
                 record["latency_ms"] = self.cost_base + float(expected.detach())
         self.precision.backward(loss)
         self._step(self.policy_opt, self.model.policy_parameters())
