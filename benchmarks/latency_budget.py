@@ -1,12 +1,11 @@
 """Latency budget: the search under a deadline, and how well the measured-latency table predicts
 a derived model's onnxruntime latency.
 
-    .venv/bin/python benchmarks/latency_budget.py [--budgets 1.0 1.5] [--policies 10]
+    .venv/bin/python benchmarks/latency_budget.py [--budgets 0.9 1.2] [--policies 10]
         [--repeats 100] [--threads 0] [--provider cpu] [--out .cache/latency_budget]
 
 The backbone is EfficientNet-Lite0 (ImageNet weights, 64x64) on multi-fashion, with the demo's
-CPU-sized search (batch 32, 40 warm-up, 100 search and 150 post-training steps, 8,000 images)
-without the sharing regulariser, so that only the budget holds back task-specific units.
+CPU-sized search (batch 32, 40 warm-up, 100 search and 150 post-training steps, 8,000 images).
 Part 1 times every unit's branches (the table, cached per device and backbone), then derives
 random policies (each a different mix of shared, task-specific and skipped units), exports
 them and compares their measured latency with the table's prediction. Part 2 searches once
@@ -129,12 +128,7 @@ def part2(model_path: Path, table, args, out: Path, all_shared_ms: float) -> lis
     budgets = {"no cost": None, **{f"{f:g} x all-shared": f * all_shared_ms for f in args.budgets}}
     runs = {}
     for name, budget in budgets.items():
-        config = {
-            **CPU_CONFIG,
-            "sharing_weight": 0.0,
-            "latency_provider": args.provider,
-            "latency_threads": args.threads,
-        }
+        config = {**CPU_CONFIG, "latency_provider": args.provider, "latency_threads": args.threads}
         if budget is not None:
             config["latency_budget_ms"] = round(budget, 4)
         folder = out / name.replace(" ", "_")
@@ -177,7 +171,7 @@ def part2(model_path: Path, table, args, out: Path, all_shared_ms: float) -> lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budgets", nargs="+", type=float, default=[1.0, 1.5])
+    parser.add_argument("--budgets", nargs="+", type=float, default=[0.9, 1.2])
     parser.add_argument("--policies", type=int, default=10, help="random policies in part 1")
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: default)")
