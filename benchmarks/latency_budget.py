@@ -30,8 +30,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from evidence import backbone  # noqa: E402  (the same EfficientNet-Lite0 export)
+
 import onnxmtl  # noqa: E402
-from converters import export_backbones  # noqa: E402
 from onnxmtl.benchmark.bench import bound_call, describe, resolve_providers  # noqa: E402
 from onnxmtl.benchmark.timing import interleaved_times  # noqa: E402
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, load_supermodel  # noqa: E402
@@ -46,16 +47,6 @@ from onnxmtl.training.runs import finished, search  # noqa: E402
 
 SIZE = 64
 HEADLINE = {"left": "accuracy", "right": "accuracy", "groups": "subset_accuracy"}
-
-
-def backbone() -> Path:
-    return export_backbones.export_backbone(
-        "efficientnet_lite0",
-        "legacy17",
-        ROOT / ".cache" / "bench",
-        file_name=f"efficientnet_lite0.{SIZE}.onnx",
-        size=SIZE,
-    )
 
 
 def measure(paths: dict[str, Path], args: argparse.Namespace, rounds: int = 5) -> dict[str, float]:
@@ -179,7 +170,7 @@ def main() -> None:
     parser.add_argument("--skip-search", action="store_true", help="part 1 only")
     parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "latency_budget")
     args = parser.parse_args()
-    model_path = backbone()
+    model_path = backbone(SIZE)
     config = SearchConfig.from_dict(CPU_CONFIG)
     tasks = load_dataset("multi-fashion", "train", **config.data).tasks()
     model = onnxmtl.compile(onnxmtl.load(model_path), tasks)

@@ -23,7 +23,7 @@ from onnxmtl.training.latency import (
     latency_table,
     model_ancestors,
 )
-from onnxmtl.training.regularizers import current_policy, expected_runs
+from onnxmtl.training.regularizers import current_policy, expected_runs, full_cost
 from tests.test_cli import assert_clean_error, run_cli
 
 TASKS = [Task("a", "depth"), Task("b", "normals"), Task("c", "depth")]
@@ -159,7 +159,7 @@ def test_search_under_a_latency_budget(tiny_export, tmp_path):
     assert all(r["latency_ms"] > 0 and r["cost"] >= 0 for r in search)
     unit, skip = (c.float() for c in t.costs())
     probs = _one_hot(result.policy.choices).float()
-    expected = float(expected_cost(probs, unit, skip, t.ancestor_matrix().float()))
+    expected = float(expected_cost(probs, unit, skip, t.ancestor_matrix.float()))
     assert info["predicted_ms"] == pytest.approx(t.base_ms + expected, rel=1e-5)
 
     too_fast = SearchConfig(
@@ -231,13 +231,13 @@ def test_cli_prints_the_table_and_the_budget_range(model, tmp_path):
 
 def test_penalty_starts_where_the_prediction_passes_the_budget(model, table):
     unit, skip = table.costs()
-    full = float(unit.sum()) * len(TASKS) + table.base_ms  # the trainer's budget denominator
+    full = float(full_cost(unit, len(TASKS), table.base_ms))  # the trainer's budget denominator
     for branch in (SHARED, SPECIFIC):
         choices = model.choices_of(model.uniform_policy(branch))
         predicted = table.predict(choices)
         for budget, penalised in ((predicted * 1.01, False), (predicted * 0.99, True)):
             cost = cost_regularizer(
-                _one_hot(choices), unit, skip, budget / full, table.ancestor_matrix(), table.base_ms
+                _one_hot(choices), unit, skip, budget / full, table.ancestor_matrix, table.base_ms
             )
             assert (float(cost) > 0) == penalised
 

@@ -9,6 +9,7 @@ import json
 import platform
 import tempfile
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -54,21 +55,23 @@ class LatencyTable:
     base_ms: float
     scale: float
     skip_scale: float
-    calibration: dict[str, float]  # measured and predicted ms of the two calibration models
+    calibration: dict[str, float]  # measured ms and summed unit/skip ms of the calibration models
 
     def costs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-unit (branch, skip) costs in ms, scaled, as the regulariser takes them."""
         unit = torch.tensor(self.unit_ms, dtype=torch.float64) * self.scale
         return unit, torch.tensor(self.skip_ms, dtype=torch.float64) * self.skip_scale
 
+    @cached_property
     def ancestor_matrix(self) -> torch.Tensor:
+        """`ancestors` as the (units, units) matrix the run counts take (built once)."""
         return ancestor_matrix(self.ancestors)
 
     def predict(self, choices: list[list[int]]) -> float:
         """Predicted ms of the derived model of a policy (tasks x units branch indices)."""
         probs = torch.nn.functional.one_hot(torch.tensor(choices), 3).double()
         unit, skip = self.costs()
-        return self.base_ms + float(expected_cost(probs, unit, skip, self.ancestor_matrix()))
+        return self.base_ms + float(expected_cost(probs, unit, skip, self.ancestor_matrix))
 
     def fastest(self, allowed: torch.Tensor) -> float:
         """Predicted ms of the fastest policy the branch mask (units, 3) allows: every unit
@@ -191,9 +194,10 @@ def _segments(derived, vals: list) -> dict[int, tuple[list, list[int], dict, lis
 
 
 class _Timer:
-    """onnxruntime sessions of small models, each timed on its own as a deployed model runs
-    (warm, worker threads spinning), minus the time of a call that only copies the first
-    input (an Identity session), so that per-call overhead is not counted as compute."""
+    """onnxruntime sessions of small models, each timed on its own and warm (worker threads
+    not spinning between calls, as in the calibration), minus the time of a call that only
+    copies the first input (an Identity session), so that per-call overhead is not counted
+    as compute."""
 
     def __init__(self, providers: list[str], threads: int) -> None:
         self.providers, self.threads = providers, threads
@@ -201,18 +205,20 @@ class _Timer:
         self.baseline_of: dict[str, str] = {}
 
     def add(self, name: str, module: nn.Module, inputs: list[torch.Tensor]) -> None:
+        self.calls[name] = self._call(module, inputs)
+        null = f"identity{tuple(inputs[0].shape)}"
+        if null not in self.calls:
+            self.calls[null] = self._call(nn.Identity(), inputs[:1])
+        self.baseline_of[name] = null
+
+    def _call(self, module: nn.Module, inputs: list[torch.Tensor]):
         names = [f"x{i}" for i in range(len(inputs))]
         with torch.no_grad():
             proto = trace_to_onnx(module.eval(), inputs, names, opset=OPSET)
         sess = session(proto, self.providers, self.threads, spinning=False)
         kept = {i.name for i in sess.get_inputs()}
         feed = {n: x.detach().numpy() for n, x in zip(names, inputs) if n in kept}
-        self.calls[name] = bound_call(sess, feed)[0]
-        null = f"identity{tuple(inputs[0].shape)}"
-        if null not in self.calls:
-            self.add(null, nn.Identity(), inputs[:1])
-            del self.baseline_of[null]
-        self.baseline_of[name] = null
+        return bound_call(sess, feed)[0]
 
     def medians_ms(self, repeats: int, warmup: int) -> dict[str, float]:
         ms = {name: median_seconds(fn, repeats, warmup) * 1e3 for name, fn in self.calls.items()}
@@ -280,10 +286,10 @@ def measure_latency_table(
     skip_ms = [ms.get(f"skip{u}", 0.0) for u in range(len(model.units))]
     ancestors = model_ancestors(model)
     unit, skip = (torch.tensor(v, dtype=torch.float64) for v in (unit_ms, skip_ms))
+    anc = ancestor_matrix(ancestors)
     sums = {}
     for name, derived in models.items():
         probs = torch.nn.functional.one_hot(torch.tensor(derived.policy.choices), 3).double()
-        anc = ancestor_matrix(ancestors)
         sums[name] = (
             float(expected_cost(probs, unit, torch.zeros_like(skip), anc)),
             float(expected_cost(probs, torch.zeros_like(unit), skip, anc)),

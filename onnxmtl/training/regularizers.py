@@ -79,6 +79,12 @@ def expected_cost(
     return (unit_cost * (runs[:, SHARED] + runs[:, SPECIFIC]) + skip_cost * runs[:, SKIP]).sum()
 
 
+def full_cost(unit_cost: torch.Tensor, num_tasks: int, base: float = 0.0) -> torch.Tensor:
+    """The all-specific model's cost (every task its own copy of every unit) plus `base`: the
+    unit a cost budget is a fraction of."""
+    return unit_cost.sum() * num_tasks + base
+
+
 def cost_regularizer(
     probs: torch.Tensor,
     unit_cost: torch.Tensor,
@@ -90,7 +96,7 @@ def cost_regularizer(
     """The expected cost (plus a fixed `base`) as a fraction of the all-specific model's;
     with a `budget` (same unit), only the excess over it is penalised (squared, so it
     vanishes smoothly)."""
-    full = unit_cost.sum() * probs.shape[0] + base
+    full = full_cost(unit_cost, probs.shape[0], base)
     ratio = (expected_cost(probs, unit_cost, skip_cost, ancestors) + base) / full.clamp_min(1e-9)
     if budget is None:
         return ratio

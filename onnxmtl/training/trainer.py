@@ -34,6 +34,7 @@ from onnxmtl.training.regularizers import (
     cost_regularizer,
     current_policy,
     expected_cost,
+    full_cost,
     sharing_regularizer,
 )
 from onnxmtl.training.stream import BatchStream
@@ -166,9 +167,9 @@ class Trainer:
             )
             unit, skip = self.latency.costs()
             self.cost_base = self.latency.base_ms
-            self.ancestors = self.latency.ancestor_matrix().float().to(self.device)
+            self.ancestors = self.latency.ancestor_matrix.float().to(self.device)
             if c.latency_budget_ms is not None:
-                full = float(unit.sum()) * len(self.tasks) + self.cost_base  # as the regulariser
+                full = float(full_cost(unit, len(self.tasks), self.cost_base))
                 self.cost_budget = c.latency_budget_ms / full
                 fastest = self.latency.fastest(model.branch_mask)
                 if c.latency_budget_ms < fastest:
