@@ -214,7 +214,7 @@ def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tm
 
 def test_post_training_starts_from_the_backbone_weights(tiny_export, scenes, tmp_path):
     train, _ = scenes
-    config = SearchConfig(**{**TINY, "post_train_steps": 0})
+    config = SearchConfig(**{**TINY, "post_train_steps": 0, "batchnorm_batches": 0})
     model = _model(tiny_export, train.tasks())
     Trainer(model, train, config, tmp_path, progress=False).run()
     initial = torch.load(tmp_path / "initial.pt", weights_only=True)

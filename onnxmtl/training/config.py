@@ -68,6 +68,9 @@ class SearchConfig:
     baseline_steps: int | None = None  # baselines' training steps; None: as many as the
     # derived model's post-training (or, with post_train_init 'search', as many weight
     # updates as the whole search run)
+    batchnorm_batches: int = 32  # batches over which every BatchNorm's statistics are
+    # re-estimated with the final weights before evaluation and export (precise BN); 0 keeps
+    # the running averages of training
 
     # Loss weighting of the tasks (on top of each task's static weight).
     weighting: str = "equal"  # 'equal', 'uncertainty' (Kendall et al.) or 'dwa'
@@ -83,7 +86,13 @@ class SearchConfig:
         for name in ("batch_size", "tau_every", "weight_steps", "policy_steps", "dwa_window"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be an integer >= 1.")
-        for name in ("warmup_steps", "search_steps", "post_train_steps", "checkpoint_every"):
+        for name in (
+            "warmup_steps",
+            "search_steps",
+            "post_train_steps",
+            "batchnorm_batches",
+            "checkpoint_every",
+        ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be an integer >= 0.")
         choices = {

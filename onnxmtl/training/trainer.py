@@ -20,6 +20,7 @@ from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import atomic_write, atomic_write_text
 from onnxmtl.tasks import loss_fn
 from onnxmtl.training import distributed
+from onnxmtl.training.batchnorm import recompute_batchnorm
 from onnxmtl.training.config import SearchConfig, tau_at
 from onnxmtl.training.evaluate import evaluate, fit_input, fit_output
 from onnxmtl.training.latency import (
@@ -356,6 +357,8 @@ class Trainer:
                     self._write_latency(policy, unfitted)
             if self.config.post_train_init == "backbone":
                 self._restore_initial_weights()
+        if self.phase == "post" and self.config.batchnorm_batches:
+            self._recompute_batchnorm()
         self.phase = PHASES[PHASES.index(self.phase) + 1]
         self.step = 0
         if self.phase != "done":
@@ -430,6 +433,37 @@ class Trainer:
         initial["policy_logits"] = self.model.policy_logits.detach()
         self.model.load_state_dict(initial)
         self.streams["train"].load_state_dict({"epoch": 0, "offset": 0})
+
+    def _recompute_batchnorm(self) -> None:
+        """Precise BatchNorm statistics for the trained policy, from batches of the training
+        split in an order of their own; under torchrun each process measures its share and
+        the statistics are averaged."""
+        stream = BatchStream(
+            self.train_set,
+            self.splits["train"],
+            self.config.batch_size,
+            self.config.seed,
+            "batchnorm",
+            self.rank,
+            self.world,
+        )
+        bar = tqdm(
+            total=self.config.batchnorm_batches,
+            desc=f"{self.label} batchnorm statistics".strip(),
+            disable=not (self.progress and self.main),
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+        def forward() -> None:
+            images = fit_input(stream.next()[0].to(self.device), self.model)
+            with self.precision.autocast():
+                self.model(images, mode="fixed")
+            bar.update(1)
+
+        with bar:
+            recompute_batchnorm(self.model, forward, self.config.batchnorm_batches)
+        distributed.average_buffers(self.model)
 
     def _final(self) -> SearchResult:
         c = self.config
