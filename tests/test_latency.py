@@ -264,3 +264,20 @@ def test_the_cost_sees_the_argmax_policy_with_softmax_gradients():
     assert torch.allclose(current.detach(), want, atol=1e-6)
     (current * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
     assert logits.grad.abs().sum() > 0
+
+
+def test_rejoining_a_branch_off_has_a_gradient():
+    """Three units in a chain, two tasks; task 1 alone skips unit 0, so unit 1 and 2 run twice.
+    The runs fall if task 1 takes unit 0's shared branch again, and the gradient says so
+    (a product of ancestors that is 0 still has the exact derivative)."""
+    logits = torch.tensor(
+        [[[2.0, 0.0, 0.0]] * 3, [[0.0, 0.0, 2.0], [2.0, 0.0, 0.0], [2.0, 0.0, 0.0]]],
+        dtype=torch.float64,
+        requires_grad=True,
+    )
+    anc = torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0]], dtype=torch.float64)
+    runs = expected_runs(current_policy(logits), anc)
+    assert runs[:, SHARED].tolist() == pytest.approx([1.0, 2.0, 2.0])
+    runs[:, SHARED].sum().backward()
+    grad = logits.grad[1, 0]
+    assert float(grad[SHARED]) < 0 < float(grad[SKIP])

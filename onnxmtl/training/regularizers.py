@@ -39,10 +39,12 @@ def current_policy(logits: torch.Tensor) -> torch.Tensor:
 def together(probs: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor:
     """(tasks, tasks, units): the probability that two tasks carry the same value into a unit,
     that is, took the same shared branch or the same skip at every unit feeding it.
-    `ancestors` (units, units) is 1 where the column's unit feeds the row's."""
+    `ancestors` (units, units) is 1 where the column's unit feeds the row's. The product over
+    ancestors keeps its exact gradient where a factor is 0: for tasks that one unit alone
+    keeps apart, it is what tells the search that re-joining there saves every later run."""
     same = torch.einsum("avb,cvb->acv", probs[..., [SHARED, SKIP]], probs[..., [SHARED, SKIP]])
-    log_same = torch.log(same.clamp_min(1e-12))
-    return torch.exp(log_same @ ancestors.to(probs.dtype).T)
+    feeds = ancestors.bool()[None, None]
+    return torch.where(feeds, same[:, :, None, :], torch.ones((), dtype=same.dtype)).prod(-1)
 
 
 def expected_runs(probs: torch.Tensor, ancestors: torch.Tensor | None = None) -> torch.Tensor:
