@@ -110,7 +110,7 @@ def test_two_gloo_processes_match_one_process(setup):
     one = _search(setup, "one", 1)
     assert one.returncode == 0, one.stderr
     two = _search(setup, "two", 2)
-    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.returncode == 0, two.stderr
     assert two.stdout.count("policy:") == 1  # only rank 0 prints
     a = load_supermodel(setup / "one" / "supermodel.pt")
     b = load_supermodel(setup / "two" / "supermodel.pt")

@@ -29,8 +29,8 @@ def prepare_dir(out: Path, resume: bool, force: bool) -> bool:
     """Check the run folder: returns whether to resume. A folder holding a run is never
     reused without --resume or --force."""
     holds_run = (out / RUN_FILE).exists() or has_checkpoint(out)
+    distributed.barrier()  # every process has looked before rank 0 writes or deletes
     if holds_run and force:
-        distributed.barrier()  # every process has looked before rank 0 deletes
         if distributed.is_main():
             shutil.rmtree(out)
         distributed.barrier()
