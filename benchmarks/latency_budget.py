@@ -129,7 +129,7 @@ def part2(model_path: Path, table, args, out: Path, all_shared_ms: float) -> lis
     paths = {}
     for name, folder in runs.items():
         supermodel = load_supermodel(folder / "supermodel.pt")
-        derived = derive(supermodel)
+        derived = derive(supermodel, onnxmtl.Policy.from_json(folder / "policy.json"))
         save_derived(derived, supermodel, folder / "derived.pt")
         paths[name] = folder / "searched.onnx"
         export(load_derived(folder / "derived.pt"), paths[name])
