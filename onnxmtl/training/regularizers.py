@@ -96,10 +96,12 @@ def cost_regularizer(
     base: float = 0.0,
 ) -> torch.Tensor:
     """The expected cost (plus a fixed `base`) as a fraction of the all-specific model's;
-    with a `budget` (same unit), only the excess over it is penalised (squared, so it
-    vanishes smoothly)."""
+    with a `budget` (same unit), only the excess over it, linearly. Its gradient stays as
+    small as the plain cost's: early in a search the argmax policy is noise, far over any
+    budget, and a squared excess then gave gradients that filled Adam's second moment and
+    froze the policy logits for the rest of the search."""
     full = full_cost(unit_cost, probs.shape[0], base)
     ratio = (expected_cost(probs, unit_cost, skip_cost, ancestors) + base) / full.clamp_min(1e-9)
     if budget is None:
         return ratio
-    return F.relu(ratio - budget) ** 2 * 100
+    return F.relu(ratio - budget)
