@@ -118,18 +118,7 @@ class Trainer:
             )
         model.to(self.device)
         self.splits = split_indices(len(train), config.seed, config.val_fraction)
-        self.streams = {
-            name: BatchStream(
-                train,
-                self.splits[name],
-                config.batch_size,
-                config.seed,
-                name,
-                self.rank,
-                self.world,
-            )
-            for name in ("train", "train1", "train2")
-        }
+        self.streams = {name: self._stream(name, name) for name in ("train", "train1", "train2")}
         self.weighting = make_weighting(
             config.weighting, self.tasks, config.dwa_temperature, config.dwa_window
         )
@@ -375,13 +364,8 @@ class Trainer:
         done = 0
         while self.phase != "done":
             length = self._phase_length()
-            bar = tqdm(
-                total=length,
-                initial=self.step,
-                desc=f"{self.label} {'train' if self.fixed else PHASE_NAMES[self.phase]}".strip(),
-                disable=not (self.progress and self.main),
-                leave=False,
-                dynamic_ncols=True,
+            bar = self._bar(
+                length, "train" if self.fixed else PHASE_NAMES[self.phase], initial=self.step
             )
             self.model.train()
             while self.step < length:
@@ -434,26 +418,30 @@ class Trainer:
         self.model.load_state_dict(initial)
         self.streams["train"].load_state_dict({"epoch": 0, "offset": 0})
 
-    def _recompute_batchnorm(self) -> None:
-        """Precise BatchNorm statistics for the trained policy, from batches of the training
-        split in an order of their own; under torchrun each process measures its share and
-        the statistics are averaged."""
-        stream = BatchStream(
-            self.train_set,
-            self.splits["train"],
-            self.config.batch_size,
-            self.config.seed,
-            "batchnorm",
-            self.rank,
-            self.world,
+    def _stream(self, name: str, split: str) -> BatchStream:
+        """Batches of `split` in the order named `name`, this process's share of each."""
+        c = self.config
+        return BatchStream(
+            self.train_set, self.splits[split], c.batch_size, c.seed, name, self.rank, self.world
         )
-        bar = tqdm(
-            total=self.config.batchnorm_batches,
-            desc=f"{self.label} batchnorm statistics".strip(),
+
+    def _bar(self, total: int, what: str, initial: int = 0) -> tqdm:
+        """A progress bar for `what`, shown by rank 0 only when progress is on."""
+        return tqdm(
+            total=total,
+            initial=initial,
+            desc=f"{self.label} {what}".strip(),
             disable=not (self.progress and self.main),
             leave=False,
             dynamic_ncols=True,
         )
+
+    def _recompute_batchnorm(self) -> None:
+        """Precise BatchNorm statistics for the trained policy, from batches of the training
+        split in an order of their own; under torchrun each process measures its share and
+        the statistics are averaged."""
+        stream = self._stream("batchnorm", "train")
+        bar = self._bar(self.config.batchnorm_batches, "batchnorm statistics")
 
         def forward() -> None:
             images = fit_input(stream.next()[0].to(self.device), self.model)
