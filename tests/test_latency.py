@@ -27,7 +27,7 @@ from onnxmtl.training.regularizers import current_policy, expected_runs, full_co
 from tests.test_cli import assert_clean_error, run_cli
 
 TASKS = [Task("a", "depth"), Task("b", "normals"), Task("c", "depth")]
-TINY = dict(batch_size=4, warmup_steps=2, search_steps=6, post_train_steps=2, tau_every=2)
+TINY = dict(batch_size=4, warmup_steps=2, search_steps=6, post_train_steps=2)
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,11 @@ from onnxmtl.training import (
     delta_m,
     derive_policy,
     expected_cost,
+    policy_lr_at,
     sharing_regularizer,
     tau_at,
 )
+from onnxmtl.training.attribution import attribution_record, policy_gradients
 
 TINY = dict(
     batch_size=4,
@@ -31,15 +33,21 @@ TINY = dict(
     search_steps=6,
     post_train_steps=3,
     checkpoint_every=2,
-    tau_every=2,
 )
 
 
-def test_tau_schedule():
-    c = SearchConfig(tau=5.0, tau_decay=0.965, tau_every=100)
-    assert [tau_at(c, s) for s in (0, 99, 100, 250)] == pytest.approx(
-        [5.0, 5.0, 5 * 0.965, 5 * 0.965**2]
-    )
+@pytest.mark.parametrize("steps", [2, 150, 20000])
+def test_tau_and_policy_lr_schedules_span_the_search_whatever_its_length(steps):
+    c = SearchConfig(search_steps=steps, tau=5.0, tau_end=0.5, policy_lr_schedule="cosine")
+    last = steps - 1
+    assert tau_at(c, 0) == pytest.approx(5.0) and tau_at(c, last) == pytest.approx(0.5)
+    taus = [tau_at(c, s) for s in range(0, steps, max(1, steps // 50))]
+    assert all(a > b for a, b in zip(taus, taus[1:]))
+    assert policy_lr_at(c, 0) == pytest.approx(c.policy_lr)
+    assert policy_lr_at(c, last) == pytest.approx(0.0, abs=1e-12)
+    twice = SearchConfig(search_steps=steps, policy_steps=2, tau_end=0.5)
+    assert tau_at(twice, 2 * steps - 1) == pytest.approx(0.5)
+    assert policy_lr_at(SearchConfig(search_steps=steps), last) == SearchConfig().policy_lr
 
 
 def test_sharing_regularizer_formula():
@@ -93,8 +101,11 @@ def test_delta_m_signs():
         ("batch_size: 0", "batch_size must be an integer >= 1"),
         ("- 1", "expected a mapping"),
         ("cost_budget: 2", "cost_budget"),
+        ("policy_lr_schedule: step", "policy_lr_schedule='step'; expected one of constant"),
+        ("derive: conflict\nconflict_every: 0", "conflict_every between 1 and warmup_steps"),
+        ("tau_end: 0", "tau_end must be > 0"),
     ],
-    ids=["unknown", "mode", "batch", "list", "budget"],
+    ids=["unknown", "mode", "batch", "list", "budget", "lr", "conflict", "tau"],
 )
 def test_bad_configs_name_the_option(tmp_path, text, message):
     path = tmp_path / "c.yaml"
@@ -139,7 +150,10 @@ def test_search_end_to_end_writes_the_run(tiny_export, scenes, tmp_path):
     assert set(metrics) == {"val", "test"} and 0 <= metrics["test"]["seg"]["miou"] <= 1
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in rows] == ["warmup"] * 3 + ["search"] * 6 + ["post"] * 3
-    assert all("tau" in r for r in rows if r["phase"] == "search")
+    taus = [r["tau"] for r in rows if r["phase"] == "search"]
+    assert taus[0] == pytest.approx(5.0) and taus[-1] == pytest.approx(0.5)
+    shares = [r["grad_task_share"] for r in rows if r["phase"] == "search"]
+    assert all(0 < share < 1 for share in shares)
 
 
 @pytest.mark.parametrize("stop", [2, 5, 10], ids=["warmup", "search", "post"])
@@ -162,7 +176,9 @@ def test_resume_continues_exactly(tiny_export, scenes, tmp_path, stop):
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_path, monkeypatch):
     train, _ = scenes
-    config = SearchConfig(**TINY)
+    config = SearchConfig(
+        **TINY, policy_lr_schedule="cosine", conflict_every=1, conflict_init=True, cost="params"
+    )
     whole = _model(tiny_export, train.tasks())
     Trainer(whole, train, config, tmp_path / "a", progress=False).run()
 
@@ -190,6 +206,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_
     b_rows = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     strip = [{k: v for k, v in json.loads(r).items() if k != "time"} for r in a_rows]
     assert strip == [{k: v for k, v in json.loads(r).items() if k != "time"} for r in b_rows]
+    assert {"grad_task", "grad_sharing", "grad_cost", "policy_lr"} <= set(strip[5])
+    conflict = [json.loads((tmp_path / run / "conflict.json").read_text()) for run in "ab"]
+    assert conflict[0] == conflict[1] and conflict[0]["measurements"] == 3
 
 
 def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tmp_path):
@@ -241,3 +260,44 @@ def test_post_training_matches_a_baseline_trained_with_the_same_policy(
     for name, tensor in searched.state_dict().items():
         if name != "policy_logits":
             assert torch.equal(tensor, want[name]), name
+
+
+def _policy_trainer(tiny_export, scenes, tmp_path, **options) -> Trainer:
+    """A trainer on the tiny model, switched to the search phase."""
+    train, _ = scenes
+    config = SearchConfig(**{**TINY, **options})
+    trainer = Trainer(_model(tiny_export, train.tasks()), train, config, tmp_path, progress=False)
+    trainer.phase = "search"
+    trainer._make_optimizers()
+    return trainer
+
+
+def test_policy_gradient_parts_add_up_to_the_policy_loss_gradient(tiny_export, scenes, tmp_path):
+    trainer = _policy_trainer(tiny_export, scenes, tmp_path, cost="params", sharing_weight=0.5)
+    logits = trainer.model.policy_logits
+    stream = trainer.streams["train2"].state_dict()
+    torch.manual_seed(1)
+    task_loss, terms, _ = trainer._policy_terms(tau=2.0)
+    parts = policy_gradients(task_loss, terms, logits)
+    trainer.streams["train2"].load_state_dict(stream)
+    torch.manual_seed(1)
+    task_loss, terms, _ = trainer._policy_terms(tau=2.0)
+    (task_loss + sum(terms.values())).backward()
+    assert set(parts) == {"task", "sharing", "cost"}
+    assert all(part.norm() > 0 for part in parts.values())
+    torch.testing.assert_close(sum(parts.values()), logits.grad, rtol=1e-5, atol=1e-7)
+    record = attribution_record(parts)
+    norms = [record[f"grad_{name}"] for name in parts]
+    assert record["grad_task_share"] == pytest.approx(norms[0] / sum(norms))
+
+
+def test_without_regularisers_the_tasks_give_the_whole_policy_gradient(
+    tiny_export, scenes, tmp_path
+):
+    train, _ = scenes
+    config = SearchConfig(**TINY, sharing_weight=0.0)
+    Trainer(_model(tiny_export, train.tasks()), train, config, tmp_path, progress=False).run()
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    search = [r for r in rows if r["phase"] == "search"]
+    assert all(r["grad_sharing"] == 0 and r["grad_task"] > 0 for r in search)
+    assert all(r["grad_task_share"] == 1 and "grad_cost" not in r for r in search)

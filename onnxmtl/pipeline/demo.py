@@ -28,7 +28,6 @@ FULL_CONFIG = {
     "warmup_steps": 400,
     "search_steps": 1500,
     "post_train_steps": 2000,
-    "tau_every": 100,
     "data": {},
 }
 

@@ -1,7 +1,7 @@
 """Search: train the supermodel's weights and policy, derive a policy, post-train it."""
 
 from onnxmtl.training.batchnorm import recompute_batchnorm
-from onnxmtl.training.config import SearchConfig, as_config, tau_at
+from onnxmtl.training.config import SearchConfig, as_config, policy_lr_at, tau_at
 from onnxmtl.training.evaluate import delta_m, evaluate
 from onnxmtl.training.regularizers import cost_regularizer, expected_cost, sharing_regularizer
 from onnxmtl.training.trainer import SearchResult, Trainer, derive_policy
@@ -21,6 +21,7 @@ __all__ = [
     "evaluate",
     "expected_cost",
     "make_weighting",
+    "policy_lr_at",
     "recompute_batchnorm",
     "sharing_regularizer",
     "tau_at",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from onnxmtl.training.precision import PRECISIONS
 
 WEIGHTINGS = ("equal", "uncertainty", "dwa")
 COSTS = (None, "params", "macs", "latency")
+DERIVES = ("argmax", "sample", "conflict")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -37,11 +40,13 @@ class SearchConfig:
     search_mode: str = "hard"  # 'hard' (straight-through, one branch) or 'soft' (all three)
     weight_lr: float = 0.01  # SGD, momentum 0.9
     weight_decay: float = 1e-4
-    policy_lr: float = 0.01  # Adam
+    policy_lr: float = 0.01  # Adam's learning rate on the policy logits at the first policy step
+    policy_lr_schedule: str = "constant"  # 'constant' or 'cosine' (down to 0 at the last
+    # policy step, whatever the length of the search)
     policy_weight_decay: float = 5e-4
-    tau: float = 5.0  # initial Gumbel-softmax temperature
-    tau_decay: float = 0.965  # tau is multiplied by this ...
-    tau_every: int = 100  # ... after every this many policy steps
+    tau: float = 5.0  # Gumbel-softmax temperature at the first policy step ...
+    tau_end: float = 0.5  # ... annealed geometrically to this at the last one, so that short
+    # and long searches both end with nearly one-hot samples
     sharing_weight: float = 0.05  # AutoMTL's depth-weighted sharing regulariser (lambda)
     sharing_scale: float = 6.0  # its softplus sharpness s
     cost: str | None = None  # optional cost regulariser: each branch's 'params', 'macs' or
@@ -57,8 +62,22 @@ class SearchConfig:
     latency_cache: str | None = None  # folder of measured tables; None: $ONNXMTL_CACHE/latency
     per_task_steps: bool = False  # AutoMTL: one optimiser step per task per iteration
 
+    # Gradient conflict between tasks (RECON), measured during warm-up on each unit's shared
+    # branch: per unit, how often two tasks' gradients point apart (conflict.json).
+    conflict_every: int = 5  # measure on every this many warm-up steps (0: never); each
+    # measurement costs one extra backward pass per task
+    conflict_threshold: float = 0.0  # a pair of tasks conflicts on a unit where the cosine of
+    # their gradients is below this
+    conflict_init: bool = False  # start the search with each unit's task-specific logit set to
+    # conflict_strength times its conflict score rescaled to [0, 1] over the units
+    conflict_strength: float = 2.0
+    conflict_share: float = 0.25  # derive 'conflict': the most conflicting units become
+    # task-specific for every task, as many as hold at most this share of the parameters of
+    # the backbone's units (whatever the heads and the number of tasks)
+
     # Derive and post-train.
-    derive: str = "argmax"  # 'argmax' or 'sample' (seeded by `seed`)
+    derive: str = "argmax"  # 'argmax', 'sample' (seeded by `seed`) or 'conflict' (the
+    # conflict heuristic above, ignoring the searched logits: a baseline for the search)
     post_train_steps: int = 200
     post_train_lr: float = 1e-3  # Adam, halved every post_train_lr_step steps
     post_train_lr_step: int = 1000
@@ -83,7 +102,7 @@ class SearchConfig:
     log_format: str = "jsonl"  # 'jsonl' or 'csv'
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "tau_every", "weight_steps", "policy_steps", "dwa_window"):
+        for name in ("batch_size", "weight_steps", "policy_steps", "dwa_window"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be an integer >= 1.")
         for name in (
@@ -92,12 +111,14 @@ class SearchConfig:
             "post_train_steps",
             "batchnorm_batches",
             "checkpoint_every",
+            "conflict_every",
         ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be an integer >= 0.")
         choices = {
             "search_mode": ("hard", "soft"),
-            "derive": ("argmax", "sample"),
+            "derive": DERIVES,
+            "policy_lr_schedule": LR_SCHEDULES,
             "weighting": WEIGHTINGS,
             "cost": COSTS,
             "log_format": ("jsonl", "csv"),
@@ -112,8 +133,19 @@ class SearchConfig:
                 )
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"config: device={self.device!r}; expected 'cpu' or 'cuda[:N]'.")
-        if not self.tau > 0 or not 0 < self.tau_decay <= 1:
-            raise ConfigError("config: tau must be > 0 and tau_decay in (0, 1].")
+        if not self.tau > 0 or not self.tau_end > 0:
+            raise ConfigError("config: tau and tau_end must be > 0.")
+        if not self.policy_lr > 0:
+            raise ConfigError("config: policy_lr must be > 0.")
+        if not 0 <= self.conflict_share <= 1:
+            raise ConfigError("config: conflict_share is a share of the units' parameters, [0, 1].")
+        if (self.derive == "conflict" or self.conflict_init) and not (
+            0 < self.conflict_every <= self.warmup_steps
+        ):
+            raise ConfigError(
+                "config: derive 'conflict' and conflict_init need conflict measurements: set "
+                "conflict_every between 1 and warmup_steps."
+            )
         if self.cost_budget is not None and not 0 < self.cost_budget <= 1:
             raise ConfigError("config: cost_budget is a fraction of the all-specific cost, (0, 1].")
         if self.latency_budget_ms is not None:
@@ -175,9 +207,25 @@ class SearchConfig:
         return cls.from_dict(data, str(path))
 
 
+def search_progress(config: SearchConfig, policy_step: int) -> float:
+    """How far policy step `policy_step` (0-based) is through the search's policy steps: 0 at
+    the first, 1 at the last."""
+    last = config.search_steps * config.policy_steps - 1
+    return min(policy_step / last, 1.0) if last > 0 else 0.0
+
+
 def tau_at(config: SearchConfig, policy_step: int) -> float:
-    """The Gumbel temperature after `policy_step` policy steps."""
-    return config.tau * config.tau_decay ** (policy_step // config.tau_every)
+    """The Gumbel temperature of policy step `policy_step`: `tau` at the first, `tau_end` at
+    the last, geometric in between (a constant factor per step)."""
+    return config.tau * (config.tau_end / config.tau) ** search_progress(config, policy_step)
+
+
+def policy_lr_at(config: SearchConfig, policy_step: int) -> float:
+    """The policy logits' learning rate at policy step `policy_step`: `policy_lr`, or under
+    the 'cosine' schedule `policy_lr` decayed to 0 at the last policy step."""
+    if config.policy_lr_schedule == "constant":
+        return config.policy_lr
+    return config.policy_lr * 0.5 * (1 + math.cos(math.pi * search_progress(config, policy_step)))
 
 
 def as_config(config: SearchConfig | dict[str, Any] | str | Path | None) -> SearchConfig:

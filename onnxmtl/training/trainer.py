@@ -20,8 +20,10 @@ from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import atomic_write, atomic_write_text
 from onnxmtl.tasks import loss_fn
 from onnxmtl.training import distributed
+from onnxmtl.training.attribution import attribution_record, policy_gradients
 from onnxmtl.training.batchnorm import recompute_batchnorm
-from onnxmtl.training.config import SearchConfig, tau_at
+from onnxmtl.training.config import SearchConfig, policy_lr_at, tau_at
+from onnxmtl.training.conflict import ConflictMeter, conflict_policy, init_from_conflict
 from onnxmtl.training.evaluate import evaluate, fit_input, fit_output
 from onnxmtl.training.latency import (
     LatencyTable,
@@ -131,6 +133,7 @@ class Trainer:
             [u.depth for u in model.graph.units], dtype=torch.float32, device=self.device
         )
         self.precision = Precision(config.precision, self.device)
+        self.conflict = ConflictMeter(model, config.conflict_threshold)
         self.latency: LatencyTable | None = None
         if config.cost and not self.fixed:
             self._setup_cost()
@@ -255,6 +258,8 @@ class Trainer:
             total = float(task_losses.sum())
         else:
             task_losses = self._task_losses(images, targets, mode, tau)
+            if self._measures_conflict():
+                self.conflict.measure(task_losses, self._loss_scale())
             loss = self.weighting(task_losses)
             self.precision.backward(loss)
             self._step(self.opt, self._weights())
@@ -267,16 +272,27 @@ class Trainer:
         )
         return record
 
-    def _policy_step(self, tau: float) -> dict[str, float]:
+    def _measures_conflict(self) -> bool:
+        every = self.config.conflict_every
+        return self.phase == "warmup" and every > 0 and (self.step + 1) % every == 0
+
+    def _loss_scale(self) -> float:
+        """The gradient scaler's scale (1 unless fp16)."""
+        scaler = self.precision.scaler
+        return scaler.get_scale() if scaler.is_enabled() else 1.0
+
+    def _policy_terms(self, tau: float) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+        """The policy loss on a train2 batch at temperature `tau`, in parts: the tasks' weighted
+        losses, each weighted regulariser (sharing, and cost when configured) by name, and
+        their log fields."""
         c = self.config
         images, targets = self.streams["train2"].next()
-        self.policy_opt.zero_grad(set_to_none=True)
         task_losses = self._task_losses(images, targets, c.search_mode, tau)
-        loss = self.weighting.static @ task_losses
+        task_loss = self.weighting.static @ task_losses
         probs = torch.nn.functional.gumbel_softmax(self.model.masked_logits(), tau=tau, dim=-1)
         reg = sharing_regularizer(probs, self.depths, c.sharing_scale)
-        loss = loss + c.sharing_weight * reg
-        record = {"policy_loss": float(loss.detach()), "sharing": float(reg.detach())}
+        terms = {"sharing": c.sharing_weight * reg}
+        record = {"sharing": float(reg.detach())}
         if c.cost and c.cost_weight:
             current = current_policy(self.model.masked_logits())
             cost = cost_regularizer(
@@ -287,15 +303,28 @@ class Trainer:
                 self.ancestors,
                 self.cost_base,
             )
-            loss = loss + c.cost_weight * cost
+            terms["cost"] = c.cost_weight * cost
             record["cost"] = float(cost.detach())
             if self.latency is not None:
                 expected = expected_cost(current, self.unit_cost, self.skip_cost, self.ancestors)
                 record["latency_ms"] = self.cost_base + float(expected.detach())
-        self.precision.backward(loss)
+        record["policy_loss"] = float((task_loss + sum(terms.values())).detach())
+        return task_loss, terms, record
+
+    def _policy_step(self, tau: float) -> dict[str, float]:
+        """One Adam step on the policy logits at this step's learning rate; logs the loss's
+        parts and how much of the logits' gradient each gives (`attribution_record`)."""
+        lr = policy_lr_at(self.config, self.policy_steps)
+        for group in self.policy_opt.param_groups:
+            group["lr"] = lr
+        self.policy_opt.zero_grad(set_to_none=True)
+        task_loss, terms, record = self._policy_terms(tau)
+        logits = self.model.policy_logits
+        parts = policy_gradients(task_loss, terms, logits, self._loss_scale())
+        logits.grad = self.precision.scaler.scale(sum(parts.values()))
         self._step(self.policy_opt, self.model.policy_parameters())
         self.policy_steps += 1
-        return record
+        return {**record, **attribution_record(parts), "tau": tau, "policy_lr": lr}
 
     def _step(self, optimizer: torch.optim.Optimizer, params: list) -> None:
         """One optimiser step on gradients averaged over the processes (under torchrun)."""
@@ -322,7 +351,6 @@ class Trainer:
                 )
             for _ in range(c.policy_steps):
                 record.update(self._policy_step(tau_at(c, self.policy_steps)))
-            record["tau"] = tau_at(c, self.policy_steps)
             with torch.no_grad():
                 probs = torch.softmax(self.model.masked_logits(), -1).mean((0, 1))
             record.update({f"p_{name}": float(p) for name, p in zip(BRANCHES, probs)})
@@ -330,9 +358,18 @@ class Trainer:
         return self._weight_step("train", "fixed", None)
 
     def _finish_phase(self) -> None:
+        c = self.config
+        if self.phase == "warmup" and self.conflict.measurements:
+            if self.main:
+                self.conflict.to_json(self.run_dir / "conflict.json")
+            if c.conflict_init:
+                init_from_conflict(self.model, self.conflict.scores(), c.conflict_strength)
         if self.phase == "search":
-            policy = derive_policy(self.model, self.config.derive, self.config.seed)
-            budget = self.config.latency_budget_ms
+            if c.derive == "conflict":
+                policy = conflict_policy(self.model, self.conflict.ranking(), c.conflict_share)
+            else:
+                policy = derive_policy(self.model, c.derive, c.seed)
+            budget = c.latency_budget_ms
             unfitted = policy
             if self.latency is not None and budget is not None:
                 choices, _ = fit_to_budget(
@@ -344,9 +381,9 @@ class Trainer:
                 policy.to_json(self.run_dir / "policy.json")
                 if self.latency is not None:
                     self._write_latency(policy, unfitted)
-            if self.config.post_train_init == "backbone":
+            if c.post_train_init == "backbone":
                 self._restore_initial_weights()
-        if self.phase == "post" and self.config.batchnorm_batches:
+        if self.phase == "post" and c.batchnorm_batches:
             self._recompute_batchnorm()
         self.phase = PHASES[PHASES.index(self.phase) + 1]
         self.step = 0
@@ -487,7 +524,8 @@ class Trainer:
             path = self.run_dir / "metrics.csv"
             new = not path.exists()
             fields = ["phase", "step", "time", "loss", *(f"loss_{t.name}" for t in self.tasks)]
-            fields += ["tau", "policy_loss", "sharing", "cost", "latency_ms"]
+            fields += ["tau", "policy_lr", "policy_loss", "sharing", "cost", "latency_ms"]
+            fields += ["grad_task", "grad_sharing", "grad_cost", "grad_task_share"]
             fields += [f"p_{b}" for b in BRANCHES]
             with open(path, "a", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
@@ -530,6 +568,7 @@ class Trainer:
                 "python": random.getstate(),
             },
             "log_lines": len(self.history),
+            "conflict": self.conflict.state_dict(),
         }
         if self.main:
             atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
@@ -542,6 +581,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.model.policy = Policy(**state["policy"])
         self.weighting.load_state_dict(state["weighting"])
+        self.conflict.load_state_dict(state["conflict"])
         if state.get("scaler"):
             self.precision.scaler.load_state_dict(state["scaler"])
         for name, stream in self.streams.items():
