@@ -1,16 +1,18 @@
-"""Evidence: searched policy vs all-shared vs single-task vs random policy, over seeds.
+"""Evidence: searched policy vs conflict heuristic, all-shared, single-task and random policy,
+over seeds.
 
     .venv/bin/python benchmarks/evidence.py [--datasets multi-fashion scenes] [--seeds 0 1 2]
         [--config CFG.yaml] [--device cpu|cuda] [--out .cache/evidence]
 
 The backbone is EfficientNet-Lite0 with its real ImageNet weights (exported by converters/ at
 --size). For each dataset and seed, the same trainer runs: the search (warm-up, search,
-derive, post-train), all-shared (hard parameter sharing), one single-task model per task, and
-a seeded random policy; the baselines get as many weight updates as the search run
-(SearchConfig.baseline_steps). The table gives test metrics (mean ± std over seeds), delta-m
-against the single-task models of the same seed, and parameters (the model the policy implies,
-heads included) as a share of the single-task models together. Every finished run is kept
-under --out, so an interrupted benchmark resumes where it stopped.
+derive, post-train), the conflict heuristic (the same warm-up, then RECON's most conflicting
+units task-specific: `derive: conflict`, no search), all-shared (hard parameter sharing), one
+single-task model per task, and a seeded random policy; the baselines get as many weight
+updates as the search run (SearchConfig.baseline_steps). The table gives test metrics (mean ±
+std over seeds), delta-m against the single-task models of the same seed, and parameters (the
+model the policy implies, heads included) as a share of the single-task models together.
+Every finished run is kept under --out, so an interrupted benchmark resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from onnxmtl.data import load_dataset  # noqa: E402
 from onnxmtl.training import SearchConfig, delta_m  # noqa: E402
 from onnxmtl.training.runs import finished, search, train_baseline  # noqa: E402
 
-METHODS = ("searched", "all-shared", "random", "single-task")
+METHODS = ("searched", "conflict", "all-shared", "random", "single-task")
 HEADLINE = {
     "left": "accuracy",
     "right": "accuracy",
@@ -69,6 +71,9 @@ def run_method(
     if not done:
         if method == "searched":
             search(model, data, out, tasks, config=config, force=True, progress=False)
+        elif method == "conflict":
+            heuristic = replace(config, derive="conflict", search_steps=0)
+            search(model, data, out, tasks, config=heuristic, force=True, progress=False)
         else:
             train_baseline(
                 model, data, out, method, tasks, config=config, force=True, progress=False

@@ -26,9 +26,10 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 
 
 def search_curves(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """Training loss per phase, the Gumbel temperature, and the mean branch probabilities
-    over the search."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    """Training loss per phase, the Gumbel temperature, the mean branch probabilities over
+    the search, and what moves the policy logits: the norm of each part of their gradient
+    (task losses, sharing and cost regularisers) and the tasks' share of the sum."""
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.4))
     offset = 0
     for phase, colour in PHASE_COLOURS.items():
         part = [r for r in rows if r["phase"] == phase and "loss" in r]
@@ -47,8 +48,27 @@ def search_curves(rows: list[dict[str, Any]], path: str | Path) -> None:
         axes[2].plot(steps, values, label=branch)
     axes[2].set(title="mean branch probability", xlabel="search step", ylim=(0, 1))
     axes[2].legend()
+    gradient_attribution(axes[3], search, steps)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def gradient_attribution(ax, search: list[dict[str, Any]], steps: np.ndarray) -> None:
+    """The L2 norm of each part of the policy logits' gradient per search step (log scale),
+    and the task losses' share of their sum on a second axis."""
+    logged = [p for p in ("task", "sharing", "cost") if any(f"grad_{p}" in r for r in search)]
+    for part in logged:
+        values = [r.get(f"grad_{part}", np.nan) for r in search]
+        ax.plot(steps, values, lw=0.8, label=f"|grad| {part}")
+    ax.set(title="policy-logit gradient by source", xlabel="search step")
+    if logged:
+        ax.set_yscale("log")
+        ax.legend(loc="lower left", fontsize="small")
+    share = ax.twinx()
+    share.plot(
+        steps, [r.get("grad_task_share", np.nan) for r in search], color="k", ls="--", lw=0.8
+    )
+    share.set(ylim=(0, 1), ylabel="task share (dashed)")
 
 
 def _fmt(value: float) -> str:
