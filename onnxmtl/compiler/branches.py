@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -16,7 +17,91 @@ from onnxmtl.ir import Unit
 Arg = tuple[str, object]  # ("x", None): the chain value; ("w", name): a weight of the unit
 
 
-class Renorm(_BatchNorm):
+class RunBatchNorm(_BatchNorm):
+    """A BatchNorm that keeps running statistics per task ('rows'), sharing its affine weights.
+
+    A shared branch runs once for each distinct input that reaches it (tasks that parted
+    earlier bring different values), and one set of statistics would then normalise every run
+    with a mixture of their distributions in eval mode. Before a run, the caller sets `rows`
+    to the tasks it serves: training normalises with the batch's statistics and updates each
+    of those rows; eval mode normalises with the first one (under a fixed policy every task of
+    a run has seen the same inputs, so their rows agree). `rows` None means every row.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        num_rows: int = 1,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats=True)
+        self.register_buffer("running_mean", torch.zeros(num_rows, num_features))
+        self.register_buffer("running_var", torch.ones(num_rows, num_features))
+        self.register_buffer("num_batches_tracked", torch.zeros(num_rows, dtype=torch.long))
+        self.rows: Sequence[int] | None = None
+
+    @classmethod
+    def like(cls, norm: _BatchNorm, num_rows: int) -> RunBatchNorm:
+        """A per-run copy of `norm` with `num_rows` rows, each holding `norm`'s statistics
+        (its first row's, when it has rows already)."""
+        new = cls(norm.num_features, num_rows, norm.eps, norm.momentum, norm.affine)
+        new.to(norm.running_mean.device).copy_from(norm, 0)
+        return new
+
+    @torch.no_grad()
+    def copy_from(self, norm: _BatchNorm, row: int) -> None:
+        """`norm`'s affine weights, and its statistics of row `row` (or its only ones) in
+        every row."""
+        if self.affine:
+            self.weight.copy_(norm.weight)
+            self.bias.copy_(norm.bias)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            value = getattr(norm, name)
+            getattr(self, name).copy_(value[row] if isinstance(norm, RunBatchNorm) else value)
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"{type(self).__name__} expects (N, C, ...) input, got {input.dim()}D")
+
+    def _rows(self) -> list[int]:
+        return list(range(len(self.running_mean))) if self.rows is None else list(self.rows)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        rows = self._rows()
+        if not self.training:
+            r = rows[0]
+            return F.batch_norm(
+                x,
+                self.running_mean[r],
+                self.running_var[r],
+                self.weight,
+                self.bias,
+                False,
+                0.0,
+                self.eps,
+            )
+        with torch.no_grad():
+            dims = [0, *range(2, x.dim())]
+            count = x.numel() // x.shape[1]
+            var, mean = torch.var_mean(x.detach().float(), dim=dims, correction=int(count > 1))
+            self.num_batches_tracked[rows] += 1
+            if self.momentum is None:  # a cumulative average
+                factor = 1.0 / self.num_batches_tracked[rows].unsqueeze(1).float()
+            else:
+                factor = torch.tensor(self.momentum, device=mean.device)
+            self.running_mean[rows] = torch.lerp(
+                self.running_mean[rows], mean.expand(len(rows), -1), factor
+            )
+            self.running_var[rows] = torch.lerp(
+                self.running_var[rows], var.expand(len(rows), -1), factor
+            )
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
+class Renorm(RunBatchNorm):
     """A BatchNorm re-inserted after a unit whose normalisation was folded away.
 
     `calibrate` mode records the statistics of a batch and passes it through, so that the
@@ -24,13 +109,9 @@ class Renorm(_BatchNorm):
     eval mode on any input (gamma = sqrt(var + eps), beta = mean).
     """
 
-    def __init__(self, channels: int) -> None:
-        super().__init__(channels)
+    def __init__(self, channels: int, num_rows: int = 1, *args, **kwargs) -> None:
+        super().__init__(channels, num_rows, *args, **kwargs)
         self.calibrating = False
-
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f"Renorm expects (N, C, ...) input, got {input.dim()}D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.calibrating:
@@ -38,11 +119,60 @@ class Renorm(_BatchNorm):
         dims = [0, *range(2, x.dim())]
         var, mean = torch.var_mean(x.detach().float(), dim=dims, correction=0)
         with torch.no_grad():
-            self.running_mean.copy_(mean)
-            self.running_var.copy_(var)
+            self.running_mean[self._rows()] = mean
+            self.running_var[self._rows()] = var
             self.weight.copy_(torch.sqrt(var + self.eps))
             self.bias.copy_(mean)
         return x
+
+
+def per_run_statistics(module: nn.Module, num_rows: int) -> nn.Module:
+    """`module` with every BatchNorm that tracks statistics replaced, in place, by a
+    `RunBatchNorm` of `num_rows` rows holding the same weights and statistics."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, _BatchNorm) and child.track_running_stats:
+            kind = type(child) if isinstance(child, RunBatchNorm) else RunBatchNorm
+            setattr(module, name, kind.like(child, num_rows))
+        else:
+            per_run_statistics(child, num_rows)
+    return module
+
+
+class RowBatchNorm(_BatchNorm):
+    """One row of a `RunBatchNorm` as a plain BatchNorm of any rank, for tracing: exporters
+    fold it into the operator before it as they fold any BatchNorm."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"RowBatchNorm expects (N, C, ...) input, got {input.dim()}D")
+
+
+def one_row(module: nn.Module, row: int) -> nn.Module:
+    """`module` with every `RunBatchNorm` replaced, in place, by a plain BatchNorm holding
+    its weights and the statistics of task `row`."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, RunBatchNorm):
+            plain = RowBatchNorm(child.num_features, child.eps, child.momentum, child.affine)
+            with torch.no_grad():
+                if child.affine:
+                    plain.weight.copy_(child.weight)
+                    plain.bias.copy_(child.bias)
+                plain.running_mean.copy_(child.running_mean[row])
+                plain.running_var.copy_(child.running_var[row])
+                plain.num_batches_tracked.copy_(child.num_batches_tracked[row])
+            plain.train(child.training)
+            setattr(module, name, plain.to(child.running_mean.device))
+        else:
+            one_row(child, row)
+    return module
+
+
+def run_for(module: nn.Module, rows: Sequence[int] | None) -> nn.Module:
+    """`module`, its per-run BatchNorms set to the statistics of the tasks `rows`."""
+    for m in module.modules():
+        if isinstance(m, RunBatchNorm):
+            m.rows = rows
+    return module
 
 
 def weight_holder(weights: dict[str, torch.Tensor]) -> nn.Module:
@@ -176,15 +306,12 @@ def skip_cost(unit: Unit, skip: nn.Module | None) -> tuple[int, int]:
 
 
 class UnitBranches(nn.Module):
-    """Everything one unit offers: the shared operators, one copy per task, and a skip."""
+    """Everything one unit offers: the shared operators, one copy per task, and a skip. The
+    shared branch and the skip keep BatchNorm statistics per task (`RunBatchNorm`), since they
+    run once per distinct input; a task's copy runs for that task alone."""
 
     def __init__(self, shared: UnitOps, num_tasks: int, skip: nn.Module | None) -> None:
         super().__init__()
-        self.shared = shared
         self.specific = nn.ModuleList(copy.deepcopy(shared) for _ in range(num_tasks))
-        self.skip = skip
-
-    def refresh_copies(self) -> None:
-        """Re-initialise every task copy from the shared branch (after calibration)."""
-        for branch in self.specific:
-            branch.load_state_dict(self.shared.state_dict())
+        self.shared = per_run_statistics(shared, num_tasks)
+        self.skip = None if skip is None else per_run_statistics(skip, num_tasks)

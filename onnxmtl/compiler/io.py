@@ -15,7 +15,7 @@ from onnxmtl.ir import load
 from onnxmtl.tasks import Task
 
 FORMAT = "onnxmtl.supermodel"
-VERSION = 1
+VERSION = 2  # 2: shared branches and skips keep BatchNorm statistics per task
 
 
 def supermodel_state(model: SuperModel, state_dict: dict | None = None) -> dict:
@@ -70,7 +70,10 @@ def supermodel_from_state(
     graph = load(onnx.load_from_string(state["onnx"]), features=None)
     graph.source = state["source"]
     model = compile(graph, tasks, **state["options"])
-    model.load_state_dict(state["state_dict"], strict=strict)
+    weights = state["state_dict"]
+    if state["version"] < 2:
+        weights = _per_task_statistics(weights, model.state_dict())
+    model.load_state_dict(weights, strict=strict)
     model.calibration = state["calibration"]
     return model
 
@@ -78,3 +81,14 @@ def supermodel_from_state(
 def load_supermodel(path: str | Path, tasks: list[Task] | None = None) -> SuperModel:
     """Rebuild a saved supermodel. Tasks with custom head or loss objects must be passed again."""
     return supermodel_from_state(read_state(path, FORMAT, "supermodel"), path, tasks)
+
+
+def _per_task_statistics(saved: dict, current: dict) -> dict:
+    """A format-1 state for a format-2 model: the one set of statistics a shared branch kept
+    for all its runs becomes every task's row."""
+    out = dict(saved)
+    for key, value in saved.items():
+        want = current.get(key)
+        if want is not None and want.dim() == value.dim() + 1 and want.shape[1:] == value.shape:
+            out[key] = value.expand_as(want).clone()
+    return out

@@ -25,6 +25,7 @@ class Step:
     kwargs: dict[str, Ref]
     out: int
     free: list[int] = field(default_factory=list)  # slots last read by this step
+    rows: list[int] | None = None  # a shared branch's tasks, whose statistics it normalises with
 
     @property
     def slots(self) -> list[int]:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onnxmtl.compiler.branches import Renorm, UnitBranches, weight_holder
+from onnxmtl.compiler.branches import Renorm, UnitBranches, run_for, weight_holder
 from onnxmtl.compiler.plan import Plan
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.errors import ConfigError
@@ -201,13 +201,13 @@ class SuperModel(nn.Module):
             return getattr(self.weights, value)
         return value
 
-    def _branch(self, u: int, branch: int, t: int, x: torch.Tensor) -> torch.Tensor:
+    def _branch(self, u: int, branch: int, tasks: list[int], x: torch.Tensor) -> torch.Tensor:
+        """Branch `branch` of unit `u` run once on `x` for `tasks` (whose statistics its
+        normalisations use)."""
         unit = self.units[u]
-        if branch == SHARED:
-            return unit.shared(x)
         if branch == SPECIFIC:
-            return unit.specific[t](x)
-        return unit.skip(x)
+            return unit.specific[tasks[0]](x)
+        return run_for(unit.shared if branch == SHARED else unit.skip, tasks)(x)
 
     def _select(self, u: int, xs, choices: Choices, delta) -> list[torch.Tensor]:
         groups: dict[tuple[int, int], list[int]] = {}
@@ -216,7 +216,7 @@ class SuperModel(nn.Module):
             groups.setdefault((b, t if b == SPECIFIC else id(x)), []).append(t)
         out: list[torch.Tensor] = [None] * len(xs)
         for (b, _), members in groups.items():
-            y = self._branch(u, b, members[0], xs[members[0]])
+            y = self._branch(u, b, members, xs[members[0]])
             if delta is not None:
                 y = _Gate.apply(y, sum(delta[t, u] for t in members))
             for t in members:
@@ -226,14 +226,18 @@ class SuperModel(nn.Module):
     def _mix(self, u: int, xs, probs: torch.Tensor) -> list[torch.Tensor]:
         unit = self.units[u]
         has_skip = self._allowed[u][SKIP]
+        readers: dict[int, list[int]] = {}
+        for t, x in enumerate(xs):
+            readers.setdefault(id(x), []).append(t)
         shared: dict[int, torch.Tensor] = {}
         skipped: dict[int, torch.Tensor] = {}
+        for tasks in readers.values():
+            x = xs[tasks[0]]
+            shared[id(x)] = self._branch(u, SHARED, tasks, x)
+            if has_skip:
+                skipped[id(x)] = self._branch(u, SKIP, tasks, x)
         out = []
         for t, x in enumerate(xs):
-            if id(x) not in shared:
-                shared[id(x)] = unit.shared(x)
-                if has_skip:
-                    skipped[id(x)] = unit.skip(x)
             w = probs[t, u]
             y = w[SHARED] * shared[id(x)] + w[SPECIFIC] * unit.specific[t](x)
             if has_skip:
@@ -286,5 +290,5 @@ class SuperModel(nn.Module):
             self.train(was_training)
         for u, r in renorms:
             for branch in self.units[u].specific:
-                branch.renorm.load_state_dict(r.state_dict())
+                branch.renorm.copy_from(r, 0)
         self.calibration = "data"

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from onnxmtl.compiler.branches import weight_holder
+from onnxmtl.compiler.branches import one_row, run_for, weight_holder
 from onnxmtl.compiler.plan import Ref, Step, set_frees
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.compiler.supermodel import PolicyLike, SuperModel, head_output
@@ -85,6 +85,8 @@ class DerivedModel(nn.Module):
             if step.kind == "op"
             else step.target
         )
+        if step.rows is not None:
+            run_for(fn, step.rows)
         args = [self._resolve(r, vals) for r in step.args]
         kwargs = {k: self._resolve(r, vals) for k, r in step.kwargs.items()}
         vals[step.out] = fn(*args, **kwargs)
@@ -97,6 +99,24 @@ class DerivedModel(nn.Module):
         if kind == "w":
             return getattr(self.weights, value)
         return value
+
+    def one_module_per_run(self) -> DerivedModel:
+        """A copy in which every run of a shared branch has a module of its own, holding the
+        run's BatchNorm statistics as a plain BatchNorm: what export traces, so that each
+        normalisation folds into its convolution as in any backbone."""
+        model = copy.deepcopy(self)
+        for i, step in enumerate(model.steps):
+            if step.rows is None:
+                continue
+            name = f"{step.target}_run{i}"
+            model.blocks[name] = one_row(copy.deepcopy(model.blocks[step.target]), step.rows[0])
+            model.sources[name] = model.sources[step.target]
+            step.target, step.rows = name, None
+        used = {s.target for s in model.steps if s.kind == "op"}
+        for name in [n for n in model.blocks if n not in used]:
+            del model.blocks[name]
+            del model.sources[name]
+        return model
 
     def branch_counts(self) -> dict[str, int]:
         """How many unit branch instances one forward runs, by branch kind."""
@@ -133,18 +153,18 @@ def derive(
     sources: dict[str, str] = {}
     modules: dict[str, nn.Module] = {}
     weights: dict[str, torch.Tensor] = {}
-    made: dict[tuple, int] = {}
+    made: dict[tuple, Step] = {}
     symbol: list[list[int] | None] = [None] * plan.num_slots
     symbol[0] = [0] * len(keep)
     next_slot = 1
 
-    def emit(key: tuple, step: Step) -> int:
+    def emit(key: tuple, step: Step) -> Step:
         nonlocal next_slot
         if key not in made:
             step.out = next_slot
             next_slot += 1
             steps.append(step)
-            made[key] = step.out
+            made[key] = step
         return made[key]
 
     for index, step in enumerate(plan.steps):
@@ -168,8 +188,11 @@ def derive(
                 if name not in modules:
                     modules[name] = copy.deepcopy(module)
                     sources[name] = source
-                ref = ("s", x)
-                out.append(emit((name, x), Step("op", name, [ref], {}, -1)))
+                rows = None if branch == SPECIFIC else []
+                run = emit((name, x), Step("op", name, [("s", x)], {}, -1, rows=rows))
+                if run.rows is not None:
+                    run.rows.append(t)  # the run's statistics are its tasks'
+                out.append(run.out)
             else:
                 key = (index, tuple(symbol[s][k] for s in step.slots))
                 target = step.target
@@ -180,7 +203,7 @@ def derive(
                         sources[target] = f"ops.{step.target}"
                 args = [_translate(r, symbol, k) for r in step.args]
                 kwargs = {n: _translate(r, symbol, k) for n, r in step.kwargs.items()}
-                out.append(emit(key, Step(step.kind, target, args, kwargs, -1)))
+                out.append(emit(key, Step(step.kind, target, args, kwargs, -1)).out)
                 for kind, value in [*step.args, *step.kwargs.values()]:
                     if kind == "w" and value not in weights:
                         weights[value] = getattr(model.weights, value)

@@ -113,7 +113,7 @@ def export(
     try:
         with torch.no_grad():
             expected = [o.numpy() for o in _TupleOutputs(model)(x)]
-        wrapper = _TupleOutputs(model).eval()
+        wrapper = _TupleOutputs(model.one_module_per_run()).eval()
         if fp16:
             wrapper = _Half(copy.deepcopy(wrapper))
         axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]} if batch is None else None

@@ -16,8 +16,9 @@ def recompute_batchnorm(model: nn.Module, forward: Callable[[], object], batches
     plain average over `batches` calls, the weights as they are now and every other module in
     eval mode (no dropout). Training leaves an exponential average over weights that kept
     moving; where a policy skips units, eval-mode outputs then drift from the trained ones
-    through depth. BatchNorms `forward` never reaches keep their statistics. Returns the
-    names of those recomputed."""
+    through depth. BatchNorms `forward` never reaches keep their statistics, and so do the
+    rows of a per-run BatchNorm (`RunBatchNorm`) that no run reached. Returns the names of
+    those recomputed."""
     norms = {
         name: m
         for name, m in model.named_modules()
@@ -41,8 +42,11 @@ def recompute_batchnorm(model: nn.Module, forward: Callable[[], object], batches
         model.train(was_training)
         for name, m in norms.items():
             m.momentum = saved[name][1]
-    done = [name for name, m in norms.items() if int(m.num_batches_tracked) > 0]
+    done = []
     for name, m in norms.items():
-        if name not in done:
-            m.load_state_dict(saved[name][0])
+        reached = m.num_batches_tracked > 0  # per row, for the BatchNorms of shared branches
+        if bool(reached.any()):
+            done.append(name)
+        for key in ("running_mean", "running_var", "num_batches_tracked"):
+            getattr(m, key)[~reached] = saved[name][0][key][~reached]
     return done

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from onnxmtl.benchmark.bench import bound_call, resolve_providers
 from onnxmtl.benchmark.timing import median_seconds
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, SuperModel
+from onnxmtl.compiler.branches import one_row
 from onnxmtl.compiler.plan import unit_ancestors
 from onnxmtl.derived import derive, perturb_weights
 from onnxmtl.errors import ConfigError
@@ -274,7 +275,7 @@ def measure_latency_table(
         if model.branch_mask[u, SKIP]:
             kinds["skip"] = branches.skip
         for kind, branch in kinds.items():
-            branch = copy.deepcopy(branch).cpu()
+            branch = one_row(copy.deepcopy(branch).cpu(), 0)
             segment = _Segment(shared, steps, branch, inputs, consts, outputs)
             try:
                 timer.add(f"{kind}{u}", segment, [vals[s] for s in inputs])
