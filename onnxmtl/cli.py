@@ -364,14 +364,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _finished_run(result) -> int:
-    methods = result.results["methods"]
-    searched = methods["searched"]
-    line = f"searched: {searched['params']:,} parameters"
-    if "delta_m" in searched:
-        line += f", delta-m {searched['delta_m']:+.2f}% vs single-task"
-        if "all-shared" in methods:
-            line += f" (all-shared {methods['all-shared']['delta_m']:+.2f}%)"
-    print(line)
+    from onnxmtl.pipeline.report import metrics_table
+
+    print(metrics_table(result.results["methods"]))
+    deploy = result.results["deploy"]
+    print(f"deploy {deploy['model']}: {deploy['reason']}")
     print(f"report: {result.report} ({result.results['wall_seconds'] / 60:.1f} min)")
     return 0
 

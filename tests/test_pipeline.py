@@ -55,6 +55,12 @@ def test_run_writes_models_and_a_report_from_its_own_figures(tiny_export, tmp_pa
     predicted = json.loads((out / "search" / "latency.json").read_text())["predicted_ms"]
     assert results["latency_budget"]["predicted_ms"] == predicted
     assert "Latency budget 100 ms at batch 1" in report and f"{predicted:.3f} ms" in report
+    deploy = results["deploy"]
+    val = {m: e["val_delta_m"] for m, e in methods.items()}
+    assert val["single-task"] == 0 and set(val) == {"searched", "all-shared", "single-task"}
+    assert all(c["within_budget"] for c in deploy["candidates"])  # 100 ms: any model
+    assert val[deploy["model"]] == max(val.values())
+    assert f"Deploy **{deploy['model']}**" in report
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
         assert (out / image).stat().st_size > 1000, image
     kept = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}

@@ -132,6 +132,39 @@ def budget_line(results: dict[str, Any]) -> str:
     )
 
 
+def deploy_section(results: dict[str, Any]) -> str:
+    """Which model to deploy and why, with every candidate's validation and test figures."""
+    choice = results["deploy"]
+    names = [t["name"] for t in results["tasks"]]
+    files = {
+        "searched": "`models/searched.onnx`",
+        "all-shared": "`models/all-shared.onnx`",
+        "single-task": ", ".join(f"`models/single-{t}.onnx`" for t in names),
+    }
+    lines = [
+        f"Deploy **{choice['model']}** ({files[choice['model']]}): {choice['reason']}. "
+        f"Budget: {choice['budget']}. Validation delta-m is against the {choice['reference']} "
+        "model(s) on the validation split, which no model trained on; test figures are "
+        "below and were not used to choose.",
+        "",
+        "| model | val delta-m % | test delta-m % | params / single-task | latency ms | "
+        "within budget |",
+        "|---|---|---|---|---|---|",
+    ]
+    methods = results["methods"]
+    for c in choice["candidates"]:
+        test = methods[c["name"]].get("delta_m")
+        cells = [
+            f"{c['val_delta_m']:+.2f}",
+            "-" if test is None else f"{test:+.2f}",
+            "-" if c["param_share"] is None else f"{c['param_share']:.2f}",
+            "-" if c["latency_ms"] is None else f"{c['latency_ms']:.3f}",
+            "yes" if c["within_budget"] else "no",
+        ]
+        lines.append(f"| {c['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_report(results: dict[str, Any], out: Path) -> Path:
     """Write the plots and `report.md` into `out`; return the report's path."""
     policy = Policy.from_json(out / "search" / "policy.json")
@@ -150,6 +183,10 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
 - policy: {counts["shared"]} shared, {counts["specific"]} task-specific, {counts["skip"]} \
 skipped (task, unit) pairs ({results["policy"]["method"]})
 - wall time: {minutes:.1f} min (search, baselines, export, bench; resumed calls added up)
+
+## Which model to deploy
+
+{deploy_section(results)}
 
 ## Task metrics (test split)
 

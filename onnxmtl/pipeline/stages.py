@@ -22,6 +22,7 @@ from onnxmtl.derived import derive, save_derived
 from onnxmtl.errors import ConfigError, ModelFileError
 from onnxmtl.exporter import export
 from onnxmtl.io_utils import atomic_write_text
+from onnxmtl.pipeline.choose import choose_model
 from onnxmtl.pipeline.report import write_report
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig, as_config, delta_m, distributed
@@ -130,6 +131,8 @@ def _run(
     policy = Policy.from_json(search_dir / "policy.json")
     models_dir = out / "models"
     files = _export_models(supermodel, policy, out, models_dir, baselines, progress)
+    if config.latency_budget_ms is not None:  # the budget's batch is timed too
+        batch_sizes = tuple(sorted({*batch_sizes, config.latency_batch}))
     timing = bench(files, batch_sizes=batch_sizes, repeats=bench_repeats, warmup=5, memory=True)
     results = _results(out, supermodel, policy, baselines, timing, model, data, config)
     previous = json.loads((out / TIMES).read_text()) if (out / TIMES).exists() else []
@@ -175,8 +178,8 @@ def _export_models(
     return files
 
 
-def _metrics(folder: Path) -> dict[str, dict[str, float]]:
-    return json.loads((folder / "metrics.json").read_text())["test"]
+def _metrics(folder: Path, split: str = "test") -> dict[str, dict[str, float]]:
+    return json.loads((folder / "metrics.json").read_text())[split]
 
 
 def _results(
@@ -192,26 +195,34 @@ def _results(
     methods: dict[str, dict[str, Any]] = {
         "searched": {
             "metrics": _metrics(out / "search"),
+            "val_metrics": _metrics(out / "search", "val"),
             "params": policy_params(supermodel, policy.choices),
         }
     }
     if "all-shared" in baselines:
+        folder = out / "baselines" / "all-shared"
         methods["all-shared"] = {
-            "metrics": _metrics(out / "baselines" / "all-shared"),
+            "metrics": _metrics(folder),
+            "val_metrics": _metrics(folder, "val"),
             "params": policy_params(supermodel, supermodel.uniform_policy(SHARED).choices),
         }
     if "single-task" in baselines:
         metrics: dict[str, dict[str, float]] = {}
+        val: dict[str, dict[str, float]] = {}
         params = 0
         for task in supermodel.task_names:
             folder = out / "baselines" / "single-task" / task
             metrics.update(_metrics(folder))
+            val.update(_metrics(folder, "val"))
             single = load_supermodel(folder / "supermodel.pt")
             params += policy_params(single, single.uniform_policy(SHARED).choices)
-        methods["single-task"] = {"metrics": metrics, "params": params}
+        methods["single-task"] = {"metrics": metrics, "val_metrics": val, "params": params}
         for entry in methods.values():
             entry["delta_m"] = delta_m(entry["metrics"], metrics)
             entry["param_share"] = entry["params"] / params
+    reference = next(m for m in ("single-task", "all-shared", "searched") if m in methods)
+    for entry in methods.values():
+        entry["val_delta_m"] = delta_m(entry["val_metrics"], methods[reference]["val_metrics"])
     infos = timing["models"]
     single_macs = sum(v["macs"] for k, v in infos.items() if k.startswith("single-"))
     methods["searched"]["macs"] = infos["searched"]["macs"]
@@ -219,6 +230,12 @@ def _results(
         methods["all-shared"]["macs"] = infos["all-shared"]["macs"]
     if "single-task" in methods:
         methods["single-task"]["macs"] = single_macs
+    batch = config.latency_batch if config.latency_budget_ms is not None else 1
+    p50 = {r["model"]: r["p50_ms"] for r in timing["latency"] if r["batch"] == batch}
+    latency = {m: p50[m] for m in ("searched", "all-shared") if m in p50 and m in methods}
+    if "single-task" in methods:
+        latency["single-task"] = sum(v for k, v in p50.items() if k.startswith("single-"))
+    choice = choose_model(methods, latency, config, reference)
     return {
         "model": str(model),
         "data": str(data),
@@ -229,6 +246,7 @@ def _results(
         "bench": timing,
         "config": config.to_dict(),
         "latency_budget": _read_json(out / "search" / "latency.json"),
+        "deploy": choice.to_dict(),
     }
 
 
