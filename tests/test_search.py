@@ -38,7 +38,7 @@ TINY = dict(
 
 @pytest.mark.parametrize("steps", [2, 150, 20000])
 def test_tau_and_policy_lr_schedules_span_the_search_whatever_its_length(steps):
-    c = SearchConfig(search_steps=steps, tau=5.0, tau_end=0.5, policy_lr_schedule="cosine")
+    c = SearchConfig(search_steps=steps, tau=5.0, tau_end=0.5)
     last = steps - 1
     assert tau_at(c, 0) == pytest.approx(5.0) and tau_at(c, last) == pytest.approx(0.5)
     taus = [tau_at(c, s) for s in range(0, steps, max(1, steps // 50))]
@@ -47,7 +47,8 @@ def test_tau_and_policy_lr_schedules_span_the_search_whatever_its_length(steps):
     assert policy_lr_at(c, last) == pytest.approx(0.0, abs=1e-12)
     twice = SearchConfig(search_steps=steps, policy_steps=2, tau_end=0.5)
     assert tau_at(twice, 2 * steps - 1) == pytest.approx(0.5)
-    assert policy_lr_at(SearchConfig(search_steps=steps), last) == SearchConfig().policy_lr
+    constant = SearchConfig(search_steps=steps, policy_lr_schedule="constant")
+    assert policy_lr_at(constant, last) == policy_lr_at(constant, 0) == constant.policy_lr
 
 
 def test_sharing_regularizer_formula():

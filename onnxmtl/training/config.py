@@ -40,9 +40,10 @@ class SearchConfig:
     search_mode: str = "hard"  # 'hard' (straight-through, one branch) or 'soft' (all three)
     weight_lr: float = 0.01  # SGD, momentum 0.9
     weight_decay: float = 1e-4
-    policy_lr: float = 0.01  # Adam's learning rate on the policy logits at the first policy step
-    policy_lr_schedule: str = "constant"  # 'constant' or 'cosine' (down to 0 at the last
-    # policy step, whatever the length of the search)
+    policy_lr: float = 0.1  # Adam's learning rate on the policy logits at the first policy
+    # step (Adam moves a logit by about this much per step: 0.1 lets 100 steps commit)
+    policy_lr_schedule: str = "cosine"  # 'cosine' (down to 0 at the last policy step, whatever
+    # the length of the search) or 'constant'
     policy_weight_decay: float = 5e-4
     tau: float = 5.0  # Gumbel-softmax temperature at the first policy step ...
     tau_end: float = 0.5  # ... annealed geometrically to this at the last one, so that short
