@@ -39,6 +39,8 @@ HEADLINE = {
     "left": "accuracy",
     "right": "accuracy",
     "groups": "subset_accuracy",
+    "item": "accuracy",
+    "where": "mae",
     "seg": "miou",
     "depth": "abs_err",
     "normal": "mean_angle",

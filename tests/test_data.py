@@ -1,4 +1,5 @@
-"""Datasets: IDX parsing, multi-fashion, scenes geometry, NYUv2/CityScapes folders, splits."""
+"""Datasets: IDX parsing, multi-fashion, fashion-locate, scenes geometry, NYUv2/CityScapes
+folders, splits."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from onnxmtl.data import (
+    FashionLocate,
     FolderDataset,
     MultiFashion,
     Scenes,
@@ -17,6 +19,7 @@ from onnxmtl.data import (
     read_idx,
     split_indices,
 )
+from onnxmtl.data.fashion_locate import CANVAS, ITEM, SPREAD, place, tight_boxes
 from onnxmtl.data.multi_fashion import GROUP_OF_CLASS, compose
 from onnxmtl.data.scenes import GROUND, SKY, generate
 from onnxmtl.errors import DataError
@@ -80,10 +83,13 @@ def test_multi_fashion_places_the_items_in_opposite_corners():
     assert shifts == {(r, c) for r in range(5) for c in range(5)}
 
 
-@pytest.mark.skipif(
+needs_fashion_mnist = pytest.mark.skipif(
     not (find_fashion_mnist.__globals__["DEBIAN_DIR"] / "train-images-idx3-ubyte.gz").exists(),
     reason="Debian's dataset-fashion-mnist is not installed",
 )
+
+
+@needs_fashion_mnist
 def test_real_fashion_mnist_is_read():
     data = load_dataset("multi-fashion", "test", count=100)
     assert len(data) == 100 and data.images.max() == 255
@@ -92,6 +98,77 @@ def test_real_fashion_mnist_is_read():
 def test_missing_fashion_folder_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="dataset-fashion-mnist"):
         MultiFashion("train", root=tmp_path)
+
+
+def pixel_box(image: np.ndarray) -> list[int]:
+    """(top, left, bottom, right), exclusive, of an image's non-zero pixels."""
+    rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+    return [rows[0], cols[0], rows[-1] + 1, cols[-1] + 1]
+
+
+def test_tight_boxes_find_the_item_pixels():
+    items = np.zeros((3, ITEM, ITEM), np.uint8)
+    items[0, 5:21, 8:16] = 7
+    items[1, 0, 27] = 1
+    boxes = tight_boxes(items)
+    assert boxes.tolist() == [[5, 8, 21, 16], [0, 27, 1, 28], [0, 0, ITEM, ITEM]]  # empty: tile
+
+
+def test_fashion_locate_places_whole_items_everywhere():
+    items = np.zeros((2, ITEM, ITEM), np.uint8)
+    items[0, 5:21, 8:16] = 100
+    items[1, 2:26, 1:27] = 200
+    canvas, labels, boxes = place(items, np.array([3, 8]), count=4000, seed=0)
+    offsets = set()
+    for image, label, box in zip(canvas, labels, boxes):
+        assert pixel_box(image) == box.tolist()
+        k = int(label == 8)
+        r, c = box[:2] - ((5, 8), (2, 1))[k]
+        assert np.array_equal(image[r : r + ITEM, c : c + ITEM], items[k])  # the whole item
+        assert image.sum() == items[k].sum()  # and nothing else
+        offsets.add((r, c))
+    assert offsets == {(r, c) for r in range(CANVAS - ITEM + 1) for c in range(CANVAS - ITEM + 1)}
+
+
+def test_fashion_locate_is_deterministic_and_where_is_the_item(fashion_dir):
+    a = FashionLocate("train", count=30, seed=3, root=fashion_dir)
+    b = FashionLocate("train", count=30, seed=3, root=fashion_dir)
+    c = FashionLocate("train", count=30, seed=4, root=fashion_dir)
+    test = FashionLocate("test", count=30, seed=3, root=fashion_dir)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.where, b.where)
+    assert not np.array_equal(a.images, c.images) and not np.array_equal(a.images, test.images)
+    assert not np.array_equal(a.where, test.where)  # the test split has its own places
+    assert [t.name for t in a.tasks()] == ["item", "where"]
+    assert [t.kind for t in a.tasks()] == ["classification", "regression"]
+    for index in range(len(a)):
+        image, targets = a[index]
+        assert image.shape == (3, CANVAS, CANVAS) and set(targets) == {"item", "where"}
+        top, left, bottom, right = pixel_box(a.images[index])
+        centre = np.array([top + bottom, left + right]) / 2
+        assert torch.allclose(
+            targets["where"], torch.tensor((centre - CANVAS / 2) / SPREAD).float()
+        )
+    large = FashionLocate("train", count=30, size=64, seed=3, root=fashion_dir)
+    assert large[0][0].shape == (3, 64, 64) and np.array_equal(large.where, a.where)
+
+
+def test_fashion_locate_by_name(fashion_dir):
+    data = load_dataset("fashion-locate", "test", count=5, root=fashion_dir)
+    assert isinstance(data, FashionLocate) and len(data) == 5 and data.name == "fashion-locate"
+    with pytest.raises(DataError, match="fashion-locate.*bad option"):
+        load_dataset("fashion-locate", count=5, classes=3, root=fashion_dir)
+    with pytest.raises(DataError, match="dataset-fashion-mnist"):
+        FashionLocate("train", root=fashion_dir / "nowhere")
+
+
+@needs_fashion_mnist
+def test_fashion_locate_on_real_items():
+    data = load_dataset("fashion-locate", "test", count=200)
+    for image, box in zip(data.images, data.boxes):
+        assert pixel_box(image) == box.tolist()
+    assert set(data.item.tolist()) == set(range(10))
+    assert np.allclose(data.where.mean(0), 0, atol=0.2)  # zero mean, unit variance
+    assert np.allclose(data.where.std(0), 1, atol=0.2)
 
 
 def test_scenes_targets_agree_with_each_other():

@@ -60,7 +60,7 @@ class MultiFashion(MultiTaskDataset):
         count = len(images) if count is None else count
         canvas, self.left, self.right = compose(images, labels, count, seed + (split == "test"))
         if size != CANVAS:
-            canvas = _resize(canvas, size)
+            canvas = resize(canvas, size)
         self.images = canvas
         groups = np.zeros((count, len(GROUPS)), np.float32)
         groups[np.arange(count), GROUP_OF_CLASS[self.left]] = 1
@@ -91,7 +91,9 @@ class MultiFashion(MultiTaskDataset):
         }
 
 
-def _resize(canvas: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:
+def resize(canvas: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:
+    """(N, H, W) uint8 images resized (bilinear) to (N, size, size), `chunk` at a time so that
+    the float copy stays small."""
     out = np.empty((len(canvas), size, size), np.uint8)
     for start in range(0, len(canvas), chunk):
         x = torch.from_numpy(canvas[start : start + chunk]).float().unsqueeze(1)

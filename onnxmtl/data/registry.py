@@ -1,4 +1,5 @@
-"""Datasets by name (`multi-fashion`, `scenes`) or by folder (NYUv2 / CityScapes layout)."""
+"""Datasets by name (`multi-fashion`, `fashion-locate`, `scenes`) or by folder (NYUv2 /
+CityScapes layout)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from onnxmtl.data.base import MultiTaskDataset
+from onnxmtl.data.fashion_locate import FashionLocate
 from onnxmtl.data.folders import FolderDataset
 from onnxmtl.data.multi_fashion import MultiFashion
 from onnxmtl.data.scenes import Scenes
 from onnxmtl.errors import DataError
 
-DATASETS = {"multi-fashion": MultiFashion, "scenes": Scenes}
+DATASETS = {"multi-fashion": MultiFashion, "fashion-locate": FashionLocate, "scenes": Scenes}
 
 
 def load_dataset(source: str | Path, split: str = "train", **options: Any) -> MultiTaskDataset:
