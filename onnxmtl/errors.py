@@ -51,6 +51,15 @@ class DataError(OnnxMtlError):
     """A dataset folder or file is missing or malformed."""
 
 
+class RunFolderError(OnnxMtlError):
+    """A run folder cannot be used as asked: it is not onnxmtl's run, another process holds
+    it, its checkpoint cannot be read, or a resume asks for other settings than it has."""
+
+
+class TrainingError(OnnxMtlError):
+    """Training cannot go on: a loss or a weight stopped being finite."""
+
+
 def op_label(domain: str, op: str, opset: int) -> str:
     """How messages name an op: `ai.onnx::Gelu-20`."""
     return f"{domain or 'ai.onnx'}::{op}-{opset}"

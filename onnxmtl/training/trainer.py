@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import pickle
 import random
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from tqdm import tqdm
 
 from onnxmtl.compiler import BRANCHES, SHARED, SPECIFIC, Policy, SuperModel, branch_costs
 from onnxmtl.data import MultiTaskDataset, split_indices
-from onnxmtl.errors import ConfigError
+from onnxmtl.errors import ConfigError, RunFolderError
 from onnxmtl.io_utils import atomic_write, atomic_write_text
 from onnxmtl.tasks import loss_fn
 from onnxmtl.training import distributed
@@ -450,7 +452,7 @@ class Trainer:
         """Every weight back to its value at the start (the backbone's, calibrated), keeping
         the learnt policy logits; the training batches then start over too, so the derived
         model sees the baselines' data in the baselines' order."""
-        initial = torch.load(self.run_dir / INITIAL, map_location="cpu", weights_only=True)
+        initial = read_checkpoint(self.run_dir / INITIAL)
         initial["policy_logits"] = self.model.policy_logits.detach()
         self.model.load_state_dict(initial)
         self.streams["train"].load_state_dict({"epoch": 0, "offset": 0})
@@ -561,12 +563,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.precision.scaler.state_dict(),
             "streams": {k: s.state_dict() for k, s in self.streams.items()},
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
+            "rng": rng_state(),
             "log_lines": len(self.history),
             "conflict": self.conflict.state_dict(),
         }
@@ -574,10 +571,24 @@ class Trainer:
             atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
     def _load(self) -> None:
-        state = torch.load(self.run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+        """Continue from checkpoint.pt. It is read with `weights_only` (tensors and plain
+        data only: a checkpoint from elsewhere cannot run code), and one that cannot be read
+        or does not fit this model is refused with a RunFolderError naming it."""
+        path = self.run_dir / CHECKPOINT
+        state = read_checkpoint(path)
+        try:
+            self._restore(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, ConfigError) as exc:
+            raise RunFolderError(
+                f"{path}: does not fit this run ({type(exc).__name__}: {_first_line(exc)}); "
+                "resume with the run's own model, tasks and config, or start over with --force."
+            ) from exc
+
+    def _restore(self, state: dict[str, Any]) -> None:
         self.phase, self.step = state["phase"], state["step"]
+        if self.phase not in PHASES:
+            raise ValueError(f"unknown phase {self.phase!r}")
         self.policy_steps = state["policy_steps"]
-        self._truncate_log(state["log_lines"])
         self.model.load_state_dict(state["model"])
         self.model.policy = Policy(**state["policy"])
         self.weighting.load_state_dict(state["weighting"])
@@ -593,8 +604,54 @@ class Trainer:
                 self.policy_opt.load_state_dict(state["policy_opt"])
             if self.scheduler is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"].get("cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        set_rng_state(state["rng"])
+        self._truncate_log(state["log_lines"])
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The dict in a checkpoint file, read with `weights_only`: a file that holds anything
+    but tensors and plain data (which could run code when unpickled), or is truncated or
+    not a checkpoint at all, is refused with a RunFolderError naming it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the protocol of foreign pickles
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise RunFolderError(
+            f"{path}: holds objects other than tensors and plain data, which onnxmtl never "
+            "loads (they could run code); delete the file or start over with --force."
+        ) from exc
+    except Exception as exc:
+        raise RunFolderError(
+            f"{path}: not a checkpoint onnxmtl can read ({type(exc).__name__}; truncated or "
+            "written by something else); delete the file or start over with --force."
+        ) from exc
+    if not isinstance(state, dict):
+        raise RunFolderError(f"{path}: not a checkpoint written by onnxmtl; delete the file.")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator's state as tensors and plain data (what `weights_only` loads)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the generators from `rng_state`'s dict."""
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no detail"
