@@ -6,6 +6,8 @@ its check (if any) then looks at what is left on disk."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import pickle
 import shutil
 from collections.abc import Callable
@@ -13,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
-from onnxmtl.training.runs import search
+from onnxmtl.errors import RunFolderError
+from onnxmtl.run_folder import LOCK_FILE, clear_run, foreign_entries, locked
+from onnxmtl.training.runs import LAYOUT, search
 from tests.test_cli import assert_clean_error, run_cli
 
 CONFIG = """batch_size: 4
@@ -36,6 +41,7 @@ class Env:
     config: Path  # a tiny search config
     run: Path  # a finished tiny search run folder
     tmp: Path  # this case's folder
+    held: int | None = None  # a file descriptor holding the run folder's lock
 
     def copy_run(self) -> Path:
         """A copy of the finished run in the case's folder."""
@@ -102,6 +108,56 @@ def _foreign_checkpoint(env: Env) -> list[str]:
     return env.search(run, "--resume")
 
 
+def _resume_with_another_config(env: Env) -> list[str]:
+    run = env.copy_run()
+    other = env.tmp / "other.yaml"
+    text = env.config.read_text().replace("batch_size: 4", "batch_size: 8")
+    other.write_text(text + "seed: 1\n")
+    args = env.search(run, "--resume")
+    args[args.index("--config") + 1] = str(other)
+    return args
+
+
+def _user_file_in_run(env: Env) -> list[str]:
+    run = env.copy_run()
+    (run / "model.onnx").write_bytes(b"the user's model")
+    return env.search(run, "--force")
+
+
+def _user_folder(env: Env) -> list[str]:
+    folder = env.tmp / "run"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"the user's model")
+    return env.search(folder, "--force")
+
+
+def _pipeline_into_the_model_folder(env: Env) -> list[str]:
+    folder = env.tmp / "run"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(env.model.read_bytes())
+    return ["run", str(folder / "model.onnx"), "--data", "scenes", "--out", str(folder)]
+
+
+def _user_file_kept(env: Env) -> None:
+    assert (env.tmp / "run" / "model.onnx").is_file(), "the user's file was deleted"
+    assert sorted(p.name for p in (env.tmp / "run").iterdir()) != [".onnxmtl.lock"]
+
+
+def _locked_by_another_process(env: Env) -> list[str]:
+    run = env.copy_run()
+    env.held = os.open(run / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(env.held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return env.search(run, "--resume")
+
+
+def _cuda_without_gpu(env: Env) -> list[str]:
+    return [*env.search(env.tmp / "new"), "--device", "cuda"]
+
+
+def _nothing_left(env: Env) -> None:
+    assert not (env.tmp / "new").exists(), "a failed start left files behind"
+
+
 @dataclass
 class Case:
     id: str
@@ -119,13 +175,65 @@ CASES = [
     ),
     Case("truncated-checkpoint", _truncated_checkpoint, ("checkpoint.pt", "truncated")),
     Case("foreign-checkpoint", _foreign_checkpoint, ("checkpoint.pt", "does not fit")),
+    Case(
+        "resume-other-config",
+        _resume_with_another_config,
+        ("other settings", "batch_size 4 -> 8", "seed 0 -> 1"),
+    ),
+    Case("force-user-file", _user_file_in_run, ("model.onnx", "--force"), _user_file_kept),
+    Case("force-not-a-run", _user_folder, ("not a run folder", "--force"), _user_file_kept),
+    Case(
+        "force-pipeline-model-folder",
+        lambda env: [*_pipeline_into_the_model_folder(env), "--force"],
+        ("model.onnx", "--force"),
+        _user_file_kept,
+    ),
+    Case("locked", _locked_by_another_process, ("another onnxmtl process",)),
+    Case("cuda-without-gpu", _cuda_without_gpu, ("cuda", "device: cpu"), _nothing_left),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_input_fails_in_one_line(case: Case, shared, tmp_path) -> None:
+    if case.id == "cuda-without-gpu" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     env = Env(*shared, tmp_path)
     args = case.setup(env)
-    assert_clean_error(run_cli(*args), *case.fragments)
+    try:
+        assert_clean_error(run_cli(*args), *case.fragments)
+    finally:
+        if env.held is not None:
+            os.close(env.held)
     if case.check is not None:
         case.check(env)
+
+
+def test_force_clears_every_file_a_run_writes_and_nothing_else(shared, tmp_path):
+    run = Env(*shared, tmp_path).copy_run()
+    (run / ".metrics.json.abc123.tmp").write_text("{")  # an interrupted atomic write
+    assert foreign_entries(run, LAYOUT) == []
+    clear_run(run, LAYOUT)
+    assert [p.name for p in run.iterdir()] == [LOCK_FILE]  # kept: a process may hold it
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="not a run folder"):
+        clear_run(run, LAYOUT)
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_the_lock_removes_stray_temporary_files_and_is_released(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    stray = run / ".checkpoint.pt.k2j3h4.tmp"
+    stray.write_bytes(b"half a checkpoint")
+    users = run / ".draft.tmp"
+    users.write_text("not onnxmtl's")
+    with locked(run, LAYOUT):
+        assert not stray.exists() and users.exists()
+        with pytest.raises(RunFolderError, match="another onnxmtl process"), locked(run, LAYOUT):
+            pass
+    with locked(run, LAYOUT):  # released on exit
+        pass
+    fresh = tmp_path / "fresh"
+    with pytest.raises(KeyError), locked(fresh, LAYOUT):
+        raise KeyError("a failed start")
+    assert not fresh.exists()

@@ -12,6 +12,7 @@ import pytest
 
 import onnxmtl
 from onnxmtl.pipeline import stages as run_module
+from onnxmtl.run_folder import foreign_entries
 from tests.conftest import ROOT
 from tests.test_cli import assert_clean_error, run_cli
 
@@ -63,6 +64,7 @@ def test_run_writes_models_and_a_report_from_its_own_figures(tiny_export, tmp_pa
     assert f"Deploy **{deploy['model']}**" in report
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):
         assert (out / image).stat().st_size > 1000, image
+    assert foreign_entries(out, run_module.LAYOUT) == []  # --force could clear it all
     kept = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     again = onnxmtl.run(tiny_export("legacy17"), "scenes", out, config=config, progress=False)
     assert again.results == results

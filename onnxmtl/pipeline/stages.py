@@ -7,13 +7,10 @@ there, so a run that was interrupted continues where it stopped.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from onnxmtl.benchmark import bench
 from onnxmtl.compiler import SHARED, Policy, load_supermodel, policy_params
@@ -24,13 +21,32 @@ from onnxmtl.exporter import export
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.pipeline.choose import choose_model
 from onnxmtl.pipeline.report import write_report
+from onnxmtl.run_folder import RUN_FILE, Layout, clear_run, is_run
 from onnxmtl.tasks import Task
-from onnxmtl.training import SearchConfig, as_config, delta_m, distributed
-from onnxmtl.training.runs import finished, has_checkpoint, search, train_baseline
+from onnxmtl.training import SearchConfig, delta_m, distributed
+from onnxmtl.training.runs import LAYOUT as TRAINER_LAYOUT
+from onnxmtl.training.runs import (
+    check_resume,
+    file_hash,
+    finished,
+    has_checkpoint,
+    search,
+    start,
+    train_baseline,
+    writing,
+)
 
 BASELINES = ("all-shared", "single-task")
 RESULTS = "results.json"
 TIMES = "run_times.json"  # seconds of each call of `run` on the folder
+PLOTS = ("policy.png", "latency.png", "search_curves.png")
+MODELS: Layout = dict.fromkeys(["searched.onnx", "searched.pt", "all-shared.onnx", "single-*.onnx"])
+LAYOUT: Layout = {
+    **dict.fromkeys([RUN_FILE, RESULTS, TIMES, "report.md", *PLOTS]),
+    "search": TRAINER_LAYOUT,
+    "baselines": dict.fromkeys(BASELINES, TRAINER_LAYOUT),
+    "models": MODELS,
+}
 
 
 @dataclass
@@ -79,25 +95,40 @@ def run(
             print(f"{out} holds a finished run; --force runs it again", flush=True)
         results = json.loads((out / RESULTS).read_text())
         return RunResult(out, out / "report.md", results)
-    config = as_config(config)
-    distributed.setup(distributed.local_device(torch.device(config.device)))
-    if force and out.exists():
-        distributed.barrier()
-        if distributed.is_main():
-            shutil.rmtree(out)
-        distributed.barrier()
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    if not distributed.is_main():
-        return _run(
-            out, model, data, tasks, config, baselines, batch_sizes, bench_repeats, progress
-        )
-    try:
-        return _run(
-            out, model, data, tasks, config, baselines, batch_sizes, bench_repeats, progress
-        )
-    finally:
-        _active_seconds(out, time.time() - started)
+    config = start(config)
+    info = {**run_info(model, data, config), "baselines": list(baselines)}
+    with writing(out, LAYOUT):
+        if force:
+            distributed.barrier()
+            if distributed.is_main():
+                clear_run(out, LAYOUT)
+            distributed.barrier()
+        elif is_run(out):
+            check_resume(out, info)
+        if not distributed.is_main():
+            return _run(
+                out, model, data, tasks, config, baselines, batch_sizes, bench_repeats, progress
+            )
+        atomic_write_text(out / RUN_FILE, json.dumps(info, indent=1))
+        started = time.time()
+        try:
+            return _run(
+                out, model, data, tasks, config, baselines, batch_sizes, bench_repeats, progress
+            )
+        finally:
+            _active_seconds(out, time.time() - started)
+
+
+def run_info(model: str | Path, data: str | Path, config: SearchConfig) -> dict[str, Any]:
+    """What the pipeline's run.json records (the stages' folders record their tasks)."""
+    info = {
+        "kind": "pipeline",
+        "model": str(model),
+        "model_sha256": file_hash(model),
+        "data": str(data),
+        "config": config.to_dict(),
+    }
+    return json.loads(json.dumps(info, default=str))
 
 
 def _run(

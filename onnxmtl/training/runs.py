@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,27 +13,44 @@ import torch
 
 from onnxmtl.compiler import SHARED, Policy, SuperModel, compile, load_supermodel, save_supermodel
 from onnxmtl.data import load_dataset, split_indices
-from onnxmtl.errors import ConfigError
+from onnxmtl.errors import ConfigError, RunFolderError
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.ir import load
+from onnxmtl.run_folder import RUN_FILE, Layout, clear_run, locked, read_run
 from onnxmtl.tasks import Task, load_tasks
 from onnxmtl.training import distributed
 from onnxmtl.training.config import SearchConfig, as_config
 from onnxmtl.training.evaluate import evaluate
-from onnxmtl.training.trainer import CHECKPOINT, SearchResult, Trainer
+from onnxmtl.training.trainer import CHECKPOINT, INITIAL, SearchResult, Trainer
 
 BASELINES = ("all-shared", "single-task", "random")
-RUN_FILE = "run.json"
+TRAINER_FILES = (
+    RUN_FILE,
+    "config.json",
+    CHECKPOINT,
+    INITIAL,
+    "metrics.json",
+    "metrics.jsonl",
+    "metrics.csv",
+    "policy.json",
+    "supermodel.pt",
+    "latency.json",
+    "conflict.json",
+)
+TASK_LAYOUT: Layout = dict.fromkeys(TRAINER_FILES)
+LAYOUT: Layout = {**TASK_LAYOUT, "*": TASK_LAYOUT}  # single-task: one folder per task
+RESUME_FREE = ("device", "checkpoint_every", "latency_cache")  # may change on --resume
 
 
 def prepare_dir(out: Path, resume: bool, force: bool) -> bool:
-    """Check the run folder: returns whether to resume. A folder holding a run is never
-    reused without --resume or --force."""
-    holds_run = (out / RUN_FILE).exists() or has_checkpoint(out)
+    """Check the run folder: returns whether to resume. A folder holding a run (a
+    checkpoint) is never reused without --resume or --force; --force clears only a run
+    onnxmtl wrote (`clear_run`)."""
+    holds_run = has_checkpoint(out)
     distributed.barrier()  # every process has looked before rank 0 writes or deletes
-    if holds_run and force:
+    if force:
         if distributed.is_main():
-            shutil.rmtree(out)
+            clear_run(out, LAYOUT)
         distributed.barrier()
         return False
     if holds_run and not resume:
@@ -44,10 +62,77 @@ def prepare_dir(out: Path, resume: bool, force: bool) -> bool:
     return resume
 
 
+def writing(out: Path, layout: Layout = LAYOUT) -> contextlib.AbstractContextManager:
+    """The run folder's lock (`locked`) in the process that writes files; nothing in the
+    others (under torchrun)."""
+    return locked(out, layout) if distributed.is_main() else contextlib.nullcontext()
+
+
 def has_checkpoint(out: Path) -> bool:
     """Whether a run folder (or, for single-task baselines, one of its task folders) holds a
     checkpoint to resume from."""
     return (out / CHECKPOINT).exists() or any(out.glob(f"*/{CHECKPOINT}"))
+
+
+def run_info(
+    kind: str,
+    model_path: str | Path,
+    data: str | Path,
+    tasks: list[Task],
+    config: SearchConfig,
+    policy: str | Path | None = None,
+) -> dict[str, Any]:
+    """What run.json records: what the run is, from which model file (path and content
+    hash), data, tasks and config; --resume compares these (`check_resume`)."""
+    info = {
+        "kind": kind,
+        "model": str(model_path),
+        "model_sha256": file_hash(model_path),
+        "data": str(data),
+        "tasks": [t.to_dict() for t in tasks],
+        "config": config.to_dict(),
+    }
+    if policy is not None:
+        info["policy_sha256"] = file_hash(policy)
+    return json.loads(json.dumps(info, default=str))
+
+
+def file_hash(path: str | Path) -> str | None:
+    """The SHA-256 of a file's bytes (None if it cannot be read)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def check_resume(out: Path, info: dict[str, Any]) -> None:
+    """Refuse to resume the run in `out` with other settings than it was started with:
+    another kind of run, model file, dataset, tasks or config option (all but
+    RESUME_FREE), listing every field that differs."""
+    stored = read_run(out)
+    given_config, stored_config = info["config"], stored.get("config", {})
+    differ: list[tuple[str, Any, Any]] = []
+    for key in ("kind", "model_sha256", "policy_sha256", "data", "tasks"):
+        if key in stored and stored[key] != info.get(key):
+            name = {"model_sha256": "model", "policy_sha256": "policy"}.get(key, key)
+            differ.append((name, stored.get(key), info.get(key)))
+    for key in sorted(set(given_config) | set(stored_config)):
+        if key not in RESUME_FREE and stored_config.get(key) != given_config.get(key):
+            differ.append((key, stored_config.get(key), given_config.get(key)))
+    if not differ:
+        return
+    details = ", ".join(
+        name if name in ("model", "policy", "tasks") else f"{name} {old!r} -> {new!r}"
+        for name, old, new in differ
+    )
+    raise RunFolderError(
+        f"{out}: holds a run started with other settings ({details}); to continue it give "
+        "its own model, data, tasks and config, or start over with --force."
+    )
 
 
 def finished(folder: Path) -> SearchResult | None:
@@ -76,16 +161,36 @@ def _tasks(tasks: str | Path | list[Task] | None, dataset) -> list[Task]:
     return tasks
 
 
-def _record(out: Path, **info: Any) -> None:
+def _record(out: Path, info: dict[str, Any]) -> None:
     if distributed.is_main():
-        atomic_write_text(out / RUN_FILE, json.dumps(info, indent=1, default=str))
+        atomic_write_text(out / RUN_FILE, json.dumps(info, indent=1))
 
 
-def _start(config: SearchConfig | dict | str | Path | None) -> SearchConfig:
-    """The config, after joining torchrun's process group if there is one."""
+def start(config: SearchConfig | dict | str | Path | None) -> SearchConfig:
+    """The config, after checking that its device is here and joining torchrun's process
+    group if there is one."""
     config = as_config(config)
-    distributed.setup(distributed.local_device(torch.device(config.device)))
+    device = torch.device(config.device)
+    check_device(device)
+    distributed.setup(distributed.local_device(device))
     return config
+
+
+def check_device(device: torch.device) -> None:
+    """A ConfigError unless `device` exists on this machine."""
+    if device.type != "cuda":
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(
+            f"config: device {str(device)!r}, but this machine has no CUDA device torch can "
+            "use; set device: cpu (or --device cpu)."
+        )
+    if device.index is not None and device.index >= count:
+        raise ConfigError(
+            f"config: device {str(device)!r}, but this machine has {count} CUDA device(s) "
+            f"(cuda:0 to cuda:{count - 1})."
+        )
 
 
 def _save(model: SuperModel, path: Path) -> None:
@@ -107,22 +212,19 @@ def search(
     """Compile, warm up, search, derive and post-train; the run folder gets policy.json,
     supermodel.pt, metrics.json(l), config.json, run.json and checkpoint.pt."""
     out = Path(out)
-    config = _start(config)
-    resume = prepare_dir(out, resume, force)
-    train, test = _datasets(data, config)
-    task_list = _tasks(tasks, train)
-    model = compile(load(model_path), task_list, seed=config.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    _record(
-        out,
-        kind="search",
-        model=str(model_path),
-        data=str(data),
-        tasks=[t.to_dict() for t in task_list],
-        config=config.to_dict(),
-    )
-    result = Trainer(model, train, config, out, test=test, progress=progress).run(resume=resume)
-    _save(model, out / "supermodel.pt")
+    config = start(config)
+    with writing(out):
+        resume = prepare_dir(out, resume, force)
+        train, test = _datasets(data, config)
+        task_list = _tasks(tasks, train)
+        info = run_info("search", model_path, data, task_list, config)
+        if resume:
+            check_resume(out, info)
+        model = compile(load(model_path), task_list, seed=config.seed)
+        trainer = Trainer(model, train, config, out, test=test, progress=progress)
+        _record(out, info)
+        result = trainer.run(resume=resume)
+        _save(model, out / "supermodel.pt")
     return result
 
 
@@ -152,22 +254,37 @@ def train_baseline(
     if policy is None and baseline not in BASELINES:
         raise ConfigError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}.")
     out = Path(out)
-    config = _start(config)
+    config = start(config)
     config = dataclasses.replace(config, post_train_steps=config.baseline_length)
+    with writing(out):
+        return _train_baseline(
+            model_path, data, out, baseline, tasks, config, policy, resume, force, progress
+        )
+
+
+def _train_baseline(
+    model_path: str | Path,
+    data: str | Path,
+    out: Path,
+    baseline: str,
+    tasks: str | Path | list[Task] | None,
+    config: SearchConfig,
+    policy: str | Path | None,
+    resume: bool,
+    force: bool,
+    progress: bool,
+) -> dict[str, SearchResult]:
     resume = prepare_dir(out, resume, force)
     train, test = _datasets(data, config)
     task_list = _tasks(tasks, train)
     groups = [[t] for t in task_list] if baseline == "single-task" else [task_list]
     results = {}
-    out.mkdir(parents=True, exist_ok=True)
-    _record(
-        out,
-        kind=baseline if policy is None else "policy",
-        model=str(model_path),
-        data=str(data),
-        tasks=[t.to_dict() for t in task_list],
-        config=config.to_dict(),
-    )
+    kind = baseline if policy is None else "policy"
+    info = run_info(kind, model_path, data, task_list, config, policy)
+    if resume:
+        check_resume(out, info)
+    fixed_given = Policy.from_json(policy) if policy is not None else None
+    _record(out, info)
     for group in groups:
         folder = out / group[0].name if baseline == "single-task" else out
         done = finished(folder) if resume else None
@@ -175,8 +292,8 @@ def train_baseline(
             results[folder.name] = done
             continue
         model = compile(load(model_path), group, seed=config.seed)
-        if policy is not None:
-            fixed = Policy.from_json(policy)
+        if fixed_given is not None:
+            fixed = fixed_given
         elif baseline == "random":
             fixed = random_policy(model, config.seed)
         else:
