@@ -14,12 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper
 
-from onnxmtl.errors import RunFolderError
+import onnxmtl
+from onnxmtl.compiler import SHARED, load_supermodel
+from onnxmtl.data import Scenes
+from onnxmtl.derived import derive, save_derived
+from onnxmtl.errors import RunFolderError, TrainingError
 from onnxmtl.run_folder import LOCK_FILE, clear_run, foreign_entries, locked
+from onnxmtl.training import SearchConfig, Trainer
 from onnxmtl.training.runs import LAYOUT, search
+from tests.helpers import image, make_model, rand
 from tests.test_cli import assert_clean_error, run_cli
 
 CONFIG = """batch_size: 4
@@ -158,6 +167,38 @@ def _nothing_left(env: Env) -> None:
     assert not (env.tmp / "new").exists(), "a failed start left files behind"
 
 
+def _nan_learning_rate(env: Env) -> list[str]:
+    config = env.tmp / "nan.yaml"
+    config.write_text(env.config.read_text() + "weight_lr: .nan\n")
+    args = env.search(env.tmp / "new")
+    args[args.index("--config") + 1] = str(config)
+    return args
+
+
+def _nan_onnx_model(env: Env) -> list[str]:
+    weight = rand(4, 3, 3, 3)
+    weight[0, 0, 0, 0] = np.nan
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"])], [image()], [out], {"w": weight}
+    )
+    onnx.save(model, env.tmp / "nan.onnx")
+    return ["verify", str(env.tmp / "nan.onnx")]
+
+
+def _nan_derived_model(env: Env) -> list[str]:
+    supermodel = load_supermodel(env.run / "supermodel.pt")
+    model = derive(supermodel, supermodel.uniform_policy(SHARED))
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    save_derived(model, supermodel, env.tmp / "nan.pt")
+    return ["export", str(env.tmp / "nan.pt"), "-o", str(env.tmp / "nan.onnx")]
+
+
+def _no_onnx_written(env: Env) -> None:
+    assert not (env.tmp / "nan.onnx").exists()
+
+
 @dataclass
 class Case:
     id: str
@@ -190,6 +231,9 @@ CASES = [
     ),
     Case("locked", _locked_by_another_process, ("another onnxmtl process",)),
     Case("cuda-without-gpu", _cuda_without_gpu, ("cuda", "device: cpu"), _nothing_left),
+    Case("nan-learning-rate", _nan_learning_rate, ("weight_lr=nan",), _nothing_left),
+    Case("verify-nan-output", _nan_onnx_model, ("nan.onnx", "NaN/inf")),
+    Case("export-nan-weights", _nan_derived_model, ("nan.onnx", "NaN/inf"), _no_onnx_written),
 ]
 
 
@@ -237,3 +281,56 @@ def test_the_lock_removes_stray_temporary_files_and_is_released(tmp_path):
     with pytest.raises(KeyError), locked(fresh, LAYOUT):
         raise KeyError("a failed start")
     assert not fresh.exists()
+
+
+class _NanImages(torch.utils.data.Dataset):
+    """A dataset's samples with NaN images: what a corrupt file gives the trainer."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, targets = self.dataset[index]
+        return image * float("nan"), targets
+
+
+def _trainer(tiny_export, tmp_path, **options) -> Trainer:
+    train = Scenes("train", count=16, size=32, cache_dir=tmp_path / "cache")
+    model = onnxmtl.compile(onnxmtl.load(tiny_export("legacy17", fold_bn=True)), train.tasks())
+    sizes = dict(warmup_steps=4, search_steps=2, post_train_steps=2, checkpoint_every=2)
+    config = SearchConfig(batch_size=4, batchnorm_batches=1, **{**sizes, **options})
+    return Trainer(model, train, config, tmp_path / "run", progress=False)
+
+
+def test_the_first_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
+    tiny_export, tmp_path
+):
+    assert _trainer(tiny_export, tmp_path).run(stop_after=2) is None
+    checkpoint = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    trainer = _trainer(tiny_export, tmp_path)
+    trainer.train_set = _NanImages(trainer.train_set)
+    trainer.streams = {n: trainer._stream(n, n) for n in trainer.streams}
+    with pytest.raises(TrainingError, match=r"warm-up step 3: the loss of task 'seg'.*warmup_lr"):
+        trainer.run(resume=True)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == checkpoint
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2, "no log row for the step that diverged"
+
+
+def test_policy_logits_that_are_not_finite_give_no_policy(tiny_export, tmp_path, monkeypatch):
+    original = Trainer._run_step
+
+    def diverges(self):
+        record = original(self)
+        if self.phase == "search":
+            with torch.no_grad():
+                self.model.policy_logits.fill_(float("nan"))
+        return record
+
+    monkeypatch.setattr(Trainer, "_run_step", diverges)
+    with pytest.raises(TrainingError, match="policy_logits holds NaN/inf"):
+        _trainer(tiny_export, tmp_path, search_steps=1, checkpoint_every=0).run()
+    assert not (tmp_path / "run" / "policy.json").exists()

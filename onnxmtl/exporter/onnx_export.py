@@ -19,7 +19,7 @@ from onnxmtl.derived import DerivedModel
 from onnxmtl.errors import ConfigError, ExportMismatchError, ShapeError
 from onnxmtl.io_utils import atomic_write
 from onnxmtl.ir.graph import MAX_IR_VERSION
-from onnxmtl.lower.verify import max_diffs
+from onnxmtl.lower.verify import max_diffs, nonfinite
 from onnxmtl.runtime import session
 
 DEFAULT_OPSET = 17
@@ -131,6 +131,13 @@ def export(
     )
     onnx.checker.check_model(proto, full_check=True)
     got = session(proto, ["CPUExecutionProvider"]).run(names, {INPUT_NAME: x.numpy()})
+    bad_torch, bad_ort = sum(map(nonfinite, expected)), sum(map(nonfinite, got))
+    if bad_torch or bad_ort:
+        raise ExportMismatchError(
+            f"{path}: the outputs hold NaN/inf values (PyTorch {bad_torch}, onnxruntime "
+            f"{bad_ort}) on a seeded batch of {size}; nothing written. Check the model's "
+            "weights (a training run that diverged?)."
+        )
     max_abs, max_rel = max_diffs(expected, got)
     if tolerance is None:
         tolerance = FP16_RTOL if fp16 else DEFAULT_RTOL

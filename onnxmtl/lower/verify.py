@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from onnxmtl.errors import ModelFileError
 from onnxmtl.ir import Graph
 from onnxmtl.lower.build import lower
 from onnxmtl.runtime import session
@@ -50,13 +52,29 @@ def verify(
     expected = session(graph.to_proto(), ["CPUExecutionProvider"]).run(
         graph.features, {graph.input_name: x}
     )
+    for name, ref in zip(graph.features, expected):
+        bad = nonfinite(ref)
+        if bad:
+            raise ModelFileError(
+                f"{graph.source}: onnxruntime's output '{name}' holds {bad} NaN/inf value(s) "
+                "for a standard-normal input, so there is nothing to verify against; check the "
+                "model's weights (NaN or inf) and re-export it."
+            )
     max_abs, max_rel = max_diffs(expected, run_module(module, x))
     return Verification(max_abs, max_rel, tolerance, shape)
 
 
+def nonfinite(array: np.ndarray) -> int:
+    """How many values of `array` are NaN or infinite."""
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
 def max_diffs(expected: list[np.ndarray], got: list[np.ndarray]) -> tuple[float, float]:
     """The largest absolute difference over outputs, and the largest relative to each
-    reference output's largest magnitude."""
+    reference output's largest magnitude; both infinite where an output holds a NaN or an
+    infinity (a comparison with NaN would otherwise read as no difference)."""
+    if any(nonfinite(a) for a in (*expected, *got)):
+        return math.inf, math.inf
     max_abs = max_rel = 0.0
     for ref, out in zip(expected, got, strict=True):
         diff = float(np.max(np.abs(out - ref))) if ref.size else 0.0

@@ -103,6 +103,10 @@ class SearchConfig:
     log_format: str = "jsonl"  # 'jsonl' or 'csv'
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"config: {f.name}={value}; expected a finite number.")
         for name in ("batch_size", "weight_steps", "policy_steps", "dwa_window"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be an integer >= 1.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import pickle
 import random
 import time
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from onnxmtl.compiler import BRANCHES, SHARED, SPECIFIC, Policy, SuperModel, branch_costs
 from onnxmtl.data import MultiTaskDataset, split_indices
-from onnxmtl.errors import ConfigError, RunFolderError
+from onnxmtl.errors import ConfigError, RunFolderError, TrainingError
 from onnxmtl.io_utils import atomic_write, atomic_write_text
 from onnxmtl.tasks import loss_fn
 from onnxmtl.training import distributed
@@ -359,6 +360,37 @@ class Trainer:
             return record
         return self._weight_step("train", "fixed", None)
 
+    def _check_finite(self, record: dict[str, float]) -> None:
+        """Stop at the first loss that is not finite, before anything is saved (the last
+        checkpoint, from before it, stays the run's last good state)."""
+        keys = [*(f"loss_{t.name}" for t in self.tasks), "loss", "policy_loss"]
+        bad = [k for k in keys if k in record and not math.isfinite(record[k])]
+        if not bad:
+            return
+        tasks = [k.removeprefix("loss_") for k in bad if k.startswith("loss_")]
+        what = f"task {', '.join(repr(t) for t in tasks)}" if tasks else f"the {bad[0]}"
+        lr = {
+            "warmup": "warmup_lr",
+            "search": "policy_lr" if bad == ["policy_loss"] else "weight_lr",
+            "post": "post_train_lr",
+        }[self.phase]
+        raise TrainingError(
+            f"{self.run_dir}: {PHASE_NAMES[self.phase]} step {self.step + 1}: the loss of "
+            f"{what} is {record[bad[0]]} (not finite); likely causes: NaN/inf or out-of-range "
+            f"values in the data, or {lr}={getattr(self.config, lr):g} too high. Nothing was "
+            "saved from this step; the last checkpoint is the last good state."
+        )
+
+    def _check_weights(self) -> None:
+        """Refuse to save weights or policy logits that are not finite."""
+        for name, value in self.model.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise TrainingError(
+                    f"{self.run_dir}: {PHASE_NAMES.get(self.phase, self.phase)} step "
+                    f"{self.step}: {name} holds NaN/inf values; not saved (the last checkpoint "
+                    "is the last good state). Lower the learning rates or check the data."
+                )
+
     def _finish_phase(self) -> None:
         c = self.config
         if self.phase == "warmup" and self.conflict.measurements:
@@ -367,6 +399,7 @@ class Trainer:
             if c.conflict_init:
                 init_from_conflict(self.model, self.conflict.scores(), c.conflict_strength)
         if self.phase == "search":
+            self._check_weights()  # no policy from NaN logits
             if c.derive == "conflict":
                 policy = conflict_policy(self.model, self.conflict.ranking(), c.conflict_share)
             else:
@@ -415,6 +448,7 @@ class Trainer:
                 record = self._run_step()
                 if self.world > 1:
                     record = dict(zip(record, distributed.mean(list(record.values()), self.device)))
+                self._check_finite(record)
                 self.step += 1
                 done += 1
                 self._log(record)
@@ -551,6 +585,7 @@ class Trainer:
             self.history = list(csv.DictReader(rows[: header + lines]))
 
     def _save(self) -> None:
+        self._check_weights()
         state = {
             "phase": self.phase,
             "step": self.step,
