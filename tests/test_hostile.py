@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pickle
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,14 +23,16 @@ from onnx import TensorProto, helper
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, load_supermodel
-from onnxmtl.data import Scenes
+from onnxmtl.data import Scenes, load_dataset
+from onnxmtl.data.base import normalize_image
 from onnxmtl.derived import derive, save_derived
-from onnxmtl.errors import RunFolderError, TrainingError
+from onnxmtl.errors import DataError, RunFolderError, TrainingError
 from onnxmtl.run_folder import LOCK_FILE, clear_run, foreign_entries, locked
 from onnxmtl.training import SearchConfig, Trainer
 from onnxmtl.training.runs import LAYOUT, search
 from tests.helpers import image, make_model, rand
 from tests.test_cli import assert_clean_error, run_cli
+from tests.test_data import make_folder
 
 CONFIG = """batch_size: 4
 warmup_steps: 1
@@ -199,6 +202,12 @@ def _no_onnx_written(env: Env) -> None:
     assert not (env.tmp / "nan.onnx").exists()
 
 
+def _task_named_image(env: Env) -> list[str]:
+    tasks = env.tmp / "tasks.yaml"
+    tasks.write_text("tasks: [{name: image, kind: depth}]\n")
+    return ["compile", str(env.model), "--tasks", str(tasks), "-o", str(env.tmp / "s.pt")]
+
+
 @dataclass
 class Case:
     id: str
@@ -231,6 +240,7 @@ CASES = [
     ),
     Case("locked", _locked_by_another_process, ("another onnxmtl process",)),
     Case("cuda-without-gpu", _cuda_without_gpu, ("cuda", "device: cpu"), _nothing_left),
+    Case("task-named-image", _task_named_image, ("tasks.yaml", "'image'", "input name")),
     Case("nan-learning-rate", _nan_learning_rate, ("weight_lr=nan",), _nothing_left),
     Case("verify-nan-output", _nan_onnx_model, ("nan.onnx", "NaN/inf")),
     Case("export-nan-weights", _nan_derived_model, ("nan.onnx", "NaN/inf"), _no_onnx_written),
@@ -334,3 +344,73 @@ def test_policy_logits_that_are_not_finite_give_no_policy(tiny_export, tmp_path,
     with pytest.raises(TrainingError, match="policy_logits holds NaN/inf"):
         _trainer(tiny_export, tmp_path, search_steps=1, checkpoint_every=0).run()
     assert not (tmp_path / "run" / "policy.json").exists()
+
+
+def _corrupt(root: Path, what: str) -> None:
+    train = root / "train"
+    if what == "label":
+        label = np.load(train / "label" / "1.npy")
+        label[0, 0] = 20
+        np.save(train / "label" / "1.npy", label)
+    elif what == "depth":
+        depth = np.load(train / "depth" / "2.npy")
+        depth[1, 1] = np.nan
+        np.save(train / "depth" / "2.npy", depth)
+    elif what == "normals":
+        for path in (train / "normal").glob("*.npy"):
+            np.save(path, np.zeros_like(np.load(path)))
+    elif what == "image-nan":
+        image = np.load(train / "image" / "0.npy")
+        image[0, 0, 0] = np.nan
+        np.save(train / "image" / "0.npy", image)
+    elif what == "image-255":
+        np.save(train / "image" / "1.npy", np.load(train / "image" / "1.npy") * 255)
+    elif what == "image-size":
+        np.save(train / "image" / "2.npy", np.zeros((5, 8, 3), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("what", "fragments"),
+    [
+        ("label", ["label/1.npy", "[20]", "outside [0, 13)"]),
+        ("depth", ["depth/2.npy", "NaN"]),
+        ("normals", ["'normal'", "no non-zero normal"]),
+        ("image-nan", ["image/0.npy", "NaN"]),
+        ("image-255", ["image/1.npy", "must be in [0, 1]", "uint8"]),
+        ("image-size", ["image/2.npy", "same size"]),
+    ],
+)
+def test_bad_data_is_refused_before_training_naming_the_sample(tmp_path, what, fragments):
+    make_folder(tmp_path, "train", 3, nyu=True)
+    _corrupt(tmp_path, what)
+    dataset = load_dataset(tmp_path, "train")
+    with pytest.raises(DataError) as info:
+        dataset.check(dataset.tasks())
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_uint8_images_are_divided_by_255(tmp_path):
+    make_folder(tmp_path, "train", 3, nyu=True)
+    path = tmp_path / "train" / "image" / "0.npy"
+    floats = np.load(path)
+    as_bytes = np.round(floats * 255).astype(np.uint8)
+    np.save(path, as_bytes)
+    dataset = load_dataset(tmp_path, "train")
+    dataset.check(dataset.tasks())
+    expected = normalize_image(as_bytes.astype(np.float32) / 255)
+    assert torch.allclose(dataset[0][0], expected)
+
+
+def test_a_run_on_bad_data_fails_in_one_line_before_writing(shared, tmp_path):
+    make_folder(tmp_path / "data", "train", 6, nyu=True)
+    make_folder(tmp_path / "data", "val", 2, nyu=True)
+    _corrupt(tmp_path / "data", "label")
+    env = Env(*shared, tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(re.sub(r"data: .*\n", "", env.config.read_text()))
+    args = env.search(tmp_path / "new")
+    args[args.index("--data") + 1] = str(tmp_path / "data")
+    args[args.index("--config") + 1] = str(config)
+    assert_clean_error(run_cli(*args), "label/1.npy", "[20]")
+    assert not (tmp_path / "new").exists()

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from onnxmtl.data.check import check_arrays
 from onnxmtl.errors import DataError
 from onnxmtl.tasks import Task
 
@@ -28,6 +29,18 @@ class MultiTaskDataset(Dataset):
     @property
     def image_size(self) -> tuple[int, int]:
         raise NotImplementedError
+
+    def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+        """The split's raw images and targets by task name (axis 0: samples) where the
+        dataset holds them in memory, for `check`; None where it does not."""
+        return None
+
+    def check(self, tasks: list[Task]) -> None:
+        """Raise a DataError naming the sample where an image or a target of `tasks` is one
+        training cannot use (onnxmtl.data.check); a no-op for datasets without `arrays`."""
+        arrays = self.arrays()
+        if arrays is not None:
+            check_arrays(f"dataset '{self.name}'", *arrays, tasks)
 
 
 def split_indices(count: int, seed: int, val_fraction: float = 0.1) -> dict[str, np.ndarray]:

@@ -88,6 +88,9 @@ class FashionLocate(MultiTaskDataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.images, {"item": self.item, "where": self.where}
+
     def __getitem__(self, index: int):
         image = normalize_image(self.images[index].astype(np.float32) / 255.0)
         return image, {

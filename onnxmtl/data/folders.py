@@ -1,6 +1,6 @@
 """Preprocessed NYUv2 and CityScapes folders, in the `.npy` layout of MTAN and LibMTL.
 
-    ROOT/{train,val}/image/{i}.npy     (H, W, 3) floats in [0, 1]
+    ROOT/{train,val}/image/{i}.npy     (H, W, 3) floats in [0, 1], or uint8 0-255
     ROOT/{train,val}/label/{i}.npy     (H, W) class ids, -1 where unlabelled   (NYUv2: 13)
     ROOT/{train,val}/label_7/{i}.npy   or label_19/ (CityScapes: 7 or 19 classes)
     ROOT/{train,val}/depth/{i}.npy     (H, W, 1) or (H, W); 0 where unmeasured
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from onnxmtl.data.base import MultiTaskDataset, normalize_image
+from onnxmtl.data.check import check_coverage, check_images, check_target, has_valid
 from onnxmtl.errors import DataError
 from onnxmtl.tasks import Task
 
@@ -83,6 +84,36 @@ class FolderDataset(MultiTaskDataset):
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: cannot read ({exc}).") from exc
 
+    def check(self, tasks: list[Task]) -> None:
+        """Read every sample's files and check them for `tasks` (onnxmtl.data.check): one
+        image size, labels in range or unlabelled (-1 or 255), finite depth and normals, and
+        a measured pixel per dense task somewhere in the split."""
+        dirs = {"seg": self.label_dir, "depth": "depth", "normal": "normal"}
+        covered = dict.fromkeys((t.name for t in tasks), False)
+        for index in range(self.count):
+            image_path = self.folder / "image" / f"{index}.npy"
+            image = self._load("image", index)
+            if image.shape[:2] != self._size or image.ndim != 3:
+                raise DataError(
+                    f"{image_path}: shape {image.shape}, expected {(*self._size, 3)} like "
+                    "0.npy; every image of a split needs the same size."
+                )
+            check_images(image[None], lambda _, p=image_path: str(p))
+            for task in tasks:
+                if task.name not in dirs:
+                    continue
+                path = self.folder / dirs[task.name] / f"{index}.npy"
+                values = self._load(dirs[task.name], index)
+                if values.shape[:2] != self._size:
+                    raise DataError(
+                        f"{path}: shape {values.shape}, expected {self._size} like its image."
+                    )
+                check_target(task, values[None], lambda _, p=path: str(p), unlabelled=(-1,))
+                covered[task.name] = covered[task.name] or has_valid(task, values)
+        for task in tasks:
+            if task.name in dirs:
+                check_coverage(task, covered[task.name], str(self.folder))
+
     def tasks(self) -> list[Task]:
         tasks = [
             Task("seg", "segmentation", self.classes, ignore_index=IGNORE),
@@ -100,7 +131,9 @@ class FolderDataset(MultiTaskDataset):
         return self.count
 
     def __getitem__(self, index: int):
-        image = normalize_image(self._load("image", index).astype(np.float32))
+        image = self._load("image", index)
+        scale = 255.0 if image.dtype == np.uint8 else 1.0  # uint8 images are 0-255
+        image = normalize_image(image.astype(np.float32) / scale)
         label = self._load(self.label_dir, index).astype(np.int64)
         label[(label < 0) | (label >= self.classes)] = IGNORE
         depth = self._load("depth", index).astype(np.float32)

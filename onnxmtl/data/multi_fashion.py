@@ -82,6 +82,9 @@ class MultiFashion(MultiTaskDataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.images, {"left": self.left, "right": self.right, "groups": self.groups}
+
     def __getitem__(self, index: int):
         image = normalize_image(self.images[index].astype(np.float32) / 255.0)
         return image, {

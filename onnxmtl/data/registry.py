@@ -31,7 +31,12 @@ def load_dataset(source: str | Path, split: str = "train", **options: Any) -> Mu
             raise DataError(f"dataset '{name}': bad option ({exc}).") from exc
     path = Path(source)
     if path.is_dir():
-        return FolderDataset(path, split, **options)
+        try:
+            return FolderDataset(path, split, **options)
+        except TypeError as exc:
+            raise DataError(
+                f"{path}: bad dataset option for a folder ({exc}); a folder takes only 'classes'."
+            ) from exc
     raise DataError(
         f"{source}: not a dataset name ({', '.join(DATASETS)}) nor a folder; give one of the "
         "names or a folder in the NYUv2/CityScapes .npy layout."

@@ -198,6 +198,9 @@ class Scenes(MultiTaskDataset):
     def __len__(self) -> int:
         return len(self.rgb)
 
+    def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.rgb, {"seg": self.seg, "depth": self.depth, "normal": self.normal}
+
     def __getitem__(self, index: int):
         image = normalize_image(self.rgb[index].astype(np.float32) / 255.0)
         return image, {

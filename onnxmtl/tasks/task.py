@@ -25,6 +25,7 @@ _ALIASES = {
     "class": "classification",
 }
 _FIXED_OUTPUTS = {"depth": 1, "normals": 3}
+RESERVED_NAMES = ("image",)  # the exported ONNX model's input (onnxmtl.exporter.INPUT_NAME)
 _FIELDS = ("name", "kind", "num_outputs", "head", "loss", "weight", "ignore_index")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -52,6 +53,10 @@ class Task:
             raise ConfigError(
                 f"task name {self.name!r} is not a valid identifier; use letters, digits and _ "
                 "(it names the model output)."
+            )
+        if self.name in RESERVED_NAMES:
+            raise ConfigError(
+                f"task name {self.name!r} is the exported model's input name; rename the task."
             )
         kind = _ALIASES.get(str(self.kind).lower(), str(self.kind).lower())
         if kind not in KINDS:

@@ -147,17 +147,23 @@ def _datasets(data: str | Path, config: SearchConfig):
     return load_dataset(data, "train", **config.data), load_dataset(data, "test", **config.data)
 
 
-def _tasks(tasks: str | Path | list[Task] | None, dataset) -> list[Task]:
+def _tasks(tasks: str | Path | list[Task] | None, dataset, test=None) -> list[Task]:
+    """The tasks to train (the dataset's own by default), after checking that the dataset
+    labels them and that its splits hold data they can train on."""
     if tasks is None:
-        return dataset.tasks()
-    tasks = load_tasks(tasks) if isinstance(tasks, str | Path) else tasks
-    labelled = {t.name for t in dataset.tasks()}
-    missing = [t.name for t in tasks if t.name not in labelled]
-    if missing:
-        raise ConfigError(
-            f"tasks {', '.join(missing)} are not labelled by dataset '{dataset.name}' (it has "
-            f"{', '.join(sorted(labelled))}); rename them or leave --tasks out."
-        )
+        tasks = dataset.tasks()
+    else:
+        tasks = load_tasks(tasks) if isinstance(tasks, str | Path) else tasks
+        labelled = {t.name for t in dataset.tasks()}
+        missing = [t.name for t in tasks if t.name not in labelled]
+        if missing:
+            raise ConfigError(
+                f"tasks {', '.join(missing)} are not labelled by dataset '{dataset.name}' (it "
+                f"has {', '.join(sorted(labelled))}); rename them or leave --tasks out."
+            )
+    for split in (dataset, test):
+        if split is not None:
+            split.check(tasks)
     return tasks
 
 
@@ -216,7 +222,7 @@ def search(
     with writing(out):
         resume = prepare_dir(out, resume, force)
         train, test = _datasets(data, config)
-        task_list = _tasks(tasks, train)
+        task_list = _tasks(tasks, train, test)
         info = run_info("search", model_path, data, task_list, config)
         if resume:
             check_resume(out, info)
@@ -276,7 +282,7 @@ def _train_baseline(
 ) -> dict[str, SearchResult]:
     resume = prepare_dir(out, resume, force)
     train, test = _datasets(data, config)
-    task_list = _tasks(tasks, train)
+    task_list = _tasks(tasks, train, test)
     groups = [[t] for t in task_list] if baseline == "single-task" else [task_list]
     results = {}
     kind = baseline if policy is None else "policy"
