@@ -615,6 +615,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        if args.debug:
+            raise
+        print(
+            "error: out of memory; use smaller sizes (batch_size, data size, --batch-sizes).",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
         how = "add --resume to the same command" if hasattr(args, "resume") else "run it again"

@@ -51,6 +51,11 @@ class DataError(OnnxMtlError):
     """A dataset folder or file is missing or malformed."""
 
 
+class OutputError(OnnxMtlError):
+    """A file cannot be written: its folder is read-only or missing, a folder is in the way,
+    or the disk is full."""
+
+
 class RunFolderError(OnnxMtlError):
     """A run folder cannot be used as asked: it is not onnxmtl's run, another process holds
     it, its checkpoint cannot be read, or a resume asks for other settings than it has."""

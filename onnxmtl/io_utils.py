@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from onnxmtl.errors import ConfigError
+from onnxmtl.errors import ConfigError, OutputError
 
 
 def default_cache() -> Path:
@@ -21,17 +21,35 @@ def default_cache() -> Path:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file next to `path`, then rename it into place."""
+    """Call `write(tmp)` on a temporary file next to `path`, then rename it into place with
+    the permissions the umask gives new files. A path that is a folder, a folder that cannot
+    be written and a full disk are OutputErrors naming the path; the temporary file is
+    removed whatever happens."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give the path of a file to write.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write there ({exc.strerror}).") from exc
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc}).") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -47,3 +65,7 @@ def read_yaml(path: Path, missing: str) -> Any:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); give a YAML file.") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror}).") from exc

@@ -7,6 +7,7 @@ its check (if any) then looks at what is left on disk."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pickle
 import re
@@ -27,6 +28,7 @@ from onnxmtl.data import Scenes, load_dataset
 from onnxmtl.data.base import normalize_image
 from onnxmtl.derived import derive, save_derived
 from onnxmtl.errors import DataError, RunFolderError, TrainingError
+from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.run_folder import LOCK_FILE, clear_run, foreign_entries, locked
 from onnxmtl.training import SearchConfig, Trainer
 from onnxmtl.training.runs import LAYOUT, search
@@ -208,6 +210,96 @@ def _task_named_image(env: Env) -> list[str]:
     return ["compile", str(env.model), "--tasks", str(tasks), "-o", str(env.tmp / "s.pt")]
 
 
+def _derived(env: Env) -> Path:
+    supermodel = load_supermodel(env.run / "supermodel.pt")
+    path = env.tmp / "derived.pt"
+    save_derived(derive(supermodel, supermodel.uniform_policy(SHARED)), supermodel, path)
+    return path
+
+
+def _export(*extra: str) -> Callable[[Env], list[str]]:
+    return lambda env: ["export", str(_derived(env)), "-o", str(env.tmp / "m.onnx"), *extra]
+
+
+def _no_model_written(env: Env) -> None:
+    assert not (env.tmp / "m.onnx").exists()
+
+
+def _compile_to(output: Callable[[Env], Path]) -> Callable[[Env], list[str]]:
+    def setup(env: Env) -> list[str]:
+        tasks = env.tmp / "tasks.yaml"
+        tasks.write_text("tasks: [{name: d, kind: depth}]\n")
+        return ["compile", str(env.model), "--tasks", str(tasks), "-o", str(output(env))]
+
+    return setup
+
+
+def _existing_folder(env: Env) -> Path:
+    (env.tmp / "out").mkdir()
+    return env.tmp / "out"
+
+
+def _under_a_file(env: Env) -> Path:
+    (env.tmp / "file").write_text("")
+    return env.tmp / "file" / "s.pt"
+
+
+def _binary(env: Env, name: str) -> Path:
+    path = env.tmp / name
+    path.write_bytes(bytes(range(256)) * 4)
+    return path
+
+
+def _binary_tasks(env: Env) -> list[str]:
+    tasks = _binary(env, "tasks.yaml")
+    return ["compile", str(env.model), "--tasks", str(tasks), "-o", str(env.tmp / "s.pt")]
+
+
+def _binary_policy(env: Env) -> list[str]:
+    policy = _binary(env, "policy.json")
+    return ["derive", str(env.run), "--policy", str(policy), "-o", str(env.tmp / "d.pt")]
+
+
+def _policy_of_other_units(env: Env) -> list[str]:
+    policy = json.loads((env.run / "policy.json").read_text())
+    policy["units"] = list(reversed(policy["units"]))
+    (env.tmp / "policy.json").write_text(json.dumps(policy))
+    return ["derive", str(env.run), "--policy", str(env.tmp / "policy.json")] + [
+        "-o",
+        str(env.tmp / "d.pt"),
+    ]
+
+
+def _external_data_outside(env: Env) -> list[str]:
+    folder = env.tmp / "model"
+    folder.mkdir()
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])
+    conv = helper.make_node("Conv", ["x", "w"], ["y"])
+    model = make_model([conv], [image()], [out], {"w": rand(4, 3, 3, 3)})
+    onnx.save(
+        model, folder / "m.onnx", save_as_external_data=True, location="w.bin", size_threshold=0
+    )
+    proto = onnx.load(folder / "m.onnx", load_external_data=False)
+    for entry in proto.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = "../w.bin"
+    onnx.save(proto, folder / "m.onnx")
+    shutil.move(folder / "w.bin", env.tmp / "w.bin")
+    return ["verify", str(folder / "m.onnx")]
+
+
+def _dense_task_on_a_vector(env: Env) -> list[str]:
+    tasks = env.tmp / "tasks.yaml"
+    tasks.write_text("tasks: [{name: d, kind: depth}]\n")
+    output = onnx.load(env.model).graph.output[0].name
+    args = ["compile", str(env.model), "--tasks", str(tasks), "--features", output]
+    return [*args, "-o", str(env.tmp / "s.pt")]
+
+
+def _nothing_but_inputs(env: Env) -> None:
+    assert not (env.tmp / "s.pt").exists() and not (env.tmp / "d.pt").exists()
+
+
 @dataclass
 class Case:
     id: str
@@ -240,6 +332,33 @@ CASES = [
     ),
     Case("locked", _locked_by_another_process, ("another onnxmtl process",)),
     Case("cuda-without-gpu", _cuda_without_gpu, ("cuda", "device: cpu"), _nothing_left),
+    Case("output-is-a-folder", _compile_to(_existing_folder), ("out", "is a folder")),
+    Case("output-under-a-file", _compile_to(_under_a_file), ("s.pt", "cannot write there")),
+    Case("binary-yaml", _binary_tasks, ("tasks.yaml", "not a text file"), _nothing_but_inputs),
+    Case("binary-policy", _binary_policy, ("policy.json", "cannot read"), _nothing_but_inputs),
+    Case("policy-other-units", _policy_of_other_units, ("other units",), _nothing_but_inputs),
+    Case("external-data-outside", _external_data_outside, ("m.onnx", "external data")),
+    Case(
+        "dense-task-on-a-vector",
+        _dense_task_on_a_vector,
+        ("not an (N, C, H, W) map", "--features"),
+        _nothing_but_inputs,
+    ),
+    *(
+        Case(
+            f"export-opset-{opset}",
+            _export("--opset", opset),
+            ("opset", "13 to 20"),
+            _no_model_written,
+        )
+        for opset in ("5", "99")
+    ),
+    *(
+        Case(
+            f"export-batch{batch}", _export("--batch", batch), ("batch", ">= 1"), _no_model_written
+        )
+        for batch in ("0", "-3")
+    ),
     Case("task-named-image", _task_named_image, ("tasks.yaml", "'image'", "input name")),
     Case("nan-learning-rate", _nan_learning_rate, ("weight_lr=nan",), _nothing_left),
     Case("verify-nan-output", _nan_onnx_model, ("nan.onnx", "NaN/inf")),
@@ -414,3 +533,24 @@ def test_a_run_on_bad_data_fails_in_one_line_before_writing(shared, tmp_path):
     args[args.index("--config") + 1] = str(config)
     assert_clean_error(run_cli(*args), "label/1.npy", "[20]")
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_one_line(shared, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        args = _compile_to(lambda env: folder / "s.pt")(Env(*shared, tmp_path))
+        assert_clean_error(run_cli(*args), "s.pt", "cannot write there")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_atomic_writes_get_the_umask_permissions(tmp_path):
+    mask = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640

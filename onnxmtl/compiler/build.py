@@ -82,6 +82,13 @@ def compile(
             f"{graph.source}: the feature value '{graph.features[-1]}' has shape "
             f"{feature_shape}; heads need a known channel count."
         )
+    dense = [t.name for t in tasks if t.dense and not isinstance(t.head, torch.nn.Module)]
+    if dense and len(feature_shape) != 4:
+        raise ShapeError(
+            f"{graph.source}: the feature value '{graph.features[-1]}' has shape "
+            f"{feature_shape}, not an (N, C, H, W) map; the dense task(s) {', '.join(dense)} "
+            "need one: pick a 4-D value with --features (`onnxmtl inspect --values` lists them)."
+        )
     if skip_projection not in SKIP_PROJECTIONS:
         raise ConfigError(
             f"skip_projection must be one of {', '.join(SKIP_PROJECTIONS)}, "

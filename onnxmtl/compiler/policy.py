@@ -59,8 +59,11 @@ class Policy:
         path = Path(source)
         try:
             data: Any = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read a policy ({exc}).") from exc
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8 text or not JSON
+            raise ConfigError(
+                f"{path}: cannot read a policy ({type(exc).__name__}: {str(exc)[:120]}); give "
+                "a policy.json written by onnxmtl."
+            ) from exc
         try:
             return cls(**data)
         except TypeError as exc:

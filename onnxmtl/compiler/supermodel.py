@@ -253,6 +253,15 @@ class SuperModel(nn.Module):
                     f"policy is for tasks {policy.tasks} and {len(policy.units)} units; this "
                     f"supermodel has tasks {self.task_names} and {len(self.units)} units."
                 )
+            if policy.units != self.unit_names:
+                u = next(
+                    (i for i, (a, b) in enumerate(zip(policy.units, self.unit_names)) if a != b), 0
+                )
+                raise ConfigError(
+                    f"policy is for other units than this supermodel's (unit {u}: "
+                    f"{policy.units[u]!r} in the policy, {self.unit_names[u]!r} here); it was "
+                    "made for another backbone or feature cut, so it is not applied."
+                )
             choices = policy.choices
         else:
             choices = torch.as_tensor(policy).tolist()

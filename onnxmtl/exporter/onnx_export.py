@@ -23,6 +23,7 @@ from onnxmtl.lower.verify import max_diffs, nonfinite
 from onnxmtl.runtime import session
 
 DEFAULT_OPSET = 17
+MIN_OPSET, MAX_OPSET = 13, 20  # 20: the last opset of the TorchScript exporter
 DEFAULT_RTOL = 1e-4
 FP16_RTOL = 1e-2  # float16 keeps 11 significant bits; errors add up over a network
 INPUT_NAME = "image"
@@ -103,6 +104,15 @@ def export(
         raise ConfigError(
             f"export takes a DerivedModel (from onnxmtl.derive), got {type(model).__name__}."
         )
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(
+            f"opset {opset!r}: export writes opsets {MIN_OPSET} to {MAX_OPSET} (torch's "
+            f"TorchScript exporter); the default is {DEFAULT_OPSET}."
+        )
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        raise ConfigError(f"batch {batch!r}: give a batch size >= 1, or none for a dynamic one.")
+    if tolerance is not None and not tolerance > 0:
+        raise ConfigError(f"tolerance {tolerance!r}: give a number > 0.")
     path = Path(path)
     shape = image_shape(model, input_size)
     names = model.task_names

@@ -43,6 +43,14 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[ir.Model, str]:
                 f"{label}: external data file missing ({exc.filename}); keep the weight files "
                 "next to the model."
             ) from exc
+        except onnx.checker.ValidationError as exc:  # external data that may not be read
+            first_line = str(exc).strip().splitlines()[0]
+            raise ModelFileError(
+                f"{label}: external data not read ({first_line}); keep the weight files in "
+                "the model's folder."
+            ) from exc
+        except OSError as exc:
+            raise ModelFileError(f"{label}: cannot read ({exc.strerror or exc}).") from exc
     if not proto.graph.node:
         raise ModelFileError(f"{label}: the graph has no nodes; export the backbone again.")
     opset = default_opset(proto)

@@ -304,6 +304,7 @@ def _train_baseline(
             fixed = random_policy(model, config.seed)
         else:
             fixed = model.uniform_policy(SHARED)
+        model.choices_of(fixed)  # a policy for another model is refused before training
         label = f"{baseline} {group[0].name}" if baseline == "single-task" else baseline
         trainer = Trainer(
             model,
