@@ -109,6 +109,21 @@ def _no_marker(env: Env) -> None:
     assert not (env.tmp / "MARKER").exists(), "the checkpoint ran code"
 
 
+def _pipeline_resumes_a_malicious_checkpoint(env: Env) -> list[str]:
+    folder = env.tmp / "pipeline"
+    folder.mkdir()
+    run = env.copy_run()
+    (run / "metrics.json").unlink()  # unfinished: `run` resumes it from its checkpoint
+    shutil.move(run, folder / "search")
+    marker = _Marker()
+    marker.path = str(env.tmp / "MARKER")
+    with open(folder / "search" / "checkpoint.pt", "wb") as f:
+        pickle.dump({"phase": marker}, f)
+    args = env.search(folder)
+    args[0] = "run"
+    return args
+
+
 def _truncated_checkpoint(env: Env) -> list[str]:
     run = env.copy_run()
     data = (run / "checkpoint.pt").read_bytes()
@@ -312,6 +327,12 @@ CASES = [
     Case(
         "malicious-checkpoint",
         _malicious_checkpoint,
+        ("checkpoint.pt", "could run code"),
+        _no_marker,
+    ),
+    Case(
+        "run-resumes-malicious-checkpoint",
+        _pipeline_resumes_a_malicious_checkpoint,
         ("checkpoint.pt", "could run code"),
         _no_marker,
     ),
