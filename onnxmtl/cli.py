@@ -292,7 +292,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     if policy in ("shared", "specific"):
         chosen = supermodel.uniform_policy(SHARED if policy == "shared" else SPECIFIC)
     else:
-        chosen = Policy.from_json(policy)
+        chosen = Policy.for_model(policy, supermodel)
     model = derive(supermodel, chosen, args.task)
     save_derived(model, supermodel, args.output)
     counts = model.branch_counts()

@@ -140,7 +140,7 @@ def _foreign_checkpoint(env: Env) -> list[str]:
 def _resume_with_another_config(env: Env) -> list[str]:
     run = env.copy_run()
     other = env.tmp / "other.yaml"
-    text = env.config.read_text().replace("batch_size: 4", "batch_size: 8")
+    text = env.config.read_text().replace("batch_size: 4", "batch_size: 2")
     other.write_text(text + "seed: 1\n")
     args = env.search(run, "--resume")
     args[args.index("--config") + 1] = str(other)
@@ -341,7 +341,7 @@ CASES = [
     Case(
         "resume-other-config",
         _resume_with_another_config,
-        ("other settings", "batch_size 4 -> 8", "seed 0 -> 1"),
+        ("other settings", "batch_size 4 -> 2", "seed 0 -> 1"),
     ),
     Case("force-user-file", _user_file_in_run, ("model.onnx", "--force"), _user_file_kept),
     Case("force-not-a-run", _user_folder, ("not a run folder", "--force"), _user_file_kept),
@@ -357,7 +357,12 @@ CASES = [
     Case("output-under-a-file", _compile_to(_under_a_file), ("s.pt", "cannot write there")),
     Case("binary-yaml", _binary_tasks, ("tasks.yaml", "not a text file"), _nothing_but_inputs),
     Case("binary-policy", _binary_policy, ("policy.json", "cannot read"), _nothing_but_inputs),
-    Case("policy-other-units", _policy_of_other_units, ("other units",), _nothing_but_inputs),
+    Case(
+        "policy-other-units",
+        _policy_of_other_units,
+        ("policy.json", "other units"),
+        _nothing_but_inputs,
+    ),
     Case("external-data-outside", _external_data_outside, ("m.onnx", "external data")),
     Case(
         "dense-task-on-a-vector",

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import atomic_write_text
+
+if TYPE_CHECKING:
+    from onnxmtl.compiler.supermodel import SuperModel
 
 SHARED, SPECIFIC, SKIP = 0, 1, 2
 BRANCHES = ("shared", "specific", "skip")
@@ -68,3 +71,14 @@ class Policy:
             return cls(**data)
         except TypeError as exc:
             raise ConfigError(f"{path}: not a policy file ({exc}).") from exc
+
+    @classmethod
+    def for_model(cls, source: str | Path, model: SuperModel) -> Policy:
+        """The policy in a file, checked against the supermodel `model` it is to be applied
+        to (its tasks, unit names and available branches); errors name the file."""
+        policy = cls.from_json(source)
+        try:
+            model.choices_of(policy)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+        return policy

@@ -289,7 +289,8 @@ def _train_baseline(
     info = run_info(kind, model_path, data, task_list, config, policy)
     if resume:
         check_resume(out, info)
-    fixed_given = Policy.from_json(policy) if policy is not None else None
+    if policy is not None:
+        Policy.from_json(policy)  # a file that is not a policy is refused before run.json
     _record(out, info)
     for group in groups:
         folder = out / group[0].name if baseline == "single-task" else out
@@ -298,13 +299,12 @@ def _train_baseline(
             results[folder.name] = done
             continue
         model = compile(load(model_path), group, seed=config.seed)
-        if fixed_given is not None:
-            fixed = fixed_given
+        if policy is not None:
+            fixed = Policy.for_model(policy, model)  # one for another model is refused
         elif baseline == "random":
             fixed = random_policy(model, config.seed)
         else:
             fixed = model.uniform_policy(SHARED)
-        model.choices_of(fixed)  # a policy for another model is refused before training
         label = f"{baseline} {group[0].name}" if baseline == "single-task" else baseline
         trainer = Trainer(
             model,
