@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from onnxmtl import __version__
 from onnxmtl.errors import ConfigError, OnnxMtlError, op_label
 
+DATA_HELP = "multi-fashion, fashion-locate, scenes, or a dataset folder"
+
 
 def _input_shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
@@ -428,7 +430,7 @@ def _config(args: argparse.Namespace):
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="path to an ONNX backbone")
-    parser.add_argument("--data", required=True, help="multi-fashion, scenes, or a folder")
+    parser.add_argument("--data", required=True, help=DATA_HELP)
     parser.add_argument("--tasks", help="YAML task list (default: the dataset's tasks)")
     _config_args(parser)
     parser.add_argument("--out", required=True, help="run folder")
@@ -528,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="compile, search, derive, post-train, export, bench and report in one go"
     )
     p.add_argument("model", help="path to an ONNX backbone")
-    p.add_argument("--data", required=True, help="multi-fashion, scenes, or a folder")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--tasks", help="YAML task list (default: the dataset's tasks)")
     _config_args(p)
     p.add_argument("--out", required=True, help="run folder (an unfinished one is resumed)")
@@ -542,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="the bundled default: EfficientNet-Lite0 on multi-fashion")
+    p = sub.add_parser("demo", help="the bundled default: EfficientNet-Lite0 on fashion-locate")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--model", default=".cache/models/efficientnet_lite0.64.onnx")
     p.add_argument("--full", action="store_true", help="the GPU-sized run (all data, 10x steps)")
