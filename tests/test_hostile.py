@@ -32,7 +32,7 @@ from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.run_folder import LOCK_FILE, clear_run, foreign_entries, locked
 from onnxmtl.training import SearchConfig, Trainer
 from onnxmtl.training.runs import LAYOUT, search
-from tests.helpers import image, make_model, rand
+from tests.helpers import image, make_model, output, rand
 from tests.test_cli import assert_clean_error, run_cli
 from tests.test_data import make_folder
 
@@ -311,6 +311,35 @@ def _dense_task_on_a_vector(env: Env) -> list[str]:
     return [*args, "-o", str(env.tmp / "s.pt")]
 
 
+def _if_reading_an_outer_value(env: Env) -> list[str]:
+    """A constant-condition If whose branches read an initializer of the outer graph: the
+    constant folder must leave it to the converters rather than evaluate it alone."""
+    branch = {
+        name: helper.make_graph(
+            [helper.make_node(op, ["outer"], [f"{name}_out"])],
+            name,
+            [],
+            [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [1])],
+        )
+        for name, op in (("then", "Identity"), ("else", "Neg"))
+    }
+    nodes = [
+        helper.make_node(
+            "If", ["cond"], ["scale"], then_branch=branch["then"], else_branch=branch["else"]
+        ),
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c", "scale"], ["y"]),
+    ]
+    initializers = {"w": rand(4, 3, 3, 3), "outer": np.ones(1, np.float32), "cond": np.array(True)}
+    path = env.tmp / "if.onnx"
+    onnx.save(make_model(nodes, [image()], [output()], initializers), path)
+    return ["verify", str(path)]
+
+
+def _absurd_input_size(env: Env) -> list[str]:
+    return ["verify", str(env.model), "--input-shape", "1,3,300000,300000"]
+
+
 def _nothing_but_inputs(env: Env) -> None:
     assert not (env.tmp / "s.pt").exists() and not (env.tmp / "d.pt").exists()
 
@@ -385,6 +414,8 @@ CASES = [
         )
         for batch in ("0", "-3")
     ),
+    Case("if-reads-outer-scope", _if_reading_an_outer_value, ("if.onnx", "If-17", "converter")),
+    Case("absurd-input-size", _absurd_input_size, ("out of memory", "smaller")),
     Case("task-named-image", _task_named_image, ("tasks.yaml", "'image'", "input name")),
     Case("nan-learning-rate", _nan_learning_rate, ("weight_lr=nan",), _nothing_left),
     Case("verify-nan-output", _nan_onnx_model, ("nan.onnx", "NaN/inf")),

@@ -131,6 +131,9 @@ def _pin_reshape(graph: ir.Graph, node: ir.Node) -> int:
     return 1
 
 
+_SUBGRAPHS = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+
+
 def _fold(node: ir.Node, opset: int) -> list[np.ndarray] | None:
     op = node.op_type
     if op == "Shape":
@@ -148,6 +151,8 @@ def _fold(node: ir.Node, opset: int) -> list[np.ndarray] | None:
         if data is None or like is None:
             return None
         return [data.astype(like.numpy())]
+    if any(attr.type in _SUBGRAPHS for attr in node.attributes.values()):
+        return None  # its subgraphs may read outer-scope values a lone node cannot be given
     arrays = [_const(v) if v is not None else None for v in node.inputs]
     if any(a is None for a, v in zip(arrays, node.inputs) if v is not None):
         return None
