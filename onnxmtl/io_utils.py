@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from onnxmtl.errors import ConfigError, OutputError
@@ -38,12 +39,35 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc}).") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        refused = _os_error(exc) if isinstance(exc, (OSError, RuntimeError)) else None
+        if refused is None:
+            raise
+        raise OutputError(f"{path}: cannot write ({refused.strerror or refused}).") from exc
+
+
+def atomic_save(path: Path, obj: Any) -> None:
+    """`torch.save(obj)` to `path` atomically, through a Python file object: a full disk then
+    surfaces as the OSError it is (torch's own file writer reports a bare RuntimeError)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    atomic_write(path, write)
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError that `exc` is or was raised while handling (torch wraps a failed write of
+    a Python file in a RuntimeError whose context is the OSError)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _umask() -> int:

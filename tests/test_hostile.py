@@ -11,7 +11,11 @@ import json
 import os
 import pickle
 import re
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -611,3 +615,27 @@ def test_atomic_writes_get_the_umask_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+
+
+def _file_size_limit() -> None:
+    """In the child: the OS refuses any write past 16 KB (EFBIG), as a full disk refuses
+    every write (ENOSPC); SIGXFSZ ignored so the write fails instead of killing the process."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, 16 * 1024))
+
+
+def test_a_write_the_disk_refuses_is_one_line_and_leaves_nothing(shared, tmp_path):
+    env = Env(*shared, tmp_path)
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text("tasks: [{name: d, kind: depth}]\n")
+    out = tmp_path / "out" / "s.pt"
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnxmtl.cli", "compile", str(env.model), "--tasks", str(tasks)]
+        + ["-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_file_size_limit,
+    )
+    assert_clean_error(proc, "s.pt", "cannot write")
+    assert list(out.parent.iterdir()) == []  # no half-written file, no temporary

@@ -10,7 +10,7 @@ import torch
 from onnxmtl.compiler.build import compile
 from onnxmtl.compiler.supermodel import SuperModel
 from onnxmtl.errors import ConfigError, ModelFileError
-from onnxmtl.io_utils import atomic_write
+from onnxmtl.io_utils import atomic_save
 from onnxmtl.ir import load
 from onnxmtl.tasks import Task
 
@@ -36,7 +36,7 @@ def supermodel_state(model: SuperModel, state_dict: dict | None = None) -> dict:
 def save_supermodel(model: SuperModel, path: str | Path) -> None:
     """Write the normalised backbone, the tasks, the options and every weight and logit."""
     state = supermodel_state(model)
-    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+    atomic_save(Path(path), state)
 
 
 def read_state(path: str | Path, fmt: str, what: str) -> dict:

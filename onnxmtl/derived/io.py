@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from onnxmtl.compiler import Policy, SuperModel
 from onnxmtl.compiler.io import VERSION, read_state, supermodel_from_state, supermodel_state
 from onnxmtl.derived.model import DerivedModel, derive
-from onnxmtl.io_utils import atomic_write
+from onnxmtl.io_utils import atomic_save
 
 FORMAT = "onnxmtl.derived"
 
@@ -29,7 +27,7 @@ def save_derived(model: DerivedModel, supermodel: SuperModel, path: str | Path) 
                 state[source + k[len(local) :]] = v
     payload = supermodel_state(supermodel, state)
     payload.update(format=FORMAT, version=VERSION, policy=asdict(model.policy))
-    atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+    atomic_save(Path(path), payload)
 
 
 def load_derived(path: str | Path) -> DerivedModel:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from onnxmtl.compiler import BRANCHES, SHARED, SPECIFIC, Policy, SuperModel, branch_costs
 from onnxmtl.data import MultiTaskDataset, split_indices
 from onnxmtl.errors import ConfigError, RunFolderError, TrainingError
-from onnxmtl.io_utils import atomic_write, atomic_write_text
+from onnxmtl.io_utils import atomic_save, atomic_write_text
 from onnxmtl.tasks import loss_fn
 from onnxmtl.training import distributed
 from onnxmtl.training.attribution import attribution_record, policy_gradients
@@ -479,7 +479,7 @@ class Trainer:
             self.model.calibrate(fit_input(images.to(self.device), self.model))
         if self.phase == "warmup" and self.config.post_train_init == "backbone" and self.main:
             state = self.model.state_dict()
-            atomic_write(self.run_dir / INITIAL, lambda tmp: torch.save(state, tmp))
+            atomic_save(self.run_dir / INITIAL, state)
         distributed.barrier()
 
     def _restore_initial_weights(self) -> None:
@@ -603,7 +603,7 @@ class Trainer:
             "conflict": self.conflict.state_dict(),
         }
         if self.main:
-            atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+            atomic_save(self.run_dir / CHECKPOINT, state)
 
     def _load(self) -> None:
         """Continue from checkpoint.pt. It is read with `weights_only` (tensors and plain
