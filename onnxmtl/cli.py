@@ -117,6 +117,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "params": graph.params,
         "macs": graph.macs,
         "normalization": graph.normalization,
+        "adaptations": graph.adaptations,
         "features": [
             {"name": n, "shape": list(s)} for n, s in zip(graph.features, graph.feature_shapes)
         ],
@@ -147,6 +148,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"MACs {graph.macs / 1e6:,.1f} M per sample"
     )
     print(f"normalisation  {norm_text}")
+    for line in graph.adaptations:
+        print(f"adapted        {line}")
     for name, shape in zip(graph.features, graph.feature_shapes):
         print(f"features       {name} {shape}")
     if unsupported:

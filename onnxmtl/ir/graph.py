@@ -39,6 +39,8 @@ class Graph:
     ir_version: int
     original_op_counts: dict[str, int] = field(default_factory=dict)
     original_outputs: list[tuple[str, ShapeT | None]] = field(default_factory=list)
+    adaptations: list[str] = field(default_factory=list)  # what load rewrote so that the
+    # backbone trains at any size and batch (one line each, for `inspect`)
 
     @property
     def graph(self) -> ir.Graph:

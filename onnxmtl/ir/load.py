@@ -12,12 +12,14 @@ import onnx_ir.passes.common as common
 from onnxmtl.errors import FeatureError
 from onnxmtl.ir.features import auto_features, cut_at
 from onnxmtl.ir.graph import Graph
+from onnxmtl.ir.layout import to_channels_first
 from onnxmtl.ir.normalize import (
     DropComputedZeroBiasPass,
     FoldConstantsPass,
     UntieInitializersPass,
     clean_up,
 )
+from onnxmtl.ir.pools import globalize_pools
 from onnxmtl.ir.read import read_model
 from onnxmtl.ir.shapes import fix_input_shape, image_input, infer_shapes, shape_of
 from onnxmtl.ir.units import find_units
@@ -40,7 +42,8 @@ def load(
     model, label = read_model(source)
     original_counts = dict(Counter(n.op_type for n in model.graph))
     common.RemoveInitializersFromInputsPass()(model)
-    value = image_input(model.graph, label)
+    value, adaptations = to_channels_first(model, image_input(model.graph, label))
+    adaptations += globalize_pools(model, label)
     fix_input_shape(value, input_shape, label)
 
     common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
@@ -75,6 +78,7 @@ def load(
         ir_version=model.ir_version,
         original_op_counts=original_counts,
         original_outputs=original_outputs,
+        adaptations=adaptations,
     )
 
 
