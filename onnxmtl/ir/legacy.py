@@ -8,18 +8,21 @@ import onnx
 from onnx import helper, numpy_helper
 
 
-def modernise(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """`proto` with ImageScaler spelled as Mul and Add and Dropout's `is_test` dropped.
+def modernise(proto: onnx.ModelProto) -> None:
+    """Rewrite `proto` in place: declared shapes left to inference, ImageScaler spelled as Mul
+    and Add, Dropout's `is_test` dropped.
+
+    Old exporters declared the shape of every value, weights listed as inputs included, and
+    some declarations are wrong (a weight declared at another shape than its tensor's, an
+    output at the size of another input): shape inference in strict mode stops at the first
+    conflict, so only the image input's declaration is kept and the rest is inferred.
 
     ImageScaler was an experimental op with no schema today, so neither the checker nor the
     version converter takes it; `is_test` (Dropout before opset 7) means inference, which is
     what Dropout computes in eval mode anyway.
     """
     graph = proto.graph
-    if not any(n.op_type in ("ImageScaler", "Dropout") for n in graph.node):
-        return proto
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    graph = proto.graph
+    _redeclare(proto)
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         if node.op_type == "Dropout" and node.domain in ("", "ai.onnx"):
@@ -32,7 +35,21 @@ def modernise(proto: onnx.ModelProto) -> onnx.ModelProto:
             nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    return proto
+
+
+def _redeclare(proto: onnx.ModelProto) -> None:
+    """Drop declared intermediate shapes and output sizes; declare weights listed as inputs at
+    their tensors' shapes and types."""
+    graph = proto.graph
+    del graph.value_info[:]
+    for output in graph.output:  # the checker wants a shape: keep the rank, free the sizes
+        for i, dim in enumerate(output.type.tensor_type.shape.dim):
+            dim.dim_param = f"{output.name}_{i}"
+    tensors = {t.name: t for t in graph.initializer}
+    for value in graph.input:
+        tensor = tensors.get(value.name)
+        if tensor is not None:
+            value.type.CopyFrom(helper.make_tensor_type_proto(tensor.data_type, list(tensor.dims)))
 
 
 def _image_scaler(

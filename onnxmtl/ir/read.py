@@ -26,7 +26,8 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[ir.Model, str]:
     """
     if isinstance(source, onnx.ModelProto):
         label = source.graph.name or "<ModelProto>"
-        proto = source
+        proto = onnx.ModelProto()
+        proto.CopyFrom(source)  # modernise rewrites it; the caller's stays as it is
     else:
         path = Path(source)
         label = str(path)
@@ -56,7 +57,7 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[ir.Model, str]:
             raise ModelFileError(f"{label}: cannot read ({exc.strerror or exc}).") from exc
     if not proto.graph.node:
         raise ModelFileError(f"{label}: the graph has no nodes; export the backbone again.")
-    proto = modernise(proto)
+    modernise(proto)
     opset = default_opset(proto)
     if opset < OLDEST_CONVERTIBLE_OPSET:
         raise ModelFileError(
