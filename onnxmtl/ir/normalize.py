@@ -10,8 +10,10 @@ exactly one node, and every node depends on the image input.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common
+from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 FOLDED = "onnxmtl.folded"
@@ -158,10 +160,22 @@ def _fold(node: ir.Node, opset: int) -> list[np.ndarray] | None:
         return None
     if not node.inputs and op != "ConstantOfShape":
         return None
-    proto = ir.serde.serialize_node(node)
     feeds = {v.name: a for v, a in zip(node.inputs, arrays) if v is not None}
-    evaluator = ReferenceEvaluator(proto, opsets={"": opset})
+    evaluator = ReferenceEvaluator(_one_node_model(node, opset))
     return [np.asarray(x) for x in evaluator.run(None, feeds)]
+
+
+def _one_node_model(node: ir.Node, opset: int) -> onnx.ModelProto:
+    """`node` alone in a model importing `opset`: a bare node would be evaluated at the newest
+    opset, where Unsqueeze, Squeeze and Reduce* read their axes from an input, not attributes."""
+    proto = ir.serde.serialize_node(node)
+    graph = helper.make_graph(
+        [proto],
+        "fold",
+        [helper.make_empty_tensor_value_info(name) for name in proto.input if name],
+        [helper.make_empty_tensor_value_info(name) for name in proto.output if name],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def _attr_int(node: ir.Node, name: str, default: int) -> int:

@@ -7,23 +7,27 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
+from onnx import helper
 
 from onnxmtl.errors import ModelFileError
+from onnxmtl.ir.legacy import modernise
 
 MIN_OPSET = 9
 OLDEST_CONVERTIBLE_OPSET = 7
-UPGRADE_OPSET = 13
+UPGRADE_OPSET = 9
 
 
 def read_model(source: str | Path | onnx.ModelProto) -> tuple[ir.Model, str]:
     """Read and validate `source`; return the model and a label naming it in messages.
 
     Files with external data are read with their data. Models older than opset 9 are upgraded
-    to opset 13 with onnx's version converter.
+    to opset 9 with onnx's version converter: only as far as needed, since its later steps lose
+    attributes (Upsample's linear mode becomes Resize-13's half-pixel one).
     """
     if isinstance(source, onnx.ModelProto):
         label = source.graph.name or "<ModelProto>"
-        proto = source
+        proto = onnx.ModelProto()
+        proto.CopyFrom(source)  # modernise rewrites it; the caller's stays as it is
     else:
         path = Path(source)
         label = str(path)
@@ -53,6 +57,7 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[ir.Model, str]:
             raise ModelFileError(f"{label}: cannot read ({exc.strerror or exc}).") from exc
     if not proto.graph.node:
         raise ModelFileError(f"{label}: the graph has no nodes; export the backbone again.")
+    modernise(proto)
     opset = default_opset(proto)
     if opset < OLDEST_CONVERTIBLE_OPSET:
         raise ModelFileError(
@@ -83,9 +88,15 @@ def _upgrade(proto: onnx.ModelProto, label: str, opset: int) -> onnx.ModelProto:
     from onnx import version_converter
 
     try:
-        return version_converter.convert_version(proto, UPGRADE_OPSET)
+        upgraded = version_converter.convert_version(proto, UPGRADE_OPSET)
     except Exception as exc:  # the converter raises many unrelated types
         raise ModelFileError(
             f"{label}: opset {opset} could not be upgraded to {UPGRADE_OPSET} ({exc}); "
             f"re-export the model at opset >= {MIN_OPSET}."
         ) from exc
+    # The converter keeps the old IR version, under which the initializers it adds (Pad's pads,
+    # Upsample's scales) would have to be graph inputs too.
+    upgraded.ir_version = max(
+        upgraded.ir_version, helper.find_min_ir_version_for(upgraded.opset_import)
+    )
+    return upgraded

@@ -3,6 +3,26 @@
 Importing this package registers them.
 """
 
-from onnxmtl.lower.ops import activations, norm, pad, pool, reduce, sequence, shape_ops
+from onnxmtl.lower.ops import (
+    activations,
+    legacy,
+    norm,
+    pad,
+    pool,
+    reduce,
+    sequence,
+    shape_ops,
+    upsample,
+)
 
-__all__ = ["activations", "norm", "pad", "pool", "reduce", "sequence", "shape_ops"]
+__all__ = [
+    "activations",
+    "legacy",
+    "norm",
+    "pad",
+    "pool",
+    "reduce",
+    "sequence",
+    "shape_ops",
+    "upsample",
+]
