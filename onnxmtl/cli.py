@@ -109,6 +109,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "opset": graph.opset,
         "ir_version": graph.ir_version,
         "input": {"name": graph.input_name, "shape": list(graph.input_shape)},
+        "batch": _batch_text(graph),
         "outputs": [{"name": n, "shape": list(s or ())} for n, s in graph.original_outputs],
         "nodes": sum(graph.original_op_counts.values()),
         "nodes_after_cut": len(graph.nodes),
@@ -137,6 +138,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"model          {graph.source}")
     print(f"producer       {graph.producer or '-'}   opset {graph.opset}   IR {graph.ir_version}")
     print(f"input          {graph.input_name} {graph.input_shape}")
+    print(f"batch          {info['batch']}")
     for name, shape in graph.original_outputs:
         print(f"output         {name} {shape}")
     print(f"nodes          {info['nodes']} ({len(graph.nodes)} after normalising and cutting)")
@@ -155,6 +157,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     else:
         print("unsupported    none")
     return 0
+
+
+def _batch_text(graph) -> str:
+    if graph.batch_made_dynamic:
+        return "fixed at 1 in the file, made dynamic (checked on onnxruntime)"
+    return "fixed in the file" if graph.static_batch else "dynamic"
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

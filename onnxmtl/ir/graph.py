@@ -39,6 +39,8 @@ class Graph:
     ir_version: int
     original_op_counts: dict[str, int] = field(default_factory=dict)
     original_outputs: list[tuple[str, ShapeT | None]] = field(default_factory=list)
+    static_batch: bool = False  # the file declares a fixed batch size
+    batch_made_dynamic: bool = False  # ... of 1, which the load stage made symbolic
 
     @property
     def graph(self) -> ir.Graph:
