@@ -170,7 +170,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     graph = _load(args)
     shape = _input_shape(args.input_shape)
-    batch = shape[0] if shape else 2
+    batch = args.batch or (shape[0] if shape else 2)
     result = verify(graph, batch=batch, seed=args.seed, tolerance=args.tolerance)
     info = {
         "model": graph.source,
@@ -608,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--tolerance", type=float, default=1e-4, help="max diff / output scale")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    p.add_argument("--batch", type=int, help="batch of the random input (default 2)")
     p.set_defaults(func=cmd_verify)
     return parser
 

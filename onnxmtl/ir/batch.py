@@ -50,11 +50,12 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         value = next(v for v in model.graph.inputs if v.name == self.input_name)
         self.budget = MAX_PROBES
+        self.first: str | None = None
         if not self._fix_from_here(model, value):
-            names = ", ".join(self.rewritten[:3]) or "none"
             raise FixedBatchError(
-                f"{self.label}: fixed batch of 1 that cannot be made dynamic: no rewrite of its "
-                f"Reshape targets keeps the batch first in every output (first: {names}); {FIX}."
+                f"{self.label}: fixed batch of 1 that cannot be made dynamic: no rewrite of the "
+                f"Reshape targets from node '{self.first}' on keeps the batch first in every "
+                f"output; {FIX}."
             )
         return ir.passes.PassResult(model, modified=bool(self.rewritten))
 
@@ -70,6 +71,7 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
                 for o in model.graph.outputs
             )
         original = node.inputs[1]
+        self.first = self.first or node.name
         self.rewritten.append(node.name)
         for position in _batch_positions(node, one, many, self.label):
             self.budget -= 1
@@ -123,10 +125,11 @@ def _drops_batch(node: ir.Node, one: dict, many: dict) -> bool:
     if node.op_type != "Reshape" or node.inputs[1].const_value is None:
         return False
     data, out = node.inputs[0].name, node.outputs[0].name
-    sizes = [one.get(data), many.get(data), one.get(out), many.get(out)]
-    if any(s is None for s in sizes) or math.prod(sizes[2]) == 0:
+    before, after, size = one.get(data), many.get(data), one.get(out)
+    if before is None or after is None or size is None or math.prod(size) == 0:
         return False
-    return math.prod(sizes[1]) != math.prod(sizes[0]) and math.prod(sizes[3]) == math.prod(sizes[2])
+    target = many.get(out) or size  # unknown where onnx sees the sizes disagree
+    return math.prod(after) != math.prod(before) and math.prod(target) == math.prod(size)
 
 
 def _batch_positions(node: ir.Node, one: dict, many: dict, label: str) -> list[int]:
