@@ -104,7 +104,7 @@ def _probe_shapes(
         value.shape = saved
     inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=strict, data_prop=True)
     shapes = {}
-    for info in [*inferred.graph.value_info, *inferred.graph.output]:
+    for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         typed = info.type.tensor_type if info.type.HasField("tensor_type") else None
         dims = typed.shape.dim if typed is not None and typed.HasField("shape") else None
         known = dims is not None and all(d.HasField("dim_value") for d in dims)
