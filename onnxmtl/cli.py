@@ -109,6 +109,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "opset": graph.opset,
         "ir_version": graph.ir_version,
         "input": {"name": graph.input_name, "shape": list(graph.input_shape)},
+        "batch": _batch_text(graph),
         "outputs": [{"name": n, "shape": list(s or ())} for n, s in graph.original_outputs],
         "nodes": sum(graph.original_op_counts.values()),
         "nodes_after_cut": len(graph.nodes),
@@ -138,6 +139,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"model          {graph.source}")
     print(f"producer       {graph.producer or '-'}   opset {graph.opset}   IR {graph.ir_version}")
     print(f"input          {graph.input_name} {graph.input_shape}")
+    print(f"batch          {info['batch']}")
     for name, shape in graph.original_outputs:
         print(f"output         {name} {shape}")
     print(f"nodes          {info['nodes']} ({len(graph.nodes)} after normalising and cutting)")
@@ -160,12 +162,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_text(graph) -> str:
+    if graph.batch_made_dynamic:
+        return "fixed at 1 in the file, made dynamic (checked on onnxruntime)"
+    return "fixed in the file" if graph.static_batch else "dynamic"
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from onnxmtl.lower.verify import verify
 
     graph = _load(args)
     shape = _input_shape(args.input_shape)
-    batch = shape[0] if shape else 2
+    batch = args.batch or (shape[0] if shape else 2)
     result = verify(graph, batch=batch, seed=args.seed, tolerance=args.tolerance)
     info = {
         "model": graph.source,
@@ -603,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--tolerance", type=float, default=1e-4, help="max diff / output scale")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    p.add_argument("--batch", type=int, help="batch of the random input (default 2)")
     p.set_defaults(func=cmd_verify)
     return parser
 

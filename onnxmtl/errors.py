@@ -11,6 +11,10 @@ class ModelFileError(OnnxMtlError):
     """The ONNX file is missing, unreadable, invalid, or not a vision backbone we can take."""
 
 
+class FixedBatchError(ModelFileError):
+    """The file fixes the batch at 1 in a way the load stage cannot make dynamic safely."""
+
+
 class UnsupportedOpError(OnnxMtlError):
     """One or more nodes use an (domain, op, opset) that the lowering has no converter for."""
 

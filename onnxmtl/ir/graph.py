@@ -41,6 +41,8 @@ class Graph:
     original_outputs: list[tuple[str, ShapeT | None]] = field(default_factory=list)
     adaptations: list[str] = field(default_factory=list)  # what load rewrote so that the
     # backbone trains at any size and batch (one line each, for `inspect`)
+    static_batch: bool = False  # the file declares a fixed batch size
+    batch_made_dynamic: bool = False  # ... of 1, which the load stage made symbolic
 
     @property
     def graph(self) -> ir.Graph:

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
+import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from onnxmtl.errors import FeatureError
+from onnxmtl.ir.batch import BATCH_SYMBOL, make_batch_dynamic
 from onnxmtl.ir.features import auto_features, cut_at
 from onnxmtl.ir.graph import Graph
 from onnxmtl.ir.layout import to_channels_first
@@ -38,12 +40,17 @@ def load(
     `features` is "auto" (cut at the last feature map before global pooling or flatten), one
     value name or several (multi-scale), or None to keep the model's own outputs.
     `input_shape` (N, C, H, W) fixes H and W where the model leaves them symbolic.
+    A static batch of 1 is made symbolic (see `onnxmtl.ir.batch`), so the graph takes batches.
     """
     model, label = read_model(source)
     original_counts = dict(Counter(n.op_type for n in model.graph))
     common.RemoveInitializersFromInputsPass()(model)
     value, adaptations = to_channels_first(model, image_input(model.graph, label))
     adaptations += globalize_pools(model, label)
+    static_batch = isinstance(value.shape[0], int)
+    original = ir.serde.serialize_model(model) if value.shape[0] == 1 else None
+    if original is not None:
+        value.shape = ir.Shape([BATCH_SYMBOL, *list(value.shape)[1:]])
     fix_input_shape(value, input_shape, label)
 
     common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
@@ -54,6 +61,8 @@ def load(
         clean_up(model)
         if not changed:
             break
+    if original is not None:
+        make_batch_dynamic(model, value, original, label)
     DropComputedZeroBiasPass()(model)
     clean_up(model)
     infer_shapes(model, label)
@@ -79,6 +88,8 @@ def load(
         original_op_counts=original_counts,
         original_outputs=original_outputs,
         adaptations=adaptations,
+        static_batch=static_batch,
+        batch_made_dynamic=original is not None,
     )
 
 

@@ -81,7 +81,7 @@ def infer_shapes(model: ir.Model, label: str) -> None:
     for node in graph:
         for out in node.outputs:
             out.shape = None
-    proto = _shape_only_proto(model)
+    proto = shape_only_proto(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
@@ -101,7 +101,7 @@ def infer_shapes(model: ir.Model, label: str) -> None:
                 out.dtype = typed.dtype
 
 
-def _shape_only_proto(model: ir.Model, max_elements: int = 1024) -> onnx.ModelProto:
+def shape_only_proto(model: ir.Model, max_elements: int = 1024) -> onnx.ModelProto:
     """Serialise `model` with large weights declared as inputs: inference needs their shapes,
     not their data, and copying hundreds of MB per round would dominate load time."""
     inits = model.graph.initializers

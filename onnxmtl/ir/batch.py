@@ -1,0 +1,228 @@
+"""Fixed-batch ONNX files: make a static batch of 1 symbolic, and prove the rewrite right.
+
+Many published files were exported with a batch of 1 and no dynamic axis, so their Reshape
+targets carry that 1 as a constant (`[1, 128, 14, 14]`, or merged with the heads of an
+attention block: `[64, 2, 4]` = length, batch*heads, head size). Training needs batches, so
+the load stage makes the batch symbolic where it can show, on onnxruntime, that the
+rewritten graph on a batch equals the original file run image by image; elsewhere it stops
+with one line saying how to re-export the model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
+
+from onnxmtl.errors import FixedBatchError
+from onnxmtl.ir.normalize import _add_initializer
+from onnxmtl.ir.shapes import shape_only_proto
+from onnxmtl.runtime import session
+
+BATCH_SYMBOL = "N"
+PROBE_BATCH = 97  # a batch no real size equals, so the dims it scales stand out
+CHECK_BATCH = 2
+CHECK_RTOL = 1e-4
+MAX_PROBES = 512  # candidate targets tried before giving up
+FIX = (
+    "re-export the model with a dynamic batch axis (torch.onnx.export(..., dynamic_axes="
+    "{'input': {0: 'N'}})); see the README section 'Fixed-batch ONNX files'"
+)
+_ORT_ERRORS = (Fail, InvalidArgument, RuntimeException)
+
+
+class MakeBatchDynamicPass(ir.passes.InPlacePass):
+    """Point every Reshape whose constant target holds the batch-1 size at the batch, leaving
+    the model's other sizes as they are (the image input's batch is already symbolic).
+
+    `rewritten` lists the Reshape nodes whose target changed, for messages.
+    """
+
+    def __init__(self, input_name: str, label: str):
+        super().__init__()
+        self.input_name = input_name
+        self.label = label
+        self.rewritten: list[str] = []
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        value = next(v for v in model.graph.inputs if v.name == self.input_name)
+        self.budget = MAX_PROBES
+        self.first: str | None = None
+        if not self._fix_from_here(model, value):
+            raise FixedBatchError(
+                f"{self.label}: fixed batch of 1 that cannot be made dynamic: no rewrite of the "
+                f"Reshape targets from node '{self.first}' on keeps the batch first in every "
+                f"output; {FIX}."
+            )
+        return ir.passes.PassResult(model, modified=bool(self.rewritten))
+
+    def _fix_from_here(self, model: ir.Model, value: ir.Value) -> bool:
+        """Repoint the first Reshape that drops the batch, trying each place the batch may go
+        (depth first), until every output carries the batch in its first axis."""
+        one = _probe_shapes(model, value, 1)
+        many = _probe_shapes(model, value, PROBE_BATCH)
+        node = next((n for n in model.graph if _drops_batch(n, one, many)), None)
+        if node is None:
+            return all(
+                (many.get(o.name) or (0,))[0] == PROBE_BATCH * (one.get(o.name) or (0,))[0] > 0
+                for o in model.graph.outputs
+            )
+        original = node.inputs[1]
+        self.first = self.first or node.name
+        self.rewritten.append(node.name)
+        for position in _batch_positions(node, one, many, self.label):
+            self.budget -= 1
+            if self.budget < 0:
+                return False
+            _set_target(model.graph, node, one[node.outputs[0].name], position)
+            try:
+                _probe_shapes(model, value, PROBE_BATCH, strict=True)
+                if self._fix_from_here(model, value):
+                    return True
+            except onnx.shape_inference.InferenceError:
+                pass
+            rejected = node.inputs[1]
+            node.replace_input_with(1, original)
+            model.graph.initializers.pop(rejected.name)
+        self.rewritten.pop()
+        return False
+
+
+def _probe_shapes(
+    model: ir.Model, value: ir.Value, batch: int, strict: bool = False
+) -> dict[str, tuple | None]:
+    """Every value's inferred shape with the image input's batch set to `batch`; `strict`
+    raises onnx's InferenceError where two shapes disagree."""
+    saved = value.shape
+    value.shape = ir.Shape([batch, *list(saved)[1:]])
+    try:
+        proto = _forget_shapes(shape_only_proto(model))
+    finally:
+        value.shape = saved
+    inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=strict, data_prop=True)
+    shapes = {}
+    for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        typed = info.type.tensor_type if info.type.HasField("tensor_type") else None
+        dims = typed.shape.dim if typed is not None and typed.HasField("shape") else None
+        known = dims is not None and all(d.HasField("dim_value") for d in dims)
+        shapes[info.name] = tuple(d.dim_value for d in dims) if known else None
+    return shapes
+
+
+def _forget_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`proto` without the shapes inferred for the batch of 1, which no longer hold."""
+    del proto.graph.value_info[:]
+    for output in proto.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    return proto
+
+
+def _drops_batch(node: ir.Node, one: dict, many: dict) -> bool:
+    """A Reshape whose input grows with the batch but whose constant target does not."""
+    if node.op_type != "Reshape" or node.inputs[1].const_value is None:
+        return False
+    data, out = node.inputs[0].name, node.outputs[0].name
+    before, after, size = one.get(data), many.get(data), one.get(out)
+    if before is None or after is None or size is None or math.prod(size) == 0:
+        return False
+    target = many.get(out) or size  # unknown where onnx sees the sizes disagree
+    return math.prod(after) != math.prod(before) and math.prod(target) == math.prod(size)
+
+
+def _batch_positions(node: ir.Node, one: dict, many: dict, label: str) -> list[int]:
+    """The target axes the batch may join, most likely first.
+
+    The batch sits between the per-image elements in front of it and those behind it: the
+    start of one target axis (batch-major, as in `[1, C, H, W]` or batch*heads) or the end of
+    the one before (as in length*batch); in front of the input axis that carries it or, where
+    an earlier rewrite put it last in that axis, behind it.
+    """
+    before, after = one[node.inputs[0].name], many[node.inputs[0].name]
+    out = one[node.outputs[0].name]
+    moved = [j for j, (a, b) in enumerate(zip(before, after)) if a != b]
+    if len(moved) != 1 or after[moved[0]] != PROBE_BATCH * before[moved[0]]:
+        raise FixedBatchError(_unsafe(label, node, "its input carries the batch in no one axis"))
+    positions: list[int] = []
+    for outer in (math.prod(before[: moved[0]]), math.prod(before[: moved[0] + 1])):
+        starts = [i for i in range(len(out)) if math.prod(out[:i]) == outer]
+        ends = [i for i in range(len(out)) if math.prod(out[: i + 1]) == outer]
+        positions += [i for i in starts[:1] + ends[-1:] if i not in positions]
+    if not positions:
+        raise FixedBatchError(_unsafe(label, node, "no axis of its target can carry the batch"))
+    return positions
+
+
+def _set_target(graph: ir.Graph, node: ir.Node, out: tuple, position: int) -> None:
+    new = list(out)  # batch-1 sizes, none 0, so `allowzero` reads the target the same way
+    new[position] = -1
+    name = f"{node.name}_batch_shape_{position}"
+    node.replace_input_with(1, _add_initializer(graph, name, np.array(new, np.int64)))
+
+
+def _unsafe(label: str, node: ir.Node, why: str) -> str:
+    return (
+        f"{label}: fixed batch of 1 that cannot be made dynamic: {node.op_type} node "
+        f"'{node.name}' holds it as a constant and {why}; {FIX}."
+    )
+
+
+def make_batch_dynamic(
+    model: ir.Model, value: ir.Value, original: onnx.ModelProto, label: str
+) -> None:
+    """Point the batch-1 constants of `model` (folded, its image input `value` made symbolic)
+    at the batch, and check the result against the `original` file on onnxruntime."""
+    rewrite = MakeBatchDynamicPass(value.name, label)
+    rewrite(model)
+    rewritten = _forget_shapes(ir.serde.serialize_model(model))
+    check_batch_rewrite(original, rewritten, value.name, label, rewrite.rewritten)
+
+
+def check_batch_rewrite(
+    original: onnx.ModelProto,
+    rewritten: onnx.ModelProto,
+    input_name: str,
+    label: str,
+    rewrites: list[str],
+) -> None:
+    """Raise FixedBatchError unless `rewritten` on a random batch equals `original` run on
+    each image of it alone, every output with the batch as its leading axis."""
+    shape = [d.dim_value for d in _input(original, input_name).type.tensor_type.shape.dim]
+    x = np.random.default_rng(0).standard_normal([CHECK_BATCH, *shape[1:]]).astype(np.float32)
+    where = f" (rewritten: {', '.join(rewrites[:3])})" if rewrites else ""
+    reference = session(original, ["CPUExecutionProvider"])
+    names = [o.name for o in reference.get_outputs()]
+    singles = [reference.run(names, {input_name: x[i : i + 1]}) for i in range(CHECK_BATCH)]
+    try:
+        got = session(rewritten, ["CPUExecutionProvider"]).run(names, {input_name: x})
+    except _ORT_ERRORS as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise FixedBatchError(
+            _failed(label, f"onnxruntime fails on a batch of {CHECK_BATCH}{where}: {first}")
+        ) from exc
+    for k, name in enumerate(names):
+        parts = [s[k] for s in singles]
+        if parts[0].ndim == 0 or parts[0].shape[0] != 1 or got[k].shape[0] != CHECK_BATCH:
+            raise FixedBatchError(
+                _failed(label, f"output '{name}' does not carry the batch in its first axis{where}")
+            )
+        expected = np.concatenate(parts)
+        scale = max(float(np.max(np.abs(expected))), 1e-12) if expected.size else 1.0
+        if got[k].shape != expected.shape or np.max(np.abs(got[k] - expected)) > CHECK_RTOL * scale:
+            raise FixedBatchError(
+                _failed(
+                    label,
+                    f"output '{name}' on a batch of {CHECK_BATCH} differs from the images run "
+                    f"one by one{where}",
+                )
+            )
+
+
+def _failed(label: str, why: str) -> str:
+    return f"{label}: fixed batch of 1 that cannot be made dynamic: {why}; {FIX}."
+
+
+def _input(proto: onnx.ModelProto, name: str) -> onnx.ValueInfoProto:
+    return next(v for v in proto.graph.input if v.name == name)

@@ -1,0 +1,183 @@
+"""Fixed-batch ONNX files (exported at a static batch of 1, no dynamic axis): the load stage
+makes the batch symbolic, and the lowered model on a batch equals onnxruntime of the original
+file run image by image; a file it cannot fix gives one line naming the fix."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torchvision
+from onnx import TensorProto, helper
+from torch import nn
+
+import onnxmtl
+from onnxmtl.compiler import SHARED, compile
+from onnxmtl.derived import derive
+from onnxmtl.errors import FixedBatchError
+from onnxmtl.exporter import export
+from onnxmtl.lower import lower
+from onnxmtl.runtime import session
+from tests.test_cli import assert_clean_error, run_cli
+from tests.test_compiler import assert_close, tasks
+from tests.test_derive_export import random_choices
+
+# Relative to the output's largest magnitude.
+TOLERANCE = 1e-4
+
+
+class ConvReshape(nn.Module):
+    """A conv net that flattens with `view(x.size(0), ...)` and unflattens with a literal 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(x))
+        _, c, h, w = y.shape
+        y = y.view(y.size(0), c, h * w) * 0.5
+        return torch.relu(self.b(y.reshape(1, c, h, w)))
+
+
+class Attention(nn.Module):
+    """A conv stem and torch's MultiheadAttention, whose reshapes merge batch and heads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.attn = nn.MultiheadAttention(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        _, c, h, w = y.shape
+        t = y.view(y.size(0), c, h * w).permute(2, 0, 1)
+        t = self.attn(t, t, t, need_weights=False)[0]
+        return t.permute(1, 2, 0).reshape(1, c, h, w)
+
+
+def export_batch_1(module: nn.Module, size: int) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    torch.onnx.export(module.eval(), torch.randn(1, 3, size, size), buffer, dynamo=False)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def per_image(proto: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    """onnxruntime of `proto` on each image of `x` alone, stacked: what a batch must give."""
+    sess = session(proto, ["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    runs = [sess.run(None, {name: x[i : i + 1]}) for i in range(len(x))]
+    return [np.concatenate(outputs) for outputs in zip(*runs)]
+
+
+def relative_diff(got: np.ndarray, want: np.ndarray) -> float:
+    assert got.shape == want.shape
+    return float(np.max(np.abs(got - want))) / max(float(np.max(np.abs(want))), 1e-12)
+
+
+@pytest.mark.parametrize(
+    ("make", "size"),
+    [
+        (ConvReshape, 8),
+        (Attention, 8),
+        (lambda: torchvision.models.mobilenet_v3_small(weights=None), 64),
+    ],
+    ids=["conv-reshape", "attention", "mobilenet_v3_small"],
+)
+def test_lowered_batch_equals_the_original_per_image(make, size):
+    torch.manual_seed(0)
+    proto = export_batch_1(make(), size)
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    graph = onnxmtl.load(proto, features=None)
+    assert graph.static_batch and graph.batch_made_dynamic
+    assert not isinstance(graph.input_shape[0], int)
+    x = np.random.default_rng(1).standard_normal((3, 3, size, size)).astype(np.float32)
+    module = lower(graph).eval()
+    with torch.no_grad():
+        out = module(torch.from_numpy(x))
+    got = [out] if isinstance(out, torch.Tensor) else list(out)
+    for g, want in zip(got, per_image(proto, x), strict=True):
+        assert relative_diff(g.numpy(), want) <= TOLERANCE
+
+
+def test_dynamic_batch_is_left_alone():
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        ConvReshape().eval(),
+        torch.randn(1, 3, 8, 8),
+        buffer,
+        dynamo=False,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "N"}},
+    )
+    graph = onnxmtl.load(onnx.load_from_string(buffer.getvalue()), features=None)
+    assert not graph.static_batch and not graph.batch_made_dynamic
+
+
+def test_back_end_on_a_fixed_batch_model(tmp_path):
+    torch.manual_seed(0)
+    proto = export_batch_1(ConvReshape(), 16)
+    graph = onnxmtl.load(proto)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    model = compile(graph, tasks()).eval()
+    with torch.no_grad():
+        features = model.features(x, mode="fixed", policy=model.uniform_policy(SHARED))
+    sess = session(graph.to_proto(), ["CPUExecutionProvider"])
+    expected = np.concatenate(
+        [sess.run(graph.features, {graph.input_name: x[i : i + 1].numpy()})[0] for i in range(2)]
+    )
+    want = per_image(proto, x.numpy())[0]
+    assert relative_diff(expected, want) <= TOLERANCE
+    for t in range(len(model.tasks)):
+        assert_close(features[t][0], expected, f"task {t}")
+    choices = random_choices(model, 0)
+    derived = derive(model, choices).eval()
+    with torch.no_grad():
+        want, got = model(x, mode="fixed", policy=choices), derived(x)
+    for task in model.task_names:
+        assert_close(got[task], want[task], f"derived {task}")
+    report = export(derived, tmp_path / "derived.onnx", tolerance=TOLERANCE)
+    assert report.max_rel_diff <= TOLERANCE
+
+
+def batch_inside_features() -> onnx.ModelProto:
+    """A batch-1 graph that folds the batch into the channels and transposes it inward:
+    [1, 4, 6, 6] -> [4, 36] -> [36, 4] -> [1, 36, 4]; no target keeps the batch first."""
+    nodes = [
+        helper.make_node("Reshape", ["x", "flat"], ["a"], name="flatten"),
+        helper.make_node("Transpose", ["a"], ["b"], perm=[1, 0], name="swap"),
+        helper.make_node("Reshape", ["b", "back"], ["y"], name="unflatten"),
+    ]
+    inits = [
+        helper.make_tensor("flat", TensorProto.INT64, [2], [4, 36]),
+        helper.make_tensor("back", TensorProto.INT64, [3], [1, 36, 4]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "batch_inside",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 36, 4])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_batch_that_cannot_be_freed_is_one_clear_error(tmp_path):
+    with pytest.raises(FixedBatchError, match="dynamic batch axis"):
+        onnxmtl.load(batch_inside_features(), features=None)
+    path = tmp_path / "fixed.onnx"
+    onnx.save(batch_inside_features(), path)
+    proc = run_cli("verify", str(path), "--features", "y", "--batch", "2")
+    assert_clean_error(proc, "flatten", "re-export", "Fixed-batch ONNX files")
+
+
+def test_inspect_says_the_batch_was_made_dynamic(tmp_path):
+    path = tmp_path / "conv.onnx"
+    onnx.save(export_batch_1(ConvReshape(), 8), path)
+    proc = run_cli("inspect", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "batch          fixed at 1 in the file, made dynamic" in proc.stdout
