@@ -137,9 +137,11 @@ def test_concat_with_wrong_declared_shapes(tmp_path):
     that contradict what the ops compute: they are re-inferred."""
     nodes = [
         node("Relu", ["x"], "r"),
-        node("Concat", ["r", "k"], "y", axis=1),
+        node("Mul", ["r", "k"], "m"),
+        node("Concat", ["r", "m"], "y", axis=1),
     ]
-    model = legacy_model(nodes, 9, {"k": rand(1, 2, 8, 8)})
+    k = rand(1, 3, 8, 8)
+    model = legacy_model(nodes, 9, {"k": k})
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
     model.graph.input.append(helper.make_tensor_value_info("k", TensorProto.FLOAT, [1, 2, 6, 6]))
     model.graph.value_info.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 3, 4]))
@@ -148,9 +150,11 @@ def test_concat_with_wrong_declared_shapes(tmp_path):
     graph = onnxmtl.load(path, features=None)
     module = lower(graph)
     assert verify(graph, module, tolerance=TOLERANCE).ok
-    x = rand(1, 3, 8, 8, seed=4)
+    x = rand(2, 3, 8, 8, seed=4)
     got = run_module(module, x)[0]
-    np.testing.assert_allclose(got, np.concatenate([np.maximum(x, 0), rand(1, 2, 8, 8)], 1))
+    np.testing.assert_allclose(
+        got, np.concatenate([np.maximum(x, 0), np.maximum(x, 0) * k], 1), rtol=1e-5, atol=1e-6
+    )
 
 
 def _squeeze_unsqueeze(opset: int) -> onnx.ModelProto:

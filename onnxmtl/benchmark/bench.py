@@ -56,6 +56,8 @@ def describe(path: Path) -> dict[str, Any]:
     graph = load(path, features=None)
     meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
     shape = list(graph.input_shape)
+    if graph.batch_made_dynamic:  # the file itself still takes one image at a time
+        shape[0] = 1
     return {
         "path": str(path),
         "input": graph.input_name,

@@ -65,9 +65,11 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
         one = _probe_shapes(model, value, 1)
         many = _probe_shapes(model, value, PROBE_BATCH)
         node = next((n for n in model.graph if _drops_batch(n, one, many)), None)
-        if node is None:
+        if node is None:  # outputs of unknown shape are left to the onnxruntime check
             return all(
-                (many.get(o.name) or (0,))[0] == PROBE_BATCH * (one.get(o.name) or (0,))[0] > 0
+                not one.get(o.name)
+                or not many.get(o.name)
+                or many[o.name][0] == PROBE_BATCH * one[o.name][0] > 0
                 for o in model.graph.outputs
             )
         original = node.inputs[1]
