@@ -54,3 +54,9 @@ def find_converter(domain: str, op_type: str, opset: int) -> Converter | None:
     if ours is not None:
         return ours
     return _CONVERTER_REGISTRY.get(OperationDescription(domain, op_type, version))
+
+
+def onnx2torch_converter(domain: str, op_type: str, version: int) -> Converter | None:
+    """onnx2torch's converter for `op_type` at since-version `version`, for converters of ours
+    that handle only some of an op's cases and leave the rest to it."""
+    return _CONVERTER_REGISTRY.get(OperationDescription(_domain(domain), op_type, version))
