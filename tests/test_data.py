@@ -135,9 +135,13 @@ def test_fashion_locate_is_deterministic_and_where_is_the_item(fashion_dir):
     b = FashionLocate("train", count=30, seed=3, root=fashion_dir)
     c = FashionLocate("train", count=30, seed=4, root=fashion_dir)
     test = FashionLocate("test", count=30, seed=3, root=fashion_dir)
-    assert np.array_equal(a.images, b.images) and np.array_equal(a.where, b.where)
+    assert np.array_equal(a.images, b.images) and np.array_equal(
+        a.targets["where"], b.targets["where"]
+    )
     assert not np.array_equal(a.images, c.images) and not np.array_equal(a.images, test.images)
-    assert not np.array_equal(a.where, test.where)  # the test split has its own places
+    assert not np.array_equal(
+        a.targets["where"], test.targets["where"]
+    )  # the test split has its own places
     assert [t.name for t in a.tasks()] == ["item", "where"]
     assert [t.kind for t in a.tasks()] == ["classification", "regression"]
     for index in range(len(a)):
@@ -149,7 +153,9 @@ def test_fashion_locate_is_deterministic_and_where_is_the_item(fashion_dir):
             targets["where"], torch.tensor((centre - CANVAS / 2) / SPREAD).float()
         )
     large = FashionLocate("train", count=30, size=64, seed=3, root=fashion_dir)
-    assert large[0][0].shape == (3, 64, 64) and np.array_equal(large.where, a.where)
+    assert large[0][0].shape == (3, 64, 64) and np.array_equal(
+        large.targets["where"], a.targets["where"]
+    )
 
 
 def test_fashion_locate_by_name(fashion_dir):
@@ -166,9 +172,9 @@ def test_fashion_locate_on_real_items():
     data = load_dataset("fashion-locate", "test", count=200)
     for image, box in zip(data.images, data.boxes):
         assert pixel_box(image) == box.tolist()
-    assert set(data.item.tolist()) == set(range(10))
-    assert np.allclose(data.where.mean(0), 0, atol=0.2)  # zero mean, unit variance
-    assert np.allclose(data.where.std(0), 1, atol=0.2)
+    assert set(data.targets["item"].tolist()) == set(range(10))
+    assert np.allclose(data.targets["where"].mean(0), 0, atol=0.2)  # zero mean, unit variance
+    assert np.allclose(data.targets["where"].std(0), 1, atol=0.2)
 
 
 def test_scenes_targets_agree_with_each_other():

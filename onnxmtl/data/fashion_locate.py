@@ -11,14 +11,9 @@ whatever `size` the canvas is resized to, and neither task's loss dwarfs the oth
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import torch
 
-from onnxmtl.data.base import MultiTaskDataset, normalize_image
-from onnxmtl.data.fashion_mnist import load_fashion_mnist
-from onnxmtl.data.multi_fashion import resize
+from onnxmtl.data.canvas import FashionCanvas
 from onnxmtl.tasks import Task
 
 CANVAS = 48
@@ -56,44 +51,20 @@ def place(
     return canvas, labels[pick], tight_boxes(items) + np.tile(offset, 2)
 
 
-class FashionLocate(MultiTaskDataset):
-    """fashion-locate built from one Fashion-MNIST split; deterministic for a seed."""
+class FashionLocate(FashionCanvas):
+    """fashion-locate built from one Fashion-MNIST split; deterministic for a seed. `boxes`
+    holds each item's (top, left, bottom, right) pixel box on the canvas."""
 
     name = "fashion-locate"
+    canvas = CANVAS
 
-    def __init__(
-        self,
-        split: str = "train",
-        count: int | None = None,
-        size: int = CANVAS,
-        seed: int = 0,
-        root: str | Path | None = None,
-    ) -> None:
-        images, labels = load_fashion_mnist(split, root)
-        count = len(images) if count is None else count
-        canvas, self.item, boxes = place(images, labels, count, seed + (split == "test"))
-        self.boxes = boxes
-        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-        self.where = ((centre - CANVAS / 2) / SPREAD).astype(np.float32)
-        self.images = resize(canvas, size) if size != CANVAS else canvas
-        self.size = size
+    def compose(
+        self, images: np.ndarray, labels: np.ndarray, count: int, seed: int
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        canvas, item, self.boxes = place(images, labels, count, seed)
+        centre = (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
+        where = ((centre - CANVAS / 2) / SPREAD).astype(np.float32)
+        return canvas, {"item": item, "where": where}
 
     def tasks(self) -> list[Task]:
         return [Task("item", "classification", 10), Task("where", "regression", 2)]
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return (self.size, self.size)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        return self.images, {"item": self.item, "where": self.where}
-
-    def __getitem__(self, index: int):
-        image = normalize_image(self.images[index].astype(np.float32) / 255.0)
-        return image, {
-            "item": torch.tensor(int(self.item[index])),
-            "where": torch.from_numpy(self.where[index]),
-        }
