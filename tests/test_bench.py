@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -105,3 +108,31 @@ def test_cuda_provider_with_io_binding(exports):
     (got,) = binding.copy_outputs_to_cpu()
     want = session(str(exports["mtl"]), ["CPUExecutionProvider"]).run(None, feed)[0]
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+
+
+def test_plots_are_pngs_and_leave_matplotlib_as_it_was(tmp_path):
+    """The plots are written without pyplot: a user's backend survives `import onnxmtl` and
+    making every plot."""
+    script = f"""
+import matplotlib, json
+from pathlib import Path
+matplotlib.use("svg")
+from onnxmtl.benchmark import latency_bars, policy_heatmap
+from onnxmtl.pipeline.report import search_curves
+out = Path({str(tmp_path)!r})
+result = {{"models": {{"a": {{}}}},
+          "settings": {{"batch_sizes": [1], "providers": ["CPUExecutionProvider"]}},
+          "latency": [{{"model": "a", "batch": 1, "p50_ms": 1.0, "p90_ms": 1.5}}]}}
+latency_bars(result, out / "latency.png")
+policy_heatmap({{"tasks": ["t", "u"], "choices": [[0, 1], [2, 0]]}}, out / "policy.png")
+rows = [{{"phase": "warmup", "loss": 1.0}}, {{"phase": "search", "loss": 0.5, "tau": 1.0,
+        "p_shared": 0.4, "p_specific": 0.3, "p_skip": 0.3, "grad_task": 1.0,
+        "grad_sharing": 0.5, "grad_task_share": 0.66}}]
+search_curves(rows, out / "curves.png")
+print(matplotlib.get_backend())
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "svg"
+    for name in ("latency.png", "policy.png", "curves.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

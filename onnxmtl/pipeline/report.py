@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from onnxmtl.benchmark import latency_bars, policy_heatmap, to_markdown
-from onnxmtl.benchmark.plots import save_figure
+from onnxmtl.benchmark.plots import figure, save_figure
 from onnxmtl.compiler import BRANCHES, Policy
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.tasks.metrics import HIGHER_IS_BETTER
@@ -29,7 +28,7 @@ def search_curves(rows: list[dict[str, Any]], path: str | Path) -> None:
     """Training loss per phase, the Gumbel temperature, the mean branch probabilities over
     the search, and what moves the policy logits: the norm of each part of their gradient
     (task losses, sharing and cost regularisers) and the tasks' share of the sum."""
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.4))
+    fig, axes = figure(1, 4, figsize=(17, 3.4))
     offset = 0
     for phase, colour in PHASE_COLOURS.items():
         part = [r for r in rows if r["phase"] == phase and "loss" in r]
