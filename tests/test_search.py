@@ -17,15 +17,19 @@ from onnxmtl.training import (
     DWA,
     SearchConfig,
     Trainer,
+    Weighting,
     cost_regularizer,
     delta_m,
     derive_policy,
     expected_cost,
+    make_weighting,
     policy_lr_at,
+    register_weighting,
     sharing_regularizer,
     tau_at,
 )
 from onnxmtl.training.attribution import attribution_record, policy_gradients
+from onnxmtl.training.weighting import WEIGHTINGS
 
 TINY = dict(
     batch_size=4,
@@ -302,3 +306,23 @@ def test_without_regularisers_the_tasks_give_the_whole_policy_gradient(
     search = [r for r in rows if r["phase"] == "search"]
     assert all(r["grad_sharing"] == 0 and r["grad_task"] > 0 for r in search)
     assert all(r["grad_task_share"] == 1 and "grad_cost" not in r for r in search)
+
+
+def test_weightings_come_from_a_registry():
+    tasks = [Task("a", "classification", 3), Task("b", "depth")]
+    with pytest.raises(ConfigError, match="weighting='first'"):
+        make_weighting("first", tasks, 2.0, 20)
+
+    class FirstOnly(Weighting):
+        def forward(self, losses: torch.Tensor) -> torch.Tensor:
+            return losses[0]
+
+    register_weighting("first", lambda tasks, temperature, window: FirstOnly(tasks))
+    try:
+        assert SearchConfig(weighting="first").weighting == "first"
+        weighting = make_weighting("first", tasks, 2.0, 20)
+        assert float(weighting(torch.tensor([2.0, 5.0]))) == 2.0
+    finally:
+        WEIGHTINGS.pop("first")
+    with pytest.raises(ConfigError, match="weighting"):
+        SearchConfig(weighting="first")

@@ -5,7 +5,13 @@ from onnxmtl.training.config import SearchConfig, as_config, policy_lr_at, tau_a
 from onnxmtl.training.evaluate import delta_m, evaluate
 from onnxmtl.training.regularizers import cost_regularizer, expected_cost, sharing_regularizer
 from onnxmtl.training.trainer import SearchResult, Trainer, derive_policy
-from onnxmtl.training.weighting import DWA, Uncertainty, Weighting, make_weighting
+from onnxmtl.training.weighting import (
+    DWA,
+    Uncertainty,
+    Weighting,
+    make_weighting,
+    register_weighting,
+)
 
 __all__ = [
     "DWA",
@@ -21,6 +27,7 @@ __all__ = [
     "evaluate",
     "expected_cost",
     "make_weighting",
+    "register_weighting",
     "policy_lr_at",
     "recompute_batchnorm",
     "sharing_regularizer",

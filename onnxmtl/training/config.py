@@ -10,8 +10,8 @@ from typing import Any
 from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import read_yaml
 from onnxmtl.training.precision import PRECISIONS
+from onnxmtl.training.weighting import WEIGHTINGS
 
-WEIGHTINGS = ("equal", "uncertainty", "dwa")
 COSTS = (None, "params", "macs", "latency")
 DERIVES = ("argmax", "sample", "conflict")
 LR_SCHEDULES = ("constant", "cosine")
@@ -124,7 +124,7 @@ class SearchConfig:
             "search_mode": ("hard", "soft"),
             "derive": DERIVES,
             "policy_lr_schedule": LR_SCHEDULES,
-            "weighting": WEIGHTINGS,
+            "weighting": tuple(WEIGHTINGS),
             "cost": COSTS,
             "log_format": ("jsonl", "csv"),
             "post_train_init": ("backbone", "search"),

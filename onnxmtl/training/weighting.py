@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
+from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import Task
 
 
@@ -76,9 +79,25 @@ class DWA(Weighting):
         return (self.static * self.dynamic()).tolist()
 
 
+# name -> factory(tasks, DWA temperature, DWA window); `register_weighting` adds one.
+WEIGHTINGS: dict[str, Callable[[list[Task], float, int], Weighting]] = {
+    "equal": lambda tasks, temperature, window: Weighting(tasks),
+    "uncertainty": lambda tasks, temperature, window: Uncertainty(tasks),
+    "dwa": DWA,
+}
+
+
+def register_weighting(name: str, factory: Callable[[list[Task], float, int], Weighting]) -> None:
+    """Make `weighting: NAME` in a config build `factory(tasks, dwa_temperature, dwa_window)`
+    (registering a name again replaces it)."""
+    WEIGHTINGS[name] = factory
+
+
 def make_weighting(name: str, tasks: list[Task], temperature: float, window: int) -> Weighting:
-    if name == "uncertainty":
-        return Uncertainty(tasks)
-    if name == "dwa":
-        return DWA(tasks, temperature, window)
-    return Weighting(tasks)
+    """The weighting registered as `name`; an unknown name is a configuration error."""
+    if name not in WEIGHTINGS:
+        raise ConfigError(
+            f"config: weighting={name!r}; expected one of {', '.join(WEIGHTINGS)} (or one added "
+            "with onnxmtl.training.register_weighting)."
+        )
+    return WEIGHTINGS[name](tasks, temperature, window)
