@@ -15,6 +15,7 @@ from typing import Any
 from onnxmtl.benchmark import bench
 from onnxmtl.compiler import SHARED, Policy, load_supermodel, policy_params
 from onnxmtl.compiler.supermodel import SuperModel
+from onnxmtl.data.torch_dataset import DataSource, data_label
 from onnxmtl.derived import derive, save_derived
 from onnxmtl.errors import ConfigError, ModelFileError
 from onnxmtl.exporter import export
@@ -70,7 +71,7 @@ def _train_stage(folder: Path, subfolders: list[str], start) -> None:
 
 def run(
     model: str | Path,
-    data: str | Path,
+    data: DataSource,
     out: str | Path,
     tasks: str | Path | list[Task] | None = None,
     config: SearchConfig | dict | str | Path | None = None,
@@ -125,7 +126,7 @@ def run_info(model: str | Path, data: str | Path, config: SearchConfig) -> dict[
         "kind": "pipeline",
         "model": str(model),
         "model_sha256": file_hash(model),
-        "data": str(data),
+        "data": data_label(data),
         "config": config.to_dict(),
     }
     return json.loads(json.dumps(info, default=str))
@@ -134,7 +135,7 @@ def run_info(model: str | Path, data: str | Path, config: SearchConfig) -> dict[
 def _run(
     out: Path,
     model: str | Path,
-    data: str | Path,
+    data: DataSource,
     tasks: str | Path | list[Task] | None,
     config: SearchConfig,
     baselines: tuple[str, ...],
@@ -220,7 +221,7 @@ def _results(
     baselines: tuple[str, ...],
     timing: dict[str, Any],
     model: str | Path,
-    data: str | Path,
+    data: DataSource,
     config: SearchConfig,
 ) -> dict[str, Any]:
     methods: dict[str, dict[str, Any]] = {
@@ -269,7 +270,7 @@ def _results(
     choice = choose_model(methods, latency, config, reference)
     return {
         "model": str(model),
-        "data": str(data),
+        "data": data_label(data),
         "tasks": [t.to_dict() for t in supermodel.tasks],
         "units": len(supermodel.units),
         "policy": {"counts": policy.counts(), "method": policy.method, "seed": policy.seed},

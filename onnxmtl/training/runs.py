@@ -13,6 +13,7 @@ import torch
 
 from onnxmtl.compiler import SHARED, Policy, SuperModel, compile, load_supermodel, save_supermodel
 from onnxmtl.data import load_dataset, split_indices
+from onnxmtl.data.torch_dataset import DataSource, data_label, is_torch_data, torch_splits
 from onnxmtl.errors import ConfigError, RunFolderError
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.ir import load
@@ -77,7 +78,7 @@ def has_checkpoint(out: Path) -> bool:
 def run_info(
     kind: str,
     model_path: str | Path,
-    data: str | Path,
+    data: DataSource,
     tasks: list[Task],
     config: SearchConfig,
     policy: str | Path | None = None,
@@ -88,7 +89,7 @@ def run_info(
         "kind": kind,
         "model": str(model_path),
         "model_sha256": file_hash(model_path),
-        "data": str(data),
+        "data": data_label(data),
         "tasks": [t.to_dict() for t in tasks],
         "config": config.to_dict(),
     }
@@ -143,7 +144,11 @@ def finished(folder: Path) -> SearchResult | None:
     return SearchResult(Policy.from_json(folder / "policy.json"), metrics, folder)
 
 
-def _datasets(data: str | Path, config: SearchConfig):
+def _datasets(data: DataSource, config: SearchConfig, tasks: str | Path | list[Task] | None):
+    """The (train, test) splits of a named dataset or folder, or of a user's pair of torch
+    Datasets (labelled for `tasks`)."""
+    if is_torch_data(data):
+        return torch_splits(data, load_tasks(tasks) if isinstance(tasks, str | Path) else tasks)
     return load_dataset(data, "train", **config.data), load_dataset(data, "test", **config.data)
 
 
@@ -207,7 +212,7 @@ def _save(model: SuperModel, path: Path) -> None:
 
 def search(
     model_path: str | Path,
-    data: str | Path,
+    data: DataSource,
     out: str | Path,
     tasks: str | Path | list[Task] | None = None,
     config: SearchConfig | dict | str | Path | None = None,
@@ -221,7 +226,7 @@ def search(
     config = start(config)
     with writing(out):
         resume = prepare_dir(out, resume, force)
-        train, test = _datasets(data, config)
+        train, test = _datasets(data, config, tasks)
         task_list = _tasks(tasks, train, test)
         info = run_info("search", model_path, data, task_list, config)
         if resume:
@@ -244,7 +249,7 @@ def random_policy(model: SuperModel, seed: int) -> Policy:
 
 def train_baseline(
     model_path: str | Path,
-    data: str | Path,
+    data: DataSource,
     out: str | Path,
     baseline: str,
     tasks: str | Path | list[Task] | None = None,
@@ -270,7 +275,7 @@ def train_baseline(
 
 def _train_baseline(
     model_path: str | Path,
-    data: str | Path,
+    data: DataSource,
     out: Path,
     baseline: str,
     tasks: str | Path | list[Task] | None,
@@ -281,7 +286,7 @@ def _train_baseline(
     progress: bool,
 ) -> dict[str, SearchResult]:
     resume = prepare_dir(out, resume, force)
-    train, test = _datasets(data, config)
+    train, test = _datasets(data, config, tasks)
     task_list = _tasks(tasks, train, test)
     groups = [[t] for t in task_list] if baseline == "single-task" else [task_list]
     results = {}
@@ -329,6 +334,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, dict[str
     if not info_path.exists():
         raise ConfigError(f"{run_dir}: not a run folder (no {RUN_FILE}).")
     info = json.loads(info_path.read_text())
+    if info["data"].startswith("python:"):
+        raise ConfigError(
+            f"{run_dir}: trained on Python datasets ({info['data'].removeprefix('python:')}), "
+            "which a run folder cannot reload; evaluate it from Python with "
+            "onnxmtl.training.evaluate."
+        )
     config = SearchConfig.from_dict(info["config"], str(info_path))
     folders = [p.parent for p in sorted(run_dir.glob("*/supermodel.pt"))] or [run_dir]
     dataset = load_dataset(info["data"], "test" if split == "test" else "train", **config.data)

@@ -1,0 +1,132 @@
+"""A user's own torch Datasets through the Python API: search, baselines and the whole run
+take a (train, test) pair with a tasks list, and a dataset of the wrong shape fails before any
+training with one line naming it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+import onnxmtl
+from onnxmtl.errors import ConfigError, DataError
+from onnxmtl.tasks import Task
+from onnxmtl.training.runs import evaluate_run
+from tests.conftest import ROOT
+
+TINY = {"batch_size": 4, "warmup_steps": 2, "search_steps": 3, "post_train_steps": 2}
+TASKS = [Task("side", "classification", 2), Task("level", "regression", 1)]
+
+
+class Squares(Dataset):
+    """Noise with a bright square on the left or the right: which side (a class) and how
+    bright (a value)."""
+
+    def __init__(self, count: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.side = rng.integers(0, 2, count)
+        self.level = rng.uniform(0.5, 1.0, count).astype(np.float32)
+        self.images = rng.uniform(0, 0.2, (count, 3, 32, 32)).astype(np.float32)
+        for i in range(count):
+            column = 4 + 16 * self.side[i]
+            self.images[i, :, 12:20, column : column + 8] += self.level[i]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return torch.from_numpy(self.images[index]), {
+            "side": int(self.side[index]),
+            "level": np.array([self.level[index]]),
+        }
+
+
+@pytest.fixture
+def pair() -> tuple[Squares, Squares]:
+    return Squares(40, seed=0), Squares(12, seed=1)
+
+
+def test_search_and_baselines_take_torch_datasets(tiny_export, tmp_path, pair):
+    model = tiny_export("legacy17")
+    result = onnxmtl.search(model, pair, tmp_path / "s", tasks=TASKS, config=TINY, progress=False)
+    assert set(result.metrics["test"]) == {"side", "level"}
+    assert 0 <= result.metrics["test"]["side"]["accuracy"] <= 1
+    info = json.loads((tmp_path / "s" / "run.json").read_text())
+    assert info["data"] == "python:Squares[40]/Squares[12]"
+    assert [t["name"] for t in info["tasks"]] == ["side", "level"]
+    single = onnxmtl.train_baseline(
+        model, pair, tmp_path / "b", "single-task", tasks=TASKS, config=TINY, progress=False
+    )
+    assert sorted(single) == ["level", "side"]
+    with pytest.raises(ConfigError, match="trained on Python datasets"):
+        evaluate_run(tmp_path / "s")
+
+
+def test_run_takes_torch_datasets(tiny_export, tmp_path, pair, monkeypatch):
+    monkeypatch.setenv("ONNXMTL_CACHE", str(tmp_path / "cache"))
+    result = onnxmtl.run(
+        tiny_export("legacy17"),
+        pair,
+        tmp_path / "run",
+        tasks=TASKS,
+        config=TINY,
+        bench_repeats=2,
+        progress=False,
+    )
+    assert set(result.results["methods"]) >= {"searched", "all-shared", "single-task"}
+    exported = onnxmtl.load(tmp_path / "run" / "models" / "searched.onnx", features=None)
+    assert exported.features == ["side", "level"]
+
+
+class NoLevel(Squares):
+    def __getitem__(self, index: int):
+        image, targets = super().__getitem__(index)
+        del targets["level"]
+        return image, targets
+
+
+class Flat(Squares):
+    def __getitem__(self, index: int):
+        image, targets = super().__getitem__(index)
+        return image.flatten(), targets
+
+
+@pytest.mark.parametrize(
+    ("train", "tasks", "message"),
+    [
+        (Squares(8, 0), None, "does not name its tasks; give tasks="),
+        (NoLevel(8, 0), TASKS, "NoLevel (train): item 0 has no target for task(s) level"),
+        (Flat(8, 0), TASKS, "Flat (train): item 0 has an image of shape (3072,)"),
+    ],
+    ids=["no-tasks", "missing-target", "flat-image"],
+)
+def test_a_dataset_of_the_wrong_shape_fails_before_training(
+    tiny_export, tmp_path, train, tasks, message
+):
+    with pytest.raises(DataError, match=re.escape(message)):
+        onnxmtl.search(
+            tiny_export("legacy17"),
+            (train, Squares(4, 1)),
+            tmp_path / "s",
+            tasks=tasks,
+            config=TINY,
+            progress=False,
+        )
+    assert not (tmp_path / "s" / "checkpoint.pt").exists()
+
+
+def test_readme_torch_data_example_runs(tiny_export, tmp_path, monkeypatch, capsys):
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- torch-data-example -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "README lost its torch Dataset example"
+    shutil.copy(tiny_export("legacy17"), tmp_path / "backbone.onnx")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(match.group(1), "README.md", "exec"), {})
+    info = json.loads((tmp_path / "runs" / "shop" / "run.json").read_text())
+    assert info["data"] == "python:Shop[40]/Shop[12]"
+    assert "'colour'" in capsys.readouterr().out
