@@ -1,6 +1,7 @@
-"""A user's own torch Datasets through the Python API: search, baselines and the whole run
-take a (train, test) pair with a tasks list, and a dataset of the wrong shape fails before any
-training with one line naming it."""
+"""A user's own torch Datasets and PyTorch modules through the Python API: search, baselines
+and the whole run take a (train, test) pair with a tasks list and a module as the backbone;
+a dataset of the wrong shape or a module that cannot be exported fails before any training
+with one line naming it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import torch
 from torch.utils.data import Dataset
 
 import onnxmtl
-from onnxmtl.errors import ConfigError, DataError
+from onnxmtl.errors import ConfigError, DataError, ModelFileError
+from onnxmtl.lower import lower
+from onnxmtl.lower.verify import run_module
 from onnxmtl.tasks import Task
 from onnxmtl.training.runs import evaluate_run
 from tests.conftest import ROOT
@@ -130,3 +133,88 @@ def test_readme_torch_data_example_runs(tiny_export, tmp_path, monkeypatch, caps
     info = json.loads((tmp_path / "runs" / "shop" / "run.json").read_text())
     assert info["data"] == "python:Shop[40]/Shop[12]"
     assert "'colour'" in capsys.readouterr().out
+
+
+class Backbone(torch.nn.Module):
+    """A user's own PyTorch backbone: conv, BatchNorm, ReLU, pooling, a linear classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, 2, 1),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 16, 3, 2, 1),
+            torch.nn.BatchNorm2d(16),
+            torch.nn.ReLU(),
+        )
+        self.fc = torch.nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x).mean((2, 3)))
+
+
+def test_load_takes_a_pytorch_module_with_its_batchnorm():
+    torch.manual_seed(0)
+    module = Backbone().eval()
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    graph = onnxmtl.load(module, features=None, example_input=torch.zeros(1, 3, 32, 32))
+    assert graph.normalization == "present" and graph.input_shape == ("batch", 3, 32, 32)
+    assert module.training is False
+    x = torch.rand(3, 3, 32, 32)
+    (got,) = run_module(lower(graph), x.numpy())
+    with torch.no_grad():
+        want = module(x)
+    assert np.abs(got - want.numpy()).max() <= 1e-4 * float(want.abs().max())
+    # features='auto' cuts in front of the pooling, as for any file.
+    auto = onnxmtl.load(module, example_input=torch.zeros(1, 3, 32, 32))
+    assert auto.feature_shapes == [("batch", 16, 8, 8)]
+
+
+class Spectral(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.fft2(x).abs()
+
+
+@pytest.mark.parametrize(
+    ("module", "example", "message"),
+    [
+        (Backbone(), None, "Backbone: a PyTorch module needs example_input"),
+        (Backbone(), torch.zeros(3, 32, 32), "example_input must be an (N, C, H, W) image"),
+        (
+            Spectral(),
+            torch.zeros(1, 3, 8, 8),
+            "Spectral: the PyTorch ONNX exporter failed (it cannot export aten::fft_fft2)",
+        ),
+    ],
+    ids=["no-example", "unbatched-example", "unexportable-op"],
+)
+def test_a_module_that_cannot_be_exported_is_one_line(module, example, message):
+    with pytest.raises(ModelFileError, match=re.escape(message)) as info:
+        onnxmtl.load(module, example_input=example)
+    assert "\n" not in str(info.value)
+
+
+def test_run_takes_a_pytorch_module(tmp_path, pair, monkeypatch):
+    monkeypatch.setenv("ONNXMTL_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    result = onnxmtl.run(
+        Backbone(),
+        pair,
+        out,
+        tasks=TASKS,
+        config=TINY,
+        baselines=("all-shared",),
+        bench_repeats=2,
+        progress=False,
+        example_input=torch.zeros(1, 3, 32, 32),
+    )
+    assert (out / "backbone.onnx").is_file()
+    info = json.loads((out / "run.json").read_text())
+    assert info["model"] == str(out / "backbone.onnx") and info["model_sha256"]
+    assert set(result.results["methods"]) >= {"searched", "all-shared"}
+    with pytest.raises(ConfigError, match="needs example_input"):
+        onnxmtl.search(Backbone(), pair, tmp_path / "s", tasks=TASKS, config=TINY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,10 +10,12 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common
+import torch
 
-from onnxmtl.errors import FeatureError
+from onnxmtl.errors import FeatureError, ModelFileError
 from onnxmtl.ir.batch import BATCH_SYMBOL, make_batch_dynamic
 from onnxmtl.ir.features import auto_features, cut_at
+from onnxmtl.ir.from_torch import export_module
 from onnxmtl.ir.graph import Graph
 from onnxmtl.ir.layout import to_channels_first
 from onnxmtl.ir.normalize import (
@@ -31,9 +34,10 @@ MAX_FOLD_ROUNDS = 64
 
 
 def load(
-    source: str | Path | onnx.ModelProto,
+    source: str | Path | onnx.ModelProto | torch.nn.Module,
     features: Features = "auto",
     input_shape: Sequence[int] | None = None,
+    example_input: torch.Tensor | None = None,
 ) -> Graph:
     """Load an ONNX backbone into the IR.
 
@@ -41,7 +45,17 @@ def load(
     value name or several (multi-scale), or None to keep the model's own outputs.
     `input_shape` (N, C, H, W) fixes H and W where the model leaves them symbolic.
     A static batch of 1 is made symbolic (see `onnxmtl.ir.batch`), so the graph takes batches.
+    A `torch.nn.Module` is exported first (`export_module`, traced on `example_input`).
     """
+    if isinstance(source, torch.nn.Module):
+        if example_input is None:
+            raise ModelFileError(
+                f"{type(source).__name__}: a PyTorch module needs example_input, an (N, C, H, "
+                "W) image tensor to trace it with."
+            )
+        with tempfile.TemporaryDirectory(prefix="onnxmtl-") as folder:
+            path = export_module(source, example_input, Path(folder) / "backbone.onnx")
+            return load(path, features, input_shape)
     model, label = read_model(source)
     original_counts = dict(Counter(n.op_type for n in model.graph))
     common.RemoveInitializersFromInputsPass()(model)

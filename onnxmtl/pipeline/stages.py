@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from onnxmtl.benchmark import bench
 from onnxmtl.compiler import SHARED, Policy, load_supermodel, policy_params
 from onnxmtl.compiler.supermodel import SuperModel
@@ -25,8 +27,10 @@ from onnxmtl.pipeline.report import write_report
 from onnxmtl.run_folder import RUN_FILE, Layout, clear_run, is_run
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig, delta_m, distributed
-from onnxmtl.training.runs import LAYOUT as TRAINER_LAYOUT
 from onnxmtl.training.runs import (
+    BACKBONE_FILE,
+    Backbone,
+    backbone_file,
     check_resume,
     file_hash,
     finished,
@@ -36,6 +40,7 @@ from onnxmtl.training.runs import (
     train_baseline,
     writing,
 )
+from onnxmtl.training.runs import LAYOUT as TRAINER_LAYOUT
 
 BASELINES = ("all-shared", "single-task")
 RESULTS = "results.json"
@@ -43,7 +48,7 @@ TIMES = "run_times.json"  # seconds of each call of `run` on the folder
 PLOTS = ("policy.png", "latency.png", "search_curves.png")
 MODELS: Layout = dict.fromkeys(["searched.onnx", "searched.pt", "all-shared.onnx", "single-*.onnx"])
 LAYOUT: Layout = {
-    **dict.fromkeys([RUN_FILE, RESULTS, TIMES, "report.md", *PLOTS]),
+    **dict.fromkeys([RUN_FILE, BACKBONE_FILE, RESULTS, TIMES, "report.md", *PLOTS]),
     "search": TRAINER_LAYOUT,
     "baselines": dict.fromkeys(BASELINES, TRAINER_LAYOUT),
     "models": MODELS,
@@ -70,7 +75,7 @@ def _train_stage(folder: Path, subfolders: list[str], start) -> None:
 
 
 def run(
-    model: str | Path,
+    model: Backbone,
     data: DataSource,
     out: str | Path,
     tasks: str | Path | list[Task] | None = None,
@@ -80,13 +85,15 @@ def run(
     bench_repeats: int = 50,
     force: bool = False,
     progress: bool = True,
+    example_input: torch.Tensor | None = None,
 ) -> RunResult:
     """Compile, warm up, search, derive and post-train on `data`; train the baselines with
     the same trainer and budget; export every model to ONNX; time them with onnxruntime; write
     `report.md`, `results.json` and the plots into `out`. An unfinished `out` is resumed; a
-    finished one is returned as it is unless `force` (which starts over)."""
+    finished one is returned as it is unless `force` (which starts over). The backbone is an
+    ONNX file or a PyTorch module, exported (traced on `example_input`) into `out`."""
     out = Path(out)
-    if not Path(model).is_file():
+    if not isinstance(model, torch.nn.Module) and not Path(model).is_file():
         raise ModelFileError(f"{model}: ONNX model not found.")
     unknown = set(baselines) - set(BASELINES)
     if unknown:
@@ -97,14 +104,15 @@ def run(
         results = json.loads((out / RESULTS).read_text())
         return RunResult(out, out / "report.md", results)
     config = start(config)
-    info = {**run_info(model, data, config), "baselines": list(baselines)}
     with writing(out, LAYOUT):
         if force:
             distributed.barrier()
             if distributed.is_main():
                 clear_run(out, LAYOUT)
             distributed.barrier()
-        elif is_run(out):
+        model = backbone_file(model, out, example_input)
+        info = {**run_info(model, data, config), "baselines": list(baselines)}
+        if not force and is_run(out):
             check_resume(out, info)
         if not distributed.is_main():
             return _run(
@@ -120,7 +128,7 @@ def run(
             _active_seconds(out, time.time() - started)
 
 
-def run_info(model: str | Path, data: str | Path, config: SearchConfig) -> dict[str, Any]:
+def run_info(model: str | Path, data: DataSource, config: SearchConfig) -> dict[str, Any]:
     """What the pipeline's run.json records (the stages' folders record their tasks)."""
     info = {
         "kind": "pipeline",

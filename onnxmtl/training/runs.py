@@ -17,6 +17,7 @@ from onnxmtl.data.torch_dataset import DataSource, data_label, is_torch_data, to
 from onnxmtl.errors import ConfigError, RunFolderError
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.ir import load
+from onnxmtl.ir.from_torch import export_module
 from onnxmtl.run_folder import RUN_FILE, Layout, clear_run, locked, read_run
 from onnxmtl.tasks import Task, load_tasks
 from onnxmtl.training import distributed
@@ -25,8 +26,10 @@ from onnxmtl.training.evaluate import evaluate
 from onnxmtl.training.trainer import CHECKPOINT, INITIAL, SearchResult, Trainer
 
 BASELINES = ("all-shared", "single-task", "random")
+BACKBONE_FILE = "backbone.onnx"  # a PyTorch module given as the backbone, exported
 TRAINER_FILES = (
     RUN_FILE,
+    BACKBONE_FILE,
     "config.json",
     CHECKPOINT,
     INITIAL,
@@ -204,6 +207,26 @@ def check_device(device: torch.device) -> None:
         )
 
 
+Backbone = str | Path | torch.nn.Module
+
+
+def backbone_file(model: Backbone, out: Path, example_input: torch.Tensor | None = None) -> Path:
+    """The backbone's ONNX file: `model` itself, or a PyTorch module exported (traced on
+    `example_input`) into the run folder as BACKBONE_FILE, where run.json's hash of it lets
+    --resume tell whether the module changed."""
+    if not isinstance(model, torch.nn.Module):
+        return Path(model)
+    if example_input is None:
+        raise ConfigError(
+            f"{type(model).__name__}: a PyTorch module as the backbone needs example_input, an "
+            "(N, C, H, W) image tensor at the data's size, to export it with."
+        )
+    if distributed.is_main():
+        export_module(model, example_input, out / BACKBONE_FILE)
+    distributed.barrier()
+    return out / BACKBONE_FILE
+
+
 def _save(model: SuperModel, path: Path) -> None:
     if distributed.is_main():
         save_supermodel(model, path)
@@ -211,7 +234,7 @@ def _save(model: SuperModel, path: Path) -> None:
 
 
 def search(
-    model_path: str | Path,
+    model_path: Backbone,
     data: DataSource,
     out: str | Path,
     tasks: str | Path | list[Task] | None = None,
@@ -219,13 +242,16 @@ def search(
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
+    example_input: torch.Tensor | None = None,
 ) -> SearchResult:
     """Compile, warm up, search, derive and post-train; the run folder gets policy.json,
-    supermodel.pt, metrics.json(l), config.json, run.json and checkpoint.pt."""
+    supermodel.pt, metrics.json(l), config.json, run.json and checkpoint.pt. The backbone is
+    an ONNX file or a PyTorch module (exported on `example_input`)."""
     out = Path(out)
     config = start(config)
     with writing(out):
         resume = prepare_dir(out, resume, force)
+        model_path = backbone_file(model_path, out, example_input)
         train, test = _datasets(data, config, tasks)
         task_list = _tasks(tasks, train, test)
         info = run_info("search", model_path, data, task_list, config)
@@ -248,7 +274,7 @@ def random_policy(model: SuperModel, seed: int) -> Policy:
 
 
 def train_baseline(
-    model_path: str | Path,
+    model_path: Backbone,
     data: DataSource,
     out: str | Path,
     baseline: str,
@@ -258,10 +284,12 @@ def train_baseline(
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
+    example_input: torch.Tensor | None = None,
 ) -> dict[str, SearchResult]:
     """Train a baseline from the same trainer: 'all-shared' (hard parameter sharing),
     'single-task' (one model per task, in out/TASK) or 'random' (a seeded random policy);
-    or post-train the policy in a policy.json (`policy`)."""
+    or post-train the policy in a policy.json (`policy`). The backbone is an ONNX file or a
+    PyTorch module (exported on `example_input`)."""
     if policy is None and baseline not in BASELINES:
         raise ConfigError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}.")
     out = Path(out)
@@ -269,12 +297,22 @@ def train_baseline(
     config = dataclasses.replace(config, post_train_steps=config.baseline_length)
     with writing(out):
         return _train_baseline(
-            model_path, data, out, baseline, tasks, config, policy, resume, force, progress
+            model_path,
+            data,
+            out,
+            baseline,
+            tasks,
+            config,
+            policy,
+            resume,
+            force,
+            progress,
+            example_input,
         )
 
 
 def _train_baseline(
-    model_path: str | Path,
+    model_path: Backbone,
     data: DataSource,
     out: Path,
     baseline: str,
@@ -284,8 +322,10 @@ def _train_baseline(
     resume: bool,
     force: bool,
     progress: bool,
+    example_input: torch.Tensor | None,
 ) -> dict[str, SearchResult]:
     resume = prepare_dir(out, resume, force)
+    model_path = backbone_file(model_path, out, example_input)
     train, test = _datasets(data, config, tasks)
     task_list = _tasks(tasks, train, test)
     groups = [[t] for t in task_list] if baseline == "single-task" else [task_list]
