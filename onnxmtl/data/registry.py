@@ -1,5 +1,5 @@
-"""Datasets by name (`multi-fashion`, `fashion-locate`, `scenes`) or by folder (NYUv2 /
-CityScapes layout)."""
+"""Datasets by name (`multi-fashion`, `fashion-locate`, `scenes`) or by folder (a labelled
+folder of images, or the NYUv2 / CityScapes layout)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from onnxmtl.data.base import MultiTaskDataset
 from onnxmtl.data.fashion_locate import FashionLocate
 from onnxmtl.data.folders import FolderDataset
+from onnxmtl.data.labelled_folder import LabelledFolder, is_labelled_folder
 from onnxmtl.data.multi_fashion import MultiFashion
 from onnxmtl.data.scenes import Scenes
 from onnxmtl.errors import DataError
@@ -30,6 +31,14 @@ def load_dataset(source: str | Path, split: str = "train", **options: Any) -> Mu
         except TypeError as exc:
             raise DataError(f"dataset '{name}': bad option ({exc}).") from exc
     path = Path(source)
+    if path.is_dir() and is_labelled_folder(path):
+        try:
+            return LabelledFolder(path, split, **options)
+        except TypeError as exc:
+            raise DataError(
+                f"{path}: bad dataset option ({exc}); a labelled folder takes size, count and "
+                "test_fraction."
+            ) from exc
     if path.is_dir():
         try:
             return FolderDataset(path, split, **options)
@@ -39,5 +48,6 @@ def load_dataset(source: str | Path, split: str = "train", **options: Any) -> Mu
             ) from exc
     raise DataError(
         f"{source}: not a dataset name ({', '.join(DATASETS)}) nor a folder; give one of the "
-        "names or a folder in the NYUv2/CityScapes .npy layout."
+        "names, a labelled folder (tasks.yaml, images/, labels.csv) or a folder in the "
+        "NYUv2/CityScapes .npy layout."
     )

@@ -1,0 +1,238 @@
+"""A dataset folder anyone can write without code: images, a table of labels, dense targets.
+
+    ROOT/tasks.yaml            the tasks (as for --tasks): name, kind, num_outputs...
+    ROOT/images/NAME.png|jpg   images of any size, resized to `size`
+    ROOT/labels.csv            column `image` (a file name in images/), one column per task
+      or labels.jsonl          {"image": NAME, TASK: value, ...} per line
+                               classification: a class index; multilabel: indices joined by
+                               ';' (CSV) or a list (JSONL); regression: values joined by ';'
+                               or a list
+    ROOT/TASK/STEM.png|npy     dense targets by the image's file stem: segmentation masks
+                               (class ids; 255 or negative: ignored), depth maps (0 is unmeasured;
+                               16-bit PNG or .npy), normals (.npy, (H, W, 3))
+    ROOT/splits/{train,test}.txt   optional lists of image names; otherwise a fixed seeded
+                               `test_fraction` of the images is the test split
+
+Images and targets are read once into memory ((H, W, 3) uint8 images at `size`); dense targets are
+resized with nearest neighbours, so masks keep their ids and invalid pixels stay invalid.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from onnxmtl.data.base import MultiTaskDataset, normalize_image
+from onnxmtl.errors import ConfigError, DataError
+from onnxmtl.tasks import Task, load_tasks
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SPLIT_SEED = 0  # the test split must not move with the training seed
+
+
+def is_labelled_folder(path: Path) -> bool:
+    """Whether `path` is in this layout (it has tasks.yaml and images/)."""
+    return (path / "tasks.yaml").is_file() and (path / "images").is_dir()
+
+
+class LabelledFolder(MultiTaskDataset):
+    """One split ('train' or 'test') of a labelled folder."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        size: int | None = None,
+        test_fraction: float = 0.2,
+        seed: int | None = None,
+        count: int | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.name = self.root.name
+        try:
+            self._tasks = load_tasks(self.root / "tasks.yaml")
+        except ConfigError as exc:
+            raise DataError(str(exc)) from exc
+        labels = self._read_labels()
+        names = self._split(sorted(labels) if labels else self._image_files(), split, test_fraction)
+        if count is not None:
+            names = names[:count]
+        if not names:
+            raise DataError(f"{self.root}: the {split} split holds no image.")
+        first = self._open(names[0])
+        self.size = (size, size) if size else (first.height, first.width)
+        self.names = names
+        self.images = np.stack([self._image(n) for n in names])
+        self.targets = {t.name: self._targets(t, names, labels) for t in self._tasks}
+
+    def tasks(self) -> list[Task]:
+        return list(self._tasks)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.images, self.targets
+
+    def __getitem__(self, index: int):
+        image = normalize_image(self.images[index].astype(np.float32) / 255.0)
+        return image, {
+            name: torch.from_numpy(np.asarray(v[index])) for name, v in self.targets.items()
+        }
+
+    # -- reading -------------------------------------------------------------------------
+    def _image_files(self) -> list[str]:
+        files = sorted(
+            p.name for p in (self.root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not files:
+            raise DataError(f"{self.root / 'images'}: no PNG or JPEG image.")
+        return files
+
+    def _read_labels(self) -> dict[str, dict[str, Any]]:
+        """Per image name, its sample-level labels (empty when the tasks are all dense)."""
+        csv_path, jsonl_path = self.root / "labels.csv", self.root / "labels.jsonl"
+        rows: list[dict[str, Any]] = []
+        if csv_path.is_file():
+            with open(csv_path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            where = csv_path
+        elif jsonl_path.is_file():
+            where = jsonl_path
+            for number, line in enumerate(jsonl_path.read_text().splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{where}: line {number} is not JSON ({exc.msg}).") from exc
+        elif any(t.kind not in ("segmentation", "depth", "normals") for t in self._tasks):
+            raise DataError(
+                f"{self.root}: no labels.csv or labels.jsonl for the tasks that label whole "
+                "images; add one with an `image` column and a column per task."
+            )
+        else:
+            return {}
+        labels = {}
+        for number, row in enumerate(rows, 1):
+            if "image" not in row or not row["image"]:
+                raise DataError(f"{where}: row {number} has no `image` (the image's file name).")
+            labels[str(row["image"])] = row
+        return labels
+
+    def _split(self, names: list[str], split: str, test_fraction: float) -> list[str]:
+        if split not in ("train", "test"):
+            raise DataError(f"{self.root}: split must be 'train' or 'test', got {split!r}.")
+        listed = self.root / "splits" / f"{split}.txt"
+        if listed.is_file():
+            chosen = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+            unknown = [n for n in chosen if n not in names]
+            if unknown:
+                raise DataError(f"{listed}: {len(unknown)} unknown image(s), e.g. {unknown[0]!r}.")
+            return chosen
+        if not 0 < test_fraction < 1:
+            raise DataError(f"{self.root}: test_fraction must be in (0, 1), got {test_fraction}.")
+        order = np.random.default_rng(SPLIT_SEED).permutation(len(names))
+        n_test = max(1, round(len(names) * test_fraction))
+        picked = order[:n_test] if split == "test" else order[n_test:]
+        return [names[i] for i in sorted(picked)]
+
+    def _open(self, name: str) -> Image.Image:
+        path = self.root / "images" / name
+        try:
+            image = Image.open(path)
+            image.load()
+        except FileNotFoundError as exc:
+            raise DataError(f"{path}: listed in the labels but not found.") from exc
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{path}: not a readable image ({exc}).") from exc
+        return image
+
+    def _image(self, name: str) -> np.ndarray:
+        image = self._open(name).convert("RGB")
+        if (image.height, image.width) != self.size:
+            image = image.resize(self.size[::-1], Image.BILINEAR)
+        return np.asarray(image)
+
+    def _targets(self, task: Task, names: list[str], labels: dict[str, dict]) -> np.ndarray:
+        if task.kind in ("segmentation", "depth", "normals"):
+            return np.stack([self._dense(task, n) for n in names])
+        values = []
+        for name in names:
+            cell = labels.get(name, {}).get(task.name)
+            if cell is None or cell == "":
+                raise DataError(
+                    f"{self.root}: image {name!r} has no label for task '{task.name}'; every "
+                    "image needs one."
+                )
+            values.append(self._parse(task, name, cell))
+        return np.stack(values)
+
+    def _parse(self, task: Task, name: str, cell: Any) -> np.ndarray:
+        items = cell if isinstance(cell, list) else str(cell).split(";")
+        try:
+            if task.kind == "classification":
+                return np.array(int(str(cell)), np.int64)
+            if task.kind == "multilabel":
+                vector = np.zeros(task.num_outputs, np.float32)
+                vector[[int(i) for i in items]] = 1
+                return vector
+            values = np.array([float(v) for v in items], np.float32)
+        except (ValueError, IndexError) as exc:
+            raise DataError(
+                f"{self.root}: image {name!r}, task '{task.name}': cannot read {cell!r} as a "
+                f"{task.kind} label ({exc})."
+            ) from exc
+        if len(values) != task.num_outputs:
+            raise DataError(
+                f"{self.root}: image {name!r}, task '{task.name}': {len(values)} values for "
+                f"{task.num_outputs} outputs."
+            )
+        return values
+
+    def _dense(self, task: Task, name: str) -> np.ndarray:
+        stem = Path(name).stem
+        folder = self.root / task.name
+        found = [
+            folder / f"{stem}{s}" for s in (".npy", ".png") if (folder / f"{stem}{s}").is_file()
+        ]
+        if not found:
+            raise DataError(
+                f"{folder}: no {stem}.npy or {stem}.png for image {name!r}; every image needs "
+                f"a '{task.name}' target."
+            )
+        path = found[0]
+        try:
+            array = (
+                np.load(path, allow_pickle=False)
+                if path.suffix == ".npy"
+                else np.asarray(Image.open(path))
+            )
+        except (OSError, ValueError, UnidentifiedImageError) as exc:
+            raise DataError(f"{path}: not a readable target ({exc}).") from exc
+        height, width = self._open(name).size[::-1]
+        if tuple(array.shape[:2]) != (height, width):
+            raise DataError(
+                f"{path}: size {tuple(array.shape[:2])} differs from its image's {(height, width)}."
+            )
+        rows = np.arange(self.size[0]) * array.shape[0] // self.size[0]
+        cols = np.arange(self.size[1]) * array.shape[1] // self.size[1]
+        array = array[rows][:, cols]  # nearest neighbours
+        if task.kind == "segmentation":
+            array = array.astype(np.int64)
+            array[(array == 255) | (array < 0)] = task.ignore_index
+            return array
+        if task.kind == "normals":
+            if array.ndim != 3 or array.shape[2] != 3:
+                raise DataError(f"{path}: normals must be (H, W, 3), got {array.shape}.")
+            return array.astype(np.float32).transpose(2, 0, 1).copy()
+        return array.astype(np.float32)

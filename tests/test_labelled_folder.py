@@ -1,0 +1,148 @@
+"""A labelled dataset folder (images, a CSV or JSONL of labels, dense targets by file stem),
+built from real Fashion-MNIST items saved as PNG files: read back exactly, resized with the
+same nearest/bilinear rules, split by files or by a fixed seed, bad files named in one line,
+and trained on end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import onnxmtl
+from onnxmtl.data import load_dataset
+from onnxmtl.data.fashion_mnist import DEBIAN_DIR, load_fashion_mnist
+from onnxmtl.data.labelled_folder import LabelledFolder
+from onnxmtl.errors import DataError
+
+pytestmark = pytest.mark.skipif(
+    not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists(),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
+COUNT = 60
+TASKS = """tasks:
+  - {name: item, kind: classification, num_outputs: 10}
+  - {name: ink, kind: regression, num_outputs: 1}
+  - {name: shape, kind: segmentation, num_outputs: 2, head: conv}
+"""
+
+
+def write_folder(root, labels: str = "csv", size: int = 28):
+    """COUNT real items as PNG (every third one, from the second, at 2x size), their class and ink share in
+    labels.csv (or .jsonl), and a mask of their pixels in shape/."""
+    images, classes = load_fashion_mnist("test")
+    (root / "images").mkdir(parents=True)
+    (root / "shape").mkdir()
+    (root / "tasks.yaml").write_text(TASKS)
+    rows = []
+    for i in range(COUNT):
+        item = images[i]
+        if i % 3 == 1:
+            item = np.kron(item, np.ones((2, 2), np.uint8))
+        name = f"item{i:03d}.png"
+        Image.fromarray(item).save(root / "images" / name)
+        Image.fromarray((item > 0).astype(np.uint8)).save(root / "shape" / f"item{i:03d}.png")
+        rows.append({"image": name, "item": int(classes[i]), "ink": float((item > 0).mean())})
+    if labels == "csv":
+        with open(root / "labels.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, ["image", "item", "ink"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        (root / "labels.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return root, images[:COUNT], classes[:COUNT]
+
+
+@pytest.mark.parametrize("labels", ["csv", "jsonl"])
+def test_folder_reads_back_the_items_and_their_labels(tmp_path, labels):
+    root, images, classes = write_folder(tmp_path / "shop", labels)
+    train = load_dataset(root, "train")
+    test = load_dataset(root, "test")
+    assert isinstance(train, LabelledFolder) and [t.name for t in train.tasks()] == [
+        "item",
+        "ink",
+        "shape",
+    ]
+    assert len(train) + len(test) == COUNT and len(test) == round(COUNT * 0.2)
+    assert not set(train.names) & set(test.names)
+    assert train.image_size == (28, 28)  # the first image's size
+    for data in (train, test):
+        for i, name in enumerate(data.names):
+            index = int(name[4:7])
+            assert data.targets["item"][i] == classes[index]
+            if index % 3 != 1:  # stored at 28x28: read back exactly
+                assert np.array_equal(data.images[i][..., 0], images[index])
+                assert np.array_equal(data.targets["shape"][i], images[index] > 0)
+            else:  # stored at 56x56, resized: the mask by nearest neighbours
+                assert np.array_equal(data.targets["shape"][i], images[index] > 0)
+            expected_ink = ((images[index] > 0).mean(),)
+            assert data.targets["ink"][i] == pytest.approx(expected_ink, abs=1e-6)
+    image, targets = train[0]
+    assert image.shape == (3, 28, 28) and targets["shape"].shape == (28, 28)
+    assert load_dataset(root, "train", size=40)[0][0].shape == (3, 40, 40)
+
+
+def test_split_files_choose_the_splits(tmp_path):
+    root, _, _ = write_folder(tmp_path / "shop")
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_text("item001.png\nitem002.png\nitem004.png\n")
+    (root / "splits" / "test.txt").write_text("item005.png\n")
+    assert load_dataset(root, "train").names == ["item001.png", "item002.png", "item004.png"]
+    assert load_dataset(root, "test").names == ["item005.png"]
+    (root / "splits" / "test.txt").write_text("nothing.png\n")
+    with pytest.raises(DataError, match="test.txt: 1 unknown image"):
+        load_dataset(root, "test")
+
+
+def _corrupt_image(root):
+    (root / "images" / "item007.png").write_bytes(b"not a png")
+    return "item007.png: not a readable image"
+
+
+def _mask_of_another_size(root):
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "shape" / "item008.png")
+    return "item008.png: size (10, 10) differs from its image's (28, 28)"
+
+
+def _missing_mask(root):
+    (root / "shape" / "item010.png").unlink()
+    return "no item010.npy or item010.png for image 'item010.png'"
+
+
+def _empty_label(root):
+    text = (root / "labels.csv").read_text().splitlines()
+    text[12] = text[12].rsplit(",", 1)[0] + ","
+    (root / "labels.csv").write_text("\n".join(text))
+    return "image 'item011.png' has no label for task 'ink'"
+
+
+def _bad_class(root):
+    text = (root / "labels.csv").read_text().splitlines()
+    text[13] = text[13].replace(text[13].split(",")[1], "shirt", 1)
+    (root / "labels.csv").write_text("\n".join(text))
+    return "image 'item012.png', task 'item': cannot read 'shirt' as a classification label"
+
+
+@pytest.mark.parametrize(
+    "break_it", [_corrupt_image, _mask_of_another_size, _missing_mask, _empty_label, _bad_class]
+)
+def test_a_bad_file_or_label_is_named(tmp_path, break_it):
+    root, _, _ = write_folder(tmp_path / "shop")
+    message = break_it(root)
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        for split in ("train", "test"):
+            load_dataset(root, split)
+
+
+def test_a_search_trains_on_the_folder(tiny_export, tmp_path):
+    root, _, _ = write_folder(tmp_path / "shop")
+    config = {"batch_size": 4, "warmup_steps": 2, "search_steps": 3, "post_train_steps": 2}
+    config["data"] = {"size": 32}
+    result = onnxmtl.search(
+        tiny_export("legacy17"), root, tmp_path / "run", config=config, progress=False
+    )
+    assert set(result.metrics["test"]) == {"item", "ink", "shape"}
+    assert 0 <= result.metrics["test"]["shape"]["miou"] <= 1
