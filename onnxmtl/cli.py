@@ -268,6 +268,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from collections import Counter
+    from pathlib import Path
+
+    from onnxmtl.data import load_dataset
+    from onnxmtl.data.labelled_folder import LabelledFolder, is_labelled_folder
+    from onnxmtl.data.summary import summarize
+    from onnxmtl.errors import DataError
+    from onnxmtl.tasks import load_tasks
+
+    options = {"size": args.size} if args.size else {}
+    problems: list[tuple[str, str]] = []
+    for split in ("train", "test"):
+        if is_labelled_folder(Path(args.source)):
+            dataset = LabelledFolder(args.source, split, strict=False, **options)
+            problems += dataset.problems
+        else:
+            dataset = load_dataset(args.source, split, **options)
+        tasks = load_tasks(args.tasks) if args.tasks else dataset.tasks()
+        unlabelled = [t.name for t in tasks if t.name not in {d.name for d in dataset.tasks()}]
+        if unlabelled:
+            raise DataError(f"{args.source}: does not label task(s) {', '.join(unlabelled)}.")
+        try:
+            dataset.check(tasks)
+        except DataError as exc:
+            problems.append(("bad value" if exc.kind == "data" else exc.kind, str(exc)))
+        for line in summarize(split, dataset, tasks):
+            print(line)
+    for kind, message in problems:
+        print(f"problem ({kind}): {message}")
+    if not problems:
+        print(f"ok: {args.source} can be trained on")
+        return 0
+    for kind, count in Counter(kind for kind, _ in problems).items():
+        print(
+            f"error: {args.source}: {count} x {kind} (listed above); fix or remove those files "
+            "and check again.",
+            file=sys.stderr,
+        )
+    return 2
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from onnxmtl.training.runs import evaluate_run
 
@@ -530,6 +572,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="all-shared", help="all-shared, single-task or random")
     p.add_argument("--policy", help="policy.json to post-train instead of a baseline")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("data", help="look at a dataset before training on it")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser(
+        "check", help="counts, label histograms, value ranges and every bad file or label"
+    )
+    q.add_argument("source", help=DATA_HELP)
+    q.add_argument("--tasks", help="YAML task list (default: the dataset's tasks)")
+    q.add_argument("--size", type=int, help="image size to read a labelled folder at")
+    q.set_defaults(func=cmd_data_check)
 
     p = sub.add_parser("eval", help="evaluate a finished run folder")
     p.add_argument("run_dir", help="folder written by search or train")

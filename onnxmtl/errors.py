@@ -52,7 +52,12 @@ class ConfigError(OnnxMtlError):
 
 
 class DataError(OnnxMtlError):
-    """A dataset folder or file is missing or malformed."""
+    """A dataset folder or file is missing or malformed; `kind` names the kind of problem
+    (for `onnxmtl data check`, which lists them by kind)."""
+
+    def __init__(self, message: str, kind: str = "data") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class OutputError(OnnxMtlError):

@@ -17,6 +17,7 @@ from onnxmtl.data import load_dataset
 from onnxmtl.data.fashion_mnist import DEBIAN_DIR, load_fashion_mnist
 from onnxmtl.data.labelled_folder import LabelledFolder
 from onnxmtl.errors import DataError
+from tests.test_cli import run_cli
 
 pytestmark = pytest.mark.skipif(
     not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists(),
@@ -31,8 +32,8 @@ TASKS = """tasks:
 
 
 def write_folder(root, labels: str = "csv", size: int = 28):
-    """COUNT real items as PNG (every third one, from the second, at 2x size), their class and ink share in
-    labels.csv (or .jsonl), and a mask of their pixels in shape/."""
+    """COUNT real items as PNG (every third one, from the second, at 2x size), their class
+    and ink share in labels.csv (or .jsonl), and a mask of their pixels in shape/."""
     images, classes = load_fashion_mnist("test")
     (root / "images").mkdir(parents=True)
     (root / "shape").mkdir()
@@ -146,3 +147,43 @@ def test_a_search_trains_on_the_folder(tiny_export, tmp_path):
     )
     assert set(result.metrics["test"]) == {"item", "ink", "shape"}
     assert 0 <= result.metrics["test"]["shape"]["miou"] <= 1
+
+
+def test_data_check_summarises_a_good_folder(tmp_path):
+    root, _, classes = write_folder(tmp_path / "shop")
+    proc = run_cli("data", "check", str(root))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"train: {COUNT - round(COUNT * 0.2)} samples, images 28x28"
+    train = load_dataset(root, "train")
+    histogram = np.bincount(train.targets["item"], minlength=10)
+    expected = " ".join(f"{c}:{n}" for c, n in enumerate(histogram))
+    assert f"  item (classification): {len(train)} labelled; per class {expected}" in lines
+    assert any(line.startswith("  shape (segmentation):") for line in lines)
+    assert lines[-1] == f"ok: {root} can be trained on"
+
+
+def test_data_check_lists_every_bad_file_and_exits_2(tmp_path):
+    root, _, _ = write_folder(tmp_path / "shop")
+    messages = [_corrupt_image(root), _mask_of_another_size(root), _missing_mask(root)]
+    (root / "images" / "item009.png").write_bytes(b"")
+    proc = run_cli("data", "check", str(root))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    problems = [line for line in proc.stdout.splitlines() if line.startswith("problem")]
+    assert len(problems) == 4
+    for message in messages:
+        assert any(message in line for line in problems), message
+    errors = proc.stderr.strip().splitlines()
+    assert sorted(errors) == sorted(
+        [
+            f"error: {root}: 2 x unreadable image (listed above); fix or remove those files "
+            "and check again.",
+            f"error: {root}: 1 x target of another size (listed above); fix or remove those "
+            "files and check again.",
+            f"error: {root}: 1 x missing target (listed above); fix or remove those files and "
+            "check again.",
+        ]
+    )
+    # Training refuses the same folder with the first problem's message, before any step.
+    proc = run_cli("run", "nothing.onnx", "--data", str(root), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2

@@ -50,9 +50,11 @@ class LabelledFolder(MultiTaskDataset):
         split: str = "train",
         size: int | None = None,
         test_fraction: float = 0.2,
-        seed: int | None = None,
         count: int | None = None,
+        strict: bool = True,
     ) -> None:
+        """`strict` stops at the first bad file or label; otherwise the samples holding one
+        are left out and listed in `problems` as (kind, message) for `onnxmtl data check`."""
         self.root = Path(root)
         self.name = self.root.name
         try:
@@ -65,11 +67,27 @@ class LabelledFolder(MultiTaskDataset):
             names = names[:count]
         if not names:
             raise DataError(f"{self.root}: the {split} split holds no image.")
-        first = self._open(names[0])
-        self.size = (size, size) if size else (first.height, first.width)
-        self.names = names
-        self.images = np.stack([self._image(n) for n in names])
-        self.targets = {t.name: self._targets(t, names, labels) for t in self._tasks}
+        self.size = (size, size) if size else self._open(names[0]).size[::-1]
+        self.problems: list[tuple[str, str]] = []
+        kept, images, targets = [], [], {t.name: [] for t in self._tasks}
+        for name in names:
+            try:
+                image = self._image(name)
+                sample = {t.name: self._target(t, name, labels) for t in self._tasks}
+            except DataError as exc:
+                if strict:
+                    raise
+                self.problems.append((exc.kind, str(exc)))
+                continue
+            kept.append(name)
+            images.append(image)
+            for task_name, value in sample.items():
+                targets[task_name].append(value)
+        if not kept:
+            raise DataError(f"{self.root}: no sample of the {split} split can be read.")
+        self.names = kept
+        self.images = np.stack(images)
+        self.targets = {name: np.stack(values) for name, values in targets.items()}
 
     def tasks(self) -> list[Task]:
         return list(self._tasks)
@@ -152,9 +170,11 @@ class LabelledFolder(MultiTaskDataset):
             image = Image.open(path)
             image.load()
         except FileNotFoundError as exc:
-            raise DataError(f"{path}: listed in the labels but not found.") from exc
+            raise DataError(
+                f"{path}: listed in the labels but not found.", "missing image"
+            ) from exc
         except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{path}: not a readable image ({exc}).") from exc
+            raise DataError(f"{path}: not a readable image ({exc}).", "unreadable image") from exc
         return image
 
     def _image(self, name: str) -> np.ndarray:
@@ -163,19 +183,17 @@ class LabelledFolder(MultiTaskDataset):
             image = image.resize(self.size[::-1], Image.BILINEAR)
         return np.asarray(image)
 
-    def _targets(self, task: Task, names: list[str], labels: dict[str, dict]) -> np.ndarray:
+    def _target(self, task: Task, name: str, labels: dict[str, dict]) -> np.ndarray:
         if task.kind in ("segmentation", "depth", "normals"):
-            return np.stack([self._dense(task, n) for n in names])
-        values = []
-        for name in names:
-            cell = labels.get(name, {}).get(task.name)
-            if cell is None or cell == "":
-                raise DataError(
-                    f"{self.root}: image {name!r} has no label for task '{task.name}'; every "
-                    "image needs one."
-                )
-            values.append(self._parse(task, name, cell))
-        return np.stack(values)
+            return self._dense(task, name)
+        cell = labels.get(name, {}).get(task.name)
+        if cell is None or cell == "":
+            raise DataError(
+                f"{self.root}: image {name!r} has no label for task '{task.name}'; every image "
+                "needs one.",
+                "missing label",
+            )
+        return self._parse(task, name, cell)
 
     def _parse(self, task: Task, name: str, cell: Any) -> np.ndarray:
         items = cell if isinstance(cell, list) else str(cell).split(";")
@@ -190,12 +208,14 @@ class LabelledFolder(MultiTaskDataset):
         except (ValueError, IndexError) as exc:
             raise DataError(
                 f"{self.root}: image {name!r}, task '{task.name}': cannot read {cell!r} as a "
-                f"{task.kind} label ({exc})."
+                f"{task.kind} label ({exc}).",
+                "bad label",
             ) from exc
         if len(values) != task.num_outputs:
             raise DataError(
                 f"{self.root}: image {name!r}, task '{task.name}': {len(values)} values for "
-                f"{task.num_outputs} outputs."
+                f"{task.num_outputs} outputs.",
+                "bad label",
             )
         return values
 
@@ -208,7 +228,8 @@ class LabelledFolder(MultiTaskDataset):
         if not found:
             raise DataError(
                 f"{folder}: no {stem}.npy or {stem}.png for image {name!r}; every image needs "
-                f"a '{task.name}' target."
+                f"a '{task.name}' target.",
+                "missing target",
             )
         path = found[0]
         try:
@@ -218,11 +239,13 @@ class LabelledFolder(MultiTaskDataset):
                 else np.asarray(Image.open(path))
             )
         except (OSError, ValueError, UnidentifiedImageError) as exc:
-            raise DataError(f"{path}: not a readable target ({exc}).") from exc
+            raise DataError(f"{path}: not a readable target ({exc}).", "unreadable target") from exc
         height, width = self._open(name).size[::-1]
         if tuple(array.shape[:2]) != (height, width):
             raise DataError(
-                f"{path}: size {tuple(array.shape[:2])} differs from its image's {(height, width)}."
+                f"{path}: size {tuple(array.shape[:2])} differs from its image's "
+                f"{(height, width)}.",
+                "target of another size",
             )
         rows = np.arange(self.size[0]) * array.shape[0] // self.size[0]
         cols = np.arange(self.size[1]) * array.shape[1] // self.size[1]
@@ -233,6 +256,8 @@ class LabelledFolder(MultiTaskDataset):
             return array
         if task.kind == "normals":
             if array.ndim != 3 or array.shape[2] != 3:
-                raise DataError(f"{path}: normals must be (H, W, 3), got {array.shape}.")
+                raise DataError(
+                    f"{path}: normals must be (H, W, 3), got {array.shape}.", "bad target"
+                )
             return array.astype(np.float32).transpose(2, 0, 1).copy()
         return array.astype(np.float32)
