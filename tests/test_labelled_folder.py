@@ -17,7 +17,7 @@ from onnxmtl.data import load_dataset
 from onnxmtl.data.fashion_mnist import DEBIAN_DIR, load_fashion_mnist
 from onnxmtl.data.labelled_folder import LabelledFolder
 from onnxmtl.errors import DataError
-from tests.test_cli import run_cli
+from tests.test_cli import assert_clean_error, run_cli
 
 pytestmark = pytest.mark.skipif(
     not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists(),
@@ -163,7 +163,7 @@ def test_data_check_summarises_a_good_folder(tmp_path):
     assert lines[-1] == f"ok: {root} can be trained on"
 
 
-def test_data_check_lists_every_bad_file_and_exits_2(tmp_path):
+def test_data_check_lists_every_bad_file_and_exits_2(tiny_export, tmp_path):
     root, _, _ = write_folder(tmp_path / "shop")
     messages = [_corrupt_image(root), _mask_of_another_size(root), _missing_mask(root)]
     (root / "images" / "item009.png").write_bytes(b"")
@@ -184,6 +184,9 @@ def test_data_check_lists_every_bad_file_and_exits_2(tmp_path):
             "check again.",
         ]
     )
-    # Training refuses the same folder with the first problem's message, before any step.
-    proc = run_cli("run", "nothing.onnx", "--data", str(root), "--out", str(tmp_path / "r"))
-    assert proc.returncode == 2
+    # Training refuses the same folder with one problem's line, before any step.
+    out = tmp_path / "r"
+    proc = run_cli("search", str(tiny_export("legacy17")), "--data", str(root), "--out", str(out))
+    assert_clean_error(proc)
+    assert any(message in proc.stderr for message in messages), proc.stderr
+    assert not (out / "checkpoint.pt").exists()
