@@ -108,18 +108,6 @@ def _mask_of_another_size(root):
     return "item008.png: size (10, 10) differs from its image's (28, 28)"
 
 
-def _missing_mask(root):
-    (root / "shape" / "item010.png").unlink()
-    return "no item010.npy or item010.png for image 'item010.png'"
-
-
-def _empty_label(root):
-    text = (root / "labels.csv").read_text().splitlines()
-    text[12] = text[12].rsplit(",", 1)[0] + ","
-    (root / "labels.csv").write_text("\n".join(text))
-    return "image 'item011.png' has no label for task 'ink'"
-
-
 def _bad_class(root):
     text = (root / "labels.csv").read_text().splitlines()
     text[13] = text[13].replace(text[13].split(",")[1], "shirt", 1)
@@ -127,9 +115,7 @@ def _bad_class(root):
     return "image 'item012.png', task 'item': cannot read 'shirt' as a classification label"
 
 
-@pytest.mark.parametrize(
-    "break_it", [_corrupt_image, _mask_of_another_size, _missing_mask, _empty_label, _bad_class]
-)
+@pytest.mark.parametrize("break_it", [_corrupt_image, _mask_of_another_size, _bad_class])
 def test_a_bad_file_or_label_is_named(tmp_path, break_it):
     root, _, _ = write_folder(tmp_path / "shop")
     message = break_it(root)
@@ -158,19 +144,20 @@ def test_data_check_summarises_a_good_folder(tmp_path):
     train = load_dataset(root, "train")
     histogram = np.bincount(train.targets["item"], minlength=10)
     expected = " ".join(f"{c}:{n}" for c, n in enumerate(histogram))
-    assert f"  item (classification): {len(train)} labelled; per class {expected}" in lines
+    line = f"  item (classification): {len(train)} of {len(train)} labelled; per class {expected}"
+    assert line in lines
     assert any(line.startswith("  shape (segmentation):") for line in lines)
     assert lines[-1] == f"ok: {root} can be trained on"
 
 
 def test_data_check_lists_every_bad_file_and_exits_2(tiny_export, tmp_path):
     root, _, _ = write_folder(tmp_path / "shop")
-    messages = [_corrupt_image(root), _mask_of_another_size(root), _missing_mask(root)]
+    messages = [_corrupt_image(root), _mask_of_another_size(root)]
     (root / "images" / "item009.png").write_bytes(b"")
     proc = run_cli("data", "check", str(root))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     problems = [line for line in proc.stdout.splitlines() if line.startswith("problem")]
-    assert len(problems) == 4
+    assert len(problems) == 3
     for message in messages:
         assert any(message in line for line in problems), message
     errors = proc.stderr.strip().splitlines()
@@ -180,8 +167,6 @@ def test_data_check_lists_every_bad_file_and_exits_2(tiny_export, tmp_path):
             "and check again.",
             f"error: {root}: 1 x target of another size (listed above); fix or remove those "
             "files and check again.",
-            f"error: {root}: 1 x missing target (listed above); fix or remove those files and "
-            "check again.",
         ]
     )
     # Training refuses the same folder with one problem's line, before any step.
@@ -190,3 +175,35 @@ def test_data_check_lists_every_bad_file_and_exits_2(tiny_export, tmp_path):
     assert_clean_error(proc)
     assert any(message in proc.stderr for message in messages), proc.stderr
     assert not (out / "checkpoint.pt").exists()
+
+
+def test_partial_labels_are_skipped_and_counted(tiny_export, tmp_path):
+    """Some images lack a class, an ink value or a mask: they load, data check counts the
+    labels per task, and a search trains on the rest."""
+    root, _, _ = write_folder(tmp_path / "shop")
+    rows = (root / "labels.csv").read_text().splitlines()
+    for i in range(1, len(rows)):
+        name, item, ink = rows[i].split(",")
+        index = int(name[4:7])
+        rows[i] = ",".join([name, "" if index % 4 == 0 else item, "" if index % 3 == 0 else ink])
+    (root / "labels.csv").write_text("\n".join(rows))
+    for index in range(0, COUNT, 5):
+        (root / "shape" / f"item{index:03d}.png").unlink()
+    train = load_dataset(root, "train")
+    indices = np.array([int(n[4:7]) for n in train.names])
+    item, ink, shape = (train.targets[k] for k in ("item", "ink", "shape"))
+    assert np.array_equal(item == 255, indices % 4 == 0)
+    assert np.array_equal(np.isnan(ink[:, 0]), indices % 3 == 0)
+    assert np.array_equal((shape == 255).all(axis=(1, 2)), indices % 5 == 0)
+    proc = run_cli("data", "check", str(root))
+    assert proc.returncode == 0, proc.stderr
+    n = len(train)
+    assert f"{int((indices % 4 != 0).sum())} of {n} labelled" in proc.stdout
+    assert f"{int((indices % 3 != 0).sum())} of {n} labelled" in proc.stdout
+    assert f"{int((indices % 5 != 0).sum())} of {n} masks" in proc.stdout
+    config = {"batch_size": 4, "warmup_steps": 2, "search_steps": 3, "post_train_steps": 2}
+    result = onnxmtl.search(
+        tiny_export("legacy17"), root, tmp_path / "run", config=config, progress=False
+    )
+    for values in result.metrics["test"].values():
+        assert all(np.isfinite(v) for v in values.values())

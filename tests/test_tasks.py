@@ -137,3 +137,32 @@ def test_heads_map_features_to_outputs():
     assert make_head(Task("c", "classification", 3), 16)(x).shape == (2, 3)
     with pytest.raises(ConfigError, match="unknown head 'mlp'"):
         make_head(Task("c", "classification", 3, head="mlp"), 16)
+
+
+@pytest.mark.parametrize("kind", ["classification", "multilabel", "regression"])
+def test_unlabelled_samples_are_skipped_by_losses_and_metrics(kind):
+    """Partial labels: an unlabelled sample (the ignore value for classes, a row of NaN for
+    values) adds nothing to the loss or the metrics; a batch with none labelled gives a loss
+    of 0 whose gradient is 0, never NaN."""
+    task = Task("t", kind, 4)
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.randn(6, 4, generator=gen, requires_grad=True)
+    if kind == "classification":
+        target = torch.tensor([0, 255, 3, 1, 255, 2])
+        missing = torch.tensor([255] * 6)
+    else:
+        target = torch.rand(6, 4, generator=gen)
+        if kind == "multilabel":
+            target = target.round()
+        target[[1, 4]] = float("nan")
+        missing = torch.full((6, 4), float("nan"))
+    keep = torch.tensor([True, False, True, True, False, True])
+    loss = loss_fn(task)
+    assert torch.allclose(loss(pred, target), loss(pred[keep], target[keep]))
+    empty = loss(pred, missing)
+    empty.backward()
+    assert float(empty.detach()) == 0.0 and torch.equal(pred.grad, torch.zeros_like(pred))
+    metric, reference = make_metric(task), make_metric(task)
+    metric.update(pred, target)
+    reference.update(pred[keep], target[keep])
+    assert metric.compute() == reference.compute()

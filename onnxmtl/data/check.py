@@ -54,8 +54,9 @@ def check_target(
     unlabelled: Sequence[int] = (),
 ) -> None:
     """The targets of `task` for a batch of samples (axis 0): class ids in [0, num_outputs)
-    (or the task's ignore value, or one of `unlabelled`, for segmentation), finite depth >= 0
-    (0: not measured), finite normals, finite other targets."""
+    or the task's ignore value (an unlabelled pixel or sample; segmentation also takes the
+    values in `unlabelled`), finite depth >= 0 (0: not measured), finite normals, and finite
+    multilabel and regression rows, or rows of NaN alone (an unlabelled sample)."""
     name = f"task '{task.name}' ({task.kind})"
     if task.kind in CLASS_KINDS:
         if not np.issubdtype(values.dtype, np.integer):
@@ -64,6 +65,8 @@ def check_target(
                 raise DataError(f"{where(index)}: {name} labels must be integer class ids.")
         ok = (values >= 0) & (values < task.num_outputs)
         allowed = [*unlabelled, task.ignore_index] if task.kind == "segmentation" else []
+        if task.kind == "classification":
+            allowed = [task.ignore_index]
         for value in allowed:
             ok |= values == value
         index = _first_bad(ok)
@@ -75,9 +78,22 @@ def check_target(
                 f"{ignore}; fix the labels, or num_outputs / ignore_index in the tasks file."
             )
         return
-    index = _first_bad(np.isfinite(values))
+    finite = np.isfinite(values)
+    if task.kind in ("multilabel", "regression"):  # a row of NaN alone: unlabelled
+        finite |= (
+            np.isnan(values)
+            .reshape(len(values), -1)
+            .all(axis=1)
+            .reshape((len(values),) + (1,) * (values.ndim - 1))
+        )
+    index = _first_bad(finite)
     if index is not None:
-        hint = {"depth": " (mark missing depth with 0)", "normals": " (mark missing with 0)"}
+        hint = {
+            "depth": " (mark missing depth with 0)",
+            "normals": " (mark missing with 0)",
+            "multilabel": " (an unlabelled sample is NaN in every value)",
+            "regression": " (an unlabelled sample is NaN in every value)",
+        }
         raise DataError(
             f"{where(index)}: {name} target holds NaN or infinite values"
             f"{hint.get(task.kind, '')}; fix the data."

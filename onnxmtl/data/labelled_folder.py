@@ -13,6 +13,9 @@
     ROOT/splits/{train,test}.txt   optional lists of image names; otherwise a fixed seeded
                                `test_fraction` of the images is the test split
 
+A sample may lack any task's label (an empty cell, a missing key, no target file): that task's
+loss and metrics skip it (`unlabelled`).
+
 Images and targets are read once into memory ((H, W, 3) uint8 images at `size`); dense targets are
 resized with nearest neighbours, so masks keep their ids and invalid pixels stay invalid.
 """
@@ -39,6 +42,21 @@ SPLIT_SEED = 0  # the test split must not move with the training seed
 def is_labelled_folder(path: Path) -> bool:
     """Whether `path` is in this layout (it has tasks.yaml and images/)."""
     return (path / "tasks.yaml").is_file() and (path / "images").is_dir()
+
+
+def unlabelled(task: Task, size: tuple[int, int]) -> np.ndarray:
+    """The target of a sample that `task` does not label (partial labels): the ignore value
+    for classes, NaN for multilabel and regression values, an all-ignored mask, a depth of 0
+    (unmeasured) or zero normals; losses and metrics skip it."""
+    if task.kind == "classification":
+        return np.array(task.ignore_index, np.int64)
+    if task.kind == "segmentation":
+        return np.full(size, task.ignore_index, np.int64)
+    if task.kind == "depth":
+        return np.zeros(size, np.float32)
+    if task.kind == "normals":
+        return np.zeros((3, *size), np.float32)
+    return np.full(task.num_outputs, np.nan, np.float32)
 
 
 class LabelledFolder(MultiTaskDataset):
@@ -188,11 +206,7 @@ class LabelledFolder(MultiTaskDataset):
             return self._dense(task, name)
         cell = labels.get(name, {}).get(task.name)
         if cell is None or cell == "":
-            raise DataError(
-                f"{self.root}: image {name!r} has no label for task '{task.name}'; every image "
-                "needs one.",
-                "missing label",
-            )
+            return unlabelled(task, self.size)
         return self._parse(task, name, cell)
 
     def _parse(self, task: Task, name: str, cell: Any) -> np.ndarray:
@@ -226,11 +240,7 @@ class LabelledFolder(MultiTaskDataset):
             folder / f"{stem}{s}" for s in (".npy", ".png") if (folder / f"{stem}{s}").is_file()
         ]
         if not found:
-            raise DataError(
-                f"{folder}: no {stem}.npy or {stem}.png for image {name!r}; every image needs "
-                f"a '{task.name}' target.",
-                "missing target",
-            )
+            return unlabelled(task, self.size)
         path = found[0]
         try:
             array = (

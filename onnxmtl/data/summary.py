@@ -29,22 +29,26 @@ def summarize(split: str, dataset: MultiTaskDataset, tasks: list[Task]) -> list[
 
 def _describe(task: Task, values: np.ndarray) -> str:
     if task.kind == "classification":
-        counts = np.bincount(values.astype(np.int64).clip(0), minlength=task.num_outputs)
-        return f"{len(values)} labelled; per class " + " ".join(
+        labelled = values[values != task.ignore_index].astype(np.int64)
+        counts = np.bincount(labelled.clip(0), minlength=task.num_outputs)
+        return f"{len(labelled)} of {len(values)} labelled; per class " + " ".join(
             f"{c}:{n}" for c, n in enumerate(counts)
         )
+    rows = values.reshape(len(values), -1)
+    given = ~np.isnan(rows).all(axis=1) if task.kind in ("multilabel", "regression") else None
     if task.kind == "multilabel":
-        positives = values.reshape(len(values), -1).sum(0).astype(int)
-        return f"{len(values)} labelled; positives per label " + " ".join(
+        positives = rows[given].sum(0).astype(int)
+        return f"{int(given.sum())} of {len(values)} labelled; positives per label " + " ".join(
             f"{c}:{n}" for c, n in enumerate(positives)
         )
     if task.kind == "segmentation":
+        masks = int((values != task.ignore_index).reshape(len(values), -1).any(1).sum())
         ids = values.astype(np.int64).ravel()
         ignored = ids == task.ignore_index
         counts = np.bincount(ids[~ignored].clip(0), minlength=task.num_outputs)
         shares = counts / max(1, ids.size)
         return (
-            f"{len(values)} masks; pixels per class "
+            f"{masks} of {len(values)} masks; pixels per class "
             + " ".join(f"{c}:{s:.1%}" for c, s in enumerate(shares))
             + f"; ignored {ignored.mean():.1%}"
         )
@@ -59,8 +63,10 @@ def _describe(task: Task, values: np.ndarray) -> str:
     if task.kind == "normals":
         valid = np.abs(values).sum(1) > 0
         return f"{len(values)} maps; valid {valid.mean():.1%}"
-    flat = values.reshape(len(values), -1)
+    if not given.any():
+        return f"0 of {len(values)} labelled"
+    flat = rows[given]
     return (
-        f"{len(values)} labelled; min {flat.min():.4g}, mean {flat.mean():.4g}, "
-        f"max {flat.max():.4g}"
+        f"{int(given.sum())} of {len(values)} labelled; min {flat.min():.4g}, mean "
+        f"{flat.mean():.4g}, max {flat.max():.4g}"
     )

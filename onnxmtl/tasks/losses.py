@@ -24,8 +24,18 @@ def normals_valid(target: torch.Tensor) -> torch.Tensor:
     return target.abs().sum(dim=1) > 0
 
 
+def labelled_rows(target: torch.Tensor) -> torch.Tensor:
+    """(N,) samples whose multilabel or regression target is given: an unlabelled sample
+    (partial labels) carries a row of NaN."""
+    return torch.isfinite(target.reshape(len(target), -1)).all(dim=1)
+
+
 def cross_entropy(pred: torch.Tensor, target: torch.Tensor, ignore_index: int = -100):
-    return F.cross_entropy(pred, target.long(), ignore_index=ignore_index)
+    """Mean over the labelled samples (pixels); 0 with a gradient where the batch has none."""
+    target = target.long()
+    if not (target != ignore_index).any():
+        return pred.sum() * 0.0
+    return F.cross_entropy(pred, target, ignore_index=ignore_index)
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -46,16 +56,25 @@ def cosine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1.0 - cos[valid]).mean()
 
 
+def _rowwise(loss, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`loss` over the labelled samples only (`labelled_rows`); 0 where the batch has none."""
+    target = target.to(pred.dtype).reshape(pred.shape)
+    keep = labelled_rows(target)
+    if not keep.any():
+        return pred.sum() * 0.0
+    return loss(pred[keep], target[keep])
+
+
 def bce(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(pred, target.to(pred.dtype))
+    return _rowwise(F.binary_cross_entropy_with_logits, pred, target)
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(pred, target.to(pred.dtype).reshape(pred.shape))
+    return _rowwise(F.mse_loss, pred, target)
 
 
 def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.l1_loss(pred, target.to(pred.dtype).reshape(pred.shape))
+    return _rowwise(F.l1_loss, pred, target)
 
 
 LOSSES: dict[str, LossFn] = {
@@ -86,7 +105,7 @@ def loss_fn(task: Task) -> LossFn:
             f"task '{task.name}': unknown loss {name!r}; expected one of {', '.join(LOSSES)} "
             "or a callable."
         )
-    if name == "cross_entropy" and task.kind == "segmentation":
+    if name == "cross_entropy" and task.kind in ("segmentation", "classification"):
         ignore = task.ignore_index
         return lambda pred, target: cross_entropy(pred, target, ignore)
     return LOSSES[name]

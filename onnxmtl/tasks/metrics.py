@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from onnxmtl.tasks.losses import dense_target, depth_valid, normals_valid
+from onnxmtl.tasks.losses import dense_target, depth_valid, labelled_rows, normals_valid
 from onnxmtl.tasks.task import Task
 
 # Whether a larger value is better, per metric name (the sign used by delta-m).
@@ -155,14 +155,17 @@ class NormalsMetric(Metric):
 class ClassificationMetric(Metric):
     """Top-1 accuracy, and top-5 accuracy where there are more than five classes."""
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, ignore_index: int = 255):
         self.k = 5 if num_classes > 5 else None
+        self.ignore_index = ignore_index
         self.correct = torch.zeros(2, dtype=torch.int64)
         self.count = 0
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         target = target.detach().cpu().long().view(-1, 1)
-        top = pred.detach().cpu().topk(self.k or 1, dim=1).indices
+        keep = target[:, 0] != self.ignore_index  # unlabelled samples are not scored
+        target, pred = target[keep], pred.detach().cpu()[keep]
+        top = pred.topk(self.k or 1, dim=1).indices
         self.correct += torch.stack(
             [(top[:, :1] == target).any(1).sum(), (top == target).any(1).sum()]
         )
@@ -186,7 +189,9 @@ class MultilabelMetric(Metric):
         self.samples = 0
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        right = (pred.detach().cpu() > 0) == (target.detach().cpu() > 0.5)
+        target = target.detach().cpu()
+        keep = labelled_rows(target)  # unlabelled samples are not scored
+        right = (pred.detach().cpu()[keep] > 0) == (target[keep] > 0.5)
         self.labels_right += int(right.sum())
         self.labels += right.numel()
         self.subsets_right += int(right.all(dim=1).sum())
@@ -211,7 +216,9 @@ class RegressionMetric(Metric):
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         pred = pred.detach().cpu().double()
-        diff = pred - target.detach().cpu().double().reshape(pred.shape)
+        target = target.detach().cpu().double().reshape(pred.shape)
+        keep = labelled_rows(target)  # unlabelled samples are not scored
+        diff = pred[keep] - target[keep]
         self.abs += float(diff.abs().sum())
         self.sq += float((diff**2).sum())
         self.count += diff.numel()
@@ -231,7 +238,7 @@ def make_metric(task: Task) -> Metric:
     if task.kind == "normals":
         return NormalsMetric()
     if task.kind == "classification":
-        return ClassificationMetric(task.num_outputs)
+        return ClassificationMetric(task.num_outputs, task.ignore_index)
     if task.kind == "multilabel":
         return MultilabelMetric()
     return RegressionMetric()
