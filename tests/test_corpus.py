@@ -31,11 +31,13 @@ TOLERANCE = 1e-4
 # dynamo export: the first diverging node is the Reshape in front of a GroupNorm; not solved).
 STATIC_BATCH = {("timm_mobilevitv2_050", "dynamo")}
 # Backbones that only run at their declared size, so the smaller-size export is skipped:
-# attention biases or position tables sized for the token grid of the declared input.
+# attention biases, position tables or patch reshapes sized for the declared input's grid.
 SIZE_FIXED = {
     "timm_levit_128s": "attention biases and Reshape targets sized for the 14x14/7x7/4x4 grids",
     "timm_efficientformer_l1": "last stage's attention bias sized for its 7x7 token grid",
     "timm_efficientformerv2_s0": "attention biases sized for the 14x14 and 7x7 token grids",
+    "timm_mobilevit_xxs": "its unfolding Reshapes hold the declared size's patch grid",
+    "timm_edgenext_xx_small": "its channel-attention Reshapes hold the declared token count",
 }
 DEFAULT = [
     ("squeezenet1_1", "dynamo"),

@@ -40,22 +40,18 @@ def _group_norm(node, graph):
 
 
 class LayerNorm(nn.Module):
-    """Normalisation over the axes from `axis` on, sized by the input at run time, with a
-    trainable scale and (optional) bias broadcast over them as ONNX allows."""
+    """Normalisation over the trailing axes the (trainable) scale and bias cover, as
+    `nn.LayerNorm` but keeping ONNX's optional bias; the size is a constant, so the module
+    exports again with a symbolic batch."""
 
-    def __init__(self, axis: int, weight: torch.Tensor, bias: torch.Tensor | None, eps: float):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, eps: float):
         super().__init__()
-        self.axis, self.eps = axis, eps
+        self.shape, self.eps = tuple(weight.shape), eps
         self.weight = nn.Parameter(weight.clone())
         self.bias = None if bias is None else nn.Parameter(bias.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape[self.axis :]
-        weight = self.weight if self.weight.shape == shape else self.weight.expand(shape)
-        bias = self.bias
-        if bias is not None and bias.shape != shape:
-            bias = bias.expand(shape)
-        return F.layer_norm(x, shape, weight, bias, self.eps)
+        return F.layer_norm(x, self.shape, self.weight, self.bias, self.eps)
 
 
 @register_converter("LayerNormalization", 17)
@@ -64,10 +60,14 @@ def _layer_norm(node, graph):
     bias = const_input(node, graph, 2)
     if bias is None and len(node.input_values) > 2 and node.input_values[2]:
         require_const(node, graph, 2, "bias")  # computed: the same one-line error
+    axis = int(node.attributes.get("axis", -1))
+    rank = len(graph.value_info[node.input_values[0]].type.tensor_type.shape.dim)
+    if (rank - axis if axis >= 0 else -axis) != scale.dim():
+        raise unsupported_attr(
+            node, "axis", axis, f"the scale {tuple(scale.shape)} must span the normalised axes."
+        )
     if int(node.attributes.get("stash_type", 1)) != 1:
         raise unsupported_attr(
             node, "stash_type", node.attributes["stash_type"], "only float32 statistics (1)."
         )
-    axis = int(node.attributes.get("axis", -1))
-    eps = float(node.attributes.get("epsilon", 1e-5))
-    return result(node, LayerNorm(axis, scale, bias, eps))
+    return result(node, LayerNorm(scale, bias, float(node.attributes.get("epsilon", 1e-5))))
