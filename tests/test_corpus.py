@@ -38,6 +38,8 @@ SIZE_FIXED = {
     "timm_efficientformerv2_s0": "attention biases sized for the 14x14 and 7x7 token grids",
     "timm_mobilevit_xxs": "its unfolding Reshapes hold the declared size's patch grid",
     "timm_edgenext_xx_small": "its channel-attention Reshapes hold the declared token count",
+    "timm_efficientvit_b0": "its linear-attention Reshapes hold the declared token count",
+    "timm_poolformer_s12": "GroupNorm, exported as InstanceNorm between Reshapes, holds the size",
 }
 DEFAULT = [
     ("squeezenet1_1", "dynamo"),
