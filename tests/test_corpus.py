@@ -33,6 +33,7 @@ STATIC_BATCH = {("timm_mobilevitv2_050", "dynamo")}
 # Backbones that only run at their declared size, so the smaller-size export is skipped:
 # attention biases, position tables or patch reshapes sized for the declared input's grid.
 SIZE_FIXED = {
+    "efficientnet_lite0": "its SAME paddings are fixed Pads computed for 224 (odd at 160)",
     "timm_levit_128s": "attention biases and Reshape targets sized for the 14x14/7x7/4x4 grids",
     "timm_efficientformer_l1": "last stage's attention bias sized for its 7x7 token grid",
     "timm_efficientformerv2_s0": "attention biases sized for the 14x14 and 7x7 token grids",
