@@ -31,6 +31,10 @@ from pathlib import Path
 import torch
 
 EXPORTERS = ("dynamo", "legacy13", "legacy17")
+# Like legacy17 but without a dynamic axis: the batch of 1 the model was traced with is baked
+# into the file (its Reshape targets included), as in many published files; load must free it.
+STATIC_BATCH = "legacy17-b1"
+ALL_EXPORTERS = (*EXPORTERS, STATIC_BATCH)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class Backbone:
     build: Callable[[], torch.nn.Module]
     source: str
     input_size: int = 224
+    # The exporters the corpus exports it with (`--exporter all`); the original backbones use
+    # every dynamic-batch exporter, the timm families added later one or two of them.
+    exporters: tuple[str, ...] = EXPORTERS
 
 
 def _torchvision(arch: str) -> Callable[[], torch.nn.Module]:
@@ -91,6 +98,36 @@ BACKBONES: dict[str, Backbone] = {
         Backbone(
             "efficientnet_lite0", _efficientnet_lite0, "efficientnet-lite-pytorch (pretrained)"
         ),
+        # timm families beyond ResNet/MobileNet/ConvNeXt, hybrid convolution-attention ones
+        # included; small input sizes keep them quick on a CPU. Those with attention biases
+        # or position tables tied to the token grid (LeViT, EfficientFormer) keep 224. Their
+        # batch-1 files (STATIC_BATCH) load only for LCNet and FastViT; the other hybrids'
+        # fail with one line (tests/test_corpus_fixes.py lists them).
+        *[
+            Backbone(f"timm_{arch}", _timm(arch), "timm", size, exporters)
+            for arch, size, exporters in [
+                ("levit_128s", 224, ("legacy17",)),
+                ("efficientformer_l1", 224, ("legacy17",)),
+                ("efficientformerv2_s0", 224, ("legacy17",)),
+                ("mobilevit_xxs", 128, ("legacy17", "dynamo")),
+                ("edgenext_xx_small", 128, ("legacy17",)),
+                ("fastvit_t8", 128, ("legacy17", STATIC_BATCH)),
+                ("efficientvit_b0", 128, ("legacy17",)),
+                ("repvit_m1", 128, ("legacy17",)),
+                ("mobileone_s0", 128, ("legacy17",)),
+                ("ghostnet_100", 128, ("legacy17", "dynamo")),
+                ("rexnet_100", 128, ("legacy17",)),
+                ("lcnet_050", 128, ("legacy17", STATIC_BATCH)),
+                ("mixnet_s", 128, ("legacy17",)),
+                ("tinynet_e", 106, ("legacy17",)),
+                ("hrnet_w18_small", 128, ("legacy17",)),
+                ("dla34", 128, ("legacy17",)),
+                ("cspresnet50", 128, ("legacy17",)),
+                ("mobilenetv4_conv_small", 128, ("legacy17", "dynamo")),
+                ("tf_efficientnet_b0", 128, ("legacy17",)),
+                ("poolformer_s12", 128, ("legacy17",)),
+            ]
+        ],
     ]
 }
 
@@ -98,7 +135,8 @@ BACKBONES: dict[str, Backbone] = {
 def export(
     model: torch.nn.Module, path: Path, exporter: str, input_size: int, fold_bn: bool
 ) -> None:
-    """Export `model` to `path` (atomically) with a dynamic batch axis named `batch`."""
+    """Export `model` to `path` (atomically) with a dynamic batch axis named `batch`, or with
+    a static batch of 1 for `STATIC_BATCH`."""
     model = model.eval()
     # torch.export specialises a batch of 1; an example of 2 keeps the batch axis symbolic.
     example = torch.randn(2 if exporter == "dynamo" else 1, 3, input_size, input_size)
@@ -121,13 +159,14 @@ def export(
                     verbose=False,
                 )
                 program.save(str(tmp))
-            elif exporter.startswith("legacy"):
+            elif exporter.startswith("legacy") and exporter in ALL_EXPORTERS:
+                static = exporter == STATIC_BATCH
                 torch.onnx.export(
                     model,
                     (example,),
                     str(tmp),
                     dynamo=False,
-                    opset_version=int(exporter.removeprefix("legacy")),
+                    opset_version=int(exporter.removeprefix("legacy").removesuffix("-b1")),
                     training=(
                         torch.onnx.TrainingMode.EVAL
                         if fold_bn
@@ -136,10 +175,12 @@ def export(
                     do_constant_folding=fold_bn,
                     input_names=["input"],
                     output_names=["output"],
-                    dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                    dynamic_axes=(
+                        None if static else {"input": {0: "batch"}, "output": {0: "batch"}}
+                    ),
                 )
             else:
-                raise ValueError(f"unknown exporter {exporter!r}; choose from {EXPORTERS}")
+                raise ValueError(f"unknown exporter {exporter!r}; choose from {ALL_EXPORTERS}")
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -175,7 +216,7 @@ def export_backbone(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="backbone names, or `all`")
-    parser.add_argument("--exporter", default="legacy17", choices=(*EXPORTERS, "all"))
+    parser.add_argument("--exporter", default="legacy17", choices=(*ALL_EXPORTERS, "all"))
     parser.add_argument("--out-dir", type=Path, default=Path(".cache/corpus"))
     parser.add_argument("--name", help="file name (one backbone and one exporter only)")
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNormalization (eval)")
@@ -193,23 +234,26 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown backbone(s) {', '.join(unknown)}; --list shows the names")
         return 2
-    exporters = EXPORTERS if args.exporter == "all" else (args.exporter,)
-    if args.name and len(names) * len(exporters) != 1:
+    jobs = [
+        (name, exporter)
+        for name in names
+        for exporter in (BACKBONES[name].exporters if args.exporter == "all" else (args.exporter,))
+    ]
+    if args.name and len(jobs) != 1:
         print("error: --name needs exactly one backbone and one exporter")
         return 2
     failed = []
-    for name in names:
-        for exporter in exporters:
-            start = time.perf_counter()
-            try:
-                path = export_backbone(
-                    name, exporter, args.out_dir, args.fold_bn, args.name, args.overwrite, args.size
-                )
-            except Exception as exc:  # one failing export must not stop the others
-                failed.append(f"{name}/{exporter}")
-                print(f"{name:24s} {exporter:9s} FAILED: {type(exc).__name__}: {exc}"[:300])
-                continue
-            print(f"{name:24s} {exporter:9s} {time.perf_counter() - start:6.1f}s  {path}")
+    for name, exporter in jobs:
+        start = time.perf_counter()
+        try:
+            path = export_backbone(
+                name, exporter, args.out_dir, args.fold_bn, args.name, args.overwrite, args.size
+            )
+        except Exception as exc:  # one failing export must not stop the others
+            failed.append(f"{name}/{exporter}")
+            print(f"{name:24s} {exporter:11s} FAILED: {type(exc).__name__}: {exc}"[:300])
+            continue
+        print(f"{name:24s} {exporter:11s} {time.perf_counter() - start:6.1f}s  {path}")
     if failed:
         print(f"error: {len(failed)} export(s) failed: {', '.join(failed)}")
         return 1

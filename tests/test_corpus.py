@@ -1,6 +1,8 @@
 """Real backbones from converters/, from every exporter: lowered == onnxruntime, gradients
-flow, the compiled supermodel with an all-shared policy == onnxruntime, and a model derived
-with a random policy == its supermodel and its ONNX export == PyTorch.
+flow, the compiled supermodel (three tasks) with an all-shared policy == onnxruntime, one
+hard-mode training step on a batch of 2 gives finite losses and changes the weights, and a
+model derived with a random policy == its supermodel and its ONNX export == PyTorch, both at
+the backbone's declared size and, where the architecture allows, at a smaller one.
 
 A small default subset runs in `make test`; the whole corpus is marked slow
 (`pytest -m slow tests/test_corpus.py`). Exports are cached under .cache/corpus.
@@ -17,7 +19,8 @@ from onnxmtl.derived import derive
 from onnxmtl.exporter import export
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import verify
-from tests.conftest import EXPORTERS, converters
+from onnxmtl.tasks import loss_fn
+from tests.conftest import converters
 from tests.helpers import assert_gradients_reach_every_parameter
 from tests.test_compiler import assert_close, ort_features, tasks
 from tests.test_derive_export import random_choices
@@ -27,13 +30,72 @@ TOLERANCE = 1e-4
 # Exports whose derived model only reproduces PyTorch at the traced batch size (MobileViT-v2's
 # dynamo export: the first diverging node is the Reshape in front of a GroupNorm; not solved).
 STATIC_BATCH = {("timm_mobilevitv2_050", "dynamo")}
-DEFAULT = [("squeezenet1_1", "dynamo"), ("efficientnet_lite0", "legacy17")]
+# Backbones that only run at their declared size, so the smaller-size export is skipped:
+# attention biases, position tables or patch reshapes sized for the declared input's grid.
+SIZE_FIXED = {
+    "efficientnet_lite0": "its SAME paddings are fixed Pads computed for 224 (odd at 160)",
+    "timm_levit_128s": "attention biases and Reshape targets sized for the 14x14/7x7/4x4 grids",
+    "timm_efficientformer_l1": "last stage's attention bias sized for its 7x7 token grid",
+    "timm_efficientformerv2_s0": "attention biases sized for the 14x14 and 7x7 token grids",
+    "timm_mobilevit_xxs": "its unfolding Reshapes hold the declared size's patch grid",
+    "timm_edgenext_xx_small": "its channel-attention Reshapes hold the declared token count",
+    "timm_efficientvit_b0": "its linear-attention Reshapes hold the declared token count",
+    "timm_poolformer_s12": "GroupNorm, exported as InstanceNorm between Reshapes, holds the size",
+}
+DEFAULT = [
+    ("squeezenet1_1", "dynamo"),
+    ("efficientnet_lite0", "legacy17"),
+    ("timm_lcnet_050", converters.STATIC_BATCH),
+]
 ALL = [
     (name, exporter)
-    for name in converters.BACKBONES
-    for exporter in EXPORTERS
+    for name, backbone in converters.BACKBONES.items()
+    for exporter in backbone.exporters
     if (name, exporter) not in DEFAULT
 ]
+
+
+def smaller_size(size: int) -> int:
+    """A second input size, about 3/4 of the declared one, on the 32-pixel stride grid."""
+    return max(32, size * 3 // 4 // 32 * 32)
+
+
+def _targets(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Random targets shaped like the three test tasks' outputs (seeded)."""
+    gen = torch.Generator().manual_seed(0)
+    seg, depth = outputs["seg"], outputs["depth"]
+    return {
+        "seg": torch.randint(0, seg.shape[1], (seg.shape[0], *seg.shape[2:]), generator=gen),
+        "depth": torch.rand(depth.shape, generator=gen) + 0.5,
+        "cls": torch.randint(0, outputs["cls"].shape[1], (2,), generator=gen),
+    }
+
+
+def _hard_training_step(model, x: torch.Tensor, what: str) -> None:
+    """One optimizer step on the losses of a policy sampled in hard mode: every loss finite,
+    and every parameter the sampled branches gave a gradient (above rounding noise) moves."""
+    model.train()
+    torch.manual_seed(0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    outputs = model(x, mode="hard", tau=1.0)
+    targets = _targets(outputs)
+    losses = {t.name: loss_fn(t)(outputs[t.name], targets[t.name]) for t in model.tasks}
+    for task, loss in losses.items():
+        assert torch.isfinite(loss), f"{what}: {task} loss {float(loss)}"
+    optimizer.zero_grad()
+    sum(losses.values()).backward()
+    # Gradients far below Adam's epsilon (1e-8) are float rounding noise (an attention
+    # temperature behind a normalisation gets ~1e-14) and move nothing visibly.
+    stepped = [
+        n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().max() > 1e-8
+    ]
+    optimizer.step()
+    assert stepped, f"{what}: no parameter got a gradient"
+    after = dict(model.named_parameters())
+    unchanged = [n for n in stepped if torch.equal(before[n], after[n])]
+    assert not unchanged, f"{what}: the step left {unchanged[:3]} unchanged"
+    model.eval()
 
 
 def _check(corpus, name: str, exporter: str, tmp_path) -> None:
@@ -54,6 +116,8 @@ def _check(corpus, name: str, exporter: str, tmp_path) -> None:
         for got, want in zip(features[t], expected):
             assert_close(got, want, f"{name}/{exporter} task {t}")
 
+    _hard_training_step(model, x, f"{name}/{exporter}")
+
     choices = random_choices(model, 0)
     derived = derive(model, choices).eval()
     with torch.no_grad():
@@ -61,8 +125,12 @@ def _check(corpus, name: str, exporter: str, tmp_path) -> None:
     for task in model.task_names:
         assert_close(got[task], want[task], f"{name}/{exporter} derived {task}")
     batch = 2 if (name, exporter) in STATIC_BATCH else None
-    report = export(derived, tmp_path / "derived.onnx", tolerance=TOLERANCE, batch=batch)
-    assert report.max_rel_diff <= TOLERANCE
+    sizes = [size] if name in SIZE_FIXED else [size, smaller_size(size)]
+    for s in sizes:
+        report = export(
+            derived, tmp_path / f"derived{s}.onnx", (s, s), tolerance=TOLERANCE, batch=batch
+        )
+        assert report.max_rel_diff <= TOLERANCE, f"{name}/{exporter} at {s}"
 
 
 @pytest.mark.parametrize(("name", "exporter"), DEFAULT, ids=[f"{n}-{e}" for n, e in DEFAULT])

@@ -51,11 +51,16 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
         value = next(v for v in model.graph.inputs if v.name == self.input_name)
         self.budget = MAX_PROBES
         self.first: str | None = None
+        self.lost: str | None = None
         if not self._fix_from_here(model, value):
+            where = (
+                f"no rewrite of the Reshape targets from node '{self.first}' on"
+                if self.first
+                else f"no Reshape holds it, yet {self.lost or 'an output'} loses it, and nothing"
+            )
             raise FixedBatchError(
-                f"{self.label}: fixed batch of 1 that cannot be made dynamic: no rewrite of the "
-                f"Reshape targets from node '{self.first}' on keeps the batch first in every "
-                f"output; {FIX}."
+                f"{self.label}: fixed batch of 1 that cannot be made dynamic: {where} keeps the "
+                f"batch first in every output; {FIX}."
             )
         return ir.passes.PassResult(model, modified=bool(self.rewritten))
 
@@ -66,12 +71,15 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
         many = _probe_shapes(model, value, PROBE_BATCH)
         node = next((n for n in model.graph if _drops_batch(n, one, many)), None)
         if node is None:  # outputs of unknown shape are left to the onnxruntime check
-            return all(
+            kept = all(
                 not one.get(o.name)
                 or not many.get(o.name)
                 or many[o.name][0] == PROBE_BATCH * one[o.name][0] > 0
                 for o in model.graph.outputs
             )
+            if not kept and self.lost is None:
+                self.lost = _batch_lost_at(model, one, many)
+            return kept
         original = node.inputs[1]
         self.first = self.first or node.name
         self.rewritten.append(node.name)
@@ -132,6 +140,22 @@ def _drops_batch(node: ir.Node, one: dict, many: dict) -> bool:
         return False
     target = many.get(out) or size  # unknown where onnx sees the sizes disagree
     return math.prod(after) != math.prod(before) and math.prod(target) == math.prod(size)
+
+
+def _batch_lost_at(model: ir.Model, one: dict, many: dict) -> str | None:
+    """'<op> node <name>': the first node (not a shape query) whose input grows with the batch
+    but whose output does not, where a batch of 1 is held other than in a Reshape target."""
+    for node in model.graph:
+        if node.op_type in ("Shape", "Size") or not node.outputs:
+            continue
+        out = node.outputs[0].name
+        grows = any(
+            i is not None and one.get(i.name) and many.get(i.name) and one[i.name] != many[i.name]
+            for i in node.inputs
+        )
+        if grows and (many.get(out) is None or one.get(out) == many.get(out)):
+            return f"{node.op_type} node '{node.name}'"
+    return None
 
 
 def _batch_positions(node: ir.Node, one: dict, many: dict, label: str) -> list[int]:
