@@ -201,9 +201,24 @@ def test_partial_labels_are_skipped_and_counted(tiny_export, tmp_path):
     assert f"{int((indices % 4 != 0).sum())} of {n} labelled" in proc.stdout
     assert f"{int((indices % 3 != 0).sum())} of {n} labelled" in proc.stdout
     assert f"{int((indices % 5 != 0).sum())} of {n} masks" in proc.stdout
-    config = {"batch_size": 4, "warmup_steps": 2, "search_steps": 3, "post_train_steps": 2}
-    result = onnxmtl.search(
-        tiny_export("legacy17"), root, tmp_path / "run", config=config, progress=False
+    config = tmp_path / "tiny.yaml"
+    config.write_text("batch_size: 4\nwarmup_steps: 2\nsearch_steps: 3\npost_train_steps: 2\n")
+    out = tmp_path / "run"
+    proc = run_cli(
+        "run",
+        str(tiny_export("legacy17")),
+        "--data",
+        str(root),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--batch-sizes",
+        "1",
+        "--no-progress",
     )
-    for values in result.metrics["test"].values():
-        assert all(np.isfinite(v) for v in values.values())
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    for method in ("searched", "all-shared", "single-task"):
+        for values in results["methods"][method]["metrics"].values():
+            assert all(np.isfinite(v) for v in values.values()), method
