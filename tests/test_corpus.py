@@ -41,6 +41,8 @@ SIZE_FIXED = {
     "timm_edgenext_xx_small": "its channel-attention Reshapes hold the declared token count",
     "timm_efficientvit_b0": "its linear-attention Reshapes hold the declared token count",
     "timm_poolformer_s12": "GroupNorm, exported as InstanceNorm between Reshapes, holds the size",
+    "shufflenet_v2_x1_0": "its channel-shuffle Reshapes hold the declared size's feature maps",
+    "timm_mobilevitv2_050": "its unfolding Reshapes hold the declared size's patch grid",
 }
 DEFAULT = [
     ("squeezenet1_1", "dynamo"),
