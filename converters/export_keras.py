@@ -105,8 +105,10 @@ def export_model(name: str, out_dir: Path, overwrite: bool = False) -> Path:
 
     spec = MODELS[name]
     keras.utils.set_random_seed(0)
-    size = spec.input_size
-    model = getattr(keras.applications, spec.application)(weights=None, input_shape=(size, size, 3))
+    size = None if spec.any_size else spec.input_size
+    model = getattr(keras.applications, spec.application)(
+        weights=None, input_shape=(size, size, 3), include_top=not spec.any_size
+    )
     batch = 1 if spec.static_batch else None
     signature = (tf.TensorSpec((batch, size, size, 3), tf.float32, name="input"),)
     path.parent.mkdir(parents=True, exist_ok=True)

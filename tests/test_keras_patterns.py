@@ -113,3 +113,26 @@ def test_auto_pad_becomes_explicit_pads(mode, size):
     (got,) = run_module(lower(graph), np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2)))
     assert got.shape == want.shape
     assert_close(torch.as_tensor(got), want, f"{mode} at {size}x{size}")
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"auto_pad": "SAME_UPPER"},
+        {"pads": [0, 0, 1, 1], "count_include_pad": 0},
+        {"pads": [1, 0, 0, 1], "count_include_pad": 1},
+    ],
+    ids=["same-upper", "exclude-pad", "include-pad"],
+)
+def test_average_pool_with_asymmetric_pads(attrs):
+    """Keras' `AveragePooling2D(3, 2, padding="same")` at an even size pads one more at the end
+    than at the start, which onnx2torch refuses; it matches onnxruntime within TOLERANCE."""
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], **attrs)
+    ]
+    model = make_model(nodes, [image(shape=("N", 4, 16, 16))], [output()])
+    x = rand(2, 4, 16, 16)
+    (want,) = session(model, ["CPUExecutionProvider"]).run(None, {"x": x})
+    (got,) = run_module(lower(onnxmtl.load(model, features=None)), x)
+    assert got.shape == want.shape == (2, 4, 8, 8)
+    assert_close(torch.as_tensor(got), want, f"AveragePool {attrs}")
