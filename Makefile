@@ -6,7 +6,7 @@ CORPUS := .cache/corpus
 DEMO_MODEL := .cache/models/efficientnet_lite0.64.onnx
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install demo test test-all corpus bench lint format clean
+.PHONY: install demo test test-all corpus corpus-keras bench lint format clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ test-all: $(STAMP)
 
 corpus: $(STAMP)
 	$(BIN)/python converters/export_backbones.py all --exporter all --out-dir $(CORPUS)
+
+# Keras applications through tf2onnx, channels-last; TensorFlow lives in .cache/keras-venv only.
+corpus-keras: $(STAMP)
+	$(BIN)/python converters/export_keras.py all
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/load_lower.py

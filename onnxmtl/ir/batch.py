@@ -130,6 +130,17 @@ def _forget_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
+def at_input_size(original: onnx.ModelProto, value: ir.Value) -> onnx.ModelProto:
+    """`original` (batch 1) taking images of the channels and size of the image input `value`,
+    without the shapes inferred at its declared size: the reference for the rewrite when
+    `load` was given another input size."""
+    dims = _input(original, value.name).type.tensor_type.shape.dim
+    for dim, size in zip(dims[1:], list(value.shape)[1:], strict=True):
+        dim.Clear()
+        dim.dim_value = int(size)
+    return _forget_shapes(original)
+
+
 def _drops_batch(node: ir.Node, one: dict, many: dict) -> bool:
     """A Reshape whose input grows with the batch but whose constant target does not."""
     if node.op_type != "Reshape" or node.inputs[1].const_value is None:

@@ -13,7 +13,8 @@ import onnx_ir.passes.common as common
 import torch
 
 from onnxmtl.errors import FeatureError, ModelFileError
-from onnxmtl.ir.batch import BATCH_SYMBOL, make_batch_dynamic
+from onnxmtl.ir.autopad import explicit_pads
+from onnxmtl.ir.batch import BATCH_SYMBOL, at_input_size, make_batch_dynamic
 from onnxmtl.ir.features import auto_features, cut_at
 from onnxmtl.ir.from_torch import export_module
 from onnxmtl.ir.graph import Graph
@@ -66,6 +67,8 @@ def load(
     if original is not None:
         value.shape = ir.Shape([BATCH_SYMBOL, *list(value.shape)[1:]])
     fix_input_shape(value, input_shape, label)
+    if original is not None:  # the file run image by image at the size load works at
+        original = at_input_size(original, value)
 
     common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     common.IdentityEliminationPass()(model)
@@ -75,6 +78,7 @@ def load(
         clean_up(model)
         if not changed:
             break
+    adaptations += explicit_pads(model)
     if original is not None:
         make_batch_dynamic(model, value, original, label)
     DropComputedZeroBiasPass()(model)

@@ -66,6 +66,7 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[ir.Model, str]:
         )
     if opset < MIN_OPSET:
         proto = _upgrade(proto, label, opset)
+    _refuse_foreign_ops(proto, label, default_opset(proto))
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
@@ -74,6 +75,23 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[ir.Model, str]:
             f"{label}: invalid ONNX model ({first_line}); fix or re-export it."
         ) from exc
     return ir.serde.deserialize_model(proto), label
+
+
+def _refuse_foreign_ops(proto: onnx.ModelProto, label: str, opset: int) -> None:
+    """Raise ModelFileError naming the first node of the default domain that is no ONNX
+    operator: tf2onnx writes TensorFlow ops it cannot convert (`Erfc`,
+    `StatefulPartitionedCall`) into the file as they are, and only says so in its log."""
+    for node in proto.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            onnx.defs.get_schema(node.op_type, opset, "")
+        except onnx.defs.SchemaError:
+            raise ModelFileError(
+                f"{label}: node '{node.name}' has op type {node.op_type}, which is no ONNX "
+                "operator (an op the exporter left unconverted, such as TensorFlow ops in a "
+                "tf2onnx file); re-export the model so that every node is ONNX."
+            ) from None
 
 
 def default_opset(proto: onnx.ModelProto) -> int:
