@@ -13,10 +13,11 @@ import pytest
 from PIL import Image
 
 import onnxmtl
-from onnxmtl.data import load_dataset
+from onnxmtl.data import load_dataset, split_indices
 from onnxmtl.data.fashion_mnist import DEBIAN_DIR, load_fashion_mnist
 from onnxmtl.data.labelled_folder import LabelledFolder
 from onnxmtl.errors import DataError
+from onnxmtl.training import SearchConfig, Trainer
 from tests.test_cli import assert_clean_error, run_cli
 
 pytestmark = pytest.mark.skipif(
@@ -222,3 +223,25 @@ def test_partial_labels_are_skipped_and_counted(tiny_export, tmp_path):
     for method in ("searched", "all-shared", "single-task"):
         for values in results["methods"][method]["metrics"].values():
             assert all(np.isfinite(v) for v in values.values()), method
+
+
+def test_a_val_list_is_the_validation_split(tiny_export, tmp_path):
+    root, _, _ = write_folder(tmp_path / "shop")
+    (root / "splits").mkdir()
+    val = ["item003.png", "item010.png", "item020.png", "item033.png"]
+    (root / "splits" / "val.txt").write_text("\n".join(val))
+    train, test = load_dataset(root, "train"), load_dataset(root, "test")
+    assert not set(val) & set(test.names) and set(val) <= set(train.names)
+    assert len(train) + len(test) == COUNT
+    indices = train.val_indices()
+    assert sorted(train.names[i] for i in indices) == val
+    splits = split_indices(len(train), 3, 0.1, indices)
+    assert [train.names[i] for i in splits["val"]] == val
+    assert sorted([*splits["train"], *splits["val"]]) == list(range(len(train)))
+    assert sorted([*splits["train1"], *splits["train2"]]) == sorted(splits["train"])
+    model = onnxmtl.compile(onnxmtl.load(tiny_export("legacy17")), train.tasks())
+    trainer = Trainer(model, train, SearchConfig(batch_size=4), tmp_path / "run", progress=False)
+    assert [train.names[i] for i in trainer.splits["val"]] == val
+    (root / "splits" / "test.txt").write_text("item010.png\nitem011.png\n")
+    with pytest.raises(DataError, match="val.txt: lists test image"):
+        load_dataset(root, "test")

@@ -35,6 +35,11 @@ class MultiTaskDataset(Dataset):
         dataset holds them in memory, for `check`; None where it does not."""
         return None
 
+    def val_indices(self) -> np.ndarray | None:
+        """The samples of this (training) split that the dataset itself holds out for
+        validation (its own split files), or None to draw them by the seed."""
+        return None
+
     def check(self, tasks: list[Task]) -> None:
         """Raise a DataError naming the sample where an image or a target of `tasks` is one
         training cannot use (onnxmtl.data.check); a no-op for datasets without `arrays`."""
@@ -43,19 +48,31 @@ class MultiTaskDataset(Dataset):
             check_arrays(f"dataset '{self.name}'", *arrays, tasks)
 
 
-def split_indices(count: int, seed: int, val_fraction: float = 0.1) -> dict[str, np.ndarray]:
+def split_indices(
+    count: int, seed: int, val_fraction: float = 0.1, val: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Deterministic train / train1 / train2 / val indices over `count` training samples.
 
-    val is a seeded `val_fraction` of them; train is the rest; train1 and train2 are its two
-    halves (AutoMTL's split: weights train on train1, the policy on train2).
+    val is `val` where the dataset gives it, else a seeded `val_fraction` of them; train is
+    the rest, in a seeded order; train1 and train2 are its two halves (AutoMTL's split:
+    weights train on train1, the policy on train2).
     """
     if count < 4:
         raise DataError(f"need at least 4 training samples to split, got {count}.")
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}.")
     order = np.random.default_rng(seed).permutation(count)
-    n_val = max(1, round(count * val_fraction))
-    val, train = np.sort(order[:n_val]), order[n_val:]
+    if val is None:
+        n_val = max(1, round(count * val_fraction))
+        val, train = np.sort(order[:n_val]), order[n_val:]
+    else:
+        val = np.sort(np.asarray(val, np.int64))
+        train = order[~np.isin(order, val)]
+        if not len(val) or len(train) < 2:
+            raise DataError(
+                f"the dataset's validation list holds {len(val)} of {count} training samples; "
+                "it needs at least one, and two must be left to train on."
+            )
     half = len(train) // 2
     return {
         "train": np.sort(train),

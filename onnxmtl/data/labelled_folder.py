@@ -10,8 +10,9 @@
     ROOT/TASK/STEM.png|npy     dense targets by the image's file stem: segmentation masks
                                (class ids; 255 or negative: ignored), depth maps (0 is unmeasured;
                                16-bit PNG or .npy), normals (.npy, (H, W, 3))
-    ROOT/splits/{train,test}.txt   optional lists of image names; otherwise a fixed seeded
-                               `test_fraction` of the images is the test split
+    ROOT/splits/{train,val,test}.txt   optional lists of image names; otherwise a fixed
+                               seeded `test_fraction` of the images is the test split, and
+                               validation a seeded `val_fraction` of the training images
 
 A sample may lack any task's label (an empty cell, a missing key, no target file): that task's
 loss and metrics skip it (`unlabelled`).
@@ -165,22 +166,49 @@ class LabelledFolder(MultiTaskDataset):
             labels[str(row["image"])] = row
         return labels
 
+    def _listed(self, split: str, names: list[str]) -> list[str] | None:
+        """The image names in splits/SPLIT.txt, or None when there is no such file."""
+        listed = self.root / "splits" / f"{split}.txt"
+        if not listed.is_file():
+            return None
+        chosen = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+        unknown = [n for n in chosen if n not in names]
+        if unknown:
+            raise DataError(f"{listed}: {len(unknown)} unknown image(s), e.g. {unknown[0]!r}.")
+        return chosen
+
     def _split(self, names: list[str], split: str, test_fraction: float) -> list[str]:
+        """The split's image names; the train split also holds those of splits/val.txt."""
         if split not in ("train", "test"):
             raise DataError(f"{self.root}: split must be 'train' or 'test', got {split!r}.")
-        listed = self.root / "splits" / f"{split}.txt"
-        if listed.is_file():
-            chosen = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
-            unknown = [n for n in chosen if n not in names]
-            if unknown:
-                raise DataError(f"{listed}: {len(unknown)} unknown image(s), e.g. {unknown[0]!r}.")
+        self._val = self._listed("val", names) or []
+        chosen = self._listed(split, names)
+        if chosen is None:
+            if not 0 < test_fraction < 1:
+                raise DataError(
+                    f"{self.root}: test_fraction must be in (0, 1), got {test_fraction}."
+                )
+            pool = [n for n in names if n not in set(self._val)]  # val is never test
+            order = np.random.default_rng(SPLIT_SEED).permutation(len(pool))
+            n_test = max(1, round(len(pool) * test_fraction))
+            picked = order[:n_test] if split == "test" else order[n_test:]
+            chosen = [pool[i] for i in sorted(picked)]
+        test = set(chosen if split == "test" else self._listed("test", names) or [])
+        if test & set(self._val):
+            raise DataError(
+                f"{self.root / 'splits' / 'val.txt'}: lists test image(s), e.g. "
+                f"{sorted(test & set(self._val))[0]!r}; validation and test must not overlap."
+            )
+        if split == "test":
             return chosen
-        if not 0 < test_fraction < 1:
-            raise DataError(f"{self.root}: test_fraction must be in (0, 1), got {test_fraction}.")
-        order = np.random.default_rng(SPLIT_SEED).permutation(len(names))
-        n_test = max(1, round(len(names) * test_fraction))
-        picked = order[:n_test] if split == "test" else order[n_test:]
-        return [names[i] for i in sorted(picked)]
+        return chosen + [n for n in self._val if n not in set(chosen)]
+
+    def val_indices(self) -> np.ndarray | None:
+        """Positions of splits/val.txt's images in this (train) split, or None without it."""
+        if not self._val:
+            return None
+        val = set(self._val)
+        return np.array([i for i, n in enumerate(self.names) if n in val], np.int64)
 
     def _open(self, name: str) -> Image.Image:
         path = self.root / "images" / name

@@ -385,7 +385,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, dict[str
     dataset = load_dataset(info["data"], "test" if split == "test" else "train", **config.data)
     indices = None
     if split != "test":
-        indices = split_indices(len(dataset), config.seed, config.val_fraction)["val"]
+        indices = split_indices(
+            len(dataset), config.seed, config.val_fraction, dataset.val_indices()
+        )["val"]
     metrics: dict[str, dict[str, float]] = {}
     for folder in folders:
         if not (folder / "supermodel.pt").exists():

@@ -122,7 +122,9 @@ class Trainer:
                 f"over the {self.world} processes."
             )
         model.to(self.device)
-        self.splits = split_indices(len(train), config.seed, config.val_fraction)
+        self.splits = split_indices(
+            len(train), config.seed, config.val_fraction, train.val_indices()
+        )
         self.streams = {name: self._stream(name, name) for name in ("train", "train1", "train2")}
         self.weighting = make_weighting(
             config.weighting, self.tasks, config.dwa_temperature, config.dwa_window
