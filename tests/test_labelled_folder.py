@@ -245,3 +245,24 @@ def test_a_val_list_is_the_validation_split(tiny_export, tmp_path):
     (root / "splits" / "test.txt").write_text("item010.png\nitem011.png\n")
     with pytest.raises(DataError, match="val.txt: lists test image"):
         load_dataset(root, "test")
+
+
+def test_depth_maps_as_16_bit_png_and_npy(tmp_path):
+    """Depth read from 16-bit PNG files (values above 255 kept) and from .npy, 0 unmeasured."""
+    root = tmp_path / "depth"
+    (root / "images").mkdir(parents=True)
+    (root / "depth").mkdir()
+    (root / "tasks.yaml").write_text("tasks:\n  - {name: depth, kind: depth}\n")
+    rng = np.random.default_rng(0)
+    maps = rng.integers(0, 60000, (6, 12, 16)).astype(np.uint16)
+    for i, depth in enumerate(maps):
+        Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(
+            root / "images" / f"{i}.png"
+        )
+        if i % 2:
+            np.save(root / "depth" / f"{i}.npy", depth.astype(np.float32))
+        else:
+            Image.fromarray(depth).save(root / "depth" / f"{i}.png")
+    data = load_dataset(root, "train")
+    for name, got in zip(data.names, data.targets["depth"]):
+        assert np.array_equal(got, maps[int(name[0])].astype(np.float32)), name
