@@ -48,6 +48,27 @@ class MultiTaskDataset(Dataset):
             check_arrays(f"dataset '{self.name}'", *arrays, tasks)
 
 
+class ArrayDataset(MultiTaskDataset):
+    """A split held in memory: uint8 `images` (axis 0: samples) and one array of targets per
+    task in `targets`, set by the subclass."""
+
+    images: np.ndarray
+    targets: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.images, self.targets
+
+    def __getitem__(self, index: int):
+        image = normalize_image(self.images[index].astype(np.float32) / 255.0)
+        return image, {
+            name: torch.from_numpy(np.asarray(values[index]))
+            for name, values in self.targets.items()
+        }
+
+
 def split_indices(
     count: int, seed: int, val_fraction: float = 0.1, val: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:

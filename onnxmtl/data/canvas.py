@@ -8,11 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onnxmtl.data.base import MultiTaskDataset, normalize_image
+from onnxmtl.data.base import ArrayDataset
 from onnxmtl.data.fashion_mnist import load_fashion_mnist
 
 
-class FashionCanvas(MultiTaskDataset):
+class FashionCanvas(ArrayDataset):
     """Canvases of `canvas` pixels composed from one Fashion-MNIST split by `compose`,
     deterministic for a seed (the test split draws with seed + 1), resized to `size`; one
     array of targets per task (integer arrays are class indices)."""
@@ -42,21 +42,6 @@ class FashionCanvas(MultiTaskDataset):
     @property
     def image_size(self) -> tuple[int, int]:
         return (self.size, self.size)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        return self.images, self.targets
-
-    def __getitem__(self, index: int):
-        image = normalize_image(self.images[index].astype(np.float32) / 255.0)
-        return image, {
-            name: torch.tensor(int(values[index]))
-            if values.dtype.kind in "iu"
-            else torch.from_numpy(values[index])
-            for name, values in self.targets.items()
-        }
 
 
 def resize(canvas: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:

@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
-from onnxmtl.data.base import MultiTaskDataset, normalize_image
+from onnxmtl.data.base import ArrayDataset
 from onnxmtl.errors import ConfigError, DataError
 from onnxmtl.tasks import Task, load_tasks
 
@@ -60,7 +59,7 @@ def unlabelled(task: Task, size: tuple[int, int]) -> np.ndarray:
     return np.full(task.num_outputs, np.nan, np.float32)
 
 
-class LabelledFolder(MultiTaskDataset):
+class LabelledFolder(ArrayDataset):
     """One split ('train' or 'test') of a labelled folder."""
 
     def __init__(
@@ -114,18 +113,6 @@ class LabelledFolder(MultiTaskDataset):
     @property
     def image_size(self) -> tuple[int, int]:
         return self.size
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        return self.images, self.targets
-
-    def __getitem__(self, index: int):
-        image = normalize_image(self.images[index].astype(np.float32) / 255.0)
-        return image, {
-            name: torch.from_numpy(np.asarray(v[index])) for name, v in self.targets.items()
-        }
 
     # -- reading -------------------------------------------------------------------------
     def _image_files(self) -> list[str]:
