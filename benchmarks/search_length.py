@@ -1,0 +1,125 @@
+"""Delta-m of the searched model against the length of the search, beside all-shared.
+
+    .venv/bin/python benchmarks/search_length.py --config configs/demo_cpu.yaml
+        [--datasets fashion-locate] [--lengths 100 300 600] [--seeds 0] [--out .cache/evidence]
+        [--plot docs/search_length.png]
+
+The runs are those of benchmarks/evidence.py (same backbone, data order and post-training
+budget; finished runs under --out are reused, so the config's own length and the baselines
+come from an earlier evidence run when there is one); only `search_steps` changes, and the
+temperature and learning-rate schedules stretch with it. Per (length, seed): test delta-m of
+the searched model and of all-shared (against the same seed's single-task models), how many
+(task, unit) pairs are not shared, the mean share of the policy gradient that came from the
+task losses, and the mean final probability of the task-specific branch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.evidence import backbone, run_method  # noqa: E402
+from onnxmtl.benchmark.plots import figure, save_figure  # noqa: E402
+from onnxmtl.compiler import SHARED, Policy  # noqa: E402
+from onnxmtl.training import SearchConfig, delta_m  # noqa: E402
+
+
+def search_record(folder: Path) -> dict:
+    """Non-shared pairs, mean task share of the policy gradient and final p(specific)."""
+    policy = Policy.from_json(folder / "policy.json")
+    steps = [
+        json.loads(line)
+        for line in (folder / "metrics.jsonl").read_text().splitlines()
+        if '"phase": "search"' in line
+    ]
+    return {
+        "non_shared": sum(c != SHARED for row in policy.choices for c in row),
+        "pairs": sum(len(row) for row in policy.choices),
+        "grad_task_share": float(np.mean([s["grad_task_share"] for s in steps])),
+        "p_specific": steps[-1]["p_specific"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["fashion-locate"])
+    parser.add_argument("--lengths", nargs="+", type=int, default=[100, 300, 600])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--config", help="SearchConfig YAML (seed, device, length set here)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", type=int, default=64, help="backbone input size")
+    parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "evidence")
+    parser.add_argument("--plot", type=Path, help="write delta-m against length as a PNG")
+    args = parser.parse_args()
+    base = SearchConfig.load(args.config)
+    model = backbone(args.size)
+    rows = []
+    for data in args.datasets:
+        for seed in args.seeds:
+            config = SearchConfig.from_dict({**base.to_dict(), "seed": seed, "device": args.device})
+            folder = args.out / data / f"seed{seed}"
+            single = run_method("single-task", model, data, None, config, folder / "single-task")
+            shared = run_method("all-shared", model, data, None, config, folder / "all-shared")
+            for length in args.lengths:
+                name = "searched" if length == base.search_steps else f"searched-{length}"
+                run = SearchConfig.from_dict({**config.to_dict(), "search_steps": length})
+                searched = run_method("searched", model, data, None, run, folder / name)
+                row = {
+                    "data": data,
+                    "seed": seed,
+                    "length": length,
+                    "searched": delta_m(searched["metrics"], single["metrics"]),
+                    "all_shared": delta_m(shared["metrics"], single["metrics"]),
+                    **search_record(folder / name),
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print("\n| data | search steps | seed | searched delta-m % | all-shared delta-m % | gap |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['data']} | {r['length']} | {r['seed']} | {r['searched']:+.2f} | "
+            f"{r['all_shared']:+.2f} | {r['searched'] - r['all_shared']:+.2f} |"
+        )
+    print("\n| data | search steps | seed | non-shared pairs | grad_task_share | p specific |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['data']} | {r['length']} | {r['seed']} | {r['non_shared']} of {r['pairs']} | "
+            f"{r['grad_task_share']:.2f} | {r['p_specific']:.3f} |"
+        )
+    if args.plot:
+        plot(rows, args.plot)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    fig, ax = figure(figsize=(6.0, 3.6))
+    for (data, seed), group in _groups(rows).items():
+        lengths = [r["length"] for r in group]
+        line = ax.plot(lengths, [r["searched"] for r in group], "o-", label=f"{data} seed {seed}")
+        ax.axhline(group[0]["all_shared"], color=line[0].get_color(), ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("search steps")
+    ax.set_ylabel("test delta-m % vs single-task")
+    ax.set_title("searched (solid) and all-shared (dashed)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _groups(rows: list[dict]) -> dict[tuple[str, int], list[dict]]:
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["data"], r["seed"]), []).append(r)
+    return {k: sorted(v, key=lambda r: r["length"]) for k, v in groups.items()}
+
+
+if __name__ == "__main__":
+    main()
