@@ -83,10 +83,12 @@ class RunBatchNorm(_BatchNorm):
                 0.0,
                 self.eps,
             )
+        # the batch's mean and unbiased variance come out of the one normalisation call:
+        # with momentum 1 its "running" statistics are the batch's own
+        stats = self.running_mean.new_zeros(2, x.shape[1])
+        y = F.batch_norm(x, stats[0], stats[1], self.weight, self.bias, True, 1.0, self.eps)
         with torch.no_grad():
-            dims = [0, *range(2, x.dim())]
-            count = x.numel() // x.shape[1]
-            var, mean = torch.var_mean(x.detach().float(), dim=dims, correction=int(count > 1))
+            mean, var = stats
             self.num_batches_tracked[rows] += 1
             if self.momentum is None:  # a cumulative average
                 factor = 1.0 / self.num_batches_tracked[rows].unsqueeze(1).float()
@@ -98,7 +100,7 @@ class RunBatchNorm(_BatchNorm):
             self.running_var[rows] = torch.lerp(
                 self.running_var[rows], var.expand(len(rows), -1), factor
             )
-        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        return y
 
 
 class Renorm(RunBatchNorm):
