@@ -11,7 +11,7 @@ import torch
 from onnx import TensorProto, helper
 
 import onnxmtl
-from onnxmtl.errors import FeatureError, ShapeError
+from onnxmtl.errors import FeatureError, ModelFileError, ShapeError
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import verify
 from tests.conftest import EXPORTERS
@@ -229,3 +229,22 @@ def test_computed_zero_conv_bias_is_dropped():
     assert graph.units[0].params == 4 * 3 * 9
     assert verify(graph).ok
     assert onnxmtl.load(_conv_model("initializer")).units[0].params == 4 * 3 * 9 + 4
+
+
+def test_damaged_weights_and_invalid_graphs_are_refused_in_one_line():
+    damaged = _conv_model("initializer")
+    weight = damaged.graph.initializer[0]
+    weight.raw_data = weight.raw_data[:-4]  # one float short of its shape
+    with pytest.raises(ModelFileError, match=f"initializer '{weight.name}' holds") as info:
+        onnxmtl.load(damaged)
+    assert "\n" not in str(info.value)
+    dangling = _conv_model("initializer")
+    dangling.graph.node[0].input[0] = "nowhere"  # reads a value nothing defines
+    with pytest.raises(ModelFileError, match="invalid ONNX model"):
+        onnxmtl.load(dangling)
+    inputs_too = _conv_model("initializer")  # IR 3 style: weights also declared as inputs
+    inputs_too.graph.input.extend(
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in inputs_too.graph.initializer
+    )
+    assert len(onnxmtl.load(inputs_too).units) == 1

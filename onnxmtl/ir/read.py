@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import onnx
@@ -13,6 +14,16 @@ from onnxmtl.errors import ModelFileError
 from onnxmtl.ir.legacy import modernise
 
 MIN_OPSET = 9
+PACKED_TYPES = {  # several elements a byte, or no fixed size
+    onnx.TensorProto.STRING,
+    onnx.TensorProto.INT4,
+    onnx.TensorProto.UINT4,
+    *(
+        getattr(onnx.TensorProto, n)
+        for n in ("FLOAT4E2M1", "INT2", "UINT2")
+        if hasattr(onnx.TensorProto, n)
+    ),
+}
 OLDEST_CONVERTIBLE_OPSET = 7
 UPGRADE_OPSET = 9
 
@@ -68,13 +79,62 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[ir.Model, str]:
         proto = _upgrade(proto, label, opset)
     _refuse_foreign_ops(proto, label, default_opset(proto))
     try:
-        onnx.checker.check_model(proto)
+        _check_initializers(proto.graph, label)
+        onnx.checker.check_model(_without_weights(proto))
     except onnx.checker.ValidationError as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise ModelFileError(
             f"{label}: invalid ONNX model ({first_line}); fix or re-export it."
         ) from exc
     return ir.serde.deserialize_model(proto), label
+
+
+def _without_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`proto` with its initializers declared as graph inputs instead, for onnx's checker:
+    given the weights, it serialises every one of them, which took most of a load's time."""
+    light = onnx.ModelProto()
+    for field, value in proto.ListFields():
+        if field.name != "graph":
+            _copy_field(light, field, value)
+    for field, value in proto.graph.ListFields():
+        if field.name != "initializer":
+            _copy_field(light.graph, field, value)
+    declared = {v.name for v in proto.graph.input}
+    light.graph.input.extend(
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in proto.graph.initializer
+        if t.name not in declared
+    )
+    return light
+
+
+def _copy_field(target, field, value) -> None:
+    # protobuf < 5.29 has only `label`
+    repeated = getattr(field, "is_repeated", None)
+    if repeated if repeated is not None else field.label == field.LABEL_REPEATED:
+        getattr(target, field.name).extend(value)
+    elif field.message_type is not None:
+        getattr(target, field.name).CopyFrom(value)
+    else:
+        setattr(target, field.name, value)
+
+
+def _check_initializers(graph: onnx.GraphProto, label: str) -> None:
+    """Raise ModelFileError naming the first initializer whose raw data does not hold as many
+    elements as its shape says (the check onnx's checker makes, done here without copying)."""
+    for t in graph.initializer:
+        if not t.raw_data or t.data_type in PACKED_TYPES:
+            continue
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except (KeyError, TypeError):
+            continue
+        expected = math.prod(t.dims) * itemsize
+        if len(t.raw_data) != expected:
+            raise ModelFileError(
+                f"{label}: initializer '{t.name}' holds {len(t.raw_data)} bytes where its "
+                f"shape {list(t.dims)} needs {expected}; the file is damaged, re-export it."
+            )
 
 
 def _refuse_foreign_ops(proto: onnx.ModelProto, label: str, opset: int) -> None:
