@@ -15,15 +15,13 @@ import torch
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, compile
-from onnxmtl.derived import derive
-from onnxmtl.exporter import export
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import verify
 from onnxmtl.tasks import loss_fn
 from tests.conftest import converters
 from tests.helpers import assert_gradients_reach_every_parameter
 from tests.test_compiler import assert_close, ort_features, tasks
-from tests.test_derive_export import random_choices
+from tests.test_derive_export import assert_random_policy_derives_and_exports
 
 # Relative to the output scale; float32 through 50+ layers stays far below it.
 TOLERANCE = 1e-4
@@ -120,19 +118,9 @@ def _check(corpus, name: str, exporter: str, tmp_path) -> None:
 
     _hard_training_step(model, x, f"{name}/{exporter}")
 
-    choices = random_choices(model, 0)
-    derived = derive(model, choices).eval()
-    with torch.no_grad():
-        want, got = model(x, mode="fixed", policy=choices), derived(x)
-    for task in model.task_names:
-        assert_close(got[task], want[task], f"{name}/{exporter} derived {task}")
     batch = 2 if (name, exporter) in STATIC_BATCH else None
     sizes = [size] if name in SIZE_FIXED else [size, smaller_size(size)]
-    for s in sizes:
-        report = export(
-            derived, tmp_path / f"derived{s}.onnx", (s, s), tolerance=TOLERANCE, batch=batch
-        )
-        assert report.max_rel_diff <= TOLERANCE, f"{name}/{exporter} at {s}"
+    assert_random_policy_derives_and_exports(model, x, tmp_path, f"{name}/{exporter}", sizes, batch)
 
 
 @pytest.mark.parametrize(("name", "exporter"), DEFAULT, ids=[f"{n}-{e}" for n, e in DEFAULT])

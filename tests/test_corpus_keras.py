@@ -19,15 +19,13 @@ import torch
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, SPECIFIC, compile
-from onnxmtl.derived import derive
-from onnxmtl.exporter import export
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import run_module, verify
 from onnxmtl.runtime import session
 from onnxmtl.tasks import loss_fn
 from tests.conftest import ROOT
 from tests.test_compiler import assert_close, tasks
-from tests.test_derive_export import random_choices
+from tests.test_derive_export import assert_random_policy_derives_and_exports
 
 sys.path.insert(0, str(ROOT))
 
@@ -139,11 +137,4 @@ def test_keras_backbone(keras_corpus, name, size, tmp_path):
     model = compile(graph, tasks())
     torch.manual_seed(0)
     _hard_step(model, x)
-    choices = random_choices(model, 0)
-    derived = derive(model, choices).eval()
-    with torch.no_grad():
-        want, got = model(x, mode="fixed", policy=choices), derived(x)
-    for task in model.task_names:
-        assert_close(got[task], want[task], f"{name} derived {task}")
-    report = export(derived, tmp_path / "derived.onnx", tolerance=TOLERANCE)
-    assert report.max_rel_diff <= TOLERANCE
+    assert_random_policy_derives_and_exports(model, x, tmp_path, name)

@@ -19,7 +19,7 @@ from onnxmtl.exporter import POLICY_KEY, export
 from onnxmtl.runtime import session
 from onnxmtl.tasks import Task
 from tests.conftest import EXPORTERS, converters
-from tests.test_compiler import EXPORTS, tasks
+from tests.test_compiler import EXPORTS, assert_close, tasks
 
 # Derived and supermodel run the same modules in the same order: equal up to float rounding.
 SAME = 1e-6
@@ -36,6 +36,25 @@ def random_choices(model, seed: int) -> list[list[int]]:
         ]
         for _ in model.tasks
     ]
+
+
+def assert_random_policy_derives_and_exports(
+    model, x: torch.Tensor, folder, label: str = "", sizes=(None,), batch=None
+) -> None:
+    """A seeded random policy's derived model computes what the supermodel computes under that
+    policy, and its ONNX export (at each of `sizes`; None: the model's own) what the derived
+    model computes, within the compiler's TOLERANCE."""
+    choices = random_choices(model, 0)
+    derived = derive(model, choices).eval()
+    with torch.no_grad():
+        want, got = model(x, mode="fixed", policy=choices), derived(x)
+    for task in model.task_names:
+        assert_close(got[task], want[task], f"{label} derived {task}".strip())
+    for size in sizes:
+        path = folder / f"derived{size or ''}.onnx"
+        shape = None if size is None else (size, size)
+        report = export(derived, path, shape, tolerance=TOLERANCE, batch=batch)
+        assert report.max_rel_diff <= TOLERANCE, f"{label} exported at {size}"
 
 
 def n_params(module: nn.Module) -> int:

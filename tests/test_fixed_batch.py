@@ -16,14 +16,12 @@ from torch import nn
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, compile
-from onnxmtl.derived import derive
 from onnxmtl.errors import FixedBatchError
-from onnxmtl.exporter import export
 from onnxmtl.lower import lower
 from onnxmtl.runtime import session
 from tests.test_cli import assert_clean_error, run_cli
 from tests.test_compiler import assert_close, tasks
-from tests.test_derive_export import random_choices
+from tests.test_derive_export import assert_random_policy_derives_and_exports
 
 # Relative to the output's largest magnitude.
 TOLERANCE = 1e-4
@@ -134,14 +132,7 @@ def test_back_end_on_a_fixed_batch_model(tmp_path):
     assert relative_diff(expected, want) <= TOLERANCE
     for t in range(len(model.tasks)):
         assert_close(features[t][0], expected, f"task {t}")
-    choices = random_choices(model, 0)
-    derived = derive(model, choices).eval()
-    with torch.no_grad():
-        want, got = model(x, mode="fixed", policy=choices), derived(x)
-    for task in model.task_names:
-        assert_close(got[task], want[task], f"derived {task}")
-    report = export(derived, tmp_path / "derived.onnx", tolerance=TOLERANCE)
-    assert report.max_rel_diff <= TOLERANCE
+    assert_random_policy_derives_and_exports(model, x, tmp_path)
 
 
 def batch_inside_features() -> onnx.ModelProto:

@@ -13,15 +13,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxmtl
 from onnxmtl.compiler import compile
-from onnxmtl.derived import derive
 from onnxmtl.errors import LoweringError
-from onnxmtl.exporter import export
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import max_diffs, run_module, verify
 from onnxmtl.runtime import session
 from tests.helpers import rand
-from tests.test_compiler import assert_close, tasks
-from tests.test_derive_export import random_choices
+from tests.test_compiler import tasks
+from tests.test_derive_export import assert_random_policy_derives_and_exports
 
 TOLERANCE = 1e-4
 I64 = np.int64
@@ -335,11 +333,4 @@ def test_opset9_net_compiles_derives_and_exports(tmp_path):
     assert verify(graph, module, tolerance=TOLERANCE).ok
     supermodel = compile(graph, tasks()[:2]).eval()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    choices = random_choices(supermodel, 0)
-    derived = derive(supermodel, choices).eval()
-    with torch.no_grad():
-        want, got = supermodel(x, mode="fixed", policy=choices), derived(x)
-    for task in supermodel.task_names:
-        assert_close(got[task], want[task], f"derived {task}")
-    report = export(derived, tmp_path / "derived.onnx", tolerance=TOLERANCE)
-    assert report.max_rel_diff <= TOLERANCE
+    assert_random_policy_derives_and_exports(supermodel, x, tmp_path)

@@ -11,14 +11,12 @@ from torch import nn
 
 import onnxmtl
 from onnxmtl.compiler import compile
-from onnxmtl.derived import derive
-from onnxmtl.exporter import export
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import run_module
 from onnxmtl.runtime import session
 from tests.test_cli import run_cli
 from tests.test_compiler import assert_close, tasks
-from tests.test_derive_export import random_choices
+from tests.test_derive_export import assert_random_policy_derives_and_exports
 
 # Relative to the output scale (float32 through a few layers).
 TOLERANCE = 1e-4
@@ -157,15 +155,8 @@ def test_adapted_backbone_goes_through_the_back_end(tmp_path):
     graph = onnxmtl.load(path, input_shape=(1, 3, 48, 48))
     assert len(graph.adaptations) == 2
     model = compile(graph, tasks()).eval()
-    choices = random_choices(model, 0)
-    derived = derive(model, choices).eval()
     x = torch.from_numpy(images(2, 3, 48, 48))
-    with torch.no_grad():
-        want, got = model(x, mode="fixed", policy=choices), derived(x)
-    for task in model.task_names:
-        assert_close(got[task], want[task], f"derived {task}")
-    report = export(derived, tmp_path / "derived.onnx", tolerance=TOLERANCE)
-    assert report.max_rel_diff <= TOLERANCE
+    assert_random_policy_derives_and_exports(model, x, tmp_path)
 
 
 def test_inspect_says_what_load_adapted(tmp_path):
