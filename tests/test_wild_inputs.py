@@ -18,9 +18,6 @@ from tests.test_cli import run_cli
 from tests.test_compiler import assert_close, tasks
 from tests.test_derive_export import assert_random_policy_derives_and_exports
 
-# Relative to the output scale (float32 through a few layers).
-TOLERANCE = 1e-4
-
 
 class ChannelsLast(nn.Module):
     """Takes (N, H, W, 3) images, optionally rescales them there, then permutes."""
