@@ -22,13 +22,16 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
+from converters.batch import run_exports  # noqa: E402
 
 EXPORTERS = ("dynamo", "legacy13", "legacy17")
 # Like legacy17 but without a dynamic axis: the batch of 1 the model was traced with is baked
@@ -242,22 +245,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.name and len(jobs) != 1:
         print("error: --name needs exactly one backbone and one exporter")
         return 2
-    failed = []
-    for name, exporter in jobs:
-        start = time.perf_counter()
-        try:
-            path = export_backbone(
-                name, exporter, args.out_dir, args.fold_bn, args.name, args.overwrite, args.size
+    return run_exports(
+        {
+            f"{name}/{exporter}": partial(
+                export_backbone,
+                name,
+                exporter,
+                args.out_dir,
+                args.fold_bn,
+                args.name,
+                args.overwrite,
+                args.size,
             )
-        except Exception as exc:  # one failing export must not stop the others
-            failed.append(f"{name}/{exporter}")
-            print(f"{name:24s} {exporter:11s} FAILED: {type(exc).__name__}: {exc}"[:300])
-            continue
-        print(f"{name:24s} {exporter:11s} {time.perf_counter() - start:6.1f}s  {path}")
-    if failed:
-        print(f"error: {len(failed)} export(s) failed: {', '.join(failed)}")
-        return 1
-    return 0
+            for name, exporter in jobs
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -25,12 +25,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import venv
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script, also by TensorFlow's own interpreter
+
+from converters.batch import run_exports  # noqa: E402
+
 VENV = ROOT / ".cache" / "keras-venv"
 OUT_DIR = ROOT / ".cache" / "corpus-keras"
 # Versions the exports were checked with; the marker file records a finished install.
@@ -167,20 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         command += [str(args.out_dir.resolve())] + (["--overwrite"] if args.overwrite else [])
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
         return subprocess.run(command, env=env).returncode
-    failed = []
-    for name in names:
-        start = time.perf_counter()
-        try:
-            path = export_model(name, args.out_dir, args.overwrite)
-        except Exception as exc:  # one failing export must not stop the others
-            failed.append(name)
-            print(f"{name:22s} FAILED: {type(exc).__name__}: {exc}"[:300])
-            continue
-        print(f"{name:22s} {time.perf_counter() - start:6.1f}s  {path}")
-    if failed:
-        print(f"error: {len(failed)} export(s) failed: {', '.join(failed)}")
-        return 1
-    return 0
+    jobs = {name: partial(export_model, name, args.out_dir, args.overwrite) for name in names}
+    return run_exports(jobs)
 
 
 if __name__ == "__main__":
