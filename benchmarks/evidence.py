@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 from converters import export_backbones  # noqa: E402
 from onnxmtl.compiler import Policy, load_supermodel, policy_params  # noqa: E402
 from onnxmtl.data import load_dataset  # noqa: E402
+from onnxmtl.pipeline.runs import finished, search, train_baseline  # noqa: E402
 from onnxmtl.training import SearchConfig, delta_m  # noqa: E402
-from onnxmtl.training.runs import finished, search, train_baseline  # noqa: E402
 
 METHODS = ("searched", "conflict", "all-shared", "random", "single-task")
 HEADLINE = {

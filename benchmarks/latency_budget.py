@@ -36,14 +36,14 @@ import onnxmtl  # noqa: E402
 from onnxmtl.benchmark.bench import bound_call, describe, resolve_providers  # noqa: E402
 from onnxmtl.benchmark.timing import interleaved_times  # noqa: E402
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, load_supermodel  # noqa: E402
+from onnxmtl.cost import latency_table  # noqa: E402
 from onnxmtl.data import load_dataset  # noqa: E402
 from onnxmtl.derived import derive, load_derived, perturb_weights, save_derived  # noqa: E402
 from onnxmtl.exporter import export  # noqa: E402
 from onnxmtl.pipeline.demo import CPU_CONFIG  # noqa: E402
+from onnxmtl.pipeline.runs import finished, search  # noqa: E402
 from onnxmtl.runtime import session  # noqa: E402
 from onnxmtl.training import SearchConfig  # noqa: E402
-from onnxmtl.training.latency import latency_table  # noqa: E402
-from onnxmtl.training.runs import finished, search  # noqa: E402
 
 SIZE = 64
 HEADLINE = {"left": "accuracy", "right": "accuracy", "groups": "subset_accuracy"}

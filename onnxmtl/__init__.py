@@ -7,11 +7,11 @@ from onnxmtl.errors import OnnxMtlError
 from onnxmtl.exporter import export
 from onnxmtl.ir import Graph, Unit, load
 from onnxmtl.pipeline import demo, run
+from onnxmtl.pipeline.runs import search, train_baseline
 from onnxmtl.tasks import Task, load_tasks
 from onnxmtl.training import SearchConfig
-from onnxmtl.training.runs import search, train_baseline
+from onnxmtl.version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "DerivedModel",
     "Graph",

@@ -8,8 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from onnxmtl import __version__
 from onnxmtl.errors import ConfigError, OnnxMtlError, op_label
+from onnxmtl.version import __version__
 
 DATA_HELP = "multi-fashion, fashion-locate, scenes, or a dataset folder"
 
@@ -62,7 +62,7 @@ def _print_supermodel(model, as_json: bool) -> None:
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
-    from onnxmtl.training.latency import describe_table, format_table, latency_table
+    from onnxmtl.cost import describe_table, format_table, latency_table
 
     if args.model.endswith(".pt"):
         from onnxmtl.compiler import load_supermodel
@@ -225,7 +225,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from onnxmtl.training.runs import search
+    from onnxmtl.pipeline.runs import search
 
     result = search(
         args.model,
@@ -248,7 +248,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from onnxmtl.training.runs import train_baseline
+    from onnxmtl.pipeline.runs import train_baseline
 
     results = train_baseline(
         args.model,
@@ -311,7 +311,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from onnxmtl.training.runs import evaluate_run
+    from onnxmtl.pipeline.runs import evaluate_run
 
     metrics = evaluate_run(args.run_dir, args.split)
     if args.json:

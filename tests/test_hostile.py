@@ -33,9 +33,9 @@ from onnxmtl.data.base import normalize_image
 from onnxmtl.derived import derive, save_derived
 from onnxmtl.errors import DataError, RunFolderError, TrainingError
 from onnxmtl.io_utils import atomic_write_text
+from onnxmtl.pipeline.runs import LAYOUT, search
 from onnxmtl.run_folder import LOCK_FILE, clear_run, foreign_entries, locked
 from onnxmtl.training import SearchConfig, Trainer
-from onnxmtl.training.runs import LAYOUT, search
 from tests.helpers import image, make_model, output, rand
 from tests.test_cli import assert_clean_error, run_cli
 from tests.test_data import make_folder

@@ -11,18 +11,20 @@ import torch
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, Projection, save_supermodel
+from onnxmtl.cost import (
+    ancestor_matrix,
+    cache,
+    fit_to_budget,
+    latency_table,
+    make_cost,
+    model_ancestors,
+)
+from onnxmtl.cost.fit import fit_coefficients
 from onnxmtl.data import Scenes
 from onnxmtl.derived import derive
 from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import Task
-from onnxmtl.training import SearchConfig, Trainer, cost_regularizer, expected_cost, latency
-from onnxmtl.training.latency import (
-    _fit,
-    ancestor_matrix,
-    fit_to_budget,
-    latency_table,
-    model_ancestors,
-)
+from onnxmtl.training import SearchConfig, Trainer, cost_regularizer, expected_cost
 from onnxmtl.training.regularizers import current_policy, expected_runs, full_cost
 from tests.test_cli import assert_clean_error, run_cli
 
@@ -108,10 +110,11 @@ def test_fit_through_the_calibration_models():
     """Three models fix base, unit scale and skip scale; without skips one scale serves."""
     sums = [(2.0, 0.0), (6.0, 0.0), (0.0, 1.5)]
     measured = [0.5 + 0.4 * 2, 0.5 + 0.4 * 6, 0.5 + 0.7 * 1.5]
-    assert _fit(sums, measured) == pytest.approx((0.5, 0.4, 0.7))
+    assert fit_coefficients(sums, measured) == pytest.approx((0.5, 0.4, 0.7))
     no_skips = [(2.0, 0.0), (6.0, 0.0), (2.0, 0.0)]
-    assert _fit(no_skips, [1.3, 2.9, 1.3]) == pytest.approx((0.5, 0.4, 0.4))
-    base, scale, skip_scale = _fit(sums, [0.3, 0.1, 0.2])  # slower with fewer units: noise
+    assert fit_coefficients(no_skips, [1.3, 2.9, 1.3]) == pytest.approx((0.5, 0.4, 0.4))
+    slower = [0.3, 0.1, 0.2]  # slower with fewer units: noise
+    base, scale, skip_scale = fit_coefficients(sums, slower)
     assert base == 0 and scale == skip_scale > 0
 
 
@@ -126,7 +129,7 @@ def test_table_is_cached_per_model_and_setting(model, table, tmp_path, monkeypat
     def no_measuring(*args, **kwargs):
         raise AssertionError("a cached table was measured again")
 
-    monkeypatch.setattr(latency, "measure_latency_table", no_measuring)
+    monkeypatch.setattr(cache, "measure_latency_table", no_measuring)
     again = latency_table(model, "cpu", cache_dir=tmp_path, progress=False)
     assert again.unit_ms == latency_table(model, "cpu", cache_dir=tmp_path).unit_ms
     with pytest.raises(AssertionError, match="measured again"):
@@ -147,7 +150,9 @@ def test_search_under_a_latency_budget(tiny_export, tmp_path):
         **TINY, latency_budget_ms=budget, latency_provider="cpu", latency_cache=str(cache)
     )
     assert config.cost == "latency"
-    trainer = Trainer(fresh, train, config, tmp_path / "run", progress=False)
+    trainer = Trainer(
+        fresh, train, config, tmp_path / "run", progress=False, cost=make_cost(fresh, config)
+    )
     result = trainer.run()
     info = json.loads((tmp_path / "run" / "latency.json").read_text())
     assert info["budget_ms"] == budget and info["predicted_ms"] <= budget + 1e-9
@@ -169,7 +174,7 @@ def test_search_under_a_latency_budget(tiny_export, tmp_path):
         latency_cache=str(cache),
     )
     with pytest.raises(ConfigError, match="latency_budget_ms=.* is below the fastest model"):
-        Trainer(fresh, train, too_fast, tmp_path / "run2", progress=False)
+        make_cost(fresh, too_fast)
 
 
 @pytest.mark.parametrize(

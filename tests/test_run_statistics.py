@@ -16,10 +16,10 @@ from onnxmtl.compiler.io import VERSION
 from onnxmtl.data import Scenes
 from onnxmtl.derived import derive
 from onnxmtl.exporter import export
+from onnxmtl.pipeline.runs import random_policy
 from onnxmtl.runtime import session
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig, Trainer, recompute_batchnorm
-from onnxmtl.training.runs import random_policy
 
 
 def _tasks() -> list[Task]:

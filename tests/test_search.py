@@ -10,6 +10,7 @@ import torch
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, Policy
+from onnxmtl.cost import make_cost
 from onnxmtl.data import Scenes
 from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import Task
@@ -185,7 +186,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_
         **TINY, policy_lr_schedule="cosine", conflict_every=1, conflict_init=True, cost="params"
     )
     whole = _model(tiny_export, train.tasks())
-    Trainer(whole, train, config, tmp_path / "a", progress=False).run()
+    Trainer(
+        whole, train, config, tmp_path / "a", progress=False, cost=make_cost(whole, config)
+    ).run()
 
     calls = {"n": 0}
     original = Trainer._run_step
@@ -197,13 +200,15 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_
         return original(self)
 
     monkeypatch.setattr(Trainer, "_run_step", dies_at_step_8)
+    killed = _model(tiny_export, train.tasks())
     with pytest.raises(KeyboardInterrupt):
         Trainer(
-            _model(tiny_export, train.tasks()), train, config, tmp_path / "b", progress=False
+            killed, train, config, tmp_path / "b", progress=False, cost=make_cost(killed, config)
         ).run()
     monkeypatch.setattr(Trainer, "_run_step", original)
     resumed = _model(tiny_export, train.tasks())
-    Trainer(resumed, train, config, tmp_path / "b", progress=False).run(resume=True)
+    cost = make_cost(resumed, config)
+    Trainer(resumed, train, config, tmp_path / "b", progress=False, cost=cost).run(resume=True)
     assert torch.equal(resumed.policy_logits, whole.policy_logits)
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
@@ -226,7 +231,7 @@ def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tm
         log_format="csv",
     )
     model = _model(tiny_export, train.tasks())
-    trainer = Trainer(model, train, config, tmp_path, progress=False)
+    trainer = Trainer(model, train, config, tmp_path, progress=False, cost=make_cost(model, config))
     trainer.run()
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
@@ -271,7 +276,9 @@ def _policy_trainer(tiny_export, scenes, tmp_path, **options) -> Trainer:
     """A trainer on the tiny model, switched to the search phase."""
     train, _ = scenes
     config = SearchConfig(**{**TINY, **options})
-    trainer = Trainer(_model(tiny_export, train.tasks()), train, config, tmp_path, progress=False)
+    model = _model(tiny_export, train.tasks())
+    cost = make_cost(model, config)
+    trainer = Trainer(model, train, config, tmp_path, progress=False, cost=cost)
     trainer.phase = "search"
     trainer._make_optimizers()
     return trainer

@@ -18,8 +18,8 @@ import onnxmtl
 from onnxmtl.errors import ConfigError, DataError, ModelFileError
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import run_module
+from onnxmtl.pipeline.runs import evaluate_run
 from onnxmtl.tasks import Task
-from onnxmtl.training.runs import evaluate_run
 from tests.conftest import ROOT
 
 TINY = {"batch_size": 4, "warmup_steps": 2, "search_steps": 3, "post_train_steps": 2}

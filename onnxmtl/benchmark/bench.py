@@ -19,6 +19,7 @@ from onnxmtl.errors import ConfigError, ModelFileError
 from onnxmtl.exporter import POLICY_KEY
 from onnxmtl.ir import load
 from onnxmtl.runtime import available_providers, session
+from onnxmtl.version import __version__
 
 PROVIDERS = {"auto": None, "cpu": ["CPUExecutionProvider"]}
 TENSORRT = "TensorrtExecutionProvider"
@@ -174,8 +175,6 @@ def bench(
 
 
 def _versions() -> dict[str, str]:
-    from onnxmtl import __version__
-
     return {
         "onnxmtl": __version__,
         "onnxruntime": ort.__version__,

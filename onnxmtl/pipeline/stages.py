@@ -24,10 +24,7 @@ from onnxmtl.exporter import export
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.pipeline.choose import choose_model
 from onnxmtl.pipeline.report import write_report
-from onnxmtl.run_folder import RUN_FILE, Layout, clear_run, is_run
-from onnxmtl.tasks import Task
-from onnxmtl.training import SearchConfig, delta_m, distributed
-from onnxmtl.training.runs import (
+from onnxmtl.pipeline.runs import (
     BACKBONE_FILE,
     Backbone,
     backbone_file,
@@ -40,7 +37,10 @@ from onnxmtl.training.runs import (
     train_baseline,
     writing,
 )
-from onnxmtl.training.runs import LAYOUT as TRAINER_LAYOUT
+from onnxmtl.pipeline.runs import LAYOUT as TRAINER_LAYOUT
+from onnxmtl.run_folder import RUN_FILE, Layout, clear_run, is_run
+from onnxmtl.tasks import Task
+from onnxmtl.training import SearchConfig, delta_m, distributed
 
 BASELINES = ("all-shared", "single-task")
 RESULTS = "results.json"

@@ -12,7 +12,6 @@ from onnxmtl.io_utils import read_yaml
 from onnxmtl.training.precision import PRECISIONS
 from onnxmtl.training.weighting import WEIGHTINGS
 
-COSTS = (None, "params", "macs", "latency")
 DERIVES = ("argmax", "sample", "conflict")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -50,8 +49,9 @@ class SearchConfig:
     # and long searches both end with nearly one-hot samples
     sharing_weight: float = 0.05  # AutoMTL's depth-weighted sharing regulariser (lambda)
     sharing_scale: float = 6.0  # its softplus sharpness s
-    cost: str | None = None  # optional cost regulariser: each branch's 'params', 'macs' or
-    # measured onnxruntime 'latency'
+    cost: str | None = None  # optional cost regulariser: each branch's 'params', 'macs',
+    # measured onnxruntime 'latency' or a name given to onnxmtl.cost.register_cost (checked
+    # against those when the search starts)
     cost_weight: float = 1.0
     cost_budget: float | None = None  # fraction of the all-specific cost; None: plain penalty
     latency_budget_ms: float | None = None  # a deadline for the derived model (sets cost to
@@ -125,7 +125,6 @@ class SearchConfig:
             "derive": DERIVES,
             "policy_lr_schedule": LR_SCHEDULES,
             "weighting": tuple(WEIGHTINGS),
-            "cost": COSTS,
             "log_format": ("jsonl", "csv"),
             "post_train_init": ("backbone", "search"),
             "precision": PRECISIONS,
@@ -136,6 +135,8 @@ class SearchConfig:
                     f"config: {name}={getattr(self, name)!r}; expected one of "
                     f"{', '.join(str(a) for a in allowed)}."
                 )
+        if self.cost is not None and not (isinstance(self.cost, str) and self.cost):
+            raise ConfigError(f"config: cost={self.cost!r}; expected the name of a cost model.")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"config: device={self.device!r}; expected 'cpu' or 'cuda[:N]'.")
         if not self.tau > 0 or not self.tau_end > 0:

@@ -9,7 +9,7 @@ import pickle
 import random
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from onnxmtl.compiler import BRANCHES, SHARED, SPECIFIC, Policy, SuperModel, branch_costs
+from onnxmtl.compiler import BRANCHES, Policy, SuperModel
 from onnxmtl.data import MultiTaskDataset, split_indices
 from onnxmtl.errors import ConfigError, RunFolderError, TrainingError
 from onnxmtl.io_utils import atomic_save, atomic_write_text
@@ -27,20 +27,13 @@ from onnxmtl.training.attribution import attribution_record, policy_gradients
 from onnxmtl.training.batchnorm import recompute_batchnorm
 from onnxmtl.training.config import SearchConfig, policy_lr_at, tau_at
 from onnxmtl.training.conflict import ConflictMeter, conflict_policy, init_from_conflict
+from onnxmtl.training.cost_model import CostModel
 from onnxmtl.training.evaluate import evaluate, fit_input, fit_output
-from onnxmtl.training.latency import (
-    LatencyTable,
-    ancestor_matrix,
-    fit_to_budget,
-    latency_table,
-    model_ancestors,
-)
 from onnxmtl.training.precision import Precision
 from onnxmtl.training.regularizers import (
     cost_regularizer,
     current_policy,
     expected_cost,
-    full_cost,
     sharing_regularizer,
 )
 from onnxmtl.training.stream import BatchStream
@@ -89,7 +82,9 @@ PHASE_NAMES = {"warmup": "warm-up", "search": "search", "post": "post-train"}
 class Trainer:
     """Runs the phases of `config` on `model`, writing checkpoints, metrics and the policy to
     `run_dir`. `fixed_policy` skips warm-up and search and post-trains that policy (the
-    baselines: all-shared, single-task, random).
+    baselines: all-shared, single-task, random). `cost` is the cost model of `config.cost`
+    for the search's cost regulariser (`onnxmtl.cost.make_cost` builds it); a fixed policy
+    needs none.
 
     Under torchrun every process takes its share of each batch (`batch_size` is the global
     batch) and the gradients are averaged with one all-reduce per step; all processes draw the
@@ -108,6 +103,7 @@ class Trainer:
         fixed_policy: Policy | None = None,
         progress: bool = True,
         label: str = "",
+        cost: CostModel | None = None,
     ) -> None:
         self.model, self.train_set, self.test_set = model, train, test
         self.label = label  # prefixes the progress bars' phase names
@@ -139,77 +135,23 @@ class Trainer:
         )
         self.precision = Precision(config.precision, self.device)
         self.conflict = ConflictMeter(model, config.conflict_threshold)
-        self.latency: LatencyTable | None = None
-        if config.cost and not self.fixed:
-            self._setup_cost()
+        self.cost = None if self.fixed else cost
+        if not self.fixed and bool(config.cost) != (cost is not None):
+            raise ConfigError(
+                f"config: cost={config.cost!r}, but the trainer was given "
+                f"{'no' if cost is None else 'a'} cost model; build it from the config with "
+                "onnxmtl.cost.make_cost(model, config)."
+            )
+        self.cost_tensors = None if self.cost is None else self._on_device(self.cost)
         self.weighting.to(self.device)
         self._make_optimizers()
         if fixed_policy is not None:
             model.policy = fixed_policy
 
-    def _setup_cost(self) -> None:
-        """Per-unit branch costs for the cost regulariser: parameters, MACs, or latency
-        measured on this machine (by rank 0, once per model and device: tables are cached)."""
-        c, model = self.config, self.model
-        self.cost_budget, self.cost_base = c.cost_budget, 0.0
-        if c.cost == "latency":
-            self.latency = distributed.from_main(
-                lambda: latency_table(
-                    model,
-                    c.latency_provider,
-                    c.latency_batch,
-                    c.latency_threads,
-                    c.latency_cache,
-                    self.progress,
-                )
-            )
-            unit, skip = self.latency.costs()
-            self.cost_base = self.latency.base_ms
-            self.ancestors = self.latency.ancestor_matrix.float().to(self.device)
-            if c.latency_budget_ms is not None:
-                full = float(full_cost(unit, len(self.tasks), self.cost_base))
-                self.cost_budget = c.latency_budget_ms / full
-                fastest = self.latency.fastest(model.branch_mask)
-                if c.latency_budget_ms < fastest:
-                    raise ConfigError(
-                        f"config: latency_budget_ms={c.latency_budget_ms:g} is below the fastest "
-                        f"model this backbone can give ({fastest:.3g} ms predicted on "
-                        f"{self.latency.device}; all-shared {self._predicted(SHARED):.3g} ms); "
-                        "raise the budget."
-                    )
-        else:
-            rows = branch_costs(model)
-            key = "params" if c.cost == "params" else "macs"
-            unit = torch.tensor([float(r[key]) for r in rows])
-            skip = torch.tensor([float(r[f"skip_{key}"]) for r in rows])
-            self.ancestors = None
-            if key == "macs":
-                self.ancestors = ancestor_matrix(model_ancestors(model)).float().to(self.device)
-        self.unit_cost = unit.float().to(self.device)
-        self.skip_cost = skip.float().to(self.device)
-
-    def _predicted(self, branch: int) -> float:
-        return self.latency.predict(self.model.choices_of(self.model.uniform_policy(branch)))
-
-    def _write_latency(self, policy: Policy, unfitted: Policy) -> None:
-        """latency.json: the budget, the derived policy's predicted latency (and the plain
-        argmax policy's, before it was fitted to the budget), and the table's setting
-        (device, provider, batch, threads, calibration)."""
-        table = self.latency
-        info = {
-            "budget_ms": self.config.latency_budget_ms,
-            "predicted_ms": table.predict(policy.choices),
-            "predicted_unfitted_ms": table.predict(unfitted.choices),
-            "fitted_pairs": sum(
-                a != b for x, y in zip(policy.choices, unfitted.choices) for a, b in zip(x, y)
-            ),
-            "all_shared_ms": self._predicted(SHARED),
-            "all_specific_ms": self._predicted(SPECIFIC),
-            "fastest_ms": table.fastest(self.model.branch_mask),
-            **{k: getattr(table, k) for k in ("device", "providers", "batch", "threads", "key")},
-            "calibration": table.calibration,
-        }
-        atomic_write_text(self.run_dir / "latency.json", json.dumps(info, indent=1))
+    def _on_device(self, cost: CostModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The cost model's (unit, skip, ancestors) tensors as float32 on the trainer's device."""
+        ancestors = None if cost.ancestors is None else cost.ancestors.float().to(self.device)
+        return cost.unit.float().to(self.device), cost.skip.float().to(self.device), ancestors
 
     # -- optimisers -------------------------------------------------------------------------
     def _weights(self) -> list[torch.nn.Parameter]:
@@ -298,21 +240,17 @@ class Trainer:
         reg = sharing_regularizer(probs, self.depths, c.sharing_scale)
         terms = {"sharing": c.sharing_weight * reg}
         record = {"sharing": float(reg.detach())}
-        if c.cost and c.cost_weight:
+        if self.cost is not None and c.cost_weight:
+            unit, skip, ancestors = self.cost_tensors
             current = current_policy(self.model.masked_logits())
             cost = cost_regularizer(
-                current,
-                self.unit_cost,
-                self.skip_cost,
-                self.cost_budget,
-                self.ancestors,
-                self.cost_base,
+                current, unit, skip, self.cost.budget, ancestors, self.cost.base
             )
             terms["cost"] = c.cost_weight * cost
             record["cost"] = float(cost.detach())
-            if self.latency is not None:
-                expected = expected_cost(current, self.unit_cost, self.skip_cost, self.ancestors)
-                record["latency_ms"] = self.cost_base + float(expected.detach())
+            if self.cost.logged is not None:
+                expected = expected_cost(current, unit, skip, ancestors)
+                record[self.cost.logged] = self.cost.base + float(expected.detach())
         record["policy_loss"] = float((task_loss + sum(terms.values())).detach())
         return task_loss, terms, record
 
@@ -406,18 +344,14 @@ class Trainer:
                 policy = conflict_policy(self.model, self.conflict.ranking(), c.conflict_share)
             else:
                 policy = derive_policy(self.model, c.derive, c.seed)
-            budget = c.latency_budget_ms
-            unfitted = policy
-            if self.latency is not None and budget is not None:
-                choices, _ = fit_to_budget(
-                    self.latency, policy.choices, self.model.masked_logits(), budget
-                )
-                policy = replace(policy, choices=choices, method=f"{policy.method}+budget")
+            searched = policy
+            if self.cost is not None:
+                policy = self.cost.fit(policy, self.model.masked_logits())
             self.model.policy = policy
             if self.main:
                 policy.to_json(self.run_dir / "policy.json")
-                if self.latency is not None:
-                    self._write_latency(policy, unfitted)
+                if self.cost is not None:
+                    self.cost.write_report(self.run_dir, policy, searched)
             if c.post_train_init == "backbone":
                 self._restore_initial_weights()
         if self.phase == "post" and c.batchnorm_batches:

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 
 from onnxmtl.compiler import SHARED, Policy, SuperModel, compile, load_supermodel, save_supermodel
+from onnxmtl.cost import cost_factory, make_cost
+from onnxmtl.cost.latency import REPORT as LATENCY_REPORT
 from onnxmtl.data import load_dataset, split_indices
 from onnxmtl.data.torch_dataset import DataSource, data_label, is_torch_data, torch_splits
 from onnxmtl.errors import ConfigError, RunFolderError
@@ -38,7 +40,7 @@ TRAINER_FILES = (
     "metrics.csv",
     "policy.json",
     "supermodel.pt",
-    "latency.json",
+    LATENCY_REPORT,
     "conflict.json",
 )
 TASK_LAYOUT: Layout = dict.fromkeys(TRAINER_FILES)
@@ -181,9 +183,11 @@ def _record(out: Path, info: dict[str, Any]) -> None:
 
 
 def start(config: SearchConfig | dict | str | Path | None) -> SearchConfig:
-    """The config, after checking that its device is here and joining torchrun's process
-    group if there is one."""
+    """The config, after checking that its cost is a registered one and its device is here,
+    and joining torchrun's process group if there is one."""
     config = as_config(config)
+    if config.cost is not None:
+        cost_factory(config.cost)
     device = torch.device(config.device)
     check_device(device)
     distributed.setup(distributed.local_device(device))
@@ -258,7 +262,8 @@ def search(
         if resume:
             check_resume(out, info)
         model = compile(load(model_path), task_list, seed=config.seed)
-        trainer = Trainer(model, train, config, out, test=test, progress=progress)
+        cost = make_cost(model, config, progress)
+        trainer = Trainer(model, train, config, out, test=test, progress=progress, cost=cost)
         _record(out, info)
         result = trainer.run(resume=resume)
         _save(model, out / "supermodel.pt")
