@@ -162,3 +162,13 @@ def test_inspect_says_what_load_adapted(tmp_path):
     assert proc.returncode == 0, proc.stderr
     adapted = [line for line in proc.stdout.splitlines() if line.startswith("adapted")]
     assert len(adapted) == 1 and "channels-last ('N', 32, 32, 3)" in adapted[0]
+
+
+def test_bench_feeds_a_file_the_input_it_declares(tmp_path):
+    """A channels-last backbone is benchmarked as the file is: (N, H, W, 3) images, although
+    load turned the graph it builds on to NCHW."""
+    path = exported(ChannelsLast(False), torch.zeros(1, 32, 32, 3), tmp_path / "nhwc.onnx")
+    assert onnxmtl.load(path).input_shape[1] == 3
+    result = onnxmtl.bench({"nhwc": path}, batch_sizes=[2], repeats=2, warmup=1, memory=False)
+    assert result["models"]["nhwc"]["input_shape"] == ["N", 32, 32, 3]
+    assert [r["batch"] for r in result["latency"]] == [2]

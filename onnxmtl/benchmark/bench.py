@@ -55,13 +55,12 @@ def describe(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found.")
     graph = load(path, features=None)
-    meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-    shape = list(graph.input_shape)
-    if graph.batch_made_dynamic:  # the file itself still takes one image at a time
-        shape[0] = 1
+    proto = onnx.load(path, load_external_data=False)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    name, shape = declared_input(proto)
     return {
         "path": str(path),
-        "input": graph.input_name,
+        "input": name,
         "input_shape": shape,
         "outputs": graph.features,
         "params": graph.params,
@@ -69,6 +68,16 @@ def describe(path: Path) -> dict[str, Any]:
         "bytes": path.stat().st_size,
         "policy": json.loads(meta[POLICY_KEY]) if POLICY_KEY in meta else None,
     }
+
+
+def declared_input(proto: onnx.ModelProto) -> tuple[str, list[int | str]]:
+    """The image input as the file declares it (name, dimensions; symbolic ones by name): what
+    onnxruntime is fed, whatever load adapted (a batch of 1 made symbolic, channels-last
+    made NCHW) to build the graph."""
+    weights = {t.name for t in proto.graph.initializer}
+    value = next(v for v in proto.graph.input if v.name not in weights)
+    dims = value.type.tensor_type.shape.dim
+    return value.name, [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
 
 
 def _batch_shape(info: dict[str, Any], batch: int) -> tuple[int, ...]:
