@@ -50,16 +50,10 @@ class RunBatchNorm(_BatchNorm):
         new.to(norm.running_mean.device).copy_from(norm, 0)
         return new
 
-    @torch.no_grad()
     def copy_from(self, norm: _BatchNorm, row: int) -> None:
         """`norm`'s affine weights, and its statistics of row `row` (or its only ones) in
         every row."""
-        if self.affine:
-            self.weight.copy_(norm.weight)
-            self.bias.copy_(norm.bias)
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
-            value = getattr(norm, name)
-            getattr(self, name).copy_(value[row] if isinstance(norm, RunBatchNorm) else value)
+        copy_norm(self, norm, row)
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:
@@ -101,6 +95,18 @@ class RunBatchNorm(_BatchNorm):
                 self.running_var[rows], var.expand(len(rows), -1), factor
             )
         return y
+
+
+@torch.no_grad()
+def copy_norm(target: _BatchNorm, source: _BatchNorm, row: int) -> None:
+    """`source`'s affine weights into `target`, and its statistics (of row `row` where
+    `source` keeps rows) into `target`'s, in each of its rows where it keeps rows."""
+    if target.affine:
+        target.weight.copy_(source.weight)
+        target.bias.copy_(source.bias)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        value = getattr(source, name)
+        getattr(target, name).copy_(value[row] if isinstance(source, RunBatchNorm) else value)
 
 
 class Renorm(RunBatchNorm):
@@ -155,13 +161,7 @@ def one_row(module: nn.Module, row: int) -> nn.Module:
     for name, child in list(module.named_children()):
         if isinstance(child, RunBatchNorm):
             plain = RowBatchNorm(child.num_features, child.eps, child.momentum, child.affine)
-            with torch.no_grad():
-                if child.affine:
-                    plain.weight.copy_(child.weight)
-                    plain.bias.copy_(child.bias)
-                plain.running_mean.copy_(child.running_mean[row])
-                plain.running_var.copy_(child.running_var[row])
-                plain.num_batches_tracked.copy_(child.num_batches_tracked[row])
+            copy_norm(plain, child, row)
             plain.train(child.training)
             setattr(module, name, plain.to(child.running_mean.device))
         else:
