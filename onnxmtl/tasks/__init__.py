@@ -11,7 +11,7 @@ from onnxmtl.tasks.heads import (
     register_head,
 )
 from onnxmtl.tasks.losses import LOSSES, loss_fn
-from onnxmtl.tasks.metrics import HIGHER_IS_BETTER, Metric, make_metric
+from onnxmtl.tasks.metrics import HIGHER_IS_BETTER, Metric, format_metrics, make_metric
 from onnxmtl.tasks.task import KINDS, HeadFactory, Task, check_tasks, load_tasks
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Metric",
     "Task",
     "check_tasks",
+    "format_metrics",
     "head_factory",
     "is_custom_head",
     "load_tasks",
