@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from onnxmtl.errors import ConfigError, OnnxMtlError, op_label
+from onnxmtl.errors import ConfigError, OnnxMtlError
 from onnxmtl.version import __version__
 
 DATA_HELP = "multi-fashion, fashion-locate, scenes, or a dataset folder"
@@ -81,7 +81,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from onnxmtl.ir.features import feature_maps
+    from onnxmtl.ir.summary import describe, describe_values, summarize, summarize_values
     from onnxmtl.lower import find_unsupported
 
     if args.model.endswith(".pt"):
@@ -94,113 +94,36 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     if args.values:
         graph = _load(args, whole_graph=True)
-        maps = feature_maps(graph.graph)
         if args.json:
-            print(json.dumps([{"name": n, "shape": list(s)} for n, s in maps]))
+            print(json.dumps(summarize_values(graph)))
         else:
-            for name, shape in maps:
-                print(f"{name}  {shape}")
+            print(describe_values(graph), end="")
         return 0
     graph = _load(args)
     unsupported = find_unsupported(graph)
-    info = {
-        "model": graph.source,
-        "producer": graph.producer,
-        "opset": graph.opset,
-        "ir_version": graph.ir_version,
-        "input": {"name": graph.input_name, "shape": list(graph.input_shape)},
-        "batch": _batch_text(graph),
-        "outputs": [{"name": n, "shape": list(s or ())} for n, s in graph.original_outputs],
-        "nodes": sum(graph.original_op_counts.values()),
-        "nodes_after_cut": len(graph.nodes),
-        "ops": graph.original_op_counts,
-        "units": len(graph.units),
-        "params": graph.params,
-        "macs": graph.macs,
-        "normalization": graph.normalization,
-        "adaptations": graph.adaptations,
-        "features": [
-            {"name": n, "shape": list(s)} for n, s in zip(graph.features, graph.feature_shapes)
-        ],
-        "unsupported": [
-            {"domain": d or "ai.onnx", "op": op, "opset": v, "nodes": nodes}
-            for d, op, v, nodes in unsupported
-        ],
-    }
     if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    norm_text = {
-        "present": "present (BatchNorm/LayerNorm nodes kept: the backbone can train as is)",
-        "partial": "partial (some units carry a normalisation)",
-        "folded": "absent (folded into the convolutions or decomposed)",
-        "none": "none (no linear units)",
-    }[graph.normalization]
-    print(f"model          {graph.source}")
-    print(f"producer       {graph.producer or '-'}   opset {graph.opset}   IR {graph.ir_version}")
-    print(f"input          {graph.input_name} {graph.input_shape}")
-    print(f"batch          {info['batch']}")
-    for name, shape in graph.original_outputs:
-        print(f"output         {name} {shape}")
-    print(f"nodes          {info['nodes']} ({len(graph.nodes)} after normalising and cutting)")
-    ops = ", ".join(f"{op} {n}" for op, n in graph.original_op_counts.items())
-    print(f"ops            {ops}")
-    print(
-        f"units          {len(graph.units)}   params {graph.params:,}   "
-        f"MACs {graph.macs / 1e6:,.1f} M per sample"
-    )
-    print(f"normalisation  {norm_text}")
-    for line in graph.adaptations:
-        print(f"adapted        {line}")
-    for name, shape in zip(graph.features, graph.feature_shapes):
-        print(f"features       {name} {shape}")
-    if unsupported:
-        for d, op, v, nodes in unsupported:
-            print(f"unsupported    {op_label(d, op, v)}: {', '.join(nodes[:5])}")
+        print(json.dumps(summarize(graph, unsupported), indent=2))
     else:
-        print("unsupported    none")
+        print(describe(graph, unsupported))
     return 0
 
 
-def _batch_text(graph) -> str:
-    if graph.batch_made_dynamic:
-        return "fixed at 1 in the file, made dynamic (checked on onnxruntime)"
-    return "fixed in the file" if graph.static_batch else "dynamic"
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
-    from onnxmtl.lower.verify import verify
+    from onnxmtl.lower.verify import describe_verification, summarize_verification, verify
 
     graph = _load(args)
     shape = _input_shape(args.input_shape)
     batch = args.batch or (shape[0] if shape else 2)
     result = verify(graph, batch=batch, seed=args.seed, tolerance=args.tolerance)
-    info = {
-        "model": graph.source,
-        "ok": result.ok,
-        "max_abs_diff": result.max_abs_diff,
-        "max_rel_diff": result.max_rel_diff,
-        "tolerance": result.tolerance,
-        "input_shape": list(result.input_shape),
-        "units": len(graph.units),
-        "params": graph.params,
-        "features": graph.features,
-    }
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(summarize_verification(graph, result), indent=2))
     else:
-        verdict = "OK" if result.ok else "MISMATCH"
-        print(
-            f"{verdict}: {graph.source}  max abs diff {result.max_abs_diff:.3g}  "
-            f"max rel diff {result.max_rel_diff:.3g} (tolerance {result.tolerance:g})  "
-            f"units {len(graph.units)}  params {graph.params:,}  "
-            f"features {', '.join(graph.features)}"
-        )
+        print(describe_verification(graph, result))
     return 0 if result.ok else 1
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from onnxmtl.compiler import save_supermodel, summarize
+    from onnxmtl.compiler import describe_totals, save_supermodel, summarize
 
     model = _compile(args)
     save_supermodel(model, args.output)
@@ -208,24 +131,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"output": args.output, **info}, indent=2))
         return 0
-    p = info["params"]
     print(
-        f"wrote {args.output}: {len(model.tasks)} tasks, {info['num_units']} units "
-        f"({info['renormalized']} re-normalised, calibration {info['calibration']}), "
-        f"{p['total']:,} parameters; `onnxmtl inspect {args.output}` lists the branches"
+        f"wrote {args.output}: {describe_totals(info)}; `onnxmtl inspect {args.output}` lists "
+        "the branches"
     )
     return 0
 
 
-def _print_metrics(metrics: dict, title: str) -> None:
-    print(title)
-    for task, values in metrics.items():
-        text = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
-        print(f"  {task:<12} {text}")
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from onnxmtl.pipeline.runs import search
+    from onnxmtl.tasks import format_metrics
 
     result = search(
         args.model,
@@ -243,12 +158,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"skipped (task, unit) pairs -> {args.out}/policy.json"
     )
     for split, metrics in result.metrics.items():
-        _print_metrics(metrics, f"{split}:")
+        print(format_metrics(metrics, f"{split}:"))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from onnxmtl.pipeline.runs import train_baseline
+    from onnxmtl.tasks import format_metrics
 
     results = train_baseline(
         args.model,
@@ -264,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     for name, result in results.items():
         for split, metrics in result.metrics.items():
-            _print_metrics(metrics, f"{name} {split}:")
+            print(format_metrics(metrics, f"{name} {split}:"))
     return 0
 
 
@@ -312,12 +228,13 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from onnxmtl.pipeline.runs import evaluate_run
+    from onnxmtl.tasks import format_metrics
 
     metrics = evaluate_run(args.run_dir, args.split)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        _print_metrics(metrics, f"{args.run_dir} ({args.split}):")
+        print(format_metrics(metrics, f"{args.run_dir} ({args.split}):"))
     return 0
 
 
@@ -339,6 +256,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
     from onnxmtl.compiler import SHARED, SPECIFIC, Policy, load_supermodel
     from onnxmtl.derived import derive, save_derived
+    from onnxmtl.derived.summary import describe
 
     source = Path(args.source)
     run_dir = source.is_dir()
@@ -350,12 +268,9 @@ def cmd_derive(args: argparse.Namespace) -> int:
         chosen = Policy.for_model(policy, supermodel)
     model = derive(supermodel, chosen, args.task)
     save_derived(model, supermodel, args.output)
-    counts = model.branch_counts()
-    params = sum(p.numel() for p in model.parameters())
     print(
-        f"wrote {args.output}: tasks {', '.join(model.task_names)}; {counts['shared']} shared, "
-        f"{counts['specific']} task-specific, {counts['skip']} projection-skip blocks; "
-        f"{params:,} parameters; `onnxmtl export {args.output} -o model.onnx` writes the ONNX"
+        f"wrote {args.output}: {describe(model)}; `onnxmtl export {args.output} -o model.onnx` "
+        "writes the ONNX"
     )
     return 0
 
@@ -373,28 +288,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         batch=args.batch,
         fp16=args.fp16,
     )
-    print(
-        f"wrote {report.path} ({report.precision}): outputs "
-        f"{', '.join(report.outputs)}; opset {report.opset}, IR {report.ir_version}; "
-        f"{report.conv_nodes} Conv nodes; onnxruntime vs PyTorch max diff "
-        f"{report.max_abs_diff:.3g} "
-        f"({report.max_rel_diff:.3g} of the output scale, tolerance {report.tolerance:g})"
-    )
+    print(report.describe())
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from onnxmtl.benchmark import bench, latency_bars, policy_heatmap, to_markdown
-    from onnxmtl.io_utils import atomic_write_text
+    from onnxmtl.benchmark import bench, model_names, to_markdown, write_bench
 
-    paths = [Path(m) for m in args.models]
-    names = [p.stem for p in paths]
-    if len(set(names)) < len(names):
-        names = [f"{p.parent.name}/{p.stem}" for p in paths]
     result = bench(
-        dict(zip(names, paths)),
+        model_names([Path(m) for m in args.models]),
         batch_sizes=_sizes(args.batch_sizes, "--batch-sizes"),
         provider=args.provider,
         threads=args.threads,
@@ -404,15 +308,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     table = to_markdown(result, args.reference)
     out = Path(args.out)
-    atomic_write_text(out / "bench.json", json.dumps(result, indent=1))
-    atomic_write_text(out / "bench.md", table + "\n")
-    latency_bars(result, out / "latency.png")
-    plots = ["latency.png"]
-    for name, info in result["models"].items():
-        if info["policy"]:
-            plot = f"policy_{name.replace('/', '_')}.png"
-            policy_heatmap(info["policy"], out / plot, title=f"{name}: policy")
-            plots.append(plot)
+    plots = write_bench(result, table, out)
     print(json.dumps(result, indent=1) if args.json else table)
     print(f"wrote {out}/bench.json, bench.md, {', '.join(plots)}", file=sys.stderr)
     return 0

@@ -328,3 +328,63 @@ def test_policy_params_count_the_branches_a_policy_keeps(tiny_export):
     choices[0][0] = SKIP  # another task still takes the shared branch: the skip is extra
     skip = sum(p.numel() for p in model.units[0].skip.parameters())
     assert policy_params(model, choices) == backbone + heads + skip
+
+
+def _head_storage(model) -> set[int]:
+    return {p.data_ptr() for h in model.heads.values() for p in h.parameters()}
+
+
+def test_compiled_models_never_share_head_parameters(tiny_export, x):
+    """A head given as a module is deep-copied into each model (the search's and every
+    baseline's), so training one model's head leaves the other's and the given module as
+    they were."""
+    graph = onnxmtl.load(tiny_export("legacy17"))
+    channels = graph.feature_shapes[-1][1]
+    given = torch.nn.Sequential(
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(channels, 10)
+    )
+    before = {k: v.clone() for k, v in given.state_dict().items()}
+    ts = [Task("seg", "segmentation", 5, head="conv"), Task("cls", "classification", 10, given)]
+    first, second = compile(graph, ts), compile(graph, ts)
+    assert not _head_storage(first) & _head_storage(second)
+    assert not _head_storage(first) & {p.data_ptr() for p in given.parameters()}
+    assert all(first.heads["cls"] is not m for m in (given, second.heads["cls"]))
+    optimizer = torch.optim.SGD(first.heads.parameters(), lr=0.1)
+    out = first(x, mode="warmup")
+    (out["seg"].square().mean() + out["cls"].square().mean()).backward()
+    optimizer.step()
+    for name, value in given.state_dict().items():
+        assert torch.equal(value, before[name])
+        assert torch.equal(second.heads["cls"].state_dict()[name], before[name])
+        assert not torch.equal(first.heads["cls"].state_dict()[name], before[name])
+    assert not torch.equal(
+        first.heads["seg"].classifier.weight, second.heads["seg"].classifier.weight
+    )
+
+
+def test_custom_heads_read_every_feature_value(tiny_export, x):
+    """With several feature values, a head given as a factory receives all of them (a tuple);
+    a head given by name reads the last one."""
+    path = tiny_export("legacy17")
+    full = onnxmtl.load(path, features=None)
+    maps = [v for n in full.nodes for v in n.outputs if v.shape is not None and len(v.shape) == 4]
+    graph = onnxmtl.load(path, features=[maps[2].name, maps[-3].name])
+    seen = []
+
+    class Pyramid(torch.nn.Module):
+        def __init__(self, in_channels: int, outputs: int) -> None:
+            super().__init__()
+            self.out = torch.nn.Conv2d(in_channels, outputs, 1)
+
+        def forward(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            seen.append(len(feats))
+            return self.out(feats[-1])
+
+    ts = [
+        Task("depth", "depth", head=lambda task, c: Pyramid(c, task.num_outputs)),
+        Task("seg", "segmentation", 5, head="conv1x1"),
+    ]
+    with torch.no_grad():
+        out = compile(graph, ts).eval()(x, mode="warmup")
+    assert seen == [2]
+    assert out["depth"].shape == (2, 1, 32, 32) and out["seg"].shape == (2, 5, 32, 32)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from onnxmtl.errors import ConfigError
-from onnxmtl.tasks import Task, load_tasks, loss_fn, make_head, make_metric
+from onnxmtl.tasks import HEADS, Task, load_tasks, loss_fn, make_head, make_metric, register_head
 
 
 def test_yaml_tasks_with_defaults(tmp_path):
@@ -137,6 +137,42 @@ def test_heads_map_features_to_outputs():
     assert make_head(Task("c", "classification", 3), 16)(x).shape == (2, 3)
     with pytest.raises(ConfigError, match="unknown head 'mlp'"):
         make_head(Task("c", "classification", 3, head="mlp"), 16)
+
+
+def test_heads_from_a_name_a_factory_or_a_module_are_fresh_modules():
+    """A registered name and a factory build a new module per call (with the task and the
+    feature channels); a module is deep-copied, never handed out itself."""
+    seen = []
+
+    def factory(task: Task, in_channels: int) -> torch.nn.Module:
+        seen.append((task.name, in_channels))
+        return torch.nn.Conv2d(in_channels, task.num_outputs, 3, padding=1)
+
+    register_head("test_conv3x3", factory)
+    try:
+        task = Task("d", "depth", head="test_conv3x3")
+        first, second = make_head(task, 16), make_head(task, 16)
+        assert seen == [("d", 16), ("d", 16)] and first is not second
+        assert first(torch.randn(2, 16, 5, 7)).shape == (2, 1, 5, 7)
+    finally:
+        del HEADS["test_conv3x3"]
+    assert make_head(Task("c", "classification", 3, head=factory), 8).in_channels == 8
+    given = torch.nn.Linear(8, 3)
+    copy = make_head(Task("c", "classification", 3, head=given), 8)
+    assert copy is not given and copy.weight.data_ptr() != given.weight.data_ptr()
+    assert torch.equal(copy.weight, given.weight)
+
+
+def test_bad_heads_are_refused_in_one_line():
+    with pytest.raises(ConfigError) as info:
+        make_head(Task("c", "classification", 3, head="mlp"), 16)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "expected one of aspp, conv, conv1x1, linear" in message
+    with pytest.raises(ConfigError, match="returned int, not an nn.Module"):
+        make_head(Task("c", "classification", 3, head=lambda task, channels: 3), 16)
+    with pytest.raises(ConfigError, match="neither a head name"):
+        make_head(Task("c", "classification", 3, head=3), 16)
 
 
 @pytest.mark.parametrize("kind", ["classification", "multilabel", "regression"])

@@ -4,7 +4,13 @@ from onnxmtl.compiler.branches import Projection, Renorm, UnitBranches
 from onnxmtl.compiler.build import compile, renormalized_units
 from onnxmtl.compiler.io import load_supermodel, save_supermodel
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
-from onnxmtl.compiler.summary import branch_costs, format_summary, policy_params, summarize
+from onnxmtl.compiler.summary import (
+    branch_costs,
+    describe_totals,
+    format_summary,
+    policy_params,
+    summarize,
+)
 from onnxmtl.compiler.supermodel import MODES, SuperModel
 
 __all__ = [
@@ -20,6 +26,7 @@ __all__ = [
     "UnitBranches",
     "branch_costs",
     "compile",
+    "describe_totals",
     "format_summary",
     "load_supermodel",
     "policy_params",

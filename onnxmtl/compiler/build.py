@@ -15,7 +15,7 @@ from onnxmtl.compiler.supermodel import SuperModel
 from onnxmtl.errors import ConfigError, ShapeError
 from onnxmtl.ir import Graph, Unit, load
 from onnxmtl.lower import lower
-from onnxmtl.tasks import Task, check_tasks, load_tasks, make_head
+from onnxmtl.tasks import Task, check_tasks, is_custom_head, load_tasks, make_head
 
 RENORM_OPS = ("Conv", "ConvTranspose")
 CALIBRATION_BATCH = 8
@@ -63,7 +63,8 @@ def compile(
     was folded get one re-inserted (`renormalize`), initialised from `calibration` images
     (a seeded random batch if none is given; call `SuperModel.calibrate` with real data).
     `skip_projection` is 'grouped' (cheap, the default) or 'full' (a dense 1x1 convolution).
-    Heads and skip projections are initialised from `seed`.
+    Heads (each model builds its own, see `onnxmtl.tasks.make_head`) and skip projections are
+    initialised from `seed`.
     """
     if not isinstance(graph, Graph):
         graph = load(graph)
@@ -82,7 +83,7 @@ def compile(
             f"{graph.source}: the feature value '{graph.features[-1]}' has shape "
             f"{feature_shape}; heads need a known channel count."
         )
-    dense = [t.name for t in tasks if t.dense and not isinstance(t.head, torch.nn.Module)]
+    dense = [t.name for t in tasks if t.dense and not is_custom_head(t)]
     if dense and len(feature_shape) != 4:
         raise ShapeError(
             f"{graph.source}: the feature value '{graph.features[-1]}' has shape "

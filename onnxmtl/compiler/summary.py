@@ -98,6 +98,15 @@ def format_summary(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe_totals(info: dict[str, Any]) -> str:
+    """`summarize`'s data in one phrase: tasks, units, re-normalisation and parameters."""
+    return (
+        f"{len(info['tasks'])} tasks, {info['num_units']} units "
+        f"({info['renormalized']} re-normalised, calibration {info['calibration']}), "
+        f"{info['params']['total']:,} parameters"
+    )
+
+
 def policy_params(model: SuperModel, choices: list[list[int]]) -> int:
     """Parameters of the multi-task model a policy implies: each unit's shared branch and
     projection skip once if any task takes it, its specific branch once per task taking it,

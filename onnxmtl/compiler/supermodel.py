@@ -13,12 +13,11 @@ from onnxmtl.compiler.plan import Plan
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.errors import ConfigError
 from onnxmtl.ir import Graph
-from onnxmtl.tasks import ASPPHead, ConvHead, LinearHead, Task
+from onnxmtl.tasks import Task, is_custom_head
 
 MODES = ("warmup", "soft", "hard", "fixed")
 Choices = list[list[int]]
 PolicyLike = Policy | Choices | torch.Tensor
-_BUILTIN_HEADS = (ASPPHead, ConvHead, LinearHead, nn.Conv2d)
 
 
 class _Gate(torch.autograd.Function):
@@ -40,9 +39,10 @@ class _Gate(torch.autograd.Function):
 def head_output(
     task: Task, head: nn.Module, feats: tuple[torch.Tensor, ...], x: torch.Tensor
 ) -> torch.Tensor:
-    """A task's output: built-in heads read the last feature value, custom heads all of them
-    (when there are several); dense outputs are resized to the input image."""
-    takes_all = not isinstance(head, _BUILTIN_HEADS) and len(feats) > 1
+    """A task's output: heads given by name read the last feature value, custom heads (a
+    factory or a module) all of them when there are several; dense outputs are resized to the
+    input image."""
+    takes_all = is_custom_head(task) and len(feats) > 1
     y = head(feats if takes_all else feats[-1])
     if task.dense and y.dim() == x.dim() and y.shape[2:] != x.shape[2:]:
         y = F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=False)

@@ -45,6 +45,15 @@ class ExportReport:
     tolerance: float
     precision: str = "fp32"
 
+    def describe(self) -> str:
+        """One line: the file written, its outputs and format, and onnxruntime's difference."""
+        return (
+            f"wrote {self.path} ({self.precision}): outputs {', '.join(self.outputs)}; "
+            f"opset {self.opset}, IR {self.ir_version}; {self.conv_nodes} Conv nodes; "
+            f"onnxruntime vs PyTorch max diff {self.max_abs_diff:.3g} "
+            f"({self.max_rel_diff:.3g} of the output scale, tolerance {self.tolerance:g})"
+        )
+
 
 class _TupleOutputs(nn.Module):
     """The model's task outputs as a tuple in task order (what the exporter names)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,3 +82,29 @@ def max_diffs(expected: list[np.ndarray], got: list[np.ndarray]) -> tuple[float,
         scale = max(float(np.max(np.abs(ref))), 1e-12) if ref.size else 1.0
         max_abs, max_rel = max(max_abs, diff), max(max_rel, diff / scale)
     return max_abs, max_rel
+
+
+def summarize_verification(graph: Graph, result: Verification) -> dict[str, Any]:
+    """`result` for `graph` as JSON-ready data."""
+    return {
+        "model": graph.source,
+        "ok": result.ok,
+        "max_abs_diff": result.max_abs_diff,
+        "max_rel_diff": result.max_rel_diff,
+        "tolerance": result.tolerance,
+        "input_shape": list(result.input_shape),
+        "units": len(graph.units),
+        "params": graph.params,
+        "features": graph.features,
+    }
+
+
+def describe_verification(graph: Graph, result: Verification) -> str:
+    """`result` for `graph` in one line: the verdict first, then the differences."""
+    verdict = "OK" if result.ok else "MISMATCH"
+    return (
+        f"{verdict}: {graph.source}  max abs diff {result.max_abs_diff:.3g}  "
+        f"max rel diff {result.max_rel_diff:.3g} (tolerance {result.tolerance:g})  "
+        f"units {len(graph.units)}  params {graph.params:,}  "
+        f"features {', '.join(graph.features)}"
+    )

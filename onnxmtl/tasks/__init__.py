@@ -1,22 +1,37 @@
 """Tasks: specs, default losses, standard metrics and heads."""
 
-from onnxmtl.tasks.heads import ASPPHead, ConvHead, LinearHead, make_head
+from onnxmtl.tasks.heads import (
+    HEADS,
+    ASPPHead,
+    ConvHead,
+    LinearHead,
+    head_factory,
+    is_custom_head,
+    make_head,
+    register_head,
+)
 from onnxmtl.tasks.losses import LOSSES, loss_fn
-from onnxmtl.tasks.metrics import HIGHER_IS_BETTER, Metric, make_metric
-from onnxmtl.tasks.task import KINDS, Task, check_tasks, load_tasks
+from onnxmtl.tasks.metrics import HIGHER_IS_BETTER, Metric, format_metrics, make_metric
+from onnxmtl.tasks.task import KINDS, HeadFactory, Task, check_tasks, load_tasks
 
 __all__ = [
     "ASPPHead",
     "ConvHead",
+    "HEADS",
     "HIGHER_IS_BETTER",
+    "HeadFactory",
     "KINDS",
     "LOSSES",
     "LinearHead",
     "Metric",
     "Task",
     "check_tasks",
+    "format_metrics",
+    "head_factory",
+    "is_custom_head",
     "load_tasks",
     "loss_fn",
     "make_head",
     "make_metric",
+    "register_head",
 ]

@@ -1,16 +1,20 @@
 """Task heads: from the backbone's feature map to one task's output.
 
-Dense heads return a map at the feature resolution; the supermodel resizes it to the input
+Heads are built by factories, (task, in_channels) -> a fresh nn.Module, registered by name in
+`HEADS`, so that every compiled model (the search's and each baseline's) owns its head. Dense
+heads return a map at the feature resolution; the supermodel resizes it to the input
 resolution, so a custom head need not know the image size.
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from onnxmtl.errors import ConfigError
-from onnxmtl.tasks.task import Task
+from onnxmtl.tasks.task import HeadFactory, Task
 
 DEFAULT_HEAD = {"dense": "aspp", "global": "linear"}
 
@@ -69,20 +73,58 @@ class LinearHead(nn.Module):
         return self.fc(x.flatten(2).mean(dim=2))
 
 
-def make_head(task: Task, in_channels: int) -> nn.Module:
-    """The head module for `task` on a feature map with `in_channels` channels."""
-    if isinstance(task.head, nn.Module):
-        return task.head
-    name = task.head or DEFAULT_HEAD["dense" if task.dense else "global"]
-    if name == "aspp":
-        return ASPPHead(in_channels, task.num_outputs)
-    if name == "conv":
-        return ConvHead(in_channels, task.num_outputs)
-    if name == "conv1x1":
-        return nn.Conv2d(in_channels, task.num_outputs, 1)
-    if name == "linear":
-        return LinearHead(in_channels, task.num_outputs)
+# name -> factory(task, in_channels); `register_head` adds one.
+HEADS: dict[str, HeadFactory] = {
+    "aspp": lambda task, in_channels: ASPPHead(in_channels, task.num_outputs),
+    "conv": lambda task, in_channels: ConvHead(in_channels, task.num_outputs),
+    "conv1x1": lambda task, in_channels: nn.Conv2d(in_channels, task.num_outputs, 1),
+    "linear": lambda task, in_channels: LinearHead(in_channels, task.num_outputs),
+}
+
+
+def register_head(name: str, factory: HeadFactory) -> None:
+    """Make `head: NAME` in a task build `factory(task, in_channels)`, a fresh module for each
+    model compiled (registering a name again replaces it). A registered head reads the last
+    feature value, which must be an (N, C, H, W) map for a dense task."""
+    HEADS[name] = factory
+
+
+def is_custom_head(task: Task) -> bool:
+    """Whether `task`'s head is given as a factory or a module rather than by name: such a head
+    receives every feature value (a tuple) when the graph has several, and whatever shape they
+    have."""
+    return task.head is not None and not isinstance(task.head, str)
+
+
+def head_factory(task: Task) -> HeadFactory:
+    """The factory that builds `task`'s head: the registered one for a name (the kind's default
+    for None), the given callable, or a deep copy of a given module, so that no two models
+    share head weights. An unknown name is a configuration error."""
+    head = task.head
+    if head is None or isinstance(head, str):
+        name = head or DEFAULT_HEAD["dense" if task.dense else "global"]
+        if name not in HEADS:
+            raise ConfigError(
+                f"task '{task.name}': unknown head {name!r}; expected one of {', '.join(HEADS)} "
+                "(or one added with onnxmtl.tasks.register_head), a factory or an nn.Module."
+            )
+        return HEADS[name]
+    if isinstance(head, nn.Module):
+        return lambda task, in_channels: copy.deepcopy(head)
+    if callable(head):
+        return head
     raise ConfigError(
-        f"task '{task.name}': unknown head {name!r}; expected aspp, conv, conv1x1, linear or an "
-        "nn.Module."
+        f"task '{task.name}': head {head!r} is neither a head name, a factory "
+        "(task, in_channels) -> nn.Module nor an nn.Module."
     )
+
+
+def make_head(task: Task, in_channels: int) -> nn.Module:
+    """A fresh head module for `task` on a feature map with `in_channels` channels."""
+    head = head_factory(task)(task, in_channels)
+    if not isinstance(head, nn.Module):
+        raise ConfigError(
+            f"task '{task.name}': the head factory returned {type(head).__name__}, "
+            "not an nn.Module."
+        )
+    return head

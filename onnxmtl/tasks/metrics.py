@@ -242,3 +242,12 @@ def make_metric(task: Task) -> Metric:
     if task.kind == "multilabel":
         return MultilabelMetric()
     return RegressionMetric()
+
+
+def format_metrics(metrics: dict[str, dict[str, float]], title: str) -> str:
+    """Metrics per task (as evaluation gives them) under `title`, one indented line a task."""
+    lines = [title]
+    for task, values in metrics.items():
+        text = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
+        lines.append(f"  {task:<12} {text}")
+    return "\n".join(lines)

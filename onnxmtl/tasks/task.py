@@ -29,21 +29,24 @@ RESERVED_NAMES = ("image",)  # the exported ONNX model's input (onnxmtl.exporter
 _FIELDS = ("name", "kind", "num_outputs", "head", "loss", "weight", "ignore_index")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+HeadFactory = Callable[["Task", int], nn.Module]  # (task, feature channels) -> a fresh head
 
 
 @dataclass
 class Task:
     """One task: its name, kind, output channels, head, loss and loss weight.
 
-    `head` is a registered head name ('aspp', 'conv', 'conv1x1', 'linear') or any nn.Module
-    mapping the backbone feature map to the task output; None picks the kind's default.
+    `head` is a registered head name ('aspp', 'conv', 'conv1x1', 'linear' or one added with
+    `register_head`), a factory (task, in_channels) -> nn.Module, or an nn.Module mapping the
+    backbone feature map to the task output (each compiled model gets its own deep copy);
+    None picks the kind's default.
     `loss` is a registered loss name or a callable (prediction, target) -> scalar.
     """
 
     name: str
     kind: str
     num_outputs: int | None = None  # classes or channels; fixed for depth (1) and normals (3)
-    head: str | nn.Module | None = None
+    head: str | HeadFactory | nn.Module | None = None
     loss: str | LossFn | None = None
     weight: float = 1.0  # static weight of this task's loss in the summed objective
     ignore_index: int = 255  # segmentation label that is neither trained nor scored
