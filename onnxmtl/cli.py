@@ -345,13 +345,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from onnxmtl.pipeline import demo
 
     return _finished_run(
-        demo(args.out, args.model, args.full, args.force, progress=not args.no_progress)
+        demo(
+            args.out,
+            args.model,
+            args.full,
+            args.force,
+            progress=not args.no_progress,
+            threads=args.threads,
+        )
     )
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of SearchConfig options")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (overrides the config's device)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads of torch and onnxruntime (default: all cores); fewer leaves cores to "
+        "other jobs",
+    )
     parser.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16"],
@@ -369,7 +382,7 @@ def _config(args: argparse.Namespace):
     """The SearchConfig of --config with the command line's overrides (None: defaults)."""
     from onnxmtl.training import SearchConfig
 
-    names = ("device", "precision", "latency_budget_ms")
+    names = ("device", "threads", "precision", "latency_budget_ms")
     overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if not overrides:
         return args.config
@@ -508,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=".cache/models/efficientnet_lite0.64.onnx")
     p.add_argument("--full", action="store_true", help="the GPU-sized run (all data, 10x steps)")
     p.add_argument("--force", action="store_true", help="redo a finished demo")
+    p.add_argument(
+        "--threads", type=int, default=0, help="CPU threads of torch and onnxruntime (0: all)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 

