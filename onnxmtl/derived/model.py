@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from onnxmtl.compiler.branches import one_row, run_for, weight_holder
+from onnxmtl.compiler.branches import ModuleT, one_row, run_for, weight_holder
 from onnxmtl.compiler.plan import Ref, Step, set_frees
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.compiler.supermodel import PolicyLike, SuperModel, head_output
@@ -277,7 +277,7 @@ def _live(steps: list[Step], outputs: list[list[int]]) -> list[Step]:
     return kept[::-1]
 
 
-def perturb_weights(module: nn.Module, scale: float = 1e-3, seed: int = 0) -> nn.Module:
+def perturb_weights(module: ModuleT, scale: float = 1e-3, seed: int = 0) -> ModuleT:
     """Scale every parameter by 1 + `scale` * noise, in place: task copies then differ as
     trained ones do, where identical copies would be merged by onnxruntime's
     common-subexpression elimination (for timing untrained models)."""
