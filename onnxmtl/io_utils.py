@@ -21,7 +21,7 @@ def default_cache() -> Path:
     return Path(os.environ.get("ONNXMTL_CACHE", Path.home() / ".cache" / "onnxmtl"))
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call `write(tmp)` on a temporary file next to `path`, then rename it into place with
     the permissions the umask gives new files. A path that is a folder, a folder that cannot
     be written and a full disk are OutputErrors naming the path; the temporary file is
@@ -62,11 +62,12 @@ def _os_error(exc: BaseException) -> OSError | None:
     """The OSError that `exc` is or was raised while handling (torch wraps a failed write of
     a Python file in a RuntimeError whose context is the OSError)."""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, OSError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
     return None
 
 

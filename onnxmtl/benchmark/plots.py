@@ -23,7 +23,7 @@ def figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6.4, 
     return fig, fig.subplots(nrows, ncols)
 
 
-def save_figure(fig: Figure, path: Path) -> None:
+def save_figure(fig: Figure, path: str | Path) -> None:
     """Write `fig` as a PNG atomically."""
     atomic_write(
         Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 
 def interleaved_times(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 0
+    fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 0
 ) -> dict[str, list[float]]:
     """Seconds of every call of each function, timed in turn within every repeat so that
     drift in the machine's speed affects all of them alike."""
@@ -25,7 +25,7 @@ def interleaved_times(
 
 
 def interleaved_medians(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 0
+    fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 0
 ) -> dict[str, float]:
     """Median seconds of each function, timed as `interleaved_times` does."""
     times = interleaved_times(fns, repeats, warmup)

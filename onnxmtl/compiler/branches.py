@@ -6,6 +6,8 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import EllipsisType
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from onnxmtl.ir import Unit
 
-Arg = tuple[str, object]  # ("x", None): the chain value; ("w", name): a weight of the unit
+# ("x", None): the chain value; ("w", name): a weight of the unit
+Arg = tuple[Literal["x"], None] | tuple[Literal["w"], str]
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class RunBatchNorm(_BatchNorm):
@@ -27,6 +31,11 @@ class RunBatchNorm(_BatchNorm):
     of those rows; eval mode normalises with the first one (under a fixed policy every task of
     a run has seen the same inputs, so their rows agree). `rows` None means every row.
     """
+
+    # always tracked (one row per task), where _BatchNorm's may be None
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
 
     def __init__(
         self,
@@ -46,6 +55,8 @@ class RunBatchNorm(_BatchNorm):
     def like(cls, norm: _BatchNorm, num_rows: int) -> RunBatchNorm:
         """A per-run copy of `norm` with `num_rows` rows, each holding `norm`'s statistics
         (its first row's, when it has rows already)."""
+        if norm.running_mean is None:
+            raise ValueError(f"{type(norm).__name__} tracks no running statistics to copy.")
         new = cls(norm.num_features, num_rows, norm.eps, norm.momentum, norm.affine)
         new.to(norm.running_mean.device).copy_from(norm, 0)
         return new
@@ -134,7 +145,7 @@ class Renorm(RunBatchNorm):
         return x
 
 
-def per_run_statistics(module: nn.Module, num_rows: int) -> nn.Module:
+def per_run_statistics(module: ModuleT, num_rows: int) -> ModuleT:
     """`module` with every BatchNorm that tracks statistics replaced, in place, by a
     `RunBatchNorm` of `num_rows` rows holding the same weights and statistics."""
     for name, child in list(module.named_children()):
@@ -149,6 +160,11 @@ def per_run_statistics(module: nn.Module, num_rows: int) -> nn.Module:
 class RowBatchNorm(_BatchNorm):
     """One row of a `RunBatchNorm` as a plain BatchNorm of any rank, for tracing: exporters
     fold it into the operator before it as they fold any BatchNorm."""
+
+    # built with track_running_stats (the default), so these are never None
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:
@@ -169,7 +185,7 @@ def one_row(module: nn.Module, row: int) -> nn.Module:
     return module
 
 
-def run_for(module: nn.Module, rows: Sequence[int] | None) -> nn.Module:
+def run_for(module: ModuleT, rows: Sequence[int] | None) -> ModuleT:
     """`module`, its per-run BatchNorms set to the statistics of the tasks `rows`."""
     for m in module.modules():
         if isinstance(m, RunBatchNorm):
@@ -213,7 +229,7 @@ class UnitOps(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for op, args in zip(self.ops, self.args):
-            x = op(*[x if kind == "x" else getattr(self.weights, name) for kind, name in args])
+            x = op(*[x if a[0] == "x" else getattr(self.weights, a[1]) for a in args])
         return x if self.renorm is None else self.renorm(x)
 
 
@@ -243,18 +259,23 @@ class Projection(nn.Module):
         super().__init__()
         self.channels_last = stride is None
         self.crop = [slice(a, b) for a, b in crop] if crop else None
-        if self.channels_last:
+        self.proj: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d
+        self.norm: nn.Module
+        if stride is None:
             self.proj = nn.Linear(cin, cout, bias=False)
             self.norm = nn.LayerNorm(cout)
         else:
             conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[len(stride) - 1]
             bn = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[len(stride) - 1]
-            self.proj = conv(cin, cout, 1, stride=tuple(stride), groups=groups, bias=False)
+            # torch types stride per rank (tuple[int, int] for Conv2d); conv matches its length
+            self.proj = conv(cin, cout, 1, stride=tuple(stride), groups=groups, bias=False)  # type: ignore[arg-type]
             self.norm = bn(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.crop:
-            x = x[(..., *self.crop)]
+            # a local: mypy misreads x[(..., *crop)] as 3.11-only syntax
+            index: tuple[EllipsisType | slice, ...] = (..., *self.crop)
+            x = x[index]
         return self.norm(self.proj(x))
 
 
@@ -282,10 +303,13 @@ def make_skip(
             isinstance(i, int) and isinstance(o, int) and off >= 0 and off + (o - 1) * s < i
             for i, o, s, off in dims
         )
+        sizes = [
+            (i, o, s, off) for i, o, s, off in dims if isinstance(i, int) and isinstance(o, int)
+        ]
         if not (fits and isinstance(cin, int) and isinstance(cout, int)):
             return None
-        crop = [(off, off + (o - 1) * s + 1) for i, o, s, off in dims]
-        whole = all(off == 0 and (i - 1) // s + 1 == o for i, o, s, off in dims)
+        crop = [(off, off + (o - 1) * s + 1) for i, o, s, off in sizes]
+        whole = all(off == 0 and (i - 1) // s + 1 == o for i, o, s, off in sizes)
         groups = math.gcd(cin, cout) if projection == "grouped" else 1
         return Projection(cin, cout, conv.strides, groups, None if whole else crop)
     linear = unit.op_type in ("Gemm", "MatMul") and a[:-1] == b[:-1]
@@ -299,8 +323,8 @@ def skip_cost(unit: Unit, skip: nn.Module | None) -> tuple[int, int]:
     if not isinstance(skip, Projection):
         return 0, 0
     params = sum(p.numel() for p in skip.parameters())
-    out = math.prod(d for d in unit.out_shape[1:] if isinstance(d, int))
-    if skip.channels_last:
+    out = math.prod(d for d in (unit.out_shape or ())[1:] if isinstance(d, int))
+    if isinstance(skip.proj, nn.Linear):
         fan_in = skip.proj.in_features
     else:
         fan_in = skip.proj.in_channels // skip.proj.groups

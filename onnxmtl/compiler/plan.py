@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import fx, nn
 
-from onnxmtl.compiler.branches import Renorm, UnitOps
+from onnxmtl.compiler.branches import Arg, Renorm, UnitOps
 from onnxmtl.errors import LoweringError
-from onnxmtl.ir import Graph
+from onnxmtl.ir import Graph, Unit
+from onnxmtl.lower import onnx_names, onnx_values
 
-Ref = tuple[str, object]  # ("s", slot) a value, ("w", name) a shared weight, ("c", constant)
+# ("s", slot) a value, ("w", name) a shared weight, ("c", constant)
+SlotRef = tuple[Literal["s"], int]
+WeightRef = tuple[Literal["w"], str]
+ConstRef = tuple[Literal["c"], object]
+Ref = SlotRef | WeightRef | ConstRef
 
 
 @dataclass
@@ -30,7 +36,34 @@ class Step:
     @property
     def slots(self) -> list[int]:
         refs = [*self.args, *self.kwargs.values()]
-        return [v for kind, v in refs if kind == "s"]
+        return [r[1] for r in refs if r[0] == "s"]
+
+    @property
+    def weights(self) -> list[str]:
+        """The shared weights the step reads."""
+        refs = [*self.args, *self.kwargs.values()]
+        return [r[1] for r in refs if r[0] == "w"]
+
+    @property
+    def unit(self) -> int:
+        """The index of the unit a "unit" step runs."""
+        if not isinstance(self.target, int):
+            raise TypeError(f"a {self.kind!r} step runs no unit (target {self.target!r}).")
+        return self.target
+
+    @property
+    def module(self) -> str:
+        """The name of the module an "op" step calls."""
+        if not isinstance(self.target, str):
+            raise TypeError(f"a {self.kind!r} step calls no module (target {self.target!r}).")
+        return self.target
+
+    @property
+    def function(self) -> Callable:
+        """The function an "fn" step calls."""
+        if isinstance(self.target, str | int):
+            raise TypeError(f"a {self.kind!r} step calls no function (target {self.target!r}).")
+        return self.target
 
 
 @dataclass
@@ -59,8 +92,8 @@ def build_plan(
     are nn.Parameters, as in `lowered`), and each unit's operators as a `UnitOps` (with a
     `Renorm` appended for units in `renormalize`)."""
     nodes = {n.name: n for n in lowered.graph.nodes}
-    attr_of = {onnx: attr for attr, onnx in lowered.onnx_names.items()}
-    value_node = {v: nodes[n] for v, n in lowered.onnx_values.items()}
+    attr_of = {onnx: attr for attr, onnx in onnx_names(lowered).items()}
+    value_node = {v: nodes[n] for v, n in onnx_values(lowered).items()}
     by_target = {n.target: n for n in lowered.graph.nodes if n.op == "call_module"}
     unit_of_head: dict[fx.Node, int] = {}
     members: set[fx.Node] = set()
@@ -80,7 +113,7 @@ def build_plan(
         if node.op == "placeholder":
             slot_of[node] = len(slot_of)
         elif node.op == "get_attr":
-            weight_of[node] = node.target.split(".", 1)[1]
+            weight_of[node] = _attr(node).split(".", 1)[1]
         elif node.op == "call_module" and node in unit_of_head:
             index = unit_of_head[node]
             unit = graph.units[index]
@@ -93,13 +126,13 @@ def build_plan(
         elif node.op in ("call_module", "call_function"):
             args = [_ref(a, slot_of, weight_of) for a in node.args]
             kwargs = {k: _ref(a, slot_of, weight_of) for k, a in node.kwargs.items()}
-            for kind, name in [*args, *kwargs.values()]:
-                if kind == "w":
-                    weights[name] = _weight(lowered, name)
+            for ref in [*args, *kwargs.values()]:
+                if ref[0] == "w":
+                    weights[ref[1]] = _weight(lowered, ref[1])
             slot_of[node] = len(slot_of)
             if node.op == "call_module":
-                ops[node.target] = lowered.get_submodule(node.target)
-                steps.append(Step("op", node.target, args, kwargs, slot_of[node]))
+                ops[_attr(node)] = lowered.get_submodule(_attr(node))
+                steps.append(Step("op", _attr(node), args, kwargs, slot_of[node]))
             else:
                 steps.append(Step("fn", node.target, args, kwargs, slot_of[node]))
         elif node.op == "output":
@@ -109,20 +142,29 @@ def build_plan(
     return Plan(steps, outputs, len(slot_of)), ops, weights, unit_ops
 
 
+def _attr(node: fx.Node) -> str:
+    """The attribute a call_module or get_attr node names."""
+    if not isinstance(node.target, str):
+        raise LoweringError(f"lowered node '{node.name}' names no attribute.")
+    return node.target
+
+
 def _weight(lowered: fx.GraphModule, name: str) -> torch.Tensor:
     return getattr(lowered.weights, name)
 
 
-def _unit_ops(lowered: fx.GraphModule, chain: list[fx.Node], unit, renorm: bool) -> UnitOps:
-    ops, args, weights = [], [], {}
+def _unit_ops(lowered: fx.GraphModule, chain: list[fx.Node], unit: Unit, renorm: bool) -> UnitOps:
+    ops: list[nn.Module] = []
+    args: list[list[Arg]] = []
+    weights: dict[str, torch.Tensor] = {}
     trainable: set[str] = set()
     for i, node in enumerate(chain):
         if node.kwargs:
             raise LoweringError(f"unit '{unit.name}': node '{node.name}' takes keyword inputs.")
-        refs = []
+        refs: list[Arg] = []
         for a in node.args:
             if isinstance(a, fx.Node) and a.op == "get_attr":
-                name = a.target.split(".", 1)[1]
+                name = _attr(a).split(".", 1)[1]
                 tensor = _weight(lowered, name)
                 weights[name] = tensor.detach().clone()
                 if isinstance(tensor, nn.Parameter):
@@ -134,10 +176,17 @@ def _unit_ops(lowered: fx.GraphModule, chain: list[fx.Node], unit, renorm: bool)
                 raise LoweringError(
                     f"unit '{unit.name}': node '{node.name}' reads a value from outside the unit."
                 )
-        ops.append(lowered.get_submodule(node.target))
+        ops.append(lowered.get_submodule(_attr(node)))
         args.append(refs)
+    return UnitOps(ops, args, weights, trainable, _renorm(unit) if renorm else None)
+
+
+def _renorm(unit: Unit) -> Renorm:
+    """The normalisation re-inserted after `unit`, over its output channels."""
     channels = unit.out_shape[1] if unit.out_shape else None
-    return UnitOps(ops, args, weights, trainable, Renorm(channels) if renorm else None)
+    if not isinstance(channels, int):
+        raise LoweringError(f"unit '{unit.name}': unknown output channels {channels!r}.")
+    return Renorm(channels)
 
 
 def set_frees(steps: list[Step], outputs: list[int]) -> None:
@@ -156,9 +205,9 @@ def unit_ancestors(plan: Plan, num_units: int) -> list[set[int]]:
     deps: dict[int, set[int]] = {}
     ancestors: list[set[int]] = [set() for _ in range(num_units)]
     for step in plan.steps:
-        upstream = set().union(*(deps.get(s, set()) for s in step.slots))
+        upstream: set[int] = set().union(*(deps.get(s, set()) for s in step.slots))
         if step.kind == "unit":
-            ancestors[step.target] = upstream
-            upstream = upstream | {step.target}
+            ancestors[step.unit] = upstream
+            upstream = upstream | {step.unit}
         deps[step.out] = upstream
     return ancestors

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onnxmtl.compiler.branches import Renorm, UnitBranches, run_for, weight_holder
-from onnxmtl.compiler.plan import Plan
+from onnxmtl.compiler.branches import Renorm, UnitBranches, UnitOps, run_for, weight_holder
+from onnxmtl.compiler.plan import Plan, Ref, Step
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.errors import ConfigError
 from onnxmtl.ir import Graph
@@ -18,6 +18,7 @@ from onnxmtl.tasks import Task, is_custom_head
 MODES = ("warmup", "soft", "hard", "fixed")
 Choices = list[list[int]]
 PolicyLike = Policy | Choices | torch.Tensor
+Values = list[list[torch.Tensor] | None]  # per slot, per task (None once no step reads it)
 
 
 class _Gate(torch.autograd.Function):
@@ -60,6 +61,8 @@ class SuperModel(nn.Module):
     one gate, so each of their logits receives the gradient of the group's summed loss.
     """
 
+    branch_mask: torch.Tensor  # a buffer: (tasks, units, branches), True where available
+
     def __init__(
         self,
         graph: Graph,
@@ -97,6 +100,12 @@ class SuperModel(nn.Module):
     @property
     def unit_names(self) -> list[str]:
         return [u.name for u in self.graph.units]
+
+    def unit_branches(self, u: int) -> UnitBranches:
+        """The branches of unit `u` (`units[u]`, typed)."""
+        unit = self.units[u]
+        assert isinstance(unit, UnitBranches)
+        return unit
 
     def uniform_policy(self, branch: int) -> Policy:
         """Every task takes `branch` at every unit (SKIP falls back to SHARED where a unit has
@@ -164,28 +173,29 @@ class SuperModel(nn.Module):
         self.last_choices = choices
 
         num_tasks = len(self.tasks)
-        vals: list[list[torch.Tensor] | None] = [None] * self.plan.num_slots
+        vals: Values = [None] * self.plan.num_slots
         vals[0] = [x] * num_tasks
         for step in self.plan.steps:
             if step.kind == "unit":
-                xs = vals[step.args[0][1]]
+                xs = _live(vals, step.slots[0])
                 if probs is not None:
-                    vals[step.out] = self._mix(step.target, xs, probs)
+                    vals[step.out] = self._mix(step.unit, xs, probs)
                 else:
-                    vals[step.out] = self._select(step.target, xs, choices, delta)
+                    assert choices is not None  # 'fixed' and 'hard' modes choose branches
+                    vals[step.out] = self._select(step.unit, xs, choices, delta)
             else:
                 vals[step.out] = self._run_step(step, vals, num_tasks)
             for slot in step.free:
                 vals[slot] = None
-        return [tuple(vals[s][t] for s in self.plan.outputs) for t in range(num_tasks)]
+        return [tuple(_live(vals, s)[t] for s in self.plan.outputs) for t in range(num_tasks)]
 
-    def _run_step(self, step, vals, num_tasks: int) -> list[torch.Tensor]:
-        fn = self.ops[step.target] if step.kind == "op" else step.target
+    def _run_step(self, step: Step, vals: Values, num_tasks: int) -> list[torch.Tensor]:
+        fn = self.ops[step.module] if step.kind == "op" else step.function
         slots = step.slots
         cache: dict[tuple[int, ...], torch.Tensor] = {}
         out = []
         for t in range(num_tasks):
-            key = tuple(id(vals[s][t]) for s in slots)
+            key = tuple(id(_live(vals, s)[t]) for s in slots)
             if key not in cache:
                 args = [self._resolve(r, vals, t) for r in step.args]
                 kwargs = {k: self._resolve(r, vals, t) for k, r in step.kwargs.items()}
@@ -193,38 +203,42 @@ class SuperModel(nn.Module):
             out.append(cache[key])
         return out
 
-    def _resolve(self, ref, vals, t: int):
-        kind, value = ref
-        if kind == "s":
-            return vals[value][t]
-        if kind == "w":
-            return getattr(self.weights, value)
-        return value
+    def _resolve(self, ref: Ref, vals: Values, t: int) -> object:
+        if ref[0] == "s":
+            return _live(vals, ref[1])[t]
+        if ref[0] == "w":
+            return getattr(self.weights, ref[1])
+        return ref[1]
 
     def _branch(self, u: int, branch: int, tasks: list[int], x: torch.Tensor) -> torch.Tensor:
         """Branch `branch` of unit `u` run once on `x` for `tasks` (whose statistics its
         normalisations use)."""
-        unit = self.units[u]
+        unit = self.unit_branches(u)
         if branch == SPECIFIC:
             return unit.specific[tasks[0]](x)
-        return run_for(unit.shared if branch == SHARED else unit.skip, tasks)(x)
+        module = unit.shared if branch == SHARED else unit.skip
+        if module is None:
+            raise ConfigError(f"unit '{self.unit_names[u]}' has no skip branch.")
+        return run_for(module, tasks)(x)
 
-    def _select(self, u: int, xs, choices: Choices, delta) -> list[torch.Tensor]:
+    def _select(
+        self, u: int, xs: list[torch.Tensor], choices: Choices, delta: torch.Tensor | None
+    ) -> list[torch.Tensor]:
         groups: dict[tuple[int, int], list[int]] = {}
         for t, x in enumerate(xs):
             b = choices[t][u]
             groups.setdefault((b, t if b == SPECIFIC else id(x)), []).append(t)
-        out: list[torch.Tensor] = [None] * len(xs)
+        out: dict[int, torch.Tensor] = {}
         for (b, _), members in groups.items():
             y = self._branch(u, b, members, xs[members[0]])
             if delta is not None:
                 y = _Gate.apply(y, sum(delta[t, u] for t in members))
             for t in members:
                 out[t] = y
-        return out
+        return [out[t] for t in range(len(xs))]
 
-    def _mix(self, u: int, xs, probs: torch.Tensor) -> list[torch.Tensor]:
-        unit = self.units[u]
+    def _mix(self, u: int, xs: list[torch.Tensor], probs: torch.Tensor) -> list[torch.Tensor]:
+        unit = self.unit_branches(u)
         has_skip = self._allowed[u][SKIP]
         readers: dict[int, list[int]] = {}
         for t, x in enumerate(xs):
@@ -277,7 +291,8 @@ class SuperModel(nn.Module):
 
     def renorms(self) -> list[tuple[int, Renorm]]:
         """(unit index, Renorm) of the shared branch of every re-normalised unit."""
-        return [(i, b.shared.renorm) for i, b in enumerate(self.units) if b.shared.renorm]
+        found = ((i, self.unit_branches(i).shared.renorm) for i in range(len(self.units)))
+        return [(i, r) for i, r in found if r is not None]
 
     @torch.no_grad()
     def calibrate(self, images: torch.Tensor) -> None:
@@ -298,6 +313,14 @@ class SuperModel(nn.Module):
                 r.calibrating = False
             self.train(was_training)
         for u, r in renorms:
-            for branch in self.units[u].specific:
+            for branch in self.unit_branches(u).specific:
+                assert isinstance(branch, UnitOps) and branch.renorm is not None  # copies of shared
                 branch.renorm.copy_from(r, 0)
         self.calibration = "data"
+
+
+def _live(vals: Values, slot: int) -> list[torch.Tensor]:
+    """The per-task values of `slot`, which a step reads before its last reader frees it."""
+    value = vals[slot]
+    assert value is not None, f"slot {slot} read after it was freed"
+    return value

@@ -33,7 +33,8 @@ def _signature(model: SuperModel) -> list[Any]:
     """What the timings depend on in the model: unit operators, shapes and weights' shapes,
     skips, parameter-free operators and heads."""
     units = []
-    for unit, branches in zip(model.graph.units, model.units):
+    for i, unit in enumerate(model.graph.units):
+        branches = model.unit_branches(i)
         shapes = [list(p.shape) for p in branches.shared.state_dict().values()]
         skip = type(branches.skip).__name__
         units.append(

@@ -37,7 +37,8 @@ def measure_latency_table(
     measured ms per MAC."""
     providers = resolve_providers(provider)
     device = device_name(providers)
-    if not all(isinstance(d, int) for d in model.graph.input_shape[1:]):
+    sample = [d for d in model.graph.input_shape[1:] if isinstance(d, int)]
+    if len(sample) != len(model.graph.input_shape) - 1:
         raise ConfigError(
             f"{model.graph.source}: input size {list(model.graph.input_shape)} is symbolic; "
             "latency is measured at a fixed image size: export the backbone with one."
@@ -48,7 +49,7 @@ def measure_latency_table(
     }
     shared = models["all-shared"]
     with torch.no_grad():
-        vals = shared.values(torch.randn(batch, *model.graph.input_shape[1:]), keep=True)
+        vals = shared.values(torch.randn(batch, *sample), keep=True)
     for u, (steps, inputs, consts, outputs) in tqdm(
         segments(shared, vals).items(), desc="latency table", disable=not progress, leave=False
     ):

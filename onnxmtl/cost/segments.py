@@ -45,9 +45,9 @@ def segments(
     to the next unit), the tensor slots they read from outside, other values they read, and
     the slots read after them. `vals` are the model's values on one input (kept)."""
     starts = {
-        i: int(derived.sources[step.target].split(".")[1])
+        i: int(derived.sources[step.module].split(".")[1])
         for i, step in enumerate(derived.steps)
-        if step.kind == "op" and derived.sources.get(step.target, "").startswith("units.")
+        if step.kind == "op" and derived.sources.get(step.module, "").startswith("units.")
     }
     positions = sorted(starts)
     out = {}

@@ -22,6 +22,9 @@ class MultiTaskDataset(Dataset):
 
     name = "dataset"
 
+    def __len__(self) -> int:
+        raise NotImplementedError
+
     def tasks(self) -> list[Task]:
         """The tasks this dataset labels, with their default heads and losses."""
         raise NotImplementedError

@@ -28,7 +28,8 @@ def tight_boxes(images: np.ndarray) -> np.ndarray:
     bottom and right exclusive; an empty item gets its whole tile (argmax finds no pixel at 0)."""
     boxes = np.empty((len(images), 4), np.int64)
     for axis, (low, high) in ((2, (0, 2)), (1, (1, 3))):
-        filled = images.any(axis=axis)  # (N, 28): rows (axis 2) or columns (axis 1) in use
+        # (N, 28): rows (axis 2) or columns (axis 1) in use
+        filled = np.asarray(images.any(axis=axis))
         boxes[:, low] = filled.argmax(axis=1)
         boxes[:, high] = ITEM - filled[:, ::-1].argmax(axis=1)
     return boxes

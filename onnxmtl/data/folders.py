@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,7 @@ class FolderDataset(MultiTaskDataset):
                     f"{image_path}: shape {image.shape}, expected {(*self._size, 3)} like "
                     "0.npy; every image of a split needs the same size."
                 )
-            check_images(image[None], lambda _, p=image_path: str(p))
+            check_images(image[None], _named(image_path))
             for task in tasks:
                 if task.name not in dirs:
                     continue
@@ -108,7 +109,7 @@ class FolderDataset(MultiTaskDataset):
                     raise DataError(
                         f"{path}: shape {values.shape}, expected {self._size} like its image."
                     )
-                check_target(task, values[None], lambda _, p=path: str(p), unlabelled=(-1,))
+                check_target(task, values[None], _named(path), unlabelled=(-1,))
                 covered[task.name] = covered[task.name] or has_valid(task, values)
         for task in tasks:
             if task.name in dirs:
@@ -133,7 +134,7 @@ class FolderDataset(MultiTaskDataset):
     def __getitem__(self, index: int):
         image = self._load("image", index)
         scale = 255.0 if image.dtype == np.uint8 else 1.0  # uint8 images are 0-255
-        image = normalize_image(image.astype(np.float32) / scale)
+        tensor = normalize_image(image.astype(np.float32) / scale)
         label = self._load(self.label_dir, index).astype(np.int64)
         label[(label < 0) | (label >= self.classes)] = IGNORE
         depth = self._load("depth", index).astype(np.float32)
@@ -145,4 +146,9 @@ class FolderDataset(MultiTaskDataset):
         if self.name == "nyuv2":
             normal = self._load("normal", index).astype(np.float32)
             targets["normal"] = torch.from_numpy(np.ascontiguousarray(normal.transpose(2, 0, 1)))
-        return image, targets
+        return tensor, targets
+
+
+def _named(path: Path) -> Callable[[int], str]:
+    """Names every sample of a check after the one file `path` it comes from."""
+    return lambda _: str(path)

@@ -9,7 +9,17 @@ import numpy as np
 
 from onnxmtl.errors import DataError
 
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_DTYPES: dict[int, np.dtype] = {
+    code: np.dtype(kind)
+    for code, kind in {
+        0x08: "u1",
+        0x09: "i1",
+        0x0B: ">i2",
+        0x0C: ">i4",
+        0x0D: ">f4",
+        0x0E: ">f8",
+    }.items()
+}
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -24,7 +34,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     rank = raw[3]
     header = 4 + 4 * rank
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank)]
-    dtype = np.dtype(_DTYPES[raw[2]])
+    dtype = _DTYPES[raw[2]]
     expected = header + int(np.prod(dims)) * dtype.itemsize
     if len(raw) != expected:
         raise DataError(

@@ -56,7 +56,7 @@ def unlabelled(task: Task, size: tuple[int, int]) -> np.ndarray:
         return np.zeros(size, np.float32)
     if task.kind == "normals":
         return np.zeros((3, *size), np.float32)
-    return np.full(task.num_outputs, np.nan, np.float32)
+    return np.full(task.outputs, np.nan, np.float32)
 
 
 class LabelledFolder(ArrayDataset):
@@ -87,7 +87,8 @@ class LabelledFolder(ArrayDataset):
             raise DataError(f"{self.root}: the {split} split holds no image.")
         self.size = (size, size) if size else self._open(names[0]).size[::-1]
         self.problems: list[tuple[str, str]] = []
-        kept, images, targets = [], [], {t.name: [] for t in self._tasks}
+        kept, images = [], []
+        targets: dict[str, list[np.ndarray]] = {t.name: [] for t in self._tasks}
         for name in names:
             try:
                 image = self._image(name)
@@ -213,7 +214,7 @@ class LabelledFolder(ArrayDataset):
     def _image(self, name: str) -> np.ndarray:
         image = self._open(name).convert("RGB")
         if (image.height, image.width) != self.size:
-            image = image.resize(self.size[::-1], Image.BILINEAR)
+            image = image.resize(self.size[::-1], Image.Resampling.BILINEAR)
         return np.asarray(image)
 
     def _target(self, task: Task, name: str, labels: dict[str, dict]) -> np.ndarray:
@@ -230,7 +231,7 @@ class LabelledFolder(ArrayDataset):
             if task.kind == "classification":
                 return np.array(int(str(cell)), np.int64)
             if task.kind == "multilabel":
-                vector = np.zeros(task.num_outputs, np.float32)
+                vector = np.zeros(task.outputs, np.float32)
                 vector[[int(i) for i in items]] = 1
                 return vector
             values = np.array([float(v) for v in items], np.float32)

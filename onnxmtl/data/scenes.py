@@ -60,7 +60,8 @@ def _box_hits(origin, dirs, center, half, yaw):
 
 def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...]:
     """One scene: rgb (H, W, 3) uint8, seg (H, W) uint8, depth (H, W), normals (H, W, 3)."""
-    objects = []
+    # (shape, centre, radius or half sizes, rotation, colour)
+    objects: list[tuple[int, np.ndarray, float | np.ndarray, float, np.ndarray]] = []
     for _ in range(rng.integers(2, 5)):
         x, z = rng.uniform(-2.5, 2.5, 2)
         colour = rng.uniform(0.15, 0.95, 3)
@@ -179,7 +180,8 @@ class Scenes(MultiTaskDataset):
                 arrays = {k: data[k] for k in _KEYS}
         else:
             arrays = generate(count, size, seed)
-            atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), **arrays))
+            # numpy's stub reads **arrays as its allow_pickle keyword
+            atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), **arrays))  # type: ignore[arg-type]
         self.rgb, self.seg = arrays["rgb"], arrays["seg"]
         self.depth, self.normal = arrays["depth"], arrays["normal"]
         self.size = size

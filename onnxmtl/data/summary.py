@@ -30,13 +30,13 @@ def summarize(split: str, dataset: MultiTaskDataset, tasks: list[Task]) -> list[
 def _describe(task: Task, values: np.ndarray) -> str:
     if task.kind == "classification":
         labelled = values[values != task.ignore_index].astype(np.int64)
-        counts = np.bincount(labelled.clip(0), minlength=task.num_outputs)
+        counts = np.bincount(labelled.clip(0), minlength=task.outputs)
         return f"{len(labelled)} of {len(values)} labelled; per class " + " ".join(
             f"{c}:{n}" for c, n in enumerate(counts)
         )
     rows = values.reshape(len(values), -1)
-    given = ~np.isnan(rows).all(axis=1) if task.kind in ("multilabel", "regression") else None
     if task.kind == "multilabel":
+        given = _labelled(rows)
         positives = rows[given].sum(0).astype(int)
         return f"{int(given.sum())} of {len(values)} labelled; positives per label " + " ".join(
             f"{c}:{n}" for c, n in enumerate(positives)
@@ -45,7 +45,7 @@ def _describe(task: Task, values: np.ndarray) -> str:
         masks = int((values != task.ignore_index).reshape(len(values), -1).any(1).sum())
         ids = values.astype(np.int64).ravel()
         ignored = ids == task.ignore_index
-        counts = np.bincount(ids[~ignored].clip(0), minlength=task.num_outputs)
+        counts = np.bincount(ids[~ignored].clip(0), minlength=task.outputs)
         shares = counts / max(1, ids.size)
         return (
             f"{masks} of {len(values)} masks; pixels per class "
@@ -63,6 +63,7 @@ def _describe(task: Task, values: np.ndarray) -> str:
     if task.kind == "normals":
         valid = np.abs(values).sum(1) > 0
         return f"{len(values)} maps; valid {valid.mean():.1%}"
+    given = _labelled(rows)
     if not given.any():
         return f"0 of {len(values)} labelled"
     flat = rows[given]
@@ -70,3 +71,8 @@ def _describe(task: Task, values: np.ndarray) -> str:
         f"{int(given.sum())} of {len(values)} labelled; min {flat.min():.4g}, mean "
         f"{flat.mean():.4g}, max {flat.max():.4g}"
     )
+
+
+def _labelled(rows: np.ndarray) -> np.ndarray:
+    """Which samples (rows of values) carry a label: those not all NaN."""
+    return ~np.isnan(rows).all(axis=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ class TorchDataset(MultiTaskDataset):
         return image, {t.name: torch.as_tensor(targets[t.name]) for t in self._tasks}
 
 
-def is_torch_data(data: object) -> bool:
+def is_torch_data(data: object) -> TypeGuard[Sequence[Dataset]]:
     """Whether `data` is a (train, test) pair of datasets rather than a name or folder."""
     return (
         isinstance(data, tuple | list)

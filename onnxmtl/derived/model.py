@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from onnxmtl.compiler.branches import one_row, run_for, weight_holder
+from onnxmtl.compiler.branches import ModuleT, one_row, run_for, weight_holder
 from onnxmtl.compiler.plan import Ref, Step, set_frees
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.compiler.supermodel import PolicyLike, SuperModel, head_output
@@ -57,7 +57,9 @@ class DerivedModel(nn.Module):
         """Every task's output for the image batch `x`, keyed by task name."""
         vals = self.values(x)
         return {
-            task.name: head_output(task, self.heads[task.name], tuple(vals[s] for s in slots), x)
+            task.name: head_output(
+                task, self.heads[task.name], tuple(_computed(vals, s) for s in slots), x
+            )
             for task, slots in zip(self.tasks, self.outputs)
         }
 
@@ -81,24 +83,24 @@ class DerivedModel(nn.Module):
         fn = (
             module
             if module is not None
-            else self.blocks[step.target]
+            else self.blocks[step.module]
             if step.kind == "op"
-            else step.target
+            else step.function
         )
         if step.rows is not None:
+            assert isinstance(fn, nn.Module)  # rows are set on runs of a shared unit branch
             run_for(fn, step.rows)
         args = [self._resolve(r, vals) for r in step.args]
         kwargs = {k: self._resolve(r, vals) for k, r in step.kwargs.items()}
         vals[step.out] = fn(*args, **kwargs)
         return vals[step.out]
 
-    def _resolve(self, ref: Ref, vals: list | dict):
-        kind, value = ref
-        if kind == "s":
-            return vals[value]
-        if kind == "w":
-            return getattr(self.weights, value)
-        return value
+    def _resolve(self, ref: Ref, vals: list | dict) -> object:
+        if ref[0] == "s":
+            return vals[ref[1]]
+        if ref[0] == "w":
+            return getattr(self.weights, ref[1])
+        return ref[1]
 
     def one_module_per_run(self) -> DerivedModel:
         """A copy in which every run of a shared branch has a module of its own, holding the
@@ -108,9 +110,9 @@ class DerivedModel(nn.Module):
         for i, step in enumerate(model.steps):
             if step.rows is None:
                 continue
-            name = f"{step.target}_run{i}"
-            model.blocks[name] = one_row(copy.deepcopy(model.blocks[step.target]), step.rows[0])
-            model.sources[name] = model.sources[step.target]
+            name = f"{step.module}_run{i}"
+            model.blocks[name] = one_row(copy.deepcopy(model.blocks[step.module]), step.rows[0])
+            model.sources[name] = model.sources[step.module]
             step.target, step.rows = name, None
         used = {s.target for s in model.steps if s.kind == "op"}
         for name in [n for n in model.blocks if n not in used]:
@@ -122,7 +124,7 @@ class DerivedModel(nn.Module):
         """How many unit branch instances one forward runs, by branch kind."""
         counts = dict.fromkeys(BRANCHES, 0)
         for step in self.steps:
-            source = self.sources.get(step.target, "") if step.kind == "op" else ""
+            source = self.sources.get(step.module, "") if step.kind == "op" else ""
             if source.startswith("units."):
                 counts[source.split(".")[2]] += 1
         return counts
@@ -158,6 +160,12 @@ def derive(
     symbol[0] = [0] * len(keep)
     next_slot = 1
 
+    def derived_slots(slot: int) -> list[int]:
+        """The derived model's slot of plan slot `slot`, per kept task."""
+        row = symbol[slot]
+        assert row is not None, f"slot {slot} read after it was freed"
+        return row
+
     def emit(key: tuple, step: Step) -> Step:
         nonlocal next_slot
         if key not in made:
@@ -168,13 +176,13 @@ def derive(
         return made[key]
 
     for index, step in enumerate(plan.steps):
-        out = []
+        out: list[int] = []
         for k, t in enumerate(keep):
             if step.kind == "unit":
-                u = step.target
+                u = step.unit
                 branch = choices[t][u]
-                x = symbol[step.args[0][1]][k]
-                branches = model.units[u]
+                x = derived_slots(step.slots[0])[k]
+                branches = model.unit_branches(u)
                 if branch == SKIP and isinstance(branches.skip, nn.Identity):
                     out.append(x)
                     continue
@@ -184,39 +192,41 @@ def derive(
                 else:
                     label = BRANCHES[branch]
                     name, source = f"unit{u}_{label}", f"units.{u}.{label}"
-                    module = branches.shared if branch == SHARED else branches.skip
+                    shared_or_skip = branches.shared if branch == SHARED else branches.skip
+                    assert shared_or_skip is not None  # choices_of allows skips only where present
+                    module = shared_or_skip
                 if name not in modules:
                     modules[name] = copy.deepcopy(module)
                     sources[name] = source
-                rows = None if branch == SPECIFIC else []
+                rows: list[int] | None = None if branch == SPECIFIC else []
                 run = emit((name, x), Step("op", name, [("s", x)], {}, -1, rows=rows))
                 if run.rows is not None:
                     run.rows.append(t)  # the run's statistics are its tasks'
                 out.append(run.out)
             else:
-                key = (index, tuple(symbol[s][k] for s in step.slots))
+                key = (index, tuple(derived_slots(s)[k] for s in step.slots))
                 target = step.target
                 if step.kind == "op":
-                    target = f"op_{step.target}"
+                    target = f"op_{step.module}"
                     if target not in modules:
-                        modules[target] = copy.deepcopy(model.ops[step.target])
-                        sources[target] = f"ops.{step.target}"
+                        modules[target] = copy.deepcopy(model.ops[step.module])
+                        sources[target] = f"ops.{step.module}"
                 args = [_translate(r, symbol, k) for r in step.args]
                 kwargs = {n: _translate(r, symbol, k) for n, r in step.kwargs.items()}
                 out.append(emit(key, Step(step.kind, target, args, kwargs, -1)).out)
-                for kind, value in [*step.args, *step.kwargs.values()]:
-                    if kind == "w" and value not in weights:
+                for value in step.weights:
+                    if value not in weights:
                         weights[value] = getattr(model.weights, value)
                         sources[f"weight:{value}"] = f"weights.{value}"
         symbol[step.out] = out
         for slot in step.free:
             symbol[slot] = None
-    outputs = [[symbol[s][k] for s in plan.outputs] for k in range(len(keep))]
+    outputs = [[derived_slots(s)[k] for s in plan.outputs] for k in range(len(keep))]
     steps = _live(steps, outputs)
     set_frees(steps, [s for row in outputs for s in row])
     used = {s.target for s in steps if s.kind == "op"}
     modules = {n: m for n, m in modules.items() if n in used}
-    read = {v for s in steps for kind, v in [*s.args, *s.kwargs.values()] if kind == "w"}
+    read = {v for s in steps for v in s.weights}
     weights = {n: w for n, w in weights.items() if n in read}
     sources = {
         n: s for n, s in sources.items() if n in modules or n.removeprefix("weight:") in weights
@@ -246,8 +256,14 @@ def derive(
 
 
 def _translate(ref: Ref, symbol: list, k: int) -> Ref:
-    kind, value = ref
-    return ("s", symbol[value][k]) if kind == "s" else ref
+    return ("s", symbol[ref[1]][k]) if ref[0] == "s" else ref
+
+
+def _computed(vals: list[torch.Tensor | None], slot: int) -> torch.Tensor:
+    """The value of an output slot (never freed)."""
+    value = vals[slot]
+    assert value is not None, f"output slot {slot} was freed"
+    return value
 
 
 def _live(steps: list[Step], outputs: list[list[int]]) -> list[Step]:
@@ -261,7 +277,7 @@ def _live(steps: list[Step], outputs: list[list[int]]) -> list[Step]:
     return kept[::-1]
 
 
-def perturb_weights(module: nn.Module, scale: float = 1e-3, seed: int = 0) -> nn.Module:
+def perturb_weights(module: ModuleT, scale: float = 1e-3, seed: int = 0) -> ModuleT:
     """Scale every parameter by 1 + `scale` * noise, in place: task copies then differ as
     trained ones do, where identical copies would be merged by onnxruntime's
     common-subexpression elimination (for timing untrained models)."""

@@ -132,7 +132,7 @@ def export(
     try:
         with torch.no_grad():
             expected = [o.numpy() for o in _TupleOutputs(model)(x)]
-        wrapper = _TupleOutputs(model.one_module_per_run()).eval()
+        wrapper: nn.Module = _TupleOutputs(model.one_module_per_run()).eval()
         if fp16:
             wrapper = _Half(copy.deepcopy(wrapper))
         axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]} if batch is None else None
@@ -203,7 +203,7 @@ def trace_to_onnx(
         torch.onnx.export(
             module,
             tuple(inputs),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # torch types `f` as a path; the exporter takes files too
             input_names=list(input_names),
             output_names=list(output_names) if output_names else None,
             dynamic_axes=dynamic_axes,

@@ -10,6 +10,7 @@ infers; a file loaded at another `input_shape` gets the pads of that size).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import onnx_ir as ir
 
@@ -26,9 +27,8 @@ def explicit_pads(model: ir.Model) -> list[str]:
         if node.op_type not in WINDOWED or node.domain not in ("", "ai.onnx"):
             continue
         mode = node.attributes.get_string("auto_pad", "NOTSET")
-        if mode not in ("SAME_UPPER", "SAME_LOWER", "VALID") or node.attributes.get_int(
-            "ceil_mode", 0
-        ):
+        ceil_mode = node.attributes.get_int("ceil_mode", 0)
+        if mode not in ("SAME_UPPER", "SAME_LOWER", "VALID") or ceil_mode:
             continue
         pads = _pads(node, mode)
         if pads is None:
@@ -49,14 +49,16 @@ def _pads(node: ir.Node, mode: str) -> list[int] | None:
     data = node.inputs[0]
     if data is None or data.shape is None:
         return None
-    sizes = list(data.shape)[2:]
-    kernel = node.attributes.get_ints("kernel_shape")
-    if kernel is None and node.op_type == "Conv":
+    spatial = list(data.shape)[2:]
+    window: Sequence[int | ir.SymbolicDim] | None = node.attributes.get_ints("kernel_shape")
+    if window is None and node.op_type == "Conv":
         weight = node.inputs[1]
-        kernel = None if weight is None or weight.shape is None else list(weight.shape)[2:]
-    if not sizes or kernel is None or len(kernel) != len(sizes):
+        window = None if weight is None or weight.shape is None else list(weight.shape)[2:]
+    if not spatial or window is None or len(window) != len(spatial):
         return None
-    if not all(isinstance(d, int) for d in [*sizes, *kernel]):
+    sizes = [d for d in spatial if isinstance(d, int)]
+    kernel = [d for d in window if isinstance(d, int)]
+    if len(sizes) != len(spatial) or len(kernel) != len(window):
         return None
     strides = node.attributes.get_ints("strides") or [1] * len(sizes)
     dilations = node.attributes.get_ints("dilations") or [1] * len(sizes)

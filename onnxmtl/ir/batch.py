@@ -17,9 +17,10 @@ import onnx
 import onnx_ir as ir
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
-from onnxmtl.errors import FixedBatchError
+from onnxmtl.errors import FixedBatchError, ShapeError
 from onnxmtl.ir.normalize import _add_initializer
 from onnxmtl.ir.shapes import shape_only_proto
+from onnxmtl.ir.values import dims_of, name_of, node_name, required_input
 from onnxmtl.runtime import session
 
 BATCH_SYMBOL = "N"
@@ -72,33 +73,38 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
         node = next((n for n in model.graph if _drops_batch(n, one, many)), None)
         if node is None:  # outputs of unknown shape are left to the onnxruntime check
             kept = all(
-                not one.get(o.name)
-                or not many.get(o.name)
-                or many[o.name][0] == PROBE_BATCH * one[o.name][0] > 0
-                for o in model.graph.outputs
+                _keeps_batch(one.get(name_of(o)), many.get(name_of(o))) for o in model.graph.outputs
             )
             if not kept and self.lost is None:
                 self.lost = _batch_lost_at(model, one, many)
             return kept
-        original = node.inputs[1]
-        self.first = self.first or node.name
-        self.rewritten.append(node.name)
+        original = required_input(node, 1)
+        self.first = self.first or node_name(node)
+        self.rewritten.append(node_name(node))
+        out = one[name_of(node.outputs[0])]
+        assert out is not None  # _drops_batch found it known
         for position in _batch_positions(node, one, many, self.label):
             self.budget -= 1
             if self.budget < 0:
                 return False
-            _set_target(model.graph, node, one[node.outputs[0].name], position)
+            _set_target(model.graph, node, out, position)
             try:
                 _probe_shapes(model, value, PROBE_BATCH, strict=True)
                 if self._fix_from_here(model, value):
                     return True
             except onnx.shape_inference.InferenceError:
                 pass
-            rejected = node.inputs[1]
+            rejected = required_input(node, 1)
             node.replace_input_with(1, original)
-            model.graph.initializers.pop(rejected.name)
+            model.graph.initializers.pop(name_of(rejected))
         self.rewritten.pop()
         return False
+
+
+def _keeps_batch(one: tuple | None, many: tuple | None) -> bool:
+    """Whether an output of shape `one` at batch 1 (`many` at PROBE_BATCH) carries the batch
+    in its first axis; True where either shape is unknown."""
+    return not one or not many or many[0] == PROBE_BATCH * one[0] > 0
 
 
 def _probe_shapes(
@@ -107,18 +113,18 @@ def _probe_shapes(
     """Every value's inferred shape with the image input's batch set to `batch`; `strict`
     raises onnx's InferenceError where two shapes disagree."""
     saved = value.shape
-    value.shape = ir.Shape([batch, *list(saved)[1:]])
+    value.shape = ir.Shape([batch, *dims_of(value)[1:]])
     try:
         proto = _forget_shapes(shape_only_proto(model))
     finally:
         value.shape = saved
     inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=strict, data_prop=True)
-    shapes = {}
+    shapes: dict[str, tuple | None] = {}
     for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         typed = info.type.tensor_type if info.type.HasField("tensor_type") else None
         dims = typed.shape.dim if typed is not None and typed.HasField("shape") else None
         known = dims is not None and all(d.HasField("dim_value") for d in dims)
-        shapes[info.name] = tuple(d.dim_value for d in dims) if known else None
+        shapes[info.name] = tuple(d.dim_value for d in dims) if dims is not None and known else None
     return shapes
 
 
@@ -134,18 +140,20 @@ def at_input_size(original: onnx.ModelProto, value: ir.Value) -> onnx.ModelProto
     """`original` (batch 1) taking images of the channels and size of the image input `value`,
     without the shapes inferred at its declared size: the reference for the rewrite when
     `load` was given another input size."""
-    dims = _input(original, value.name).type.tensor_type.shape.dim
-    for dim, size in zip(dims[1:], list(value.shape)[1:], strict=True):
+    dims = _input(original, name_of(value)).type.tensor_type.shape.dim
+    for dim, size in zip(dims[1:], dims_of(value)[1:], strict=True):
+        if not isinstance(size, int):  # fix_input_shape made C, H and W concrete
+            raise ShapeError(f"input '{value.name}' has symbolic size {size}.")
         dim.Clear()
-        dim.dim_value = int(size)
+        dim.dim_value = size
     return _forget_shapes(original)
 
 
 def _drops_batch(node: ir.Node, one: dict, many: dict) -> bool:
     """A Reshape whose input grows with the batch but whose constant target does not."""
-    if node.op_type != "Reshape" or node.inputs[1].const_value is None:
+    if node.op_type != "Reshape" or required_input(node, 1).const_value is None:
         return False
-    data, out = node.inputs[0].name, node.outputs[0].name
+    data, out = name_of(required_input(node, 0)), name_of(node.outputs[0])
     before, after, size = one.get(data), many.get(data), one.get(out)
     if before is None or after is None or size is None or math.prod(size) == 0:
         return False
@@ -177,8 +185,8 @@ def _batch_positions(node: ir.Node, one: dict, many: dict, label: str) -> list[i
     the one before (as in length*batch); in front of the input axis that carries it or, where
     an earlier rewrite put it last in that axis, behind it.
     """
-    before, after = one[node.inputs[0].name], many[node.inputs[0].name]
-    out = one[node.outputs[0].name]
+    data = name_of(required_input(node, 0))
+    before, after, out = one[data], many[data], one[name_of(node.outputs[0])]
     moved = [j for j, (a, b) in enumerate(zip(before, after)) if a != b]
     if len(moved) != 1 or after[moved[0]] != PROBE_BATCH * before[moved[0]]:
         raise FixedBatchError(_unsafe(label, node, "its input carries the batch in no one axis"))
@@ -211,10 +219,10 @@ def make_batch_dynamic(
 ) -> None:
     """Point the batch-1 constants of `model` (folded, its image input `value` made symbolic)
     at the batch, and check the result against the `original` file on onnxruntime."""
-    rewrite = MakeBatchDynamicPass(value.name, label)
+    rewrite = MakeBatchDynamicPass(name_of(value), label)
     rewrite(model)
     rewritten = _forget_shapes(ir.serde.serialize_model(model))
-    check_batch_rewrite(original, rewritten, value.name, label, rewrite.rewritten)
+    check_batch_rewrite(original, rewritten, name_of(value), label, rewrite.rewritten)
 
 
 def check_batch_rewrite(

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import onnx_ir as ir
 
 from onnxmtl.errors import FeatureError
-from onnxmtl.ir.shapes import shape_of
+from onnxmtl.ir.shapes import ShapeT, known_shape, shape_of
+from onnxmtl.ir.values import name_of
 
 
 def _is_feature_map(value: ir.Value) -> bool:
@@ -17,7 +18,9 @@ def _is_feature_map(value: ir.Value) -> bool:
     if not value.dtype.is_floating_point():
         return False
     c, h, w = shape[1:]
-    return all(isinstance(d, int) for d in (c, h, w)) and c > 1 and h * w > 1
+    if not (isinstance(c, int) and isinstance(h, int) and isinstance(w, int)):
+        return False
+    return c > 1 and h * w > 1
 
 
 def auto_features(graph: ir.Graph, label: str) -> str:
@@ -29,7 +32,7 @@ def auto_features(graph: ir.Graph, label: str) -> str:
     integer tensor only carries shapes, such as a batch size read for a final Reshape).
     """
     if len(graph.outputs) != 1:
-        names = ", ".join(v.name for v in graph.outputs)
+        names = ", ".join(str(v.name) for v in graph.outputs)
         raise FeatureError(
             f"{label}: features='auto' needs a model with one output, found {len(graph.outputs)} "
             f"({names}); name the feature value(s) with --features NAME[,NAME...]."
@@ -65,15 +68,15 @@ def auto_features(graph: ir.Graph, label: str) -> str:
             "name the feature value(s) with --features NAME[,NAME...] (`onnxmtl inspect` lists "
             "the values)."
         )
-    return best.name
+    return name_of(best)
 
 
 def cut_at(graph: ir.Graph, names: Sequence[str], label: str) -> list[ir.Value]:
     """Make the values called `names` the graph's outputs; everything after them goes later."""
-    by_name = {out.name: out for node in graph for out in node.outputs}
+    by_name = {name_of(out): out for node in graph for out in node.outputs}
     missing = [n for n in names if n not in by_name]
     if missing:
-        candidates = [v.name for v in by_name.values() if _is_feature_map(v)][-5:]
+        candidates = [name for name, v in by_name.items() if _is_feature_map(v)][-5:]
         raise FeatureError(
             f"{label}: no value named {', '.join(repr(n) for n in missing)}; feature maps near "
             f"the end of the graph are: {', '.join(candidates)} (`onnxmtl inspect --values` "
@@ -88,8 +91,11 @@ def cut_at(graph: ir.Graph, names: Sequence[str], label: str) -> list[ir.Value]:
     return outputs
 
 
-def feature_maps(graph: ir.Graph) -> list[tuple[str, tuple]]:
+def feature_maps(graph: ir.Graph) -> list[tuple[str, ShapeT]]:
     """Every (N, C, H, W) value with H*W > 1 in topological order: the candidate features."""
     return [
-        (out.name, shape_of(out)) for node in graph for out in node.outputs if _is_feature_map(out)
+        (name_of(out), known_shape(out))
+        for node in graph
+        for out in node.outputs
+        if _is_feature_map(out)
     ]

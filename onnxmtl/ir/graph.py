@@ -11,6 +11,7 @@ import onnx_ir as ir
 
 from onnxmtl.ir.shapes import ShapeT, shape_of
 from onnxmtl.ir.units import LINEAR_OPS, Unit
+from onnxmtl.ir.values import const_of, name_of
 
 # onnxruntime 1.2x reads IR versions up to 10 at least; keep saved models loadable there.
 MAX_IR_VERSION = 10
@@ -53,7 +54,7 @@ class Graph:
         return list(self.model.graph)
 
     @property
-    def feature_shapes(self) -> list[ShapeT]:
+    def feature_shapes(self) -> list[ShapeT | None]:
         return [shape_of(v) for v in self.model.graph.outputs]
 
     def opset_of(self, domain: str) -> int:
@@ -75,10 +76,11 @@ class Graph:
                 if (
                     v is not None
                     and v.const_value is not None
+                    and v.dtype is not None
                     and v.dtype.is_floating_point()
                     and v.const_value.size > 1
                 ):
-                    names.add(v.name)
+                    names.add(name_of(v))
         return names
 
     @property
@@ -88,7 +90,7 @@ class Graph:
         unit_params = sum(u.params for u in self.units)
         unit_weights = {w for u in self.units for w in u.weights}
         loose = self.trainable_weights() - unit_weights
-        return unit_params + sum(inits[n].const_value.size for n in loose)
+        return unit_params + sum(const_of(inits[n]).size for n in loose)
 
     @property
     def macs(self) -> int:

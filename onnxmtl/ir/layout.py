@@ -11,6 +11,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from onnxmtl.ir.shapes import shape_of
+from onnxmtl.ir.values import dims_of, name_of
 
 TO_NCHW = (0, 3, 1, 2)
 TO_NHWC = (0, 2, 3, 1)
@@ -24,7 +25,7 @@ def is_channels_last(value: ir.Value) -> bool:
     if consumers and all(_is_transpose(n, TO_NCHW) for n in consumers):
         return True
     channels = _first_conv_channels(value)
-    dims = list(value.shape)
+    dims = dims_of(value)
     return channels is not None and dims[3] == channels and dims[1] != channels
 
 
@@ -52,9 +53,9 @@ def to_channels_first(model: ir.Model, value: ir.Value) -> tuple[ir.Value, list[
     if not is_channels_last(value):
         return value, []
     graph = model.graph
-    n, h, w, c = list(value.shape)
+    n, h, w, c = dims_of(value)
     before = shape_of(value)
-    name = value.name
+    name = name_of(value)
     value.name = f"{name}.nhwc"
     nchw = ir.Value(name=name, shape=ir.Shape([n, c, h, w]), type=value.type)
     graph.inputs[graph.inputs.index(value)] = nchw

@@ -27,8 +27,15 @@ from onnxmtl.ir.normalize import (
 )
 from onnxmtl.ir.pools import globalize_pools
 from onnxmtl.ir.read import read_model
-from onnxmtl.ir.shapes import fix_input_shape, image_input, infer_shapes, shape_of
+from onnxmtl.ir.shapes import (
+    fix_input_shape,
+    image_input,
+    infer_shapes,
+    known_shape,
+    shape_of,
+)
 from onnxmtl.ir.units import find_units
+from onnxmtl.ir.values import dims_of, name_of
 
 Features = str | Sequence[str] | None
 MAX_FOLD_ROUNDS = 64
@@ -62,10 +69,11 @@ def load(
     common.RemoveInitializersFromInputsPass()(model)
     value, adaptations = to_channels_first(model, image_input(model.graph, label))
     adaptations += globalize_pools(model, label)
-    static_batch = isinstance(value.shape[0], int)
-    original = ir.serde.serialize_model(model) if value.shape[0] == 1 else None
+    dims = dims_of(value)
+    static_batch = isinstance(dims[0], int)
+    original = ir.serde.serialize_model(model) if dims[0] == 1 else None
     if original is not None:
-        value.shape = ir.Shape([BATCH_SYMBOL, *list(value.shape)[1:]])
+        value.shape = ir.Shape([BATCH_SYMBOL, *dims[1:]])
     fix_input_shape(value, input_shape, label)
     if original is not None:  # the file run image by image at the size load works at
         original = at_input_size(original, value)
@@ -85,7 +93,7 @@ def load(
     clean_up(model)
     infer_shapes(model, label)
 
-    original_outputs = [(v.name, shape_of(v)) for v in model.graph.outputs]
+    original_outputs = [(name_of(v), shape_of(v)) for v in model.graph.outputs]
     names = _feature_names(model.graph, features, label)
     if names is not None:
         cut_at(model.graph, names, label)
@@ -96,9 +104,9 @@ def load(
     return Graph(
         model=model,
         source=label,
-        input_name=value.name,
-        input_shape=shape_of(value),
-        features=[v.name for v in model.graph.outputs],
+        input_name=name_of(value),
+        input_shape=known_shape(value),
+        features=[name_of(v) for v in model.graph.outputs],
         units=find_units(model.graph),
         producer=" ".join(p for p in (model.producer_name, model.producer_version) if p),
         opset=model.opset_imports.get("", 1),

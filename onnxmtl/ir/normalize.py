@@ -9,12 +9,16 @@ exactly one node, and every node depends on the image input.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
+
+from onnxmtl.ir.values import const_of, name_of
 
 FOLDED = "onnxmtl.folded"
 _NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike"}
@@ -57,11 +61,20 @@ def _const(value: ir.Value | None) -> np.ndarray | None:
     return value.const_value.numpy()
 
 
+def _consts(values: Sequence[ir.Value | None]) -> list[np.ndarray] | None:
+    """The arrays of `values`, or None unless every one is a constant."""
+    arrays = [_const(v) for v in values]
+    return [a for a in arrays if a is not None] if all(a is not None for a in arrays) else None
+
+
 def _shape_dims(node: ir.Node | None) -> list | None:
     """The dims (ints and symbols) a `Shape` node returns, or None for any other node."""
-    if node is None or node.op_type != "Shape" or node.inputs[0].shape is None:
+    if node is None or node.op_type != "Shape":
         return None
-    dims = list(node.inputs[0].shape)
+    data = node.inputs[0]
+    if data is None or data.shape is None:
+        return None
+    dims = list(data.shape)
     return dims[slice(_attr_int(node, "start", 0), _attr_int(node, "end", len(dims)))]
 
 
@@ -73,9 +86,10 @@ def _static(dims: list) -> np.ndarray | None:
 
 def _fold_shape_read(node: ir.Node) -> list[np.ndarray] | None:
     """Fold Gather/Slice reading only the static part of a partly symbolic Shape."""
-    dims = _shape_dims(node.inputs[0].producer())
-    rest = [_const(v) for v in node.inputs[1:]]
-    if dims is None or any(r is None for r in rest):
+    data = node.inputs[0]
+    dims = None if data is None else _shape_dims(data.producer())
+    rest = _consts(node.inputs[1:])
+    if dims is None or rest is None:
         return None
     positions = np.arange(len(dims))
     if node.op_type == "Gather":
@@ -109,8 +123,13 @@ def _symbolic(value: ir.Value | None) -> list | None:
         dims = _symbolic(node.inputs[0])
         return dims if dims is not None and len(dims) == 1 else None
     if node.op_type == "Concat":
-        parts = [_symbolic(v) for v in node.inputs]
-        return None if any(p is None for p in parts) else [d for p in parts for d in p]
+        joined = []
+        for v in node.inputs:
+            part = _symbolic(v)
+            if part is None:
+                return None
+            joined.extend(part)
+        return joined
     if node.op_type == "Gather" and len(node.inputs) == 2:
         dims, index = _symbolic(node.inputs[0]), _const(node.inputs[1])
         if dims is None or index is None or index.ndim > 1:
@@ -143,16 +162,18 @@ def _fold(node: ir.Node, opset: int) -> list[np.ndarray] | None:
         static = None if dims is None else _static(dims)
         return None if static is None else [static]
     if op == "Size":
-        shape = node.inputs[0].shape
+        data = node.inputs[0]
+        shape = None if data is None else data.shape
         static = None if shape is None else _static(list(shape))
         return None if static is None else [np.array(int(np.prod(static)), dtype=np.int64)]
     if op in ("Gather", "Slice") and _const(node.inputs[0]) is None:
         return _fold_shape_read(node)
     if op == "CastLike":
-        data, like = _const(node.inputs[0]), node.inputs[1].dtype
-        if data is None or like is None:
+        target = node.inputs[1]
+        array, like = _const(node.inputs[0]), None if target is None else target.dtype
+        if array is None or like is None:
             return None
-        return [data.astype(like.numpy())]
+        return [array.astype(like.numpy())]
     if any(attr.type in _SUBGRAPHS for attr in node.attributes.values()):
         return None  # its subgraphs may read outer-scope values a lone node cannot be given
     arrays = [_const(v) if v is not None else None for v in node.inputs]
@@ -160,7 +181,7 @@ def _fold(node: ir.Node, opset: int) -> list[np.ndarray] | None:
         return None
     if not node.inputs and op != "ConstantOfShape":
         return None
-    feeds = {v.name: a for v, a in zip(node.inputs, arrays) if v is not None}
+    feeds = {name_of(v): a for v, a in zip(node.inputs, arrays) if v is not None and a is not None}
     evaluator = ReferenceEvaluator(_one_node_model(node, opset))
     return [np.asarray(x) for x in evaluator.run(None, feeds)]
 
@@ -185,14 +206,14 @@ def _attr_int(node: ir.Node, name: str, default: int) -> int:
 
 def _add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     tensor = ir.tensor(array, name=name)
-    init = ir.Value(name=name, shape=tensor.shape, type=ir.TensorType(tensor.dtype))
+    init = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype))
     init.const_value = tensor
     graph.register_initializer(init)
     return init
 
 
 def _replace_with_initializer(graph: ir.Graph, value: ir.Value, array: np.ndarray) -> None:
-    name = value.name
+    name = name_of(value)
     value.name = None
     init = _add_initializer(graph, name, array)
     init.meta[FOLDED] = True
@@ -212,7 +233,7 @@ class DropComputedZeroBiasPass(ir.passes.InPlacePass):
             if node.op_type not in ("Conv", "ConvTranspose") or len(node.inputs) < 3:
                 continue
             bias = node.inputs[2]
-            if bias is not None and bias.meta.get(FOLDED) and not bias.const_value.numpy().any():
+            if bias is not None and bias.meta.get(FOLDED) and not const_of(bias).numpy().any():
                 node.resize_inputs(2)
                 count += 1
         return ir.passes.PassResult(model, modified=bool(count))
@@ -233,7 +254,7 @@ class UntieInitializersPass(ir.passes.InPlacePass):
                 continue
             uses = list(value.uses())
             for i, (node, index) in enumerate(uses[1:], start=1):
-                array = value.const_value.numpy().copy()
+                array = const_of(value).numpy().copy()
                 node.replace_input_with(index, _add_initializer(graph, f"{value.name}__{i}", array))
                 count += 1
         return ir.passes.PassResult(model, modified=bool(count))

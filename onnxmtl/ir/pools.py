@@ -47,7 +47,9 @@ def globalize_pools(model: ir.Model, label: str) -> list[str]:
             name=node.name,
         )
         old, new = node.outputs[0], replacement.outputs[0]
-        new.shape, new.dtype = old.shape, old.dtype
+        new.shape = old.shape
+        if old.dtype is not None:
+            new.dtype = old.dtype
         graph.insert_before(node, replacement)
         ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
         graph.remove(node, safe=True)
@@ -69,7 +71,8 @@ def _whole_window(node: ir.Node) -> tuple[int, ...] | None:
     kernel = node.attributes.get_ints("kernel_shape")
     if not spatial or kernel is None or list(kernel) != spatial:
         return None
-    if any(not isinstance(d, int) for d in spatial):
+    sizes = [d for d in spatial if isinstance(d, int)]
+    if len(sizes) != len(spatial):
         return None
     if any(node.attributes.get_ints("pads") or []):
         return None
@@ -77,4 +80,4 @@ def _whole_window(node: ir.Node) -> tuple[int, ...] | None:
         return None
     if node.attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         return None
-    return tuple(spatial)
+    return tuple(sizes)

@@ -8,6 +8,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxmtl.errors import ModelFileError, ShapeError
+from onnxmtl.ir.values import dims_of
 
 Dim = int | str
 ShapeT = tuple[Dim, ...]
@@ -44,13 +45,21 @@ def shape_of(value: ir.Value) -> ShapeT | None:
     return tuple(d if isinstance(d, int) else str(d.value or "?") for d in value.shape)
 
 
+def known_shape(value: ir.Value) -> ShapeT:
+    """The shape of `value`, which must be known (a feature output, the image input)."""
+    shape = shape_of(value)
+    if shape is None:
+        raise ShapeError(f"value '{value.name}' has an unknown shape.")
+    return shape
+
+
 def fix_input_shape(value: ir.Value, input_shape: Sequence[int] | None, label: str) -> None:
     """Give the image input concrete C, H and W, keeping a symbolic batch symbolic.
 
     `input_shape` (N, C, H, W) is needed where the model leaves H or W symbolic; where it is
     given for a model with static sizes it overrides H and W (fully convolutional backbones).
     """
-    dims = list(value.shape)
+    dims = dims_of(value)
     if input_shape is not None:
         if len(input_shape) != 4 or any(int(d) <= 0 for d in input_shape):
             raise ShapeError(

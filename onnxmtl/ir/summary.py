@@ -47,7 +47,8 @@ def summarize(graph: Graph, unsupported: Unsupported) -> dict[str, Any]:
         "normalization": graph.normalization,
         "adaptations": graph.adaptations,
         "features": [
-            {"name": n, "shape": list(s)} for n, s in zip(graph.features, graph.feature_shapes)
+            {"name": n, "shape": None if s is None else list(s)}
+            for n, s in zip(graph.features, graph.feature_shapes)
         ],
         "unsupported": [
             {"domain": d or "ai.onnx", "op": op, "opset": v, "nodes": nodes}

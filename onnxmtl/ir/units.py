@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from onnxmtl.ir.shapes import ShapeT, shape_of
+from onnxmtl.ir.values import const_of, name_of, node_name, required_input
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 NORM_OPS = (
@@ -35,8 +36,8 @@ class Unit:
     weights: tuple[str, ...]  # names of the initializers the unit owns
     params: int  # number of weight elements (running statistics excluded)
     macs: int  # multiply-accumulates for one sample
-    in_shape: ShapeT
-    out_shape: ShapeT
+    in_shape: ShapeT | None  # None where shape inference left it unknown
+    out_shape: ShapeT | None
     norm: str | None  # op type of the normalisation inside the unit, if any
     depth: int  # longest path of units from the image input, counting this one
 
@@ -48,11 +49,8 @@ class Unit:
 
 
 def _const_input(node: ir.Node, index: int) -> bool:
-    return (
-        len(node.inputs) > index
-        and node.inputs[index] is not None
-        and node.inputs[index].const_value is not None
-    )
+    value = node.inputs[index] if len(node.inputs) > index else None
+    return value is not None and value.const_value is not None
 
 
 def _is_linear(node: ir.Node) -> bool:
@@ -61,7 +59,7 @@ def _is_linear(node: ir.Node) -> bool:
     if not _const_input(node, 1) or _const_input(node, 0):
         return False
     if node.op_type == "MatMul":
-        return node.inputs[1].const_value.shape.rank() == 2
+        return const_of(required_input(node, 1)).shape.rank() == 2
     if node.op_type == "Gemm":
         attr = node.attributes.get("transA")
         return attr is None or attr.as_int() == 0
@@ -90,13 +88,13 @@ def _is_bias_add(node: ir.Node, data: ir.Value) -> bool:
     if node.op_type != "Add" or len(node.inputs) != 2:
         return False
     other = node.inputs[1] if node.inputs[0] is data else node.inputs[0]
-    return other.const_value is not None
+    return other is not None and other.const_value is not None
 
 
 def _params(weights: list[ir.Value], node: ir.Node) -> int:
     if node.op_type == "BatchNormalization":
         weights = weights[:2]  # scale and bias; the running mean and variance are statistics
-    return sum(math.prod(w.const_value.shape) for w in weights)
+    return sum(const_of(w).size for w in weights)
 
 
 def _numel(shape: ShapeT | None) -> int:
@@ -107,11 +105,11 @@ def _macs(node: ir.Node) -> int:
     out = shape_of(node.outputs[0])
     if node.op_type in NORM_OPS:
         return _numel(out)
-    weight = node.inputs[1].const_value.shape
+    weight = const_of(required_input(node, 1)).shape.numpy()
     if node.op_type == "Conv":
         return _numel(out) * math.prod(weight[1:])
     if node.op_type == "ConvTranspose":
-        return _numel(shape_of(node.inputs[0])) * math.prod(weight[1:])
+        return _numel(shape_of(required_input(node, 0))) * math.prod(weight[1:])
     trans_b = node.op_type == "Gemm" and (
         node.attributes.get("transB") is not None and node.attributes["transB"].as_int() == 1
     )
@@ -158,19 +156,22 @@ def find_units(graph: ir.Graph) -> list[Unit]:
             v
             for m in members
             for v in m.inputs
-            if v is not None and v.const_value is not None and v.dtype.is_floating_point()
+            if v is not None
+            and v.const_value is not None
+            and v.dtype is not None
+            and v.dtype.is_floating_point()
         ]
         units.append(
             Unit(
-                name=head.name,
+                name=node_name(head),
                 op_type=head.op_type,
-                nodes=tuple(m.name for m in members),
-                input=head.inputs[0].name,
-                output=next(o for o in last.outputs if o.uses() or o.is_graph_output()).name,
-                weights=tuple(w.name for w in weights),
+                nodes=tuple(node_name(m) for m in members),
+                input=name_of(required_input(head, 0)),
+                output=name_of(next(o for o in last.outputs if o.uses() or o.is_graph_output())),
+                weights=tuple(name_of(w) for w in weights),
                 params=sum(_params([w for w in m.inputs if w in weights], m) for m in members),
                 macs=sum(_macs(m) for m in members if m.op_type != "Add"),
-                in_shape=shape_of(head.inputs[0]),
+                in_shape=shape_of(required_input(head, 0)),
                 out_shape=shape_of(last.outputs[0]),
                 norm=next((m.op_type for m in members if m.op_type in NORM_OPS), None),
                 depth=unit_depth[i],

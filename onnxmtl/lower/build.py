@@ -10,13 +10,17 @@ from contextlib import contextmanager
 from operator import getitem
 
 from onnx2torch.onnx_graph import OnnxGraph, ValueType
-from torch import fx, nn
+from torch import Tensor, fx, nn
 from torch.nn import init
 
 import onnxmtl.lower.ops  # noqa: F401  (registers our converters)
 from onnxmtl.errors import LoweringError, UnsupportedOpError
-from onnxmtl.ir import Graph
+from onnxmtl.ir import Graph, values
 from onnxmtl.lower.registry import find_converter
+
+
+def _keep(tensor: Tensor, *args: object, **kwargs: object) -> Tensor:
+    return tensor
 
 
 @contextmanager
@@ -24,7 +28,7 @@ def _skip_random_init() -> Iterator[None]:
     """Converters build layers whose random initialisation is overwritten by the ONNX weights
     at once; skipping it saves most of the lowering time of large backbones."""
     saved = init.kaiming_uniform_, init.uniform_
-    init.kaiming_uniform_ = init.uniform_ = lambda tensor, *args, **kwargs: tensor
+    init.kaiming_uniform_ = init.uniform_ = _keep
     try:
         yield
     finally:
@@ -37,7 +41,7 @@ def find_unsupported(graph: Graph) -> list[tuple[str, str, int, list[str]]]:
     for node in graph.nodes:
         opset = graph.opset_of(node.domain)
         if find_converter(node.domain, node.op_type, opset) is None:
-            missing[(node.domain, node.op_type, opset)].append(node.name)
+            missing[(node.domain, node.op_type, opset)].append(values.node_name(node))
     return [(d, op, v, names) for (d, op, v), names in sorted(missing.items())]
 
 
@@ -100,6 +104,7 @@ def lower(graph: Graph) -> fx.GraphModule:
     for node_name, node in onnx_graph.nodes.items():
         opset = graph.opset_of(node.domain)
         converter = find_converter(node.domain, node.operation_type, opset)
+        assert converter is not None  # find_unsupported found one for every node
         try:
             with _skip_random_init():
                 module, mapping = converter(node, onnx_graph)
@@ -124,7 +129,7 @@ def lower(graph: Graph) -> fx.GraphModule:
                 args.append(None)
             else:
                 args.append(env[value_name])
-        kwargs = {}
+        kwargs: dict[str, fx.node.Argument] = {}
         if None in args:
             first = args.index(None)
             params = list(inspect.signature(module.forward).parameters)[first : len(args)]
@@ -142,6 +147,20 @@ def lower(graph: Graph) -> fx.GraphModule:
     results = [env[name] for name in graph.features]
     fx_graph.output(results[0] if len(results) == 1 else tuple(results))
     module = fx.GraphModule(root, fx_graph)
-    module.onnx_names = onnx_names
-    module.onnx_values = {name: node.name for name, node in env.items()}
+    # plain attributes (nn.Module.__setattr__ stores them so too), read through the accessors below
+    vars(module).update(
+        onnx_names=onnx_names, onnx_values={name: node.name for name, node in env.items()}
+    )
     return module
+
+
+def onnx_names(lowered: fx.GraphModule) -> dict[str, str]:
+    """The ONNX name of each submodule and weight attribute of a module `lower` built."""
+    names: dict[str, str] = vars(lowered)["onnx_names"]
+    return names
+
+
+def onnx_values(lowered: fx.GraphModule) -> dict[str, str]:
+    """The fx node computing each ONNX value, by name, in a module `lower` built."""
+    values: dict[str, str] = vars(lowered)["onnx_values"]
+    return values

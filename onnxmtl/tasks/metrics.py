@@ -232,13 +232,13 @@ class RegressionMetric(Metric):
 def make_metric(task: Task) -> Metric:
     """A fresh accumulator of `task`'s standard metrics."""
     if task.kind == "segmentation":
-        return SegmentationMetric(task.num_outputs, task.ignore_index)
+        return SegmentationMetric(task.outputs, task.ignore_index)
     if task.kind == "depth":
         return DepthMetric()
     if task.kind == "normals":
         return NormalsMetric()
     if task.kind == "classification":
-        return ClassificationMetric(task.num_outputs, task.ignore_index)
+        return ClassificationMetric(task.outputs, task.ignore_index)
     if task.kind == "multilabel":
         return MultilabelMetric()
     return RegressionMetric()

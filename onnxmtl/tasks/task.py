@@ -51,6 +51,13 @@ class Task:
     weight: float = 1.0  # static weight of this task's loss in the summed objective
     ignore_index: int = 255  # segmentation label that is neither trained nor scored
 
+    @property
+    def outputs(self) -> int:
+        """`num_outputs`, which construction always sets (to the kind's fixed count where it
+        has one)."""
+        assert self.num_outputs is not None
+        return self.num_outputs
+
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ConfigError(

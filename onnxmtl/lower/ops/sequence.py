@@ -48,6 +48,7 @@ def _split_to_sequence(node, graph):
     axis = node.attributes.get("axis", 0)
     keepdims = bool(node.attributes.get("keepdims", 1))
     split = const_input(node, graph, 1)
+    sizes: int | list[int] | None
     if split is None:
         sizes = None
     elif split.dim() == 0:

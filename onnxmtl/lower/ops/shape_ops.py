@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.onnx.operators import reshape_from_tensor_shape
 
+from onnxmtl.errors import LoweringError
 from onnxmtl.lower.ops.common import const_input, result, unsupported_attr
 from onnxmtl.lower.registry import find_converter, register_converter
 
@@ -20,9 +21,17 @@ class Reshape(nn.Module):
         self.allowzero = allowzero
 
     def forward(self, x: torch.Tensor, shape: torch.Tensor | None = None) -> torch.Tensor:
-        if torch.jit.is_tracing() and (shape is not None or 0 in self.shape):
-            return self._traced(x, torch.tensor(self.shape) if shape is None else shape)
-        target = self.shape if self.shape is not None else [int(d) for d in shape]
+        target: list[int]
+        if self.shape is None:  # the target is computed in the graph
+            if shape is None:
+                raise LoweringError("Reshape has neither a constant nor a computed target.")
+            if torch.jit.is_tracing():
+                return self._traced(x, shape)
+            target = [int(d) for d in shape]
+        else:
+            if torch.jit.is_tracing() and (shape is not None or 0 in self.shape):
+                return self._traced(x, torch.tensor(self.shape) if shape is None else shape)
+            target = self.shape
         if not self.allowzero:
             target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
         return torch.reshape(x, target)
@@ -96,6 +105,8 @@ def _alias(op_type: str, old_version: int, defaults: dict[str, object]):
         if op_type == "Resize" and len(node.input_values) > 4:
             raise unsupported_attr(node, "axes", "given", "re-export without Resize axes.")
         converter = find_converter(node.domain, op_type, old_version)
+        if converter is None:
+            raise LoweringError(f"node '{node.name}': no converter for {op_type}-{old_version}.")
         return converter(node, graph)
 
     return convert

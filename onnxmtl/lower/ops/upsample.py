@@ -10,6 +10,7 @@ import math
 import torch
 from torch import nn
 
+from onnxmtl.errors import LoweringError
 from onnxmtl.lower.ops.common import const_input, require_const, result, unsupported_attr
 from onnxmtl.lower.registry import onnx2torch_converter, register_converter
 
@@ -63,6 +64,7 @@ class GridResize(nn.Module):
                 out = self.sizes[axis]
                 scale = out / size
             else:
+                assert self.scales is not None  # the converter gives scales or sizes
                 scale = self.scales[axis]
                 out = math.floor(size * scale)
             if out != size or scale != 1.0:
@@ -129,7 +131,10 @@ def _resize(node, graph):
         or (mode, coordinate) in INTERPOLATE_EXACT
         or ((mode, coordinate, rounding) in INTERPOLATE_EXACT)
     ):
-        return onnx2torch_converter("", "Resize", 11)(node, graph)  # 11 and 13 alike
+        fallback = onnx2torch_converter("", "Resize", 11)  # 11 and 13 alike
+        if fallback is None:
+            raise LoweringError(f"node '{node.name}': onnx2torch has no Resize-11 converter.")
+        return fallback(node, graph)
     if rounding not in NEAREST:
         raise unsupported_attr(node, "nearest_mode", rounding, f"use one of {', '.join(NEAREST)}.")
     scales = const_input(node, graph, 2)
@@ -141,5 +146,6 @@ def _resize(node, graph):
     if sizes is not None and sizes.numel():
         module = GridResize(None, [int(s) for s in sizes], _mode(node), coordinate, rounding)
     else:
+        assert scales is not None  # checked above: scales or sizes is given
         module = GridResize([float(s) for s in scales], None, _mode(node), coordinate, rounding)
     return result(node, module)
