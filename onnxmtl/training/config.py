@@ -5,15 +5,30 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_type_hints
 
 from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import read_yaml
-from onnxmtl.training.precision import PRECISIONS
+from onnxmtl.training.precision import PrecisionName
 from onnxmtl.training.weighting import WEIGHTINGS
 
-DERIVES = ("argmax", "sample", "conflict")
-LR_SCHEDULES = ("constant", "cosine")
+SearchMode = Literal["hard", "soft"]
+DeriveMethod = Literal["argmax", "sample", "conflict"]
+LrSchedule = Literal["cosine", "constant"]
+PostTrainInit = Literal["backbone", "search"]
+LogFormat = Literal["jsonl", "csv"]
+LatencyProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
+
+
+def literal_fields(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The allowed values of each field of dataclass `cls` typed as a Literal: the one place
+    where an option's choices are written is its type."""
+    hints = get_type_hints(cls)
+    return {
+        f.name: get_args(hints[f.name])
+        for f in fields(cls)
+        if getattr(hints[f.name], "__origin__", None) is Literal
+    }
 
 
 @dataclass
@@ -24,7 +39,7 @@ class SearchConfig:
     device: str = "cpu"  # 'cpu', 'cuda' or 'cuda:N'
     threads: int = 0  # CPU threads of torch and onnxruntime during a run (0: their defaults,
     # every core); set it when other jobs share the machine
-    precision: str = "auto"  # 'auto' (bf16 autocast on CUDA, fp32 on the CPU), 'fp32',
+    precision: PrecisionName = "auto"  # 'auto' (bf16 autocast on CUDA, fp32 on the CPU), 'fp32',
     # 'bf16' (autocast) or 'fp16' (autocast with a gradient scaler)
     batch_size: int = 32
     data: dict[str, Any] = field(default_factory=dict)  # options of the dataset (count, size)
@@ -38,12 +53,14 @@ class SearchConfig:
     search_steps: int = 150  # iterations of (weight_steps, policy_steps)
     weight_steps: int = 1
     policy_steps: int = 1
-    search_mode: str = "hard"  # 'hard' (straight-through, one branch) or 'soft' (all three)
+    search_mode: SearchMode = "hard"  # 'hard' (straight-through, one branch) or 'soft' (all three)
     weight_lr: float = 0.01  # SGD, momentum 0.9
     weight_decay: float = 1e-4
     policy_lr: float = 0.1  # Adam's learning rate on the policy logits at the first policy
     # step (Adam moves a logit by about this much per step: 0.1 lets 100 steps commit)
-    policy_lr_schedule: str = "cosine"  # 'cosine' (down to 0 at the last policy step, whatever
+    policy_lr_schedule: LrSchedule = (
+        "cosine"  # 'cosine' (down to 0 at the last policy step, whatever
+    )
     # the length of the search) or 'constant'
     policy_weight_decay: float = 5e-4
     tau: float = 5.0  # Gumbel-softmax temperature at the first policy step ...
@@ -58,7 +75,9 @@ class SearchConfig:
     cost_budget: float | None = None  # fraction of the all-specific cost; None: plain penalty
     latency_budget_ms: float | None = None  # a deadline for the derived model (sets cost to
     # 'latency'): the search is penalised for expected latency above it
-    latency_provider: str = "auto"  # where latency is measured: 'auto', 'cpu', 'cuda' or
+    latency_provider: LatencyProvider = (
+        "auto"  # where latency is measured: 'auto', 'cpu', 'cuda' or
+    )
     # 'tensorrt'
     latency_batch: int = 1  # the batch size the deadline is for
     latency_threads: int = 0  # onnxruntime intra-op threads (0: its default)
@@ -79,12 +98,12 @@ class SearchConfig:
     # the backbone's units (whatever the heads and the number of tasks)
 
     # Derive and post-train.
-    derive: str = "argmax"  # 'argmax', 'sample' (seeded by `seed`) or 'conflict' (the
+    derive: DeriveMethod = "argmax"  # 'argmax', 'sample' (seeded by `seed`) or 'conflict' (the
     # conflict heuristic above, ignoring the searched logits: a baseline for the search)
     post_train_steps: int = 200
     post_train_lr: float = 1e-3  # Adam, halved every post_train_lr_step steps
     post_train_lr_step: int = 1000
-    post_train_init: str = "backbone"  # post-train from the backbone's weights (so every
+    post_train_init: PostTrainInit = "backbone"  # post-train from the backbone's weights (so every
     # final model starts alike and differs only by its architecture) or 'search' (keep the
     # weights trained during warm-up and search)
     baseline_steps: int | None = None  # baselines' training steps; None: as many as the
@@ -102,7 +121,7 @@ class SearchConfig:
     # Bookkeeping.
     eval_batches: int | None = None  # cap the evaluation batches (None: the whole split)
     checkpoint_every: int = 50  # steps between checkpoints
-    log_format: str = "jsonl"  # 'jsonl' or 'csv'
+    log_format: LogFormat = "jsonl"  # 'jsonl' or 'csv'
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -122,15 +141,7 @@ class SearchConfig:
         ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be an integer >= 0.")
-        choices = {
-            "search_mode": ("hard", "soft"),
-            "derive": DERIVES,
-            "policy_lr_schedule": LR_SCHEDULES,
-            "weighting": tuple(WEIGHTINGS),
-            "log_format": ("jsonl", "csv"),
-            "post_train_init": ("backbone", "search"),
-            "precision": PRECISIONS,
-        }
+        choices = {"weighting": tuple(WEIGHTINGS), **literal_fields(type(self))}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(
@@ -165,11 +176,6 @@ class SearchConfig:
                     "and cost_budget out (or set cost: latency)."
                 )
             self.cost = "latency"
-        if self.latency_provider not in ("auto", "cpu", "cuda", "tensorrt"):
-            raise ConfigError(
-                f"config: latency_provider={self.latency_provider!r}; expected auto, cpu, cuda "
-                "or tensorrt."
-            )
         for name in ("latency_batch", "latency_threads", "threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (1 if name == "latency_batch" else 0):
