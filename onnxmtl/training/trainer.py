@@ -21,6 +21,7 @@ from onnxmtl.compiler import BRANCHES, Policy, SuperModel
 from onnxmtl.data import MultiTaskDataset, split_indices
 from onnxmtl.errors import ConfigError, RunFolderError, TrainingError
 from onnxmtl.io_utils import atomic_save, atomic_write_text
+from onnxmtl.run_folder import RunFolder
 from onnxmtl.tasks import loss_fn
 from onnxmtl.training import distributed
 from onnxmtl.training.attribution import attribution_record, policy_gradients
@@ -40,8 +41,6 @@ from onnxmtl.training.stream import BatchStream
 from onnxmtl.training.weighting import make_weighting
 
 PHASES = ("warmup", "search", "post", "done")
-CHECKPOINT = "checkpoint.pt"
-INITIAL = "initial.pt"  # the weights at the start, for post_train_init 'backbone'
 
 
 @dataclass
@@ -108,6 +107,7 @@ class Trainer:
         self.model, self.train_set, self.test_set = model, train, test
         self.label = label  # prefixes the progress bars' phase names
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.folder = RunFolder(self.run_dir)
         self.tasks = model.tasks
         self.device = distributed.local_device(torch.device(config.device))
         self.rank, self.world = distributed.setup(self.device)
@@ -126,6 +126,7 @@ class Trainer:
             config.weighting, self.tasks, config.dwa_temperature, config.dwa_window
         )
         self.fixed = fixed_policy is not None
+        self.policy = fixed_policy  # the policy post-training trains: fixed, or derived
         self.phase = "post" if self.fixed else "warmup"
         self.step = 0  # within the phase
         self.policy_steps = 0
@@ -145,8 +146,6 @@ class Trainer:
         self.cost_tensors = None if self.cost is None else self._on_device(self.cost)
         self.weighting.to(self.device)
         self._make_optimizers()
-        if fixed_policy is not None:
-            model.policy = fixed_policy
 
     def _on_device(self, cost: CostModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The cost model's (unit, skip, ancestors) tensors as float32 on the trainer's device."""
@@ -183,7 +182,7 @@ class Trainer:
         images = images.to(self.device, non_blocking=True)
         targets = {k: v.to(self.device, non_blocking=True) for k, v in targets.items()}
         with self.precision.autocast():
-            out = self.model(fit_input(images, self.model), mode=mode, tau=tau)
+            out = self.model(fit_input(images, self.model), mode=mode, tau=tau, policy=self.policy)
             losses = [
                 loss_fn(t)(fit_output(out[t.name], targets[t.name], t), targets[t.name])
                 for t in self.tasks
@@ -335,7 +334,7 @@ class Trainer:
         c = self.config
         if self.phase == "warmup" and self.conflict.measurements:
             if self.main:
-                self.conflict.to_json(self.run_dir / "conflict.json")
+                self.conflict.to_json(self.folder.conflict)
             if c.conflict_init:
                 init_from_conflict(self.model, self.conflict.scores(), c.conflict_strength)
         if self.phase == "search":
@@ -347,9 +346,9 @@ class Trainer:
             searched = policy
             if self.cost is not None:
                 policy = self.cost.fit(policy, self.model.masked_logits())
-            self.model.policy = policy
+            self.policy = policy
             if self.main:
-                policy.to_json(self.run_dir / "policy.json")
+                policy.to_json(self.folder.policy)
                 if self.cost is not None:
                     self.cost.write_report(self.run_dir, policy, searched)
             if c.post_train_init == "backbone":
@@ -365,7 +364,7 @@ class Trainer:
         """Run (or resume) to the end; `stop_after` N steps returns None early (for tests
         and for splitting work), leaving a checkpoint to resume from."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume and (self.run_dir / CHECKPOINT).exists():
+        if resume and self.folder.checkpoint.exists():
             self._load()
         else:
             self._start()
@@ -403,11 +402,9 @@ class Trainer:
         np.random.seed(seed)
         random.seed(seed)
         if self.main:
-            atomic_write_text(
-                self.run_dir / "config.json", json.dumps(self.config.to_dict(), indent=1)
-            )
-            for log in self.run_dir.glob("metrics.*"):
-                log.unlink()
+            atomic_write_text(self.folder.config, json.dumps(self.config.to_dict(), indent=1))
+            for results in (self.folder.metrics, *self.folder.logs):
+                results.unlink(missing_ok=True)
         if self.model.renorms():
             images, _ = BatchStream(
                 self.train_set, self.splits["train"], self.config.batch_size, seed, "calibration"
@@ -415,14 +412,14 @@ class Trainer:
             self.model.calibrate(fit_input(images.to(self.device), self.model))
         if self.phase == "warmup" and self.config.post_train_init == "backbone" and self.main:
             state = self.model.state_dict()
-            atomic_save(self.run_dir / INITIAL, state)
+            atomic_save(self.folder.initial, state)
         distributed.barrier()
 
     def _restore_initial_weights(self) -> None:
         """Every weight back to its value at the start (the backbone's, calibrated), keeping
         the learnt policy logits; the training batches then start over too, so the derived
         model sees the baselines' data in the baselines' order."""
-        initial = read_checkpoint(self.run_dir / INITIAL)
+        initial = read_checkpoint(self.folder.initial)
         initial["policy_logits"] = self.model.policy_logits.detach()
         self.model.load_state_dict(initial)
         self.streams["train"].load_state_dict({"epoch": 0, "offset": 0})
@@ -455,7 +452,7 @@ class Trainer:
         def forward() -> None:
             images = fit_input(stream.next()[0].to(self.device), self.model)
             with self.precision.autocast():
-                self.model(images, mode="fixed")
+                self.model(images, mode="fixed", policy=self.policy)
             bar.update(1)
 
         with bar:
@@ -472,16 +469,18 @@ class Trainer:
                 c.batch_size,
                 "fixed",
                 c.eval_batches,
+                self.policy,
             )
         }
         if self.test_set is not None:
             metrics["test"] = evaluate(
-                self.model, self.test_set, None, c.batch_size, "fixed", c.eval_batches
+                self.model, self.test_set, None, c.batch_size, "fixed", c.eval_batches, self.policy
             )
+        self.model.set_policy(self.policy)
         if self.main:
-            atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=1))
-            self.model.policy.to_json(self.run_dir / "policy.json")
-        return SearchResult(self.model.policy, metrics, self.run_dir, self.history)
+            atomic_write_text(self.folder.metrics, json.dumps(metrics, indent=1))
+            self.policy.to_json(self.folder.policy)
+        return SearchResult(self.policy, metrics, self.run_dir, self.history)
 
     # -- logs and checkpoints -----------------------------------------------------------------
     def _log(self, record: dict[str, float]) -> None:
@@ -490,10 +489,10 @@ class Trainer:
         if not self.main:
             return
         if self.config.log_format == "jsonl":
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
+            with open(self.folder.log("jsonl"), "a") as f:
                 f.write(json.dumps(row) + "\n")
         else:
-            path = self.run_dir / "metrics.csv"
+            path = self.folder.log("csv")
             new = not path.exists()
             fields = ["phase", "step", "time", "loss", *(f"loss_{t.name}" for t in self.tasks)]
             fields += ["tau", "policy_lr", "policy_loss", "sharing", "cost", "latency_ms"]
@@ -507,7 +506,7 @@ class Trainer:
 
     def _truncate_log(self, lines: int) -> None:
         """Drop log rows written after the checkpoint (they will be written again)."""
-        path = self.run_dir / f"metrics.{self.config.log_format}"
+        path = self.folder.log(self.config.log_format)
         if not path.exists():
             return
         rows = path.read_text().splitlines(keepends=True)
@@ -527,7 +526,7 @@ class Trainer:
             "step": self.step,
             "policy_steps": self.policy_steps,
             "model": self.model.state_dict(),
-            "policy": self.model.policy.__dict__,
+            "policy": None if self.policy is None else self.policy.__dict__,
             "weighting": self.weighting.state_dict(),
             "opt": self.opt.state_dict() if self.phase != "done" else None,
             "policy_opt": self.policy_opt.state_dict() if self.policy_opt else None,
@@ -539,13 +538,13 @@ class Trainer:
             "conflict": self.conflict.state_dict(),
         }
         if self.main:
-            atomic_save(self.run_dir / CHECKPOINT, state)
+            atomic_save(self.folder.checkpoint, state)
 
     def _load(self) -> None:
         """Continue from checkpoint.pt. It is read with `weights_only` (tensors and plain
         data only: a checkpoint from elsewhere cannot run code), and one that cannot be read
         or does not fit this model is refused with a RunFolderError naming it."""
-        path = self.run_dir / CHECKPOINT
+        path = self.folder.checkpoint
         state = read_checkpoint(path)
         try:
             self._restore(state)
@@ -561,7 +560,8 @@ class Trainer:
             raise ValueError(f"unknown phase {self.phase!r}")
         self.policy_steps = state["policy_steps"]
         self.model.load_state_dict(state["model"])
-        self.model.policy = Policy(**state["policy"])
+        fixed = self.phase in ("post", "done")  # before, the policy is not derived yet
+        self.policy = Policy(**state["policy"]) if fixed else None
         self.weighting.load_state_dict(state["weighting"])
         self.conflict.load_state_dict(state["conflict"])
         if state.get("scaler"):
