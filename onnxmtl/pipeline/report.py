@@ -14,8 +14,9 @@ from onnxmtl.compiler import BRANCHES, Policy
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.run_folder import PipelineFolder
 from onnxmtl.tasks.metrics import HIGHER_IS_BETTER
+from onnxmtl.training.phases import PostTrain, Search, Warmup
 
-PHASE_COLOURS = {"warmup": "#8172b3", "search": "#4c72b0", "post": "#55a868"}
+PHASE_COLOURS = {Warmup.name: "#8172b3", Search.name: "#4c72b0", PostTrain.name: "#55a868"}
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -39,7 +40,7 @@ def search_curves(rows: list[dict[str, Any]], path: str | Path) -> None:
             offset += len(part)
     axes[0].set(title="training loss (sum over tasks)", xlabel="step", yscale="log")
     axes[0].legend()
-    search = [r for r in rows if r["phase"] == "search"]
+    search = [r for r in rows if r["phase"] == Search.name]
     steps = np.arange(1, len(search) + 1)
     axes[1].plot(steps, [r.get("tau", np.nan) for r in search], color="#c44e52")
     axes[1].set(title="Gumbel temperature", xlabel="search step")

@@ -24,7 +24,8 @@ from onnxmtl.tasks import Task, load_tasks
 from onnxmtl.training import distributed
 from onnxmtl.training.config import SearchConfig, as_config
 from onnxmtl.training.evaluate import evaluate
-from onnxmtl.training.trainer import SearchResult, Trainer
+from onnxmtl.training.result import SearchResult
+from onnxmtl.training.trainer import Trainer
 
 BASELINES = ("all-shared", "single-task", "random")
 LAYOUT: Layout = RunFolder.layout()
