@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import onnxmtl  # noqa: E402
 from converters import export_backbones  # noqa: E402
 from onnxmtl.benchmark.timing import interleaved_medians, median_seconds  # noqa: E402
-from onnxmtl.compiler import SHARED, compile  # noqa: E402
+from onnxmtl.compiler import compile  # noqa: E402
 from onnxmtl.lower import lower  # noqa: E402
 from onnxmtl.tasks import Task, loss_fn  # noqa: E402
 
@@ -118,7 +118,6 @@ def make_step(name: str, config: str):
     policy = torch.optim.Adam(model.policy_parameters(), lr=0.01)
 
     mode = "fixed" if config == "shared" else config
-    model.policy = model.uniform_policy(SHARED)
 
     def step() -> None:
         out = model(x, mode=mode, tau=5.0)

@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 import onnxmtl  # noqa: E402
 from converters import export_backbones  # noqa: E402
-from onnxmtl.compiler import SHARED  # noqa: E402
 from onnxmtl.data import load_fashion_mnist  # noqa: E402
 from onnxmtl.tasks import Task, loss_fn, make_metric  # noqa: E402
 
@@ -99,7 +98,6 @@ def run(path: Path, renormalize, args, train, test) -> dict:
         calibration=to_input(images[first], args.size),
     )
     model.mode = "fixed"
-    model.policy = model.uniform_policy(SHARED)
     if args.optimizer == "adam":
         opt = torch.optim.Adam(model.weight_parameters(), lr=args.lr)
     else:

@@ -13,6 +13,7 @@ from onnxmtl.compiler import (
     SHARED,
     SKIP,
     SPECIFIC,
+    Policy,
     Projection,
     Renorm,
     compile,
@@ -297,6 +298,34 @@ def test_save_and_load_round_trip(tiny_export, x, tmp_path):
         "depth",
         "cls",
     ]
+
+
+def test_saved_supermodel_carries_its_policy(tiny_export, x, tmp_path):
+    """The policy is saved with the supermodel, so a loaded one runs and derives the trained
+    policy rather than all-shared; a file saved without one loads with none, which 'fixed'
+    mode refuses instead of silently running all-shared."""
+    model = compile(onnxmtl.load(tiny_export("legacy17")), tasks()).eval()
+    assert model.policy == model.uniform_policy(SHARED)  # freshly compiled: all shared
+    choices = [[(t + u) % 2 for u in range(len(model.units))] for t in range(len(model.tasks))]
+    policy = Policy(model.task_names, model.unit_names, choices, method="argmax", seed=None)
+    model.set_policy(policy)
+    save_supermodel(model, tmp_path / "s.pt")
+    again = load_supermodel(tmp_path / "s.pt").eval()
+    assert again.policy == policy
+    with torch.no_grad():
+        a, b = again(x, mode="fixed"), again(x, mode="fixed", policy=policy)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    state = torch.load(tmp_path / "s.pt", weights_only=True)
+    del state["policy"]  # as saved before the policy was
+    torch.save(state, tmp_path / "old.pt")
+    old = load_supermodel(tmp_path / "old.pt")
+    assert old.policy is None
+    with pytest.raises(ConfigError, match="carries no policy"):
+        old(x, mode="fixed")
+    other = Policy(["a"], model.unit_names, [choices[0]])
+    with pytest.raises(ConfigError, match="policy is for tasks"):
+        model.set_policy(other)
 
 
 def test_outputs_and_bad_options(tiny_export, x):

@@ -501,8 +501,9 @@ def test_the_first_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
     assert _trainer(tiny_export, tmp_path).run(stop_after=2) is None
     checkpoint = (tmp_path / "run" / "checkpoint.pt").read_bytes()
     trainer = _trainer(tiny_export, tmp_path)
-    trainer.train_set = _NanImages(trainer.train_set)
-    trainer.streams = {n: trainer._stream(n, n) for n in trainer.streams}
+    run = trainer.session
+    run.train_set = _NanImages(run.train_set)
+    run.streams = {n: run.stream(n, n) for n in run.streams}
     with pytest.raises(TrainingError, match=r"warm-up step 3: the loss of task 'seg'.*warmup_lr"):
         trainer.run(resume=True)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == checkpoint
@@ -515,7 +516,7 @@ def test_policy_logits_that_are_not_finite_give_no_policy(tiny_export, tmp_path,
 
     def diverges(self):
         record = original(self)
-        if self.phase == "search":
+        if self.phase.name == "search":
             with torch.no_grad():
                 self.model.policy_logits.fill_(float("nan"))
         return record

@@ -279,21 +279,21 @@ def _policy_trainer(tiny_export, scenes, tmp_path, **options) -> Trainer:
     model = _model(tiny_export, train.tasks())
     cost = make_cost(model, config)
     trainer = Trainer(model, train, config, tmp_path, progress=False, cost=cost)
-    trainer.phase = "search"
-    trainer._make_optimizers()
+    trainer.current = [p.name for p in trainer.phases].index("search")
+    trainer.phase.begin()
     return trainer
 
 
 def test_policy_gradient_parts_add_up_to_the_policy_loss_gradient(tiny_export, scenes, tmp_path):
     trainer = _policy_trainer(tiny_export, scenes, tmp_path, cost="params", sharing_weight=0.5)
     logits = trainer.model.policy_logits
-    stream = trainer.streams["train2"].state_dict()
+    stream = trainer.session.streams["train2"].state_dict()
     torch.manual_seed(1)
-    task_loss, terms, _ = trainer._policy_terms(tau=2.0)
+    task_loss, terms, _ = trainer.phase.policy_terms(tau=2.0)
     parts = policy_gradients(task_loss, terms, logits)
-    trainer.streams["train2"].load_state_dict(stream)
+    trainer.session.streams["train2"].load_state_dict(stream)
     torch.manual_seed(1)
-    task_loss, terms, _ = trainer._policy_terms(tau=2.0)
+    task_loss, terms, _ = trainer.phase.policy_terms(tau=2.0)
     (task_loss + sum(terms.values())).backward()
     assert set(parts) == {"task", "sharing", "cost"}
     assert all(part.norm() > 0 for part in parts.values())

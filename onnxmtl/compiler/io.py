@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import onnx
 import torch
 
 from onnxmtl.compiler.build import compile
+from onnxmtl.compiler.policy import Policy
 from onnxmtl.compiler.supermodel import SuperModel
 from onnxmtl.errors import ConfigError, ModelFileError
 from onnxmtl.io_utils import atomic_save
@@ -19,8 +21,8 @@ VERSION = 2  # 2: shared branches and skips keep BatchNorm statistics per task
 
 
 def supermodel_state(model: SuperModel, state_dict: dict | None = None) -> dict:
-    """Everything needed to rebuild `model`: the normalised backbone, the tasks, the options
-    and its state dict (or the given slice of it)."""
+    """Everything needed to rebuild `model`: the normalised backbone, the tasks, the options,
+    its policy and its state dict (or the given slice of it)."""
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -29,12 +31,14 @@ def supermodel_state(model: SuperModel, state_dict: dict | None = None) -> dict:
         "tasks": [t.to_dict() for t in model.tasks],
         "options": model.options,
         "calibration": model.calibration,
+        "policy": None if model.policy is None else asdict(model.policy),
         "state_dict": model.state_dict() if state_dict is None else state_dict,
     }
 
 
 def save_supermodel(model: SuperModel, path: str | Path) -> None:
-    """Write the normalised backbone, the tasks, the options and every weight and logit."""
+    """Write the normalised backbone, the tasks, the options, the policy and every weight and
+    logit."""
     state = supermodel_state(model)
     atomic_save(Path(path), state)
 
@@ -79,8 +83,13 @@ def supermodel_from_state(
 
 
 def load_supermodel(path: str | Path, tasks: list[Task] | None = None) -> SuperModel:
-    """Rebuild a saved supermodel. Tasks with custom head or loss objects must be passed again."""
-    return supermodel_from_state(read_state(path, FORMAT, "supermodel"), path, tasks)
+    """Rebuild a saved supermodel, carrying the policy it was saved with (none for a file saved
+    before policies were). Tasks with custom head or loss objects must be passed again."""
+    state = read_state(path, FORMAT, "supermodel")
+    model = supermodel_from_state(state, path, tasks)
+    saved = state.get("policy")
+    model.set_policy(None if saved is None else Policy(**saved))
+    return model
 
 
 def _per_task_statistics(saved: dict, current: dict) -> dict:

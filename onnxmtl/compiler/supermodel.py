@@ -89,7 +89,8 @@ class SuperModel(nn.Module):
         self._allowed: list[list[bool]] = branch_mask.tolist()  # host copy: no device syncs
         self.mode = "warmup"
         self.tau = 5.0
-        self.policy = self.uniform_policy(SHARED)
+        self._policy: Policy | None = None
+        self.set_policy(self.uniform_policy(SHARED))
         self.last_choices: Choices | None = None
         self.calibration = "none"
 
@@ -106,6 +107,20 @@ class SuperModel(nn.Module):
         unit = self.units[u]
         assert isinstance(unit, UnitBranches)
         return unit
+
+    @property
+    def policy(self) -> Policy | None:
+        """The policy 'fixed' mode follows when given none: all shared for a freshly compiled
+        supermodel, the trained one after `Trainer.run` and in a saved supermodel; None for a
+        supermodel saved before the policy was saved with it."""
+        return self._policy
+
+    def set_policy(self, policy: Policy | None) -> None:
+        """Make `policy` (checked against this supermodel) the one the model carries and saves;
+        the only place it changes."""
+        if policy is not None:
+            self.choices_of(policy)
+        self._policy = policy
 
     def uniform_policy(self, branch: int) -> Policy:
         """Every task takes `branch` at every unit (SKIP falls back to SHARED where a unit has
@@ -259,8 +274,14 @@ class SuperModel(nn.Module):
             out.append(y)
         return out
 
-    def choices_of(self, policy: PolicyLike) -> Choices:
-        """A policy's branch choices (tasks x units), checked against this supermodel."""
+    def choices_of(self, policy: PolicyLike | None) -> Choices:
+        """A policy's branch choices (tasks x units), checked against this supermodel; None
+        (the policy of a supermodel saved before policies were saved with it) is refused."""
+        if policy is None:
+            raise ConfigError(
+                "this supermodel carries no policy (it was saved before policies were saved "
+                "with it); pass one, e.g. the run's policy.json."
+            )
         if isinstance(policy, Policy):
             if policy.tasks != self.task_names or len(policy.units) != len(self.units):
                 raise ConfigError(

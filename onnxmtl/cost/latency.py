@@ -15,10 +15,9 @@ from onnxmtl.cost.cache import latency_table
 from onnxmtl.cost.table import LatencyTable
 from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import atomic_write_text
+from onnxmtl.run_folder import RunFolder
 from onnxmtl.training import SearchConfig, distributed
 from onnxmtl.training.regularizers import full_cost
-
-REPORT = "latency.json"
 
 
 @dataclass
@@ -45,9 +44,9 @@ class LatencyCost:
         return replace(policy, choices=choices, method=f"{policy.method}+budget")
 
     def write_report(self, run_dir: Path, policy: Policy, searched: Policy) -> None:
-        """latency.json: the budget, the derived policy's predicted latency (and the searched
-        policy's, before it was fitted to the budget), and the table's setting (device,
-        provider, batch, threads, calibration)."""
+        """The run folder's cost report (latency.json): the budget, the derived policy's
+        predicted latency (and the searched policy's, before it was fitted to the budget), and
+        the table's setting (device, provider, batch, threads, calibration)."""
         table = self.table
         info = {
             "budget_ms": self.budget_ms,
@@ -62,7 +61,7 @@ class LatencyCost:
             **{k: getattr(table, k) for k in ("device", "providers", "batch", "threads", "key")},
             "calibration": table.calibration,
         }
-        atomic_write_text(run_dir / REPORT, json.dumps(info, indent=1))
+        atomic_write_text(RunFolder(run_dir).cost_report, json.dumps(info, indent=1))
 
 
 def latency_cost(model: SuperModel, config: SearchConfig, progress: bool = True) -> LatencyCost:

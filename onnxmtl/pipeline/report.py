@@ -12,9 +12,11 @@ from onnxmtl.benchmark import latency_bars, policy_heatmap, to_markdown
 from onnxmtl.benchmark.plots import figure, save_figure
 from onnxmtl.compiler import BRANCHES, Policy
 from onnxmtl.io_utils import atomic_write_text
+from onnxmtl.run_folder import PipelineFolder
 from onnxmtl.tasks.metrics import HIGHER_IS_BETTER
+from onnxmtl.training.phases import PostTrain, Search, Warmup
 
-PHASE_COLOURS = {"warmup": "#8172b3", "search": "#4c72b0", "post": "#55a868"}
+PHASE_COLOURS = {Warmup.name: "#8172b3", Search.name: "#4c72b0", PostTrain.name: "#55a868"}
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -38,7 +40,7 @@ def search_curves(rows: list[dict[str, Any]], path: str | Path) -> None:
             offset += len(part)
     axes[0].set(title="training loss (sum over tasks)", xlabel="step", yscale="log")
     axes[0].legend()
-    search = [r for r in rows if r["phase"] == "search"]
+    search = [r for r in rows if r["phase"] == Search.name]
     steps = np.arange(1, len(search) + 1)
     axes[1].plot(steps, [r.get("tau", np.nan) for r in search], color="#c44e52")
     axes[1].set(title="Gumbel temperature", xlabel="search step")
@@ -166,12 +168,15 @@ def deploy_section(results: dict[str, Any]) -> str:
 
 def write_report(results: dict[str, Any], out: Path) -> Path:
     """Write the plots and `report.md` into `out`; return the report's path."""
-    policy = Policy.from_json(out / "search" / "policy.json")
+    files = PipelineFolder(out)
+    policy = Policy.from_json(files.search.policy)
     policy_heatmap(
-        {"tasks": policy.tasks, "choices": policy.choices}, out / "policy.png", "searched policy"
+        {"tasks": policy.tasks, "choices": policy.choices},
+        files.plot("policy"),
+        "searched policy",
     )
-    latency_bars(results["bench"], out / "latency.png")
-    search_curves(read_log(out / "search" / "metrics.jsonl"), out / "search_curves.png")
+    latency_bars(results["bench"], files.plot("latency"))
+    search_curves(read_log(files.search.log("jsonl")), files.plot("search_curves"))
     counts = results["policy"]["counts"]
     tasks = ", ".join(f"{t['name']} ({t['kind']})" for t in results["tasks"])
     minutes = results["wall_seconds"] / 60
@@ -215,6 +220,5 @@ model the policy implies, heads included; MACs are counted on the exported ONNX 
 Files: `models/` (ONNX exports; `searched.pt` is the derived PyTorch model), `search/`
 (policy.json, metrics.jsonl, checkpoints), `baselines/`, `results.json` (every figure above).
 """
-    path = out / "report.md"
-    atomic_write_text(path, text)
-    return path
+    atomic_write_text(files.report, text)
+    return files.report

@@ -13,39 +13,23 @@ import torch
 
 from onnxmtl.compiler import SHARED, Policy, SuperModel, compile, load_supermodel, save_supermodel
 from onnxmtl.cost import cost_factory, make_cost
-from onnxmtl.cost.latency import REPORT as LATENCY_REPORT
 from onnxmtl.data import load_dataset, split_indices
 from onnxmtl.data.torch_dataset import DataSource, data_label, is_torch_data, torch_splits
 from onnxmtl.errors import ConfigError, RunFolderError
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.ir import load
 from onnxmtl.ir.from_torch import export_module
-from onnxmtl.run_folder import RUN_FILE, Layout, clear_run, locked, read_run
+from onnxmtl.run_folder import Layout, RunFolder, clear_run, locked, read_run
 from onnxmtl.runtime import cpu_threads
 from onnxmtl.tasks import Task, load_tasks
 from onnxmtl.training import distributed
 from onnxmtl.training.config import SearchConfig, as_config
 from onnxmtl.training.evaluate import evaluate
-from onnxmtl.training.trainer import CHECKPOINT, INITIAL, SearchResult, Trainer
+from onnxmtl.training.result import SearchResult
+from onnxmtl.training.trainer import Trainer
 
 BASELINES = ("all-shared", "single-task", "random")
-BACKBONE_FILE = "backbone.onnx"  # a PyTorch module given as the backbone, exported
-TRAINER_FILES = (
-    RUN_FILE,
-    BACKBONE_FILE,
-    "config.json",
-    CHECKPOINT,
-    INITIAL,
-    "metrics.json",
-    "metrics.jsonl",
-    "metrics.csv",
-    "policy.json",
-    "supermodel.pt",
-    LATENCY_REPORT,
-    "conflict.json",
-)
-TASK_LAYOUT: Layout = dict.fromkeys(TRAINER_FILES)
-LAYOUT: Layout = {**TASK_LAYOUT, "*": TASK_LAYOUT}  # single-task: one folder per task
+LAYOUT: Layout = RunFolder.layout()
 RESUME_FREE = ("device", "threads", "checkpoint_every", "latency_cache")  # may change on --resume
 
 
@@ -78,7 +62,7 @@ def writing(out: Path, layout: Layout = LAYOUT) -> contextlib.AbstractContextMan
 def has_checkpoint(out: Path) -> bool:
     """Whether a run folder (or, for single-task baselines, one of its task folders) holds a
     checkpoint to resume from."""
-    return (out / CHECKPOINT).exists() or any(out.glob(f"*/{CHECKPOINT}"))
+    return RunFolder(out).has_checkpoint()
 
 
 def run_info(
@@ -144,10 +128,11 @@ def check_resume(out: Path, info: dict[str, Any]) -> None:
 
 def finished(folder: Path) -> SearchResult | None:
     """The result of a run folder that finished, from its files; None if it has not."""
-    if not ((folder / "metrics.json").exists() and (folder / "supermodel.pt").exists()):
+    files = RunFolder(folder)
+    if not (files.metrics.exists() and files.supermodel.exists()):
         return None
-    metrics = json.loads((folder / "metrics.json").read_text())
-    return SearchResult(Policy.from_json(folder / "policy.json"), metrics, folder)
+    metrics = json.loads(files.metrics.read_text())
+    return SearchResult(Policy.from_json(files.policy), metrics, folder)
 
 
 def _datasets(data: DataSource, config: SearchConfig, tasks: str | Path | list[Task] | None):
@@ -180,7 +165,7 @@ def _tasks(tasks: str | Path | list[Task] | None, dataset, test=None) -> list[Ta
 
 def _record(out: Path, info: dict[str, Any]) -> None:
     if distributed.is_main():
-        atomic_write_text(out / RUN_FILE, json.dumps(info, indent=1))
+        atomic_write_text(RunFolder(out).run_file, json.dumps(info, indent=1))
 
 
 def start(config: SearchConfig | dict | str | Path | None) -> SearchConfig:
@@ -217,8 +202,8 @@ Backbone = str | Path | torch.nn.Module
 
 def backbone_file(model: Backbone, out: Path, example_input: torch.Tensor | None = None) -> Path:
     """The backbone's ONNX file: `model` itself, or a PyTorch module exported (traced on
-    `example_input`) into the run folder as BACKBONE_FILE, where run.json's hash of it lets
-    --resume tell whether the module changed."""
+    `example_input`) into the run folder (`RunFolder.backbone`), where run.json's hash of it
+    lets --resume tell whether the module changed."""
     if not isinstance(model, torch.nn.Module):
         return Path(model)
     if example_input is None:
@@ -226,10 +211,11 @@ def backbone_file(model: Backbone, out: Path, example_input: torch.Tensor | None
             f"{type(model).__name__}: a PyTorch module as the backbone needs example_input, an "
             "(N, C, H, W) image tensor at the data's size, to export it with."
         )
+    path = RunFolder(out).backbone
     if distributed.is_main():
-        export_module(model, example_input, out / BACKBONE_FILE)
+        export_module(model, example_input, path)
     distributed.barrier()
-    return out / BACKBONE_FILE
+    return path
 
 
 def _save(model: SuperModel, path: Path) -> None:
@@ -267,7 +253,7 @@ def search(
         trainer = Trainer(model, train, config, out, test=test, progress=progress, cost=cost)
         _record(out, info)
         result = trainer.run(resume=resume)
-        _save(model, out / "supermodel.pt")
+        _save(model, RunFolder(out).supermodel)
     return result
 
 
@@ -367,18 +353,18 @@ def _train_baseline(
             progress=progress,
             label=label if policy is None else "policy",
         )
-        resume_here = resume and (folder / CHECKPOINT).exists()
+        resume_here = resume and RunFolder(folder).checkpoint.exists()
         results[folder.name] = trainer.run(resume=resume_here)
-        _save(model, folder / "supermodel.pt")
+        _save(model, RunFolder(folder).supermodel)
     return results
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, dict[str, float]]:
     """The metrics of a finished run folder's model (its policy) on `split`."""
     run_dir = Path(run_dir)
-    info_path = run_dir / RUN_FILE
+    info_path = RunFolder(run_dir).run_file
     if not info_path.exists():
-        raise ConfigError(f"{run_dir}: not a run folder (no {RUN_FILE}).")
+        raise ConfigError(f"{run_dir}: not a run folder (no {info_path.name}).")
     info = json.loads(info_path.read_text())
     if info["data"].startswith("python:"):
         raise ConfigError(
@@ -387,7 +373,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, dict[str
             "onnxmtl.training.evaluate."
         )
     config = SearchConfig.from_dict(info["config"], str(info_path))
-    folders = [p.parent for p in sorted(run_dir.glob("*/supermodel.pt"))] or [run_dir]
+    folders = RunFolder(run_dir).tasks() or [RunFolder(run_dir)]
     dataset = load_dataset(info["data"], "test" if split == "test" else "train", **config.data)
     indices = None
     if split != "test":
@@ -396,9 +382,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, dict[str
         )["val"]
     metrics: dict[str, dict[str, float]] = {}
     for folder in folders:
-        if not (folder / "supermodel.pt").exists():
-            raise ConfigError(f"{folder}: no supermodel.pt; the run has not finished.")
-        model = load_supermodel(folder / "supermodel.pt")
-        model.policy = Policy.from_json(folder / "policy.json")
-        metrics.update(evaluate(model, dataset, indices, config.batch_size))
+        if not folder.supermodel.exists():
+            raise ConfigError(
+                f"{folder.path}: no {folder.supermodel.name}; the run has not finished."
+            )
+        model = load_supermodel(folder.supermodel)
+        policy = model.policy or Policy.from_json(folder.policy)  # saved without it: older
+        metrics.update(evaluate(model, dataset, indices, config.batch_size, policy=policy))
     return metrics

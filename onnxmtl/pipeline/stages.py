@@ -25,7 +25,6 @@ from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.pipeline.choose import choose_model
 from onnxmtl.pipeline.report import write_report
 from onnxmtl.pipeline.runs import (
-    BACKBONE_FILE,
     Backbone,
     backbone_file,
     check_resume,
@@ -37,23 +36,13 @@ from onnxmtl.pipeline.runs import (
     train_baseline,
     writing,
 )
-from onnxmtl.pipeline.runs import LAYOUT as TRAINER_LAYOUT
-from onnxmtl.run_folder import RUN_FILE, Layout, clear_run, is_run
+from onnxmtl.run_folder import Layout, PipelineFolder, RunFolder, clear_run, is_run
 from onnxmtl.runtime import cpu_threads
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig, delta_m, distributed
 
 BASELINES = ("all-shared", "single-task")
-RESULTS = "results.json"
-TIMES = "run_times.json"  # seconds of each call of `run` on the folder
-PLOTS = ("policy.png", "latency.png", "search_curves.png")
-MODELS: Layout = dict.fromkeys(["searched.onnx", "searched.pt", "all-shared.onnx", "single-*.onnx"])
-LAYOUT: Layout = {
-    **dict.fromkeys([RUN_FILE, BACKBONE_FILE, RESULTS, TIMES, "report.md", *PLOTS]),
-    "search": TRAINER_LAYOUT,
-    "baselines": dict.fromkeys(BASELINES, TRAINER_LAYOUT),
-    "models": MODELS,
-}
+LAYOUT: Layout = PipelineFolder.layout(BASELINES)
 
 
 @dataclass
@@ -94,16 +83,17 @@ def run(
     finished one is returned as it is unless `force` (which starts over). The backbone is an
     ONNX file or a PyTorch module, exported (traced on `example_input`) into `out`."""
     out = Path(out)
+    files = PipelineFolder(out)
     if not isinstance(model, torch.nn.Module) and not Path(model).is_file():
         raise ModelFileError(f"{model}: ONNX model not found.")
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ConfigError(f"baselines must be among {', '.join(BASELINES)}; got {sorted(unknown)}.")
-    if (out / RESULTS).exists() and not force:
+    if files.results.exists() and not force:
         if progress:
             print(f"{out} holds a finished run; --force runs it again", flush=True)
-        results = json.loads((out / RESULTS).read_text())
-        return RunResult(out, out / "report.md", results)
+        results = json.loads(files.results.read_text())
+        return RunResult(out, files.report, results)
     config = start(config)
     with writing(out, LAYOUT), cpu_threads(config.threads):
         if force:
@@ -119,7 +109,7 @@ def run(
             return _run(
                 out, model, data, tasks, config, baselines, batch_sizes, bench_repeats, progress
             )
-        atomic_write_text(out / RUN_FILE, json.dumps(info, indent=1))
+        atomic_write_text(files.run_file, json.dumps(info, indent=1))
         started = time.time()
         try:
             return _run(
@@ -154,12 +144,13 @@ def _run(
 ) -> RunResult:
     started = time.time()
     common = {"tasks": tasks, "config": config, "progress": progress}
+    files = PipelineFolder(out)
 
-    search_dir = out / "search"
+    search_dir = files.search.path
     _train_stage(search_dir, [], lambda **kw: search(model, data, search_dir, **common, **kw))
-    supermodel = load_supermodel(search_dir / "supermodel.pt")
+    supermodel = load_supermodel(files.search.supermodel)
     for name in baselines:
-        folder = out / "baselines" / name
+        folder = files.baseline(name).path
         _train_stage(
             folder,
             supermodel.task_names if name == "single-task" else [],
@@ -168,70 +159,68 @@ def _run(
             ),
         )
     if not distributed.is_main():  # under torchrun, rank 0 exports, benches and reports
-        return RunResult(out, out / "report.md", {})
-    policy = Policy.from_json(search_dir / "policy.json")
-    models_dir = out / "models"
-    files = _export_models(supermodel, policy, out, models_dir, baselines, progress)
+        return RunResult(out, files.report, {})
+    policy = supermodel.policy or Policy.from_json(files.search.policy)  # saved without: older
+    exported = _export_models(supermodel, policy, files, baselines, progress)
     if config.latency_budget_ms is not None:  # the budget's batch is timed too
         batch_sizes = tuple(sorted({*batch_sizes, config.latency_batch}))
     timing = bench(
-        files,
+        exported,
         batch_sizes=batch_sizes,
         repeats=bench_repeats,
         warmup=5,
         memory=True,
         threads=config.threads,
     )
-    results = _results(out, supermodel, policy, baselines, timing, model, data, config)
-    previous = json.loads((out / TIMES).read_text()) if (out / TIMES).exists() else []
+    results = _results(files, supermodel, policy, baselines, timing, model, data, config)
+    previous = json.loads(files.times.read_text()) if files.times.exists() else []
     results["wall_seconds"] = sum(previous) + time.time() - started
     report = write_report(results, out)
-    atomic_write_text(out / RESULTS, json.dumps(results, indent=1))
+    atomic_write_text(files.results, json.dumps(results, indent=1))
     return RunResult(out, report, results)
 
 
 def _export_models(
     supermodel: SuperModel,
     policy: Policy,
-    out: Path,
-    folder: Path,
+    out: PipelineFolder,
     baselines: tuple[str, ...],
     progress: bool,
 ) -> dict[str, Path]:
     """ONNX files of the searched model and the baselines (trained weights where a baseline
     was trained, else the same architecture from the searched supermodel)."""
-    jobs: dict[str, tuple[SuperModel, Policy | None, list[str] | None]] = {
-        "searched": (supermodel, policy, None)
+    jobs: dict[str, tuple[SuperModel, Policy, list[str] | None]] = {
+        out.SEARCHED: (supermodel, policy, None)
     }
-    shared_dir = out / "baselines" / "all-shared"
-    shared = load_supermodel(shared_dir / "supermodel.pt") if "all-shared" in baselines else None
+    shared_path = out.baseline("all-shared").supermodel
+    shared = load_supermodel(shared_path) if "all-shared" in baselines else None
     jobs["all-shared"] = (shared or supermodel, (shared or supermodel).uniform_policy(SHARED), None)
     for task in supermodel.task_names:
-        single = out / "baselines" / "single-task" / task / "supermodel.pt"
         if "single-task" in baselines:
-            jobs[f"single-{task}"] = (load_supermodel(single), None, None)
+            single = load_supermodel(out.baseline("single-task").task(task).supermodel)
+            jobs[f"single-{task}"] = (single, single.uniform_policy(SHARED), None)
         else:
             jobs[f"single-{task}"] = (supermodel, supermodel.uniform_policy(SHARED), [task])
     files = {}
     for name, (model, chosen, keep) in jobs.items():
-        path = folder / f"{name}.onnx"
+        path = out.onnx(name)
         if not path.exists():
             derived = derive(model, chosen, keep)
-            if name == "searched":
-                save_derived(derived, model, folder / "searched.pt")
+            if name == out.SEARCHED:
+                save_derived(derived, model, out.derived)
             export(derived, path)
         files[name] = path
     if progress:
-        print(f"exported {len(files)} models to {folder}", flush=True)
+        print(f"exported {len(files)} models to {out.models}", flush=True)
     return files
 
 
-def _metrics(folder: Path, split: str = "test") -> dict[str, dict[str, float]]:
-    return json.loads((folder / "metrics.json").read_text())[split]
+def _metrics(folder: RunFolder, split: str = "test") -> dict[str, dict[str, float]]:
+    return json.loads(folder.metrics.read_text())[split]
 
 
 def _results(
-    out: Path,
+    out: PipelineFolder,
     supermodel: SuperModel,
     policy: Policy,
     baselines: tuple[str, ...],
@@ -242,13 +231,13 @@ def _results(
 ) -> dict[str, Any]:
     methods: dict[str, dict[str, Any]] = {
         "searched": {
-            "metrics": _metrics(out / "search"),
-            "val_metrics": _metrics(out / "search", "val"),
+            "metrics": _metrics(out.search),
+            "val_metrics": _metrics(out.search, "val"),
             "params": policy_params(supermodel, policy.choices),
         }
     }
     if "all-shared" in baselines:
-        folder = out / "baselines" / "all-shared"
+        folder = out.baseline("all-shared")
         methods["all-shared"] = {
             "metrics": _metrics(folder),
             "val_metrics": _metrics(folder, "val"),
@@ -259,10 +248,10 @@ def _results(
         val: dict[str, dict[str, float]] = {}
         params = 0
         for task in supermodel.task_names:
-            folder = out / "baselines" / "single-task" / task
+            folder = out.baseline("single-task").task(task)
             metrics.update(_metrics(folder))
             val.update(_metrics(folder, "val"))
-            single = load_supermodel(folder / "supermodel.pt")
+            single = load_supermodel(folder.supermodel)
             params += policy_params(single, single.uniform_policy(SHARED).choices)
         methods["single-task"] = {"metrics": metrics, "val_metrics": val, "params": params}
         for entry in methods.values():
@@ -293,7 +282,7 @@ def _results(
         "methods": methods,
         "bench": timing,
         "config": config.to_dict(),
-        "latency_budget": _read_json(out / "search" / "latency.json"),
+        "latency_budget": _read_json(out.search.cost_report),
         "deploy": choice.to_dict(),
     }
 
@@ -305,7 +294,7 @@ def _read_json(path: Path) -> Any:
 def _active_seconds(out: Path, seconds: float) -> float:
     """Add this call's seconds to the run's log of calls; the total over every call (a run
     that was interrupted and resumed counts only the time it was running)."""
-    path = out / TIMES
+    path = PipelineFolder(out).times
     times = json.loads(path.read_text()) if path.exists() else []
     times.append(round(seconds, 2))
     atomic_write_text(path, json.dumps(times))

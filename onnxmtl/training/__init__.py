@@ -3,9 +3,11 @@
 from onnxmtl.training.batchnorm import recompute_batchnorm
 from onnxmtl.training.config import SearchConfig, as_config, policy_lr_at, tau_at
 from onnxmtl.training.cost_model import CostModel
+from onnxmtl.training.derive_policy import derive_policy
 from onnxmtl.training.evaluate import delta_m, evaluate
 from onnxmtl.training.regularizers import cost_regularizer, expected_cost, sharing_regularizer
-from onnxmtl.training.trainer import SearchResult, Trainer, derive_policy
+from onnxmtl.training.result import SearchResult
+from onnxmtl.training.trainer import Trainer
 from onnxmtl.training.weighting import (
     DWA,
     Uncertainty,

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onnxmtl.compiler import SuperModel
+from onnxmtl.compiler import Policy, SuperModel
 from onnxmtl.data import MultiTaskDataset
 from onnxmtl.tasks import HIGHER_IS_BETTER, Task, make_metric
 from onnxmtl.training.stream import collate
@@ -37,8 +37,10 @@ def evaluate(
     batch_size: int = 64,
     mode: str = "fixed",
     max_batches: int | None = None,
+    policy: Policy | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Every task's standard metrics over `indices` of `dataset` (all of it by default)."""
+    """Every task's standard metrics over `indices` of `dataset` (all of it by default); in
+    'fixed' mode under `policy` (default: the one the model carries)."""
     was_training = model.training
     model.eval()
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
@@ -49,7 +51,7 @@ def evaluate(
             if max_batches is not None and b >= max_batches:
                 break
             images, targets = collate(dataset, indices[start : start + batch_size])
-            out = model(fit_input(images.to(device), model), mode=mode)
+            out = model(fit_input(images.to(device), model), mode=mode, policy=policy)
             for task in model.tasks:
                 target = targets[task.name]
                 metrics[task.name].update(fit_output(out[task.name], target, task).cpu(), target)

@@ -1,33 +1,20 @@
-"""Run folders: which files in them are onnxmtl's, a lock while a process writes to one, and
-clearing one for --force without touching anything onnxmtl did not write.
+"""Which files in a run folder are onnxmtl's, and clearing one for --force without touching
+anything onnxmtl did not write.
 
-A folder is a run when it holds onnxmtl's `run.json`. Its layout (`Layout`) names every file
-and subfolder onnxmtl writes there; --force deletes a run only when everything in it fits
-the layout, and then only those entries, so a user's file in the folder is never lost.
+A folder is a run when it holds onnxmtl's `run.json`. Its layout (`Layout`, from
+`onnxmtl.run_folder.names`) names every file and subfolder onnxmtl writes there; --force
+deletes a run only when everything in it fits the layout, and then only those entries, so a
+user's file in the folder is never lost.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Union
 
 from onnxmtl.errors import RunFolderError
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory lock; the other guarantees hold
-    fcntl = None
-
-RUN_FILE = "run.json"
-LOCK_FILE = ".onnxmtl.lock"
-
-# name pattern -> None for a file, or the layout of a folder by that name
-Layout = dict[str, Union["Layout", None]]
+from onnxmtl.run_folder.names import LOCK_FILE, RUN_FILE, Layout
 
 
 def is_run(folder: Path) -> bool:
@@ -147,41 +134,3 @@ def remove_stray_temps(folder: Path, layout: Layout) -> None:
             entry.unlink(missing_ok=True)
         elif kind not in (None, False):
             remove_stray_temps(entry, kind)
-
-
-@contextlib.contextmanager
-def locked(folder: Path, layout: Layout) -> Iterator[None]:
-    """Hold an OS lock on `folder` (on its .onnxmtl.lock file) while the block runs, after
-    removing stray temporary files. A second process asking for the same folder gets a
-    RunFolderError at once; the OS releases the lock when the holder exits, even when it is
-    killed, so no stale lock remains. A folder this call created and that is still empty
-    afterwards (a failed start) is removed again."""
-    folder = Path(folder)
-    created = not folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise RunFolderError(
-            f"{folder}: cannot create the run folder or its lock ({exc.strerror}); check the "
-            "path and its permissions."
-        ) from exc
-    try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                raise RunFolderError(
-                    f"{folder}: another onnxmtl process is writing to this run folder; wait "
-                    "for it to finish or give another --out."
-                ) from exc
-        try:
-            remove_stray_temps(folder, layout)
-            yield
-        finally:
-            if not [p for p in folder.iterdir() if p.name != LOCK_FILE]:
-                (folder / LOCK_FILE).unlink(missing_ok=True)
-                if created:
-                    folder.rmdir()
-    finally:
-        os.close(fd)

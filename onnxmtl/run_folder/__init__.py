@@ -1,0 +1,26 @@
+"""Run folders: the names of their files, which files are onnxmtl's, clearing one for
+--force, and a lock while a process writes to one."""
+
+from onnxmtl.run_folder.lock import locked
+from onnxmtl.run_folder.names import LOCK_FILE, RUN_FILE, Layout, PipelineFolder, RunFolder
+from onnxmtl.run_folder.ownership import (
+    clear_run,
+    foreign_entries,
+    is_run,
+    read_run,
+    remove_stray_temps,
+)
+
+__all__ = [
+    "LOCK_FILE",
+    "RUN_FILE",
+    "Layout",
+    "PipelineFolder",
+    "RunFolder",
+    "clear_run",
+    "foreign_entries",
+    "is_run",
+    "locked",
+    "read_run",
+    "remove_stray_temps",
+]

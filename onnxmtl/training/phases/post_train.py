@@ -1,0 +1,58 @@
+"""`PostTrain`: the weights trained under one fixed policy (the derived or a baseline's),
+then precise BatchNorm statistics for it."""
+
+from __future__ import annotations
+
+import torch
+
+from onnxmtl.training import distributed
+from onnxmtl.training.batchnorm import recompute_batchnorm
+from onnxmtl.training.evaluate import fit_input
+from onnxmtl.training.phases.phase import Optimizers, Phase
+
+
+class PostTrain(Phase):
+    """Adam on the weights at `post_train_lr`, halved every `post_train_lr_step` steps, for
+    `post_train_steps`, the model following the session's policy."""
+
+    name = "post"
+    title = "post-train"
+    lr_option = "post_train_lr"
+
+    def length(self) -> int:
+        return self.run.config.post_train_steps
+
+    def make_optimizers(self) -> Optimizers:
+        c = self.run.config
+        opt = torch.optim.Adam(self.run.weights(), lr=c.post_train_lr)
+        return Optimizers(
+            opt, scheduler=torch.optim.lr_scheduler.StepLR(opt, c.post_train_lr_step, gamma=0.5)
+        )
+
+    def step(self) -> dict[str, float]:
+        record = self.run.weight_step(self.optimizers.weights, "train", "fixed")
+        self.optimizers.scheduler.step()
+        return record
+
+    def finish(self) -> None:
+        if self.run.config.batchnorm_batches:
+            self.recompute_batchnorm()
+
+    def recompute_batchnorm(self) -> None:
+        """Precise BatchNorm statistics for the trained policy, from batches of the training
+        split in an order of their own; under torchrun each process measures its share and
+        the statistics are averaged."""
+        run = self.run
+        batches = run.config.batchnorm_batches
+        stream = run.stream("batchnorm", "train")
+        bar = run.bar(batches, "batchnorm statistics")
+
+        def forward() -> None:
+            images = fit_input(stream.next()[0].to(run.device), run.model)
+            with run.precision.autocast():
+                run.model(images, mode="fixed", policy=run.policy)
+            bar.update(1)
+
+        with bar:
+            recompute_batchnorm(run.model, forward, batches)
+        distributed.average_buffers(run.model)

@@ -1,0 +1,151 @@
+"""`Search`: the weights and the policy logits trained in turn on two halves of the training
+split, then a policy derived from the logits."""
+
+from __future__ import annotations
+
+import torch
+
+from onnxmtl.compiler import BRANCHES
+from onnxmtl.training.attribution import attribution_record, policy_gradients
+from onnxmtl.training.checkpoint import Checkpointer
+from onnxmtl.training.config import policy_lr_at, tau_at
+from onnxmtl.training.conflict import conflict_policy
+from onnxmtl.training.derive_policy import derive_policy
+from onnxmtl.training.finite import check_weights
+from onnxmtl.training.phases.phase import Optimizers, Phase
+from onnxmtl.training.regularizers import (
+    cost_regularizer,
+    current_policy,
+    expected_cost,
+    sharing_regularizer,
+)
+from onnxmtl.training.session import Session
+
+
+class Search(Phase):
+    """Each of `search_steps` steps takes `weight_steps` SGD steps on the weights (batches of
+    train1, the model sampling branches at the annealed temperature) and `policy_steps` Adam
+    steps on the policy logits (batches of train2, with the sharing and cost regularisers).
+    At the end the policy is derived (`derive`), fitted to the cost's hard budget, and with
+    `post_train_init: backbone` the weights go back to the start (`checkpointer`'s)."""
+
+    name = "search"
+    title = "search"
+    lr_option = "weight_lr"
+
+    def __init__(self, run: Session, checkpointer: Checkpointer) -> None:
+        super().__init__(run)
+        self.checkpointer = checkpointer
+        device = run.device
+        self.depths = torch.tensor(
+            [u.depth for u in run.model.graph.units], dtype=torch.float32, device=device
+        )
+        cost = run.cost
+        self.cost_tensors = None
+        if cost is not None:
+            ancestors = None if cost.ancestors is None else cost.ancestors.float().to(device)
+            self.cost_tensors = (cost.unit.float().to(device), cost.skip.float().to(device))
+            self.cost_tensors += (ancestors,)
+
+    def length(self) -> int:
+        return self.run.config.search_steps
+
+    def make_optimizers(self) -> Optimizers:
+        c, model = self.run.config, self.run.model
+        weights = torch.optim.SGD(
+            self.run.weights(), lr=c.weight_lr, momentum=0.9, weight_decay=c.weight_decay
+        )
+        policy = torch.optim.Adam(
+            model.policy_parameters(), lr=c.policy_lr, weight_decay=c.policy_weight_decay
+        )
+        return Optimizers(weights, policy)
+
+    def blame(self, bad: list[str]) -> str:
+        return "policy_lr" if bad == ["policy_loss"] else self.lr_option
+
+    def step(self) -> dict[str, float]:
+        run, c = self.run, self.run.config
+        record: dict[str, float] = {}
+        for _ in range(c.weight_steps):
+            tau = tau_at(c, run.policy_steps)
+            weights = self.optimizers.weights
+            record.update(
+                run.weight_step(weights, "train1", c.search_mode, tau, per_task=c.per_task_steps)
+            )
+        for _ in range(c.policy_steps):
+            record.update(self.policy_step(tau_at(c, run.policy_steps)))
+        with torch.no_grad():
+            probs = torch.softmax(run.model.masked_logits(), -1).mean((0, 1))
+        record.update({f"p_{name}": float(p) for name, p in zip(BRANCHES, probs)})
+        return record
+
+    def policy_terms(self, tau: float) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+        """The policy loss on a train2 batch at temperature `tau`, in parts: the tasks' weighted
+        losses, each weighted regulariser (sharing, and cost when configured) by name, and
+        their log fields."""
+        run, c = self.run, self.run.config
+        images, targets = run.streams["train2"].next()
+        task_losses = run.task_losses(images, targets, c.search_mode, tau)
+        task_loss = run.weighting.static @ task_losses
+        probs = torch.nn.functional.gumbel_softmax(run.model.masked_logits(), tau=tau, dim=-1)
+        reg = sharing_regularizer(probs, self.depths, c.sharing_scale)
+        terms = {"sharing": c.sharing_weight * reg}
+        record = {"sharing": float(reg.detach())}
+        if run.cost is not None and c.cost_weight:
+            unit, skip, ancestors = self.cost_tensors
+            current = current_policy(run.model.masked_logits())
+            cost = cost_regularizer(current, unit, skip, run.cost.budget, ancestors, run.cost.base)
+            terms["cost"] = c.cost_weight * cost
+            record["cost"] = float(cost.detach())
+            if run.cost.logged is not None:
+                expected = expected_cost(current, unit, skip, ancestors)
+                record[run.cost.logged] = run.cost.base + float(expected.detach())
+        record["policy_loss"] = float((task_loss + sum(terms.values())).detach())
+        return task_loss, terms, record
+
+    def policy_step(self, tau: float) -> dict[str, float]:
+        """One Adam step on the policy logits at this step's learning rate; logs the loss's
+        parts and how much of the logits' gradient each gives (`attribution_record`)."""
+        run = self.run
+        optimizer = self.optimizers.policy
+        lr = policy_lr_at(run.config, run.policy_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        task_loss, terms, record = self.policy_terms(tau)
+        logits = run.model.policy_logits
+        parts = policy_gradients(task_loss, terms, logits, run.loss_scale())
+        logits.grad = run.precision.scaler.scale(sum(parts.values()))
+        run.optimizer_step(optimizer, run.model.policy_parameters())
+        run.policy_steps += 1
+        return {**record, **attribution_record(parts), "tau": tau, "policy_lr": lr}
+
+    def finish(self) -> None:
+        """Derive the policy (none from logits that are not finite), fit it to the cost's
+        budget, write policy.json and the cost's report, and make it the session's policy."""
+        run, c = self.run, self.run.config
+        check_weights(run.model, run.where(self.title, run.step))
+        if c.derive == "conflict":
+            policy = conflict_policy(run.model, run.conflict.ranking(), c.conflict_share)
+        else:
+            policy = derive_policy(run.model, c.derive, c.seed)
+        searched = policy
+        if run.cost is not None:
+            policy = run.cost.fit(policy, run.model.masked_logits())
+        run.policy = policy
+        if run.main:
+            policy.to_json(run.folder.policy)
+            if run.cost is not None:
+                run.cost.write_report(run.folder.path, policy, searched)
+        if c.post_train_init == "backbone":
+            self.restore_initial_weights()
+
+    def restore_initial_weights(self) -> None:
+        """Every weight back to its value at the start (the backbone's, calibrated), keeping
+        the learnt policy logits; the training batches then start over too, so the derived
+        model sees the baselines' data in the baselines' order."""
+        run = self.run
+        initial = self.checkpointer.initial_weights()
+        initial["policy_logits"] = run.model.policy_logits.detach()
+        run.model.load_state_dict(initial)
+        run.streams["train"].load_state_dict({"epoch": 0, "offset": 0})
