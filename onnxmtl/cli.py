@@ -257,11 +257,12 @@ def cmd_derive(args: argparse.Namespace) -> int:
     from onnxmtl.compiler import SHARED, SPECIFIC, Policy, load_supermodel
     from onnxmtl.derived import derive, save_derived
     from onnxmtl.derived.summary import describe
+    from onnxmtl.run_folder import RunFolder
 
     source = Path(args.source)
-    run_dir = source.is_dir()
-    supermodel = load_supermodel(source / "supermodel.pt" if run_dir else source)
-    policy = args.policy or (str(source / "policy.json") if run_dir else "shared")
+    run = RunFolder(source) if source.is_dir() else None
+    supermodel = load_supermodel(run.supermodel if run else source)
+    policy = args.policy or (str(run.policy) if run else "shared")
     if policy in ("shared", "specific"):
         chosen = supermodel.uniform_policy(SHARED if policy == "shared" else SPECIFIC)
     else:
