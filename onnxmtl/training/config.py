@@ -14,7 +14,7 @@ from onnxmtl.training.weighting import WEIGHTINGS
 
 SearchMode = Literal["hard", "soft"]
 DeriveMethod = Literal["argmax", "sample", "conflict"]
-LrSchedule = Literal["cosine", "constant"]
+LrSchedule = Literal["constant", "cosine"]
 PostTrainInit = Literal["backbone", "search"]
 LogFormat = Literal["jsonl", "csv"]
 LatencyProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
