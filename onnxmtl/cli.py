@@ -188,7 +188,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     from collections import Counter
     from pathlib import Path
 
-    from onnxmtl.data import load_dataset
+    from onnxmtl.data import MultiTaskDataset, load_dataset
     from onnxmtl.data.labelled_folder import LabelledFolder, is_labelled_folder
     from onnxmtl.data.summary import summarize
     from onnxmtl.errors import DataError
@@ -197,9 +197,11 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     options = {"size": args.size} if args.size else {}
     problems: list[tuple[str, str]] = []
     for split in ("train", "test"):
+        dataset: MultiTaskDataset
         if is_labelled_folder(Path(args.source)):
-            dataset = LabelledFolder(args.source, split, strict=False, **options)
-            problems += dataset.problems
+            folder = LabelledFolder(args.source, split, strict=False, **options)
+            problems += folder.problems
+            dataset = folder
         else:
             dataset = load_dataset(args.source, split, **options)
         tasks = load_tasks(args.tasks) if args.tasks else dataset.tasks()
@@ -238,9 +240,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sizes(text: str | None, option: str, count: int | None = None) -> list[int] | None:
-    if text is None:
-        return None
+def _sizes(text: str, option: str, count: int | None = None) -> list[int]:
     try:
         values = [int(v) for v in text.replace("x", ",").split(",")]
     except ValueError:
@@ -283,7 +283,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     report = export(
         load_derived(args.derived),
         args.output,
-        input_size=_sizes(args.input_size, "--input-size", 2),
+        input_size=None if args.input_size is None else _sizes(args.input_size, "--input-size", 2),
         opset=args.opset,
         tolerance=args.tolerance,
         batch=args.batch,

@@ -417,3 +417,25 @@ def test_custom_heads_read_every_feature_value(tiny_export, x):
         out = compile(graph, ts).eval()(x, mode="warmup")
     assert seen == [2]
     assert out["depth"].shape == (2, 1, 32, 32) and out["seg"].shape == (2, 5, 32, 32)
+
+
+def test_same_padding_geometry_with_a_symbolic_output_size():
+    """A SAME-padded Conv whose output size shape inference left symbolic gets no padding
+    offset from that dim (it used to fail subtracting from the dim's name)."""
+    from types import SimpleNamespace
+
+    from onnxmtl.compiler.build import _conv_geometry
+    from onnxmtl.ir.units import Unit
+
+    attributes = {
+        "auto_pad": SimpleNamespace(as_string=lambda: "SAME_UPPER"),
+        "strides": SimpleNamespace(as_ints=lambda: [2, 2]),
+    }
+    weight = SimpleNamespace(const_value=SimpleNamespace(shape=(8, 8, 3, 3)))
+    node = SimpleNamespace(attributes=attributes, inputs=[None, weight])
+    in_shape, out_shape = (1, 8, 16, 16), (1, 8, "h", 8)
+    unit = Unit("c", "Conv", ("c",), "x", "y", ("w",), 0, 0, in_shape, out_shape, None, 1)
+    geometry = _conv_geometry(node, unit)
+    assert geometry is not None
+    assert geometry.strides == (2, 2) and geometry.groups == 1
+    assert geometry.offsets == (1, 1)  # 3x3 centre tap; padding 0 for 'h', 1 // 2 = 0 for 8

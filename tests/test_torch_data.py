@@ -123,6 +123,15 @@ def test_a_dataset_of_the_wrong_shape_fails_before_training(
     assert not (tmp_path / "s" / "checkpoint.pt").exists()
 
 
+def test_datasets_that_are_not_a_pair_are_a_data_error(tmp_path, pair):
+    """Three datasets (or any sequence but a (train, test) pair) is refused with the message
+    naming what to give, not a TypeError from reading them as a path."""
+    with pytest.raises(DataError, match=re.escape("a (train, test) pair of Datasets")):
+        onnxmtl.search(
+            tmp_path / "unused.onnx", [*pair, pair[0]], tmp_path / "s", tasks=TASKS, config=TINY
+        )
+
+
 def test_readme_torch_data_example_runs(tiny_export, tmp_path, monkeypatch, capsys):
     text = (ROOT / "README.md").read_text()
     match = re.search(r"<!-- torch-data-example -->\s*```python\n(.*?)```", text, re.S)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,7 @@ def bound_call(
 
 
 def bench(
-    models: dict[str, str | Path] | Sequence[str | Path],
+    models: Mapping[str, str | Path] | Sequence[str | Path],
     batch_sizes: Sequence[int] = (1,),
     provider: str = "auto",
     threads: int = 0,
@@ -130,7 +130,7 @@ def bench(
     threads do not spin between runs), plus parameters, MACs, file bytes and peak memory.
     Inputs and outputs stay on the provider's device (I/O binding): a GPU's timings exclude
     host copies. Models are named by file stem unless given as a dict."""
-    if not isinstance(models, dict):
+    if not isinstance(models, Mapping):
         models = {Path(m).stem: m for m in models}
     if not models:
         raise ConfigError("bench needs at least one ONNX model.")

@@ -144,7 +144,9 @@ def _conv_geometry(node, unit: Unit) -> ConvGeometry | None:
     if mode in ("SAME_UPPER", "SAME_LOWER"):
         pads = []
         for i, o, s, k, d in zip(unit.in_shape[2:], unit.out_shape[2:], strides, kernel, dilations):
-            total = max((o - 1) * s + (k - 1) * d + 1 - i, 0) if isinstance(i, int) else 0
+            total = 0  # where either size is symbolic
+            if isinstance(i, int) and isinstance(o, int):
+                total = max((o - 1) * s + (k - 1) * d + 1 - i, 0)
             pads.append(total // 2 if mode == "SAME_UPPER" else total - total // 2)
     elif mode == "VALID":
         pads = [0] * rank

@@ -18,7 +18,8 @@ def branch_costs(model: SuperModel) -> list[dict[str, Any]]:
     """Per unit: parameters and MACs per sample of its shared (= each specific) and skip
     branch, and what the skip is. The figures feed summaries and cost regularisers."""
     rows = []
-    for unit, branches in zip(model.graph.units, model.units):
+    for u, unit in enumerate(model.graph.units):
+        branches = model.unit_branches(u)
         renorm = branches.shared.renorm is not None
         out = math.prod(d for d in (unit.out_shape or ())[1:] if isinstance(d, int))
         skip = branches.skip

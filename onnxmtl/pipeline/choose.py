@@ -83,6 +83,7 @@ def choose_model(
             f"({others or 'no other model'})"
         )
     else:
+        assert budget is not None  # without a budget every candidate fits
         kind = budget[0]
         best = min(
             candidates,

@@ -13,8 +13,8 @@ import torch
 
 from onnxmtl.compiler import SHARED, Policy, SuperModel, compile, load_supermodel, save_supermodel
 from onnxmtl.cost import cost_factory, make_cost
-from onnxmtl.data import load_dataset, split_indices
-from onnxmtl.data.torch_dataset import DataSource, data_label, is_torch_data, torch_splits
+from onnxmtl.data import MultiTaskDataset, load_dataset, split_indices
+from onnxmtl.data.torch_dataset import DataSource, data_label, torch_splits
 from onnxmtl.errors import ConfigError, RunFolderError
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.ir import load
@@ -135,23 +135,29 @@ def finished(folder: Path) -> SearchResult | None:
     return SearchResult(Policy.from_json(files.policy), metrics, folder)
 
 
-def _datasets(data: DataSource, config: SearchConfig, tasks: str | Path | list[Task] | None):
+def _datasets(
+    data: DataSource, config: SearchConfig, tasks: str | Path | list[Task] | None
+) -> tuple[MultiTaskDataset, MultiTaskDataset]:
     """The (train, test) splits of a named dataset or folder, or of a user's pair of torch
-    Datasets (labelled for `tasks`)."""
-    if is_torch_data(data):
-        return torch_splits(data, load_tasks(tasks) if isinstance(tasks, str | Path) else tasks)
-    return load_dataset(data, "train", **config.data), load_dataset(data, "test", **config.data)
+    Datasets (labelled for `tasks`; any other sequence is refused by `torch_splits`)."""
+    if isinstance(data, str | Path):
+        return load_dataset(data, "train", **config.data), load_dataset(data, "test", **config.data)
+    return torch_splits(data, load_tasks(tasks) if isinstance(tasks, str | Path) else tasks)
 
 
-def _tasks(tasks: str | Path | list[Task] | None, dataset, test=None) -> list[Task]:
+def _tasks(
+    tasks: str | Path | list[Task] | None,
+    dataset: MultiTaskDataset,
+    test: MultiTaskDataset | None = None,
+) -> list[Task]:
     """The tasks to train (the dataset's own by default), after checking that the dataset
     labels them and that its splits hold data they can train on."""
     if tasks is None:
-        tasks = dataset.tasks()
+        task_list = dataset.tasks()
     else:
-        tasks = load_tasks(tasks) if isinstance(tasks, str | Path) else tasks
+        task_list = load_tasks(tasks) if isinstance(tasks, str | Path) else tasks
         labelled = {t.name for t in dataset.tasks()}
-        missing = [t.name for t in tasks if t.name not in labelled]
+        missing = [t.name for t in task_list if t.name not in labelled]
         if missing:
             raise ConfigError(
                 f"tasks {', '.join(missing)} are not labelled by dataset '{dataset.name}' (it "
@@ -159,8 +165,8 @@ def _tasks(tasks: str | Path | list[Task] | None, dataset, test=None) -> list[Ta
             )
     for split in (dataset, test):
         if split is not None:
-            split.check(tasks)
-    return tasks
+            split.check(task_list)
+    return task_list
 
 
 def _record(out: Path, info: dict[str, Any]) -> None:

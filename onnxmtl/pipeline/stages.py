@@ -143,11 +143,16 @@ def _run(
     progress: bool,
 ) -> RunResult:
     started = time.time()
-    common = {"tasks": tasks, "config": config, "progress": progress}
     files = PipelineFolder(out)
 
     search_dir = files.search.path
-    _train_stage(search_dir, [], lambda **kw: search(model, data, search_dir, **common, **kw))
+    _train_stage(
+        search_dir,
+        [],
+        lambda **kw: search(
+            model, data, search_dir, tasks=tasks, config=config, progress=progress, **kw
+        ),
+    )
     supermodel = load_supermodel(files.search.supermodel)
     for name in baselines:
         folder = files.baseline(name).path
@@ -155,7 +160,7 @@ def _run(
             folder,
             supermodel.task_names if name == "single-task" else [],
             lambda folder=folder, name=name, **kw: train_baseline(
-                model, data, folder, name, **common, **kw
+                model, data, folder, name, tasks=tasks, config=config, progress=progress, **kw
             ),
         )
     if not distributed.is_main():  # under torchrun, rank 0 exports, benches and reports
@@ -269,7 +274,9 @@ def _results(
         methods["single-task"]["macs"] = single_macs
     batch = config.latency_batch if config.latency_budget_ms is not None else 1
     p50 = {r["model"]: r["p50_ms"] for r in timing["latency"] if r["batch"] == batch}
-    latency = {m: p50[m] for m in ("searched", "all-shared") if m in p50 and m in methods}
+    latency: dict[str, float] = {
+        m: p50[m] for m in ("searched", "all-shared") if m in p50 and m in methods
+    }
     if "single-task" in methods:
         latency["single-task"] = sum(v for k, v in p50.items() if k.startswith("single-"))
     choice = choose_model(methods, latency, config, reference)

@@ -14,7 +14,9 @@ from onnxmtl.run_folder.ownership import remove_stray_temps
 try:
     import fcntl
 except ImportError:  # Windows: no advisory lock; the other guarantees hold
-    fcntl = None
+    HAS_FCNTL = False
+else:
+    HAS_FCNTL = True
 
 
 @contextlib.contextmanager
@@ -35,7 +37,7 @@ def locked(folder: Path, layout: Layout) -> Iterator[None]:
             "path and its permissions."
         ) from exc
     try:
-        if fcntl is not None:
+        if HAS_FCNTL:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:

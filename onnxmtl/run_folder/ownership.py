@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 from pathlib import Path
+from typing import Literal
 
 from onnxmtl.errors import RunFolderError
 from onnxmtl.run_folder.names import LOCK_FILE, RUN_FILE, Layout
@@ -46,7 +47,7 @@ def _is_temp_of(name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(target, pattern)
 
 
-def _own_entry(path: Path, layout: Layout) -> Layout | None | bool:
+def _own_entry(path: Path, layout: Layout) -> Layout | None | Literal[False]:
     """What `layout` says `path` is: None (an own file), a Layout (an own folder), or False
     (not onnxmtl's)."""
     name = path.name
@@ -132,5 +133,5 @@ def remove_stray_temps(folder: Path, layout: Layout) -> None:
         kind = _own_entry(entry, layout)
         if kind is None and entry.name.endswith(".tmp") and entry.name.startswith("."):
             entry.unlink(missing_ok=True)
-        elif kind not in (None, False):
+        elif kind is not None and kind is not False:
             remove_stray_temps(entry, kind)

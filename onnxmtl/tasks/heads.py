@@ -75,10 +75,10 @@ class LinearHead(nn.Module):
 
 # name -> factory(task, in_channels); `register_head` adds one.
 HEADS: dict[str, HeadFactory] = {
-    "aspp": lambda task, in_channels: ASPPHead(in_channels, task.num_outputs),
-    "conv": lambda task, in_channels: ConvHead(in_channels, task.num_outputs),
-    "conv1x1": lambda task, in_channels: nn.Conv2d(in_channels, task.num_outputs, 1),
-    "linear": lambda task, in_channels: LinearHead(in_channels, task.num_outputs),
+    "aspp": lambda task, in_channels: ASPPHead(in_channels, task.outputs),
+    "conv": lambda task, in_channels: ConvHead(in_channels, task.outputs),
+    "conv1x1": lambda task, in_channels: nn.Conv2d(in_channels, task.outputs, 1),
+    "linear": lambda task, in_channels: LinearHead(in_channels, task.outputs),
 }
 
 

@@ -44,7 +44,9 @@ def recompute_batchnorm(model: nn.Module, forward: Callable[[], object], batches
             m.momentum = saved[name][1]
     done = []
     for name, m in norms.items():
-        reached = m.num_batches_tracked > 0  # per row, for the BatchNorms of shared branches
+        tracked = m.num_batches_tracked
+        assert tracked is not None  # every BatchNorm in `norms` tracks running statistics
+        reached = tracked > 0  # per row, for the BatchNorms of shared branches
         if bool(reached.any()):
             done.append(name)
         for key in ("running_mean", "running_var", "num_batches_tracked"):

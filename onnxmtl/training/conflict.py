@@ -25,7 +25,8 @@ class ConflictMeter:
         self.threshold = threshold
         self.unit_names = model.unit_names
         self.params = [
-            [p for p in unit.shared.parameters() if p.requires_grad] for unit in model.units
+            [p for p in model.unit_branches(u).shared.parameters() if p.requires_grad]
+            for u in range(len(model.units))
         ]
         units = len(self.params)
         self.conflicts = torch.zeros(units, dtype=torch.float64)  # summed share of pairs
@@ -128,7 +129,10 @@ def conflict_policy(model: SuperModel, ranking: list[int], share: float) -> Poli
     K the most units that hold at most `share` of the parameters of all the units together
     (a share of the backbone, so that it means the same whatever the heads and the number of
     tasks)."""
-    params = [sum(p.numel() for p in unit.shared.parameters()) for unit in model.units]
+    params = [
+        sum(p.numel() for p in model.unit_branches(u).shared.parameters())
+        for u in range(len(model.units))
+    ]
     limit = share * sum(params)
     chosen: set[int] = set()
     for u in (u for u in ranking if model.branch_mask[u, SPECIFIC]):

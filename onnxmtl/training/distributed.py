@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -93,6 +93,6 @@ def from_main(make: Callable[[], T]) -> T:
     happen once, such as timing the machine)."""
     if not _active():
         return make()
-    box = [make() if dist.get_rank() == 0 else None]
+    box: list[T | None] = [make() if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return cast(T, box[0])  # the broadcast filled every rank's box with rank 0's result

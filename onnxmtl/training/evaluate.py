@@ -16,7 +16,7 @@ from onnxmtl.training.stream import collate
 
 def fit_input(images: torch.Tensor, model: SuperModel) -> torch.Tensor:
     """Images resized to the backbone's fixed input size where they differ."""
-    size = tuple(model.graph.input_shape[2:])
+    size = tuple(int(d) for d in model.graph.input_shape[2:])  # H, W: concrete once loaded
     if tuple(images.shape[2:]) != size:
         images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
     return images

@@ -19,7 +19,10 @@ def seed_all(seed: int) -> None:
 
 def rng_state() -> dict[str, Any]:
     """Every random generator's state as tensors and plain data (what `weights_only` loads)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state(legacy=True)
+    if not isinstance(state, tuple):  # only a non-MT19937 global generator gives a dict
+        raise TypeError("NumPy's global generator is not the legacy MT19937 one.")
+    kind, keys, pos, has_gauss, gauss = state
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,

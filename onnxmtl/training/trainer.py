@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import overload
 
 import torch
 
@@ -122,6 +123,12 @@ class Trainer:
         """The log rows so far."""
         return self.log.history
 
+    @overload
+    def run(self, resume: bool = False, stop_after: None = None) -> SearchResult: ...
+
+    @overload
+    def run(self, resume: bool = False, stop_after: int | None = None) -> SearchResult | None: ...
+
     def run(self, resume: bool = False, stop_after: int | None = None) -> SearchResult | None:
         """Run (or resume) to the end; `stop_after` N steps returns None early (for tests
         and for splitting work), leaving a checkpoint to resume from."""
@@ -159,11 +166,18 @@ class Trainer:
 
     def _run_step(self) -> dict[str, float]:
         """One step of the phase running."""
-        return self.phase.step()
+        return self._running().step()
+
+    def _running(self) -> Phase:
+        """The phase running, while there is one."""
+        phase = self.phase
+        if phase is None:
+            raise RuntimeError("the run is done: no phase is running.")
+        return phase
 
     def _next_phase(self) -> None:
         """Finish the phase running and begin the next one."""
-        self.phase.finish()
+        self._running().finish()
         self.current += 1
         self.session.step = 0
         if self.phase is not None:
@@ -193,6 +207,8 @@ class Trainer:
         metrics.json and policy.json, and give the model its policy."""
         run, c = self.session, self.config
         policy = run.policy
+        if policy is None:  # the search's finish or the fixed policy set it
+            raise RuntimeError("the run ended without a policy to evaluate.")
         metrics = {
             "val": evaluate(
                 self.model,

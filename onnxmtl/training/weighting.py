@@ -15,6 +15,8 @@ class Weighting(nn.Module):
     """Combines per-task losses into one objective; state lives in buffers or parameters so
     that checkpoints capture it."""
 
+    static: torch.Tensor  # (tasks,) the tasks' static weights, a buffer
+
     def __init__(self, tasks: list[Task]) -> None:
         super().__init__()
         self.register_buffer("static", torch.tensor([t.weight for t in tasks]))
@@ -45,6 +47,13 @@ class Uncertainty(Weighting):
 class DWA(Weighting):
     """Dynamic weight average: w_t = T softmax_t(r_t / temperature), r_t the ratio of task t's
     mean loss over the last two windows of `window` steps (equal weights for the first two)."""
+
+    # buffers: the mean losses being summed, of the last window and of the one before; the
+    # steps summed so far
+    current: torch.Tensor
+    previous: torch.Tensor
+    before: torch.Tensor
+    count: torch.Tensor
 
     def __init__(self, tasks: list[Task], temperature: float = 2.0, window: int = 20) -> None:
         super().__init__(tasks)

@@ -49,7 +49,14 @@ class Phase(ABC):
 
     def __init__(self, run: Session) -> None:
         self.run = run
-        self.optimizers: Optimizers | None = None
+        self._optimizers: Optimizers | None = None
+
+    @property
+    def optimizers(self) -> Optimizers:
+        """The optimisers `begin` made."""
+        if self._optimizers is None:
+            raise RuntimeError(f"{self.title}: the phase has not begun (call begin() first).")
+        return self._optimizers
 
     @abstractmethod
     def length(self) -> int:
@@ -65,7 +72,7 @@ class Phase(ABC):
 
     def begin(self) -> None:
         """Make the phase's optimisers (before its first step, or before loading their state)."""
-        self.optimizers = self.make_optimizers()
+        self._optimizers = self.make_optimizers()
 
     @abstractmethod
     def finish(self) -> None:

@@ -31,7 +31,9 @@ class PostTrain(Phase):
 
     def step(self) -> dict[str, float]:
         record = self.run.weight_step(self.optimizers.weights, "train", "fixed")
-        self.optimizers.scheduler.step()
+        scheduler = self.optimizers.scheduler
+        assert scheduler is not None  # make_optimizers gives post-training one
+        scheduler.step()
         return record
 
     def finish(self) -> None:

@@ -41,11 +41,15 @@ class Search(Phase):
             [u.depth for u in run.model.graph.units], dtype=torch.float32, device=device
         )
         cost = run.cost
-        self.cost_tensors = None
+        # the cost model's per-unit and skip costs and its ancestors matrix, on the device
+        self.cost_tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
         if cost is not None:
             ancestors = None if cost.ancestors is None else cost.ancestors.float().to(device)
-            self.cost_tensors = (cost.unit.float().to(device), cost.skip.float().to(device))
-            self.cost_tensors += (ancestors,)
+            self.cost_tensors = (
+                cost.unit.float().to(device),
+                cost.skip.float().to(device),
+                ancestors,
+            )
 
     def length(self) -> int:
         return self.run.config.search_steps
@@ -92,6 +96,7 @@ class Search(Phase):
         terms = {"sharing": c.sharing_weight * reg}
         record = {"sharing": float(reg.detach())}
         if run.cost is not None and c.cost_weight:
+            assert self.cost_tensors is not None  # made in __init__ whenever there is a cost
             unit, skip, ancestors = self.cost_tensors
             current = current_policy(run.model.masked_logits())
             cost = cost_regularizer(current, unit, skip, run.cost.budget, ancestors, run.cost.base)
@@ -108,6 +113,7 @@ class Search(Phase):
         parts and how much of the logits' gradient each gives (`attribution_record`)."""
         run = self.run
         optimizer = self.optimizers.policy
+        assert optimizer is not None  # make_optimizers gives the search one
         lr = policy_lr_at(run.config, run.policy_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -115,7 +121,7 @@ class Search(Phase):
         task_loss, terms, record = self.policy_terms(tau)
         logits = run.model.policy_logits
         parts = policy_gradients(task_loss, terms, logits, run.loss_scale())
-        logits.grad = run.precision.scaler.scale(sum(parts.values()))
+        logits.grad = run.precision.scaler.scale(sum(parts.values(), torch.zeros_like(logits)))
         run.optimizer_step(optimizer, run.model.policy_parameters())
         run.policy_steps += 1
         return {**record, **attribution_record(parts), "tau": tau, "policy_lr": lr}
