@@ -252,3 +252,26 @@ def test_splits_are_disjoint_deterministic_halves():
     assert set(a["train1"]) | set(a["train2"]) == set(a["train"])
     assert not set(a["train1"]) & set(a["train2"]) and not set(a["val"]) & set(a["train"])
     assert not np.array_equal(split_indices(101, seed=1)["val"], a["val"])
+
+
+def test_a_registered_dataset_loads_by_name_and_is_listed(tmp_path):
+    from onnxmtl.data import DATASETS, Scenes, load_dataset, register_dataset
+
+    asked = []
+
+    def small_scenes(split: str, **options) -> Scenes:
+        asked.append((split, options))
+        return Scenes(split, count=6, size=16, cache_dir=tmp_path, **options)
+
+    register_dataset("small-scenes", small_scenes)
+    try:
+        train = load_dataset("small-scenes", "train", seed=3)
+        assert isinstance(train, Scenes) and len(train) == 6
+        load_dataset("small-scenes", "test")
+        assert asked == [("train", {"seed": 3}), ("test", {})]
+        with pytest.raises(DataError, match="small-scenes"):
+            load_dataset(str(tmp_path / "nowhere"))
+    finally:
+        DATASETS.pop("small-scenes")
+    with pytest.raises(DataError, match="not a dataset name"):
+        load_dataset("small-scenes")

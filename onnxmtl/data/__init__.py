@@ -6,7 +6,7 @@ from onnxmtl.data.fashion_mnist import CLASSES, find_fashion_mnist, load_fashion
 from onnxmtl.data.folders import FolderDataset
 from onnxmtl.data.idx import read_idx
 from onnxmtl.data.multi_fashion import MultiFashion
-from onnxmtl.data.registry import DATASETS, load_dataset
+from onnxmtl.data.registry import DATASETS, load_dataset, register_dataset
 from onnxmtl.data.scenes import Scenes
 
 __all__ = [
@@ -22,5 +22,6 @@ __all__ = [
     "load_dataset",
     "load_fashion_mnist",
     "read_idx",
+    "register_dataset",
     "split_indices",
 ]

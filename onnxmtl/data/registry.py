@@ -3,6 +3,7 @@ folder of images, or the NYUv2 / CityScapes layout)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,18 @@ from onnxmtl.data.multi_fashion import MultiFashion
 from onnxmtl.data.scenes import Scenes
 from onnxmtl.errors import DataError
 
-DATASETS = {"multi-fashion": MultiFashion, "fashion-locate": FashionLocate, "scenes": Scenes}
+DatasetFactory = Callable[..., MultiTaskDataset]  # (split='train' | 'test', **options)
+DATASETS: dict[str, DatasetFactory] = {
+    "multi-fashion": MultiFashion,
+    "fashion-locate": FashionLocate,
+    "scenes": Scenes,
+}
+
+
+def register_dataset(name: str, factory: DatasetFactory) -> None:
+    """Make `name` a dataset for `--data` and `load_dataset`: `factory(split=SPLIT,
+    **options)` builds its 'train' or 'test' split (registering a name again replaces it)."""
+    DATASETS[name] = factory
 
 
 def load_dataset(source: str | Path, split: str = "train", **options: Any) -> MultiTaskDataset:
