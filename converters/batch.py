@@ -4,8 +4,19 @@ TensorFlow import here: both converter scripts use it, each in its own environme
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
+
+
+def chosen_names(names: list[str], known: Collection[str], what: str) -> list[str] | None:
+    """The names the command line asks for (`all`: every known one); None, after printing
+    which are unknown, when some are."""
+    picked = list(known) if names == ["all"] else names
+    unknown = [n for n in picked if n not in known]
+    if unknown:
+        print(f"error: unknown {what}(s) {', '.join(unknown)}; --list shows the names")
+        return None
+    return picked
 
 
 def run_exports(jobs: dict[str, Callable[[], Path]]) -> int:

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
-from converters.batch import run_exports  # noqa: E402
+from converters.batch import chosen_names, run_exports  # noqa: E402
 
 EXPORTERS = ("dynamo", "legacy13", "legacy17")
 # Like legacy17 but without a dynamic axis: the batch of 1 the model was traced with is baked
@@ -232,10 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         for b in BACKBONES.values():
             print(f"{b.name:24s} {b.source} ({b.input_size}x{b.input_size})")
         return 0
-    names = list(BACKBONES) if args.names == ["all"] else args.names
-    unknown = [n for n in names if n not in BACKBONES]
-    if unknown:
-        print(f"error: unknown backbone(s) {', '.join(unknown)}; --list shows the names")
+    names = chosen_names(args.names, BACKBONES, "backbone")
+    if names is None:
         return 2
     jobs = [
         (name, exporter)

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script, also by TensorFlow's own interpreter
 
-from converters.batch import run_exports  # noqa: E402
+from converters.batch import chosen_names, run_exports  # noqa: E402
 
 VENV = ROOT / ".cache" / "keras-venv"
 OUT_DIR = ROOT / ".cache" / "corpus-keras"
@@ -155,10 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"({size}, opset {m.opset}, {batch})"
             )
         return 0
-    names = list(MODELS) if args.names == ["all"] else args.names
-    unknown = [n for n in names if n not in MODELS]
-    if unknown:
-        print(f"error: unknown model(s) {', '.join(unknown)}; --list shows the names")
+    names = chosen_names(args.names, MODELS, "model")
+    if names is None:
         return 2
     todo = [n for n in names if args.overwrite or not corpus_path(args.out_dir, n).exists()]
     if todo and not _has_tensorflow():  # re-run inside the environment that has TensorFlow
