@@ -19,8 +19,10 @@ from onnxmtl.training import (
     SearchConfig,
     Trainer,
     Weighting,
+    conflict_weights,
     cost_regularizer,
     delta_m,
+    depth_weights,
     derive_policy,
     expected_cost,
     make_weighting,
@@ -65,7 +67,15 @@ def test_sharing_regularizer_formula():
         return math.log1p(math.exp(x))
 
     expected = 0.75 * (sp(s * -0.2) + sp(s * -0.3)) + 0.5 * (sp(s * 0.5) + sp(s * 0.2))
-    assert float(sharing_regularizer(probs, depths, s)) == pytest.approx(expected, rel=1e-6)
+    weights = depth_weights(depths)
+    assert weights.tolist() == [0.75, 0.5, 0.0]
+    assert float(sharing_regularizer(probs, weights, s)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_conflict_weights_free_the_most_conflicting_unit_and_push_the_least_hardest():
+    weights = conflict_weights([2, 0, 3, 1])  # unit 2 conflicts most, unit 1 least
+    assert weights.tolist() == pytest.approx([1 / 3, 1.0, 0.0, 2 / 3])
+    assert conflict_weights([0]).tolist() == [0.0]
 
 
 def test_expected_cost_and_budget():
@@ -110,8 +120,10 @@ def test_delta_m_signs():
         ("policy_lr_schedule: step", "policy_lr_schedule='step'; expected one of constant"),
         ("derive: conflict\nconflict_every: 0", "conflict_every between 1 and warmup_steps"),
         ("tau_end: 0", "tau_end must be > 0"),
+        ("sharing_prior: conflict\nconflict_every: 0", "sharing_prior 'conflict' need"),
+        ("post_train_lr_schedule: linear", "expected one of step, cosine"),
     ],
-    ids=["unknown", "mode", "batch", "list", "budget", "lr", "conflict", "tau"],
+    ids=["unknown", "mode", "batch", "list", "budget", "lr", "conflict", "tau", "prior", "post"],
 )
 def test_bad_configs_name_the_option(tmp_path, text, message):
     path = tmp_path / "c.yaml"
@@ -183,7 +195,12 @@ def test_resume_continues_exactly(tiny_export, scenes, tmp_path, stop):
 def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_path, monkeypatch):
     train, _ = scenes
     config = SearchConfig(
-        **TINY, policy_lr_schedule="cosine", conflict_every=1, conflict_init=True, cost="params"
+        **TINY,
+        policy_lr_schedule="cosine",
+        conflict_every=1,
+        conflict_init=True,
+        sharing_prior="conflict",
+        cost="params",
     )
     whole = _model(tiny_export, train.tasks())
     Trainer(
@@ -217,6 +234,10 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_
     strip = [{k: v for k, v in json.loads(r).items() if k != "time"} for r in a_rows]
     assert strip == [{k: v for k, v in json.loads(r).items() if k != "time"} for r in b_rows]
     assert {"grad_task", "grad_sharing", "grad_cost", "policy_lr"} <= set(strip[5])
+    post = [row["lr"] for row in strip if row["phase"] == "post"]
+    n = config.post_train_steps  # cosine: from post_train_lr down to 0 after the last step
+    cosine = [config.post_train_lr * 0.5 * (1 + math.cos(math.pi * k / n)) for k in range(n)]
+    assert post == pytest.approx(cosine, rel=1e-9)
     conflict = [json.loads((tmp_path / run / "conflict.json").read_text()) for run in "ab"]
     assert conflict[0] == conflict[1] and conflict[0]["measurements"] == 3
 

@@ -5,7 +5,13 @@ from onnxmtl.training.config import SearchConfig, as_config, policy_lr_at, tau_a
 from onnxmtl.training.cost_model import CostModel
 from onnxmtl.training.derive_policy import derive_policy
 from onnxmtl.training.evaluate import delta_m, evaluate
-from onnxmtl.training.regularizers import cost_regularizer, expected_cost, sharing_regularizer
+from onnxmtl.training.regularizers import (
+    conflict_weights,
+    cost_regularizer,
+    depth_weights,
+    expected_cost,
+    sharing_regularizer,
+)
 from onnxmtl.training.result import SearchResult
 from onnxmtl.training.trainer import Trainer
 from onnxmtl.training.weighting import (
@@ -25,8 +31,10 @@ __all__ = [
     "Uncertainty",
     "Weighting",
     "as_config",
+    "conflict_weights",
     "cost_regularizer",
     "delta_m",
+    "depth_weights",
     "derive_policy",
     "evaluate",
     "expected_cost",

@@ -15,6 +15,8 @@ from onnxmtl.training.weighting import WEIGHTINGS
 SearchMode = Literal["hard", "soft"]
 DeriveMethod = Literal["argmax", "sample", "conflict"]
 LrSchedule = Literal["constant", "cosine"]
+PostTrainSchedule = Literal["step", "cosine"]
+SharingPrior = Literal["depth", "conflict"]
 PostTrainInit = Literal["backbone", "search"]
 LogFormat = Literal["jsonl", "csv"]
 LatencyProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
@@ -66,8 +68,11 @@ class SearchConfig:
     tau: float = 5.0  # Gumbel-softmax temperature at the first policy step ...
     tau_end: float = 0.5  # ... annealed geometrically to this at the last one, so that short
     # and long searches both end with nearly one-hot samples
-    sharing_weight: float = 0.05  # AutoMTL's depth-weighted sharing regulariser (lambda)
+    sharing_weight: float = 0.05  # AutoMTL's weighted sharing regulariser (lambda)
     sharing_scale: float = 6.0  # its softplus sharpness s
+    sharing_prior: SharingPrior = "depth"  # how hard it pushes each unit towards sharing:
+    # 'depth' (AutoMTL: shallow units hardest, the deepest not at all) or 'conflict' (by the
+    # tasks' gradient conflict measured in warm-up: the most conflicting unit not at all)
     cost: str | None = None  # optional cost regulariser: each branch's 'params', 'macs',
     # measured onnxruntime 'latency' or a name given to onnxmtl.cost.register_cost (checked
     # against those when the search starts)
@@ -101,7 +106,9 @@ class SearchConfig:
     derive: DeriveMethod = "argmax"  # 'argmax', 'sample' (seeded by `seed`) or 'conflict' (the
     # conflict heuristic above, ignoring the searched logits: a baseline for the search)
     post_train_steps: int = 200
-    post_train_lr: float = 1e-3  # Adam, halved every post_train_lr_step steps
+    post_train_lr: float = 1e-3  # Adam's learning rate at the first post-training step ...
+    post_train_lr_schedule: PostTrainSchedule = "cosine"  # ... decayed to 0 by the end
+    # ('cosine', whatever the length) or halved every post_train_lr_step steps ('step')
     post_train_lr_step: int = 1000
     post_train_init: PostTrainInit = "backbone"  # post-train from the backbone's weights (so every
     # final model starts alike and differs only by its architecture) or 'search' (keep the
@@ -158,12 +165,13 @@ class SearchConfig:
             raise ConfigError("config: policy_lr must be > 0.")
         if not 0 <= self.conflict_share <= 1:
             raise ConfigError("config: conflict_share is a share of the units' parameters, [0, 1].")
-        if (self.derive == "conflict" or self.conflict_init) and not (
-            0 < self.conflict_every <= self.warmup_steps
-        ):
+        needs_conflict = (
+            self.derive == "conflict" or self.conflict_init or self.sharing_prior == "conflict"
+        )
+        if needs_conflict and not 0 < self.conflict_every <= self.warmup_steps:
             raise ConfigError(
-                "config: derive 'conflict' and conflict_init need conflict measurements: set "
-                "conflict_every between 1 and warmup_steps."
+                "config: derive 'conflict', conflict_init and sharing_prior 'conflict' need "
+                "conflict measurements: set conflict_every between 1 and warmup_steps."
             )
         if self.cost_budget is not None and not 0 < self.cost_budget <= 1:
             raise ConfigError("config: cost_budget is a fraction of the all-specific cost, (0, 1].")

@@ -45,7 +45,7 @@ class MetricsLog:
     def _fields(self) -> list[str]:
         """The CSV columns: every field a row of any phase may hold."""
         fields = ["phase", "step", "time", "loss", *(f"loss_{t.name}" for t in self.tasks)]
-        fields += ["tau", "policy_lr", "policy_loss", "sharing", "cost", "latency_ms"]
+        fields += ["lr", "tau", "policy_lr", "policy_loss", "sharing", "cost", "latency_ms"]
         fields += ["grad_task", "grad_sharing", "grad_cost", "grad_task_share"]
         return fields + [f"p_{b}" for b in BRANCHES]
 

@@ -1,4 +1,5 @@
-"""Policy regularisers: AutoMTL's depth-weighted sharing prior and a branch-cost term."""
+"""Policy regularisers: a weighted sharing prior (AutoMTL's weights by depth, or weights
+from the tasks' measured gradient conflict) and a branch-cost term."""
 
 from __future__ import annotations
 
@@ -9,21 +10,37 @@ from onnxmtl.compiler import SHARED, SKIP, SPECIFIC
 
 
 def sharing_regularizer(
-    probs: torch.Tensor, depths: torch.Tensor, scale: float = 6.0
+    probs: torch.Tensor, weights: torch.Tensor, scale: float = 6.0
 ) -> torch.Tensor:
     """AutoMTL's 'design 3', summed over tasks: for task t,
-    R_t = sum_u ((L - d_u) / L) * [softplus(s (p_specific - p_shared)) + softplus(s (p_skip -
-    p_shared))], with L the deepest unit's depth. Shallow units weigh most; the deepest none.
+    R_t = sum_u w_u * [softplus(s (p_specific - p_shared)) + softplus(s (p_skip - p_shared))].
 
-    `probs` (tasks, units, 3) are relaxed branch weights; `depths` (units,) unit depths.
+    `probs` (tasks, units, 3) are relaxed branch weights; `weights` (units,) how hard each
+    unit is pushed towards sharing (`depth_weights` or `conflict_weights`).
     """
-    deepest = depths.max().clamp_min(1)
-    weight = (deepest - depths).float() / deepest
     p0 = probs[..., SHARED]
     penalty = F.softplus(scale * (probs[..., SPECIFIC] - p0)) + F.softplus(
         scale * (probs[..., SKIP] - p0)
     )
-    return (penalty * weight).sum()
+    return (penalty * weights).sum()
+
+
+def depth_weights(depths: torch.Tensor) -> torch.Tensor:
+    """AutoMTL's prior: (L - d_u) / L with L the deepest unit's depth, so shallow units are
+    pushed hardest towards sharing and the deepest not at all."""
+    deepest = depths.max().clamp_min(1)
+    return (deepest - depths).float() / deepest
+
+
+def conflict_weights(ranking: list[int]) -> torch.Tensor:
+    """A prior from the tasks themselves: units in `ranking`'s order (most conflicting
+    first) get weights spread evenly from 0 to 1, so the unit whose shared weights the
+    tasks pull apart most is not pushed towards sharing and the most agreeable one is
+    pushed hardest, wherever they sit in the network."""
+    weights = torch.zeros(len(ranking))
+    if len(ranking) > 1:
+        weights[ranking] = torch.arange(len(ranking), dtype=torch.float32) / (len(ranking) - 1)
+    return weights
 
 
 def current_policy(logits: torch.Tensor) -> torch.Tensor:

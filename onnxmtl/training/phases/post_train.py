@@ -12,8 +12,10 @@ from onnxmtl.training.phases.phase import Optimizers, Phase
 
 
 class PostTrain(Phase):
-    """Adam on the weights at `post_train_lr`, halved every `post_train_lr_step` steps, for
-    `post_train_steps`, the model following the session's policy."""
+    """Adam on the weights for `post_train_steps`, the model following the session's policy,
+    at `post_train_lr` decayed by `post_train_lr_schedule`: a cosine down to 0 after the last step
+    (the final weights are then not one noisy step of a constant rate away from where the
+    training settled) or halved every `post_train_lr_step` steps."""
 
     name = "post"
     title = "post-train"
@@ -25,16 +27,20 @@ class PostTrain(Phase):
     def make_optimizers(self) -> Optimizers:
         c = self.run.config
         opt = torch.optim.Adam(self.run.weights(), lr=c.post_train_lr)
-        return Optimizers(
-            opt, scheduler=torch.optim.lr_scheduler.StepLR(opt, c.post_train_lr_step, gamma=0.5)
-        )
+        scheduler: torch.optim.lr_scheduler.LRScheduler
+        if c.post_train_lr_schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(self.length(), 1))
+        else:
+            scheduler = torch.optim.lr_scheduler.StepLR(opt, c.post_train_lr_step, gamma=0.5)
+        return Optimizers(opt, scheduler=scheduler)
 
     def step(self) -> dict[str, float]:
-        record = self.run.weight_step(self.optimizers.weights, "train", "fixed")
         scheduler = self.optimizers.scheduler
         assert scheduler is not None  # make_optimizers gives post-training one
+        lr = scheduler.get_last_lr()[0]
+        record = self.run.weight_step(self.optimizers.weights, "train", "fixed")
         scheduler.step()
-        return record
+        return {**record, "lr": lr}
 
     def finish(self) -> None:
         if self.run.config.batchnorm_batches:

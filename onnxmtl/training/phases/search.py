@@ -14,8 +14,10 @@ from onnxmtl.training.derive_policy import derive_policy
 from onnxmtl.training.finite import check_weights
 from onnxmtl.training.phases.phase import Optimizers, Phase
 from onnxmtl.training.regularizers import (
+    conflict_weights,
     cost_regularizer,
     current_policy,
+    depth_weights,
     expected_cost,
     sharing_regularizer,
 )
@@ -37,9 +39,7 @@ class Search(Phase):
         super().__init__(run)
         self.checkpointer = checkpointer
         device = run.device
-        self.depths = torch.tensor(
-            [u.depth for u in run.model.graph.units], dtype=torch.float32, device=device
-        )
+        self._sharing_weights: torch.Tensor | None = None
         cost = run.cost
         # the cost model's per-unit and skip costs and its ancestors matrix, on the device
         self.cost_tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
@@ -63,6 +63,19 @@ class Search(Phase):
             model.policy_parameters(), lr=c.policy_lr, weight_decay=c.policy_weight_decay
         )
         return Optimizers(weights, policy)
+
+    def sharing_weights(self) -> torch.Tensor:
+        """(units,): how hard the sharing regulariser pushes each unit towards sharing, by
+        `sharing_prior` (the conflict ranking is final once warm-up has ended)."""
+        if self._sharing_weights is None:
+            run = self.run
+            if run.config.sharing_prior == "conflict":
+                weights = conflict_weights(run.conflict.ranking())
+            else:
+                depths = torch.tensor([u.depth for u in run.model.graph.units])
+                weights = depth_weights(depths.float())
+            self._sharing_weights = weights.to(run.device)
+        return self._sharing_weights
 
     def blame(self, bad: list[str]) -> str:
         return "policy_lr" if bad == ["policy_loss"] else self.lr_option
@@ -92,7 +105,7 @@ class Search(Phase):
         task_losses = run.task_losses(images, targets, c.search_mode, tau)
         task_loss = run.weighting.static @ task_losses
         probs = torch.nn.functional.gumbel_softmax(run.model.masked_logits(), tau=tau, dim=-1)
-        reg = sharing_regularizer(probs, self.depths, c.sharing_scale)
+        reg = sharing_regularizer(probs, self.sharing_weights(), c.sharing_scale)
         terms = {"sharing": c.sharing_weight * reg}
         record = {"sharing": float(reg.detach())}
         if run.cost is not None and c.cost_weight:
