@@ -37,7 +37,7 @@ class PostTrain(Phase):
     def step(self) -> dict[str, float]:
         scheduler = self.optimizers.scheduler
         assert scheduler is not None  # make_optimizers gives post-training one
-        lr = scheduler.get_last_lr()[0]
+        lr = float(scheduler.get_last_lr()[0])
         record = self.run.weight_step(self.optimizers.weights, "train", "fixed")
         scheduler.step()
         return {**record, "lr": lr}
