@@ -126,7 +126,7 @@ def test_skipped_units_vanish(tiny_export, tmp_path):
     derived = derive(model, choices)
     projections = sum(isinstance(b.skip, Projection) for b in model.units)
     assert derived.branch_counts() == {"shared": 0, "specific": 0, "skip": projections}
-    assert not any(n.endswith("_shared") for n in derived.blocks)
+    assert not any(b.kind == "shared" for b in derived.branches.values())
     report = export(derived, tmp_path / "m.onnx")
     assert report.conv_nodes == projections + head_convs(model)
 
