@@ -13,7 +13,7 @@ from torch import nn
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, Projection, compile, policy_params
-from onnxmtl.derived import derive, load_derived, save_derived
+from onnxmtl.derived import UnitBranch, derive, load_derived, save_derived
 from onnxmtl.errors import ConfigError, ModelFileError, ShapeError
 from onnxmtl.exporter import POLICY_KEY, export
 from onnxmtl.runtime import session
@@ -108,6 +108,37 @@ def test_units_run_once_per_group_of_tasks_on_the_same_value(tiny_export):
     }
 
 
+def test_a_derived_model_prints_as_readable_fx_code(tiny_export, x):
+    """The derived model is an fx GraphModule whose code calls each kept unit branch by its
+    qualified name; a unit every task skips is gone; its outputs are the supermodel's under
+    the same policy (within SAME of the output scale)."""
+    model = compile(onnxmtl.load(tiny_export("legacy17")), tasks()).eval()
+    units = len(model.units)
+    skipped = next(u for u, b in enumerate(model.units) if isinstance(b.skip, nn.Identity))
+    own = next(u for u in range(units) if u not in (skipped, units - 1))
+    choices = [[SHARED] * units for _ in range(3)]
+    for row in choices:
+        row[skipped] = SKIP
+    choices[1][own] = SPECIFIC  # depth's own copy, after which the shared units run twice
+    derived = derive(model, choices).eval()
+    code = derived.code
+    assert isinstance(derived, torch.fx.GraphModule)
+    assert "def forward(self, image)" in code
+    assert f"self.units.u{own}.specific.depth(" in code
+    assert derived.branches[f"units.u{own}.specific.depth"] == UnitBranch(own, "specific", "depth")
+    assert f"units.u{skipped}." not in code and f"units_u{skipped}_" not in code
+    assert code.count(f"self.units.u{units - 1}.shared(") == 2
+    assert "rows = (0, 2)" in code and "rows = (1,)" in code
+    assert "self.heads.depth(" in code and "return {'seg': seg, 'depth': depth, 'cls':" in code
+    assert derived.print_readable(print_output=False).startswith("class DerivedModel")
+    with torch.no_grad():
+        want, got = model(x, mode="fixed", policy=choices), derived(x)
+    assert list(got) == model.task_names
+    for name in model.task_names:
+        scale = float(want[name].abs().max())
+        assert float((got[name] - want[name]).abs().max()) <= SAME * scale, name
+
+
 @pytest.mark.parametrize("branch_at", [0, 3, 7])
 def test_each_shared_conv_is_exported_once(tiny_export, tmp_path, branch_at):
     model = compile(onnxmtl.load(tiny_export("dynamo")), tasks())
@@ -126,7 +157,7 @@ def test_skipped_units_vanish(tiny_export, tmp_path):
     derived = derive(model, choices)
     projections = sum(isinstance(b.skip, Projection) for b in model.units)
     assert derived.branch_counts() == {"shared": 0, "specific": 0, "skip": projections}
-    assert not any(n.endswith("_shared") for n in derived.blocks)
+    assert not any(b.kind == "shared" for b in derived.branches.values())
     report = export(derived, tmp_path / "m.onnx")
     assert report.conv_nodes == projections + head_convs(model)
 

@@ -227,7 +227,11 @@ class UnitOps(nn.Module):
         self.args = [list(a) for a in args]
         self.renorm = renorm
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """The chain on `x`; `rows`, where given, are the tasks whose statistics the shared
+        branch's normalisations use for this run (see `run_for`)."""
+        if rows is not None:
+            run_for(self, rows)
         for op, args in zip(self.ops, self.args):
             x = op(*[x if a[0] == "x" else getattr(self.weights, a[1]) for a in args])
         return x if self.renorm is None else self.renorm(x)
@@ -271,7 +275,10 @@ class Projection(nn.Module):
             self.proj = conv(cin, cout, 1, stride=tuple(stride), groups=groups, bias=False)  # type: ignore[arg-type]
             self.norm = bn(cout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """The projection of `x`; `rows` as for `UnitOps.forward`."""
+        if rows is not None:
+            run_for(self, rows)
         if self.crop:
             # a local: mypy misreads x[(..., *crop)] as 3.11-only syntax
             index: tuple[EllipsisType | slice, ...] = (..., *self.crop)

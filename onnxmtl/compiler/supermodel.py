@@ -9,11 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from onnxmtl.compiler.branches import Renorm, UnitBranches, UnitOps, run_for, weight_holder
+from onnxmtl.compiler.head_output import head_output
 from onnxmtl.compiler.plan import Plan, Ref, Step
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.errors import ConfigError
 from onnxmtl.ir import Graph
-from onnxmtl.tasks import Task, is_custom_head
+from onnxmtl.tasks import Task
 
 MODES = ("warmup", "soft", "hard", "fixed")
 Choices = list[list[int]]
@@ -35,19 +36,6 @@ class _Gate(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         gate_grad = (grad * x).sum() if ctx.needs_input_grad[1] else None
         return grad, gate_grad
-
-
-def head_output(
-    task: Task, head: nn.Module, feats: tuple[torch.Tensor, ...], x: torch.Tensor
-) -> torch.Tensor:
-    """A task's output: heads given by name read the last feature value, custom heads (a
-    factory or a module) all of them when there are several; dense outputs are resized to the
-    input image."""
-    takes_all = is_custom_head(task) and len(feats) > 1
-    y = head(feats if takes_all else feats[-1])
-    if task.dense and y.dim() == x.dim() and y.shape[2:] != x.shape[2:]:
-        y = F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=False)
-    return y
 
 
 class SuperModel(nn.Module):

@@ -14,7 +14,7 @@ from onnxmtl.compiler.branches import one_row
 from onnxmtl.cost.ancestors import ancestor_matrix, model_ancestors
 from onnxmtl.cost.fit import fit_coefficients
 from onnxmtl.cost.key import device_name, table_key
-from onnxmtl.cost.segments import Segment, segments
+from onnxmtl.cost.segments import segments
 from onnxmtl.cost.table import CALIBRATION, LatencyTable
 from onnxmtl.cost.timing import Timer, time_models
 from onnxmtl.derived import derive
@@ -47,21 +47,21 @@ def measure_latency_table(
     models = {  # copies on the CPU, in eval mode: the model being trained stays untouched
         n: derive(model, model.uniform_policy(b)).cpu().eval() for n, b in CALIBRATION.items()
     }
-    shared = models["all-shared"]
-    with torch.no_grad():
-        vals = shared.values(torch.randn(batch, *sample), keep=True)
-    for u, (steps, inputs, consts, outputs) in tqdm(
-        segments(shared, vals).items(), desc="latency table", disable=not progress, leave=False
+    sample_batch = torch.randn(batch, *sample)
+    for u, segment in tqdm(
+        segments(models["all-shared"], sample_batch).items(),
+        desc="latency table",
+        disable=not progress,
+        leave=False,
     ):
         branches = model.units[u]
         kinds = {"unit": branches.shared}
         if model.branch_mask[u, SKIP]:
             kinds["skip"] = branches.skip
         for kind, branch in kinds.items():
-            branch = one_row(copy.deepcopy(branch).cpu(), 0)
-            segment = Segment(shared, steps, branch, inputs, consts, outputs)
+            module = segment.module(one_row(copy.deepcopy(branch).cpu(), 0))
             try:
-                timer.add(f"{kind}{u}", segment, [vals[s] for s in inputs])
+                timer.add(f"{kind}{u}", module, segment.inputs)
             except Exception:  # noqa: BLE001 - such a unit is estimated from its MACs
                 continue
     ms = timer.medians_ms(repeats, warmup)

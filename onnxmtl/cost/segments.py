@@ -3,67 +3,78 @@ run of a branch costs in context."""
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from onnxmtl.derived import DerivedModel
 
+BRANCH = "branch"  # the target of the unit's call in a segment's graph
 
-class Segment(nn.Module):
-    """One branch of a unit followed by the parameter-free operators up to the next unit, cut
-    out of the all-shared derived model: what one run of that branch costs in context
+
+class Segment:
+    """One unit's call in the all-shared derived model followed by the parameter-free
+    operators up to the next unit: what one run of that unit's branch costs in context
     (onnxruntime fuses a convolution with the activation after it, and a skipped unit leaves
-    that activation to run on its own)."""
+    that activation to run on its own).
+
+    `inputs` are the tensors it reads from earlier nodes, as computed on the sample image."""
 
     def __init__(
-        self,
-        derived: DerivedModel,
-        steps: list[Any],
-        branch: nn.Module,
-        inputs: list[int],
-        consts: dict[int, Any],
-        outputs: list[int],
+        self, derived: DerivedModel, nodes: list[fx.Node], values: dict[fx.Node, Any]
     ) -> None:
-        super().__init__()
-        self.derived, self.branch = derived, branch
-        self.steps, self.inputs, self.consts, self.outputs = steps, inputs, consts, outputs
-
-    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        vals = {**self.consts, **dict(zip(self.inputs, xs))}
-        self.derived.run_step(self.steps[0], vals, self.branch)
-        for step in self.steps[1:]:
-            self.derived.run_step(step, vals)
-        return tuple(vals[s] for s in self.outputs)
-
-
-def segments(
-    derived: DerivedModel, vals: list[Any]
-) -> dict[int, tuple[list[Any], list[int], dict[int, Any], list[int]]]:
-    """Per unit: its steps in the all-shared derived model (the unit, then the operators up
-    to the next unit), the tensor slots they read from outside, other values they read, and
-    the slots read after them. `vals` are the model's values on one input (kept)."""
-    starts = {
-        i: int(derived.sources[step.module].split(".")[1])
-        for i, step in enumerate(derived.steps)
-        if step.kind == "op" and derived.sources.get(step.module, "").startswith("units.")
-    }
-    positions = sorted(starts)
-    out = {}
-    for k, i in enumerate(positions):
-        end = positions[k + 1] if k + 1 < len(positions) else len(derived.steps)
-        steps = derived.steps[i:end]
-        made = {step.out for step in steps}
-        read = list(dict.fromkeys(s for step in steps for s in step.slots if s not in made))
-        later = {s for step in derived.steps[end:] for s in step.slots}
-        later |= {s for row in derived.outputs for s in row}
-        tensors = [s for s in read if isinstance(vals[s], torch.Tensor)]
-        consts = {s: vals[s] for s in read if s not in tensors}
-        outputs = [
-            step.out
-            for step in steps
-            if step.out in later and isinstance(vals[step.out], torch.Tensor)
+        self.derived, self.nodes = derived, nodes
+        inside = set(nodes)
+        read = [a for n in nodes for a in n.all_input_nodes if a not in inside]
+        outside = list(dict.fromkeys(read))
+        self._read = [n for n in outside if n.op != "get_attr" and _tensor(values[n])]
+        self._consts = {n: values[n] for n in outside if n.op != "get_attr" and n not in self._read}
+        self._weights = [n for n in outside if n.op == "get_attr"]
+        later = [
+            n
+            for n in nodes
+            if n.op != "get_attr" and _tensor(values[n]) and any(u not in inside for u in n.users)
         ]
-        out[starts[i]] = (steps, tensors, consts, outputs or [steps[-1].out])
-    return out
+        self._outputs = later or [nodes[-1]]
+        self.inputs: list[torch.Tensor] = [values[n] for n in self._read]
+
+    def module(self, branch: nn.Module) -> fx.GraphModule:
+        """The segment as a module taking `inputs`, with `branch` in place of the unit's
+        module."""
+        graph = fx.Graph()
+        env: dict[fx.Node, Any] = dict(self._consts)
+        env.update({n: graph.placeholder(f"x{i}") for i, n in enumerate(self._read)})
+        root: dict[str, Any] = {BRANCH: branch}
+        for node in [*self._weights, *self.nodes]:
+            copied = graph.node_copy(node, env.__getitem__)
+            if node is self.nodes[0]:
+                copied.target, copied.kwargs = BRANCH, {}
+            elif node.op in ("call_module", "get_attr"):
+                root[str(node.target)] = operator.attrgetter(str(node.target))(self.derived)
+            env[node] = copied
+        graph.output(tuple(env[n] for n in self._outputs))
+        return fx.GraphModule(root, graph)
+
+
+def segments(derived: DerivedModel, x: torch.Tensor) -> dict[int, Segment]:
+    """Per unit, its segment of the all-shared derived model `derived` (one call per unit):
+    from the unit's call to the next unit's, or to the first head's, with the values the
+    model computes on the image batch `x`."""
+    interpreter = fx.Interpreter(derived, garbage_collect_values=False)
+    with torch.no_grad():
+        interpreter.run(x)
+    nodes = list(derived.graph.nodes)
+    heads = set(derived.task_heads.values())
+    end = next(i for i, n in enumerate(nodes) if n.op == "call_module" and n.target in heads)
+    calls = derived.branch_calls()
+    starts = [nodes.index(node) for node, _ in calls] + [end]
+    return {
+        branch.unit: Segment(derived, nodes[start:stop], interpreter.env)
+        for (_, branch), start, stop in zip(calls, starts, starts[1:])
+    }
+
+
+def _tensor(value: object) -> bool:
+    return isinstance(value, torch.Tensor)

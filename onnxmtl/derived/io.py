@@ -7,7 +7,8 @@ from pathlib import Path
 
 from onnxmtl.compiler import Policy, SuperModel
 from onnxmtl.compiler.io import VERSION, read_state, supermodel_from_state, supermodel_state
-from onnxmtl.derived.model import DerivedModel, derive
+from onnxmtl.derived.build import derive
+from onnxmtl.derived.model import DerivedModel
 from onnxmtl.io_utils import atomic_save
 
 FORMAT = "onnxmtl.derived"
@@ -19,12 +20,9 @@ def save_derived(model: DerivedModel, supermodel: SuperModel, path: str | Path) 
     own = model.state_dict()
     state = {}
     for name, source in model.sources.items():
-        kind, _, key = name.partition(":")
-        prefix = {"weight": "weights.", "head": "heads."}.get(kind, "blocks.")
-        local = f"{prefix}{key or kind}"
-        for k, v in own.items():
-            if k == local or k.startswith(local + "."):
-                state[source + k[len(local) :]] = v
+        for key, value in own.items():
+            if key == name or key.startswith(name + "."):
+                state[source + key[len(name) :]] = value
     payload = supermodel_state(supermodel, state)
     payload.update(format=FORMAT, version=VERSION, policy=asdict(model.policy))
     atomic_save(Path(path), payload)

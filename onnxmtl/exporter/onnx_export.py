@@ -15,7 +15,7 @@ import onnx
 import torch
 from torch import nn
 
-from onnxmtl.derived import DerivedModel
+from onnxmtl.derived import DerivedModel, one_module_per_run
 from onnxmtl.errors import ConfigError, ExportMismatchError, ShapeError
 from onnxmtl.io_utils import atomic_write
 from onnxmtl.ir.graph import MAX_IR_VERSION
@@ -53,18 +53,6 @@ class ExportReport:
             f"onnxruntime vs PyTorch max diff {self.max_abs_diff:.3g} "
             f"({self.max_rel_diff:.3g} of the output scale, tolerance {self.tolerance:g})"
         )
-
-
-class _TupleOutputs(nn.Module):
-    """The model's task outputs as a tuple in task order (what the exporter names)."""
-
-    def __init__(self, model: DerivedModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(x)
-        return tuple(out[name] for name in self.model.task_names)
 
 
 class _Half(nn.Module):
@@ -131,8 +119,9 @@ def export(
     x = torch.from_numpy(np.random.default_rng(seed).standard_normal((size, *shape)).astype("f4"))
     try:
         with torch.no_grad():
-            expected = [o.numpy() for o in _TupleOutputs(model)(x)]
-        wrapper: nn.Module = _TupleOutputs(model.one_module_per_run()).eval()
+            outputs = model(x)
+        expected = [outputs[name].numpy() for name in names]
+        wrapper: nn.Module = one_module_per_run(model).eval()
         if fp16:
             wrapper = _Half(copy.deepcopy(wrapper))
         axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]} if batch is None else None
