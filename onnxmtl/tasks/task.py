@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import keyword
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,11 @@ class Task:
             raise ConfigError(
                 f"task name {self.name!r} is not a valid identifier; use letters, digits and _ "
                 "(it names the model output)."
+            )
+        if keyword.iskeyword(self.name):
+            raise ConfigError(
+                f"task name {self.name!r} is a Python keyword, which the derived model's "
+                "generated code cannot use as a name; rename the task (e.g. 'cls')."
             )
         if self.name in RESERVED_NAMES:
             raise ConfigError(
