@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import keyword
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
