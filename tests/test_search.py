@@ -200,6 +200,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_
         conflict_every=1,
         conflict_init=True,
         sharing_prior="conflict",
+        post_train_lr_schedule="cosine",
         cost="params",
     )
     whole = _model(tiny_export, train.tasks())
