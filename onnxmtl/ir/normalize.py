@@ -176,12 +176,11 @@ def _fold(node: ir.Node, opset: int) -> list[np.ndarray] | None:
         return [array.astype(like.numpy())]
     if any(attr.type in _SUBGRAPHS for attr in node.attributes.values()):
         return None  # its subgraphs may read outer-scope values a lone node cannot be given
-    arrays = [_const(v) if v is not None else None for v in node.inputs]
-    if any(a is None for a, v in zip(arrays, node.inputs) if v is not None):
-        return None
+    if any(v is not None and v.const_value is None for v in node.inputs):
+        return None  # checked first: reading a weight (a Conv's) copies it out of its proto
     if not node.inputs and op != "ConstantOfShape":
         return None
-    feeds = {name_of(v): a for v, a in zip(node.inputs, arrays) if v is not None and a is not None}
+    feeds = {name_of(v): _const(v) for v in node.inputs if v is not None}
     evaluator = ReferenceEvaluator(_one_node_model(node, opset))
     return [np.asarray(x) for x in evaluator.run(None, feeds)]
 
