@@ -204,7 +204,7 @@ def _attr_int(node: ir.Node, name: str, default: int) -> int:
 
 
 def _add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    tensor = ir.tensor(array, name=name)
+    tensor = ir.Tensor(array, name=name)  # ir.tensor's result for an array, without its checks
     init = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype))
     init.const_value = tensor
     graph.register_initializer(init)
@@ -252,9 +252,12 @@ class UntieInitializersPass(ir.passes.InPlacePass):
             if value.dtype is None or not value.dtype.is_floating_point():
                 continue
             uses = list(value.uses())
+            if len(uses) < 2:
+                continue
+            array = const_of(value).numpy()  # read once: each read copies it out of its proto
             for i, (node, index) in enumerate(uses[1:], start=1):
-                array = const_of(value).numpy().copy()
-                node.replace_input_with(index, _add_initializer(graph, f"{value.name}__{i}", array))
+                copy = array.copy()
+                node.replace_input_with(index, _add_initializer(graph, f"{value.name}__{i}", copy))
                 count += 1
         return ir.passes.PassResult(model, modified=bool(count))
 
