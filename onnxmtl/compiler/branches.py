@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from onnxmtl.compiler.clone import clone_module
 from onnxmtl.ir import Unit
 
 # ("x", None): the chain value; ("w", name): a weight of the unit
@@ -345,6 +345,6 @@ class UnitBranches(nn.Module):
 
     def __init__(self, shared: UnitOps, num_tasks: int, skip: nn.Module | None) -> None:
         super().__init__()
-        self.specific = nn.ModuleList(copy.deepcopy(shared) for _ in range(num_tasks))
+        self.specific = nn.ModuleList(clone_module(shared) for _ in range(num_tasks))
         self.shared = per_run_statistics(shared, num_tasks)
         self.skip = None if skip is None else per_run_statistics(skip, num_tasks)

@@ -176,12 +176,11 @@ def _fold(node: ir.Node, opset: int) -> list[np.ndarray] | None:
         return [array.astype(like.numpy())]
     if any(attr.type in _SUBGRAPHS for attr in node.attributes.values()):
         return None  # its subgraphs may read outer-scope values a lone node cannot be given
-    arrays = [_const(v) if v is not None else None for v in node.inputs]
-    if any(a is None for a, v in zip(arrays, node.inputs) if v is not None):
-        return None
+    if any(v is not None and v.const_value is None for v in node.inputs):
+        return None  # checked first: reading a weight (a Conv's) copies it out of its proto
     if not node.inputs and op != "ConstantOfShape":
         return None
-    feeds = {name_of(v): a for v, a in zip(node.inputs, arrays) if v is not None and a is not None}
+    feeds = {name_of(v): _const(v) for v in node.inputs if v is not None}
     evaluator = ReferenceEvaluator(_one_node_model(node, opset))
     return [np.asarray(x) for x in evaluator.run(None, feeds)]
 
@@ -205,7 +204,7 @@ def _attr_int(node: ir.Node, name: str, default: int) -> int:
 
 
 def _add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    tensor = ir.tensor(array, name=name)
+    tensor = ir.Tensor(array, name=name)  # ir.tensor's result for an array, without its checks
     init = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype))
     init.const_value = tensor
     graph.register_initializer(init)
@@ -253,9 +252,12 @@ class UntieInitializersPass(ir.passes.InPlacePass):
             if value.dtype is None or not value.dtype.is_floating_point():
                 continue
             uses = list(value.uses())
+            if len(uses) < 2:
+                continue
+            array = const_of(value).numpy()  # read once: each read copies it out of its proto
             for i, (node, index) in enumerate(uses[1:], start=1):
-                array = const_of(value).numpy().copy()
-                node.replace_input_with(index, _add_initializer(graph, f"{value.name}__{i}", array))
+                copy = array.copy()
+                node.replace_input_with(index, _add_initializer(graph, f"{value.name}__{i}", copy))
                 count += 1
         return ir.passes.PassResult(model, modified=bool(count))
 

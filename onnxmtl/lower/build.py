@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from operator import getitem
 
-from onnx2torch.onnx_graph import OnnxGraph, ValueType
+from onnx2torch.onnx_graph import ValueType
 from torch import Tensor, fx, nn
 from torch.nn import init
 
@@ -17,6 +17,7 @@ import onnxmtl.lower.ops  # noqa: F401  (registers our converters)
 from onnxmtl.errors import LoweringError, UnsupportedOpError
 from onnxmtl.ir import Graph, values
 from onnxmtl.lower.registry import find_converter
+from onnxmtl.lower.source import converter_graph
 
 
 def _keep(tensor: Tensor, *args: object, **kwargs: object) -> Tensor:
@@ -75,8 +76,7 @@ def lower(graph: Graph) -> fx.GraphModule:
     unsupported = find_unsupported(graph)
     if unsupported:
         raise UnsupportedOpError(graph.source, unsupported)
-    proto = graph.to_proto()
-    onnx_graph = OnnxGraph(proto.graph)
+    onnx_graph = converter_graph(graph)
     trainable = graph.trainable_weights()
     root, weights = nn.Module(), Weights()
     root.add_module("weights", weights)

@@ -7,6 +7,7 @@ A converter has onnx2torch's signature: `(OnnxNode, OnnxGraph) -> OperationConve
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 from onnx import defs
 from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
@@ -38,6 +39,7 @@ def register_converter(op_type: str, *versions: int, domain: str = "") -> Callab
     return decorate
 
 
+@cache  # onnx's schema lookup, asked twice per node of every lowering, is slow
 def since_version(domain: str, op_type: str, opset: int) -> int:
     """The since-version of `op_type`'s schema in force at `opset` (or `opset` if unknown)."""
     try:
