@@ -172,7 +172,7 @@ def main() -> None:
     args = parser.parse_args()
     model_path = backbone(SIZE)
     config = SearchConfig.from_dict(CPU_CONFIG)
-    tasks = load_dataset("multi-fashion", "train", **config.data).tasks()
+    tasks = load_dataset("multi-fashion", "train", **config.dataset.options).tasks()
     model = onnxmtl.compile(onnxmtl.load(model_path), tasks)
     table = latency_table(model, args.provider, 1, args.threads)
     shared = table.predict(model.choices_of(model.uniform_policy(SHARED)))

@@ -95,7 +95,7 @@ def run(
         results = json.loads(files.results.read_text())
         return RunResult(out, files.report, results)
     config = start(config)
-    with writing(out, LAYOUT), cpu_threads(config.threads):
+    with writing(out, LAYOUT), cpu_threads(config.runtime.threads):
         if force:
             distributed.barrier()
             if distributed.is_main():
@@ -167,15 +167,15 @@ def _run(
         return RunResult(out, files.report, {})
     policy = supermodel.policy or Policy.from_json(files.search.policy)  # saved without: older
     exported = _export_models(supermodel, policy, files, baselines, progress)
-    if config.latency_budget_ms is not None:  # the budget's batch is timed too
-        batch_sizes = tuple(sorted({*batch_sizes, config.latency_batch}))
+    if config.cost.latency_budget_ms is not None:  # the budget's batch is timed too
+        batch_sizes = tuple(sorted({*batch_sizes, config.cost.latency_batch}))
     timing = bench(
         exported,
         batch_sizes=batch_sizes,
         repeats=bench_repeats,
         warmup=5,
         memory=True,
-        threads=config.threads,
+        threads=config.runtime.threads,
     )
     results = _results(files, supermodel, policy, baselines, timing, model, data, config)
     previous = json.loads(files.times.read_text()) if files.times.exists() else []
@@ -272,7 +272,7 @@ def _results(
         methods["all-shared"]["macs"] = infos["all-shared"]["macs"]
     if "single-task" in methods:
         methods["single-task"]["macs"] = single_macs
-    batch = config.latency_batch if config.latency_budget_ms is not None else 1
+    batch = config.cost.latency_batch if config.cost.latency_budget_ms is not None else 1
     p50 = {r["model"]: r["p50_ms"] for r in timing["latency"] if r["batch"] == batch}
     latency: dict[str, float] = {
         m: p50[m] for m in ("searched", "all-shared") if m in p50 and m in methods
