@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from onnxmtl.errors import ConfigError
 from onnxmtl.training import SearchConfig
 from onnxmtl.training.config import FLAT, SECTIONS, literal_fields
+from onnxmtl.training.config.flat import flatten
 
 CHOICES = literal_fields(SearchConfig)
 
@@ -105,3 +108,17 @@ def test_a_config_is_frozen_and_changed_through_checked_options():
         config.with_options(search_steps=-1)
     with pytest.raises(ConfigError, match="conflict_every between 1 and warmup_steps"):
         config.with_options(derive="conflict", conflict_every=0)
+
+
+def test_the_readme_configs_load_flat_and_in_sections():
+    """The Search section's flat example and its example in sections load, and set the same
+    options alike."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    search = readme[readme.index("\n## Search\n") :]
+    flat, nested = (
+        yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", search, re.S)[:2]
+    )
+    assert SearchConfig.from_dict(flat).to_dict()["cost_budget"] == 0.5
+    assert SearchConfig.from_dict(nested).search.steps == 150
+    given = flatten(nested)
+    assert given == {name: flat[name] for name in given}
