@@ -33,7 +33,7 @@ from onnxmtl.training.weighting import make_weighting
 class Trainer:
     """Runs the phases of `config` on `model`, writing checkpoints, metrics and the policy to
     `run_dir`. `fixed_policy` skips warm-up and search and post-trains that policy (the
-    baselines: all-shared, single-task, random). `cost` is the cost model of `config.cost`
+    baselines: all-shared, single-task, random). `cost` is the cost model of `config.cost.model`
     for the search's cost regulariser (`onnxmtl.cost.make_cost` builds it); a fixed policy
     needs none. At the end the model carries the trained policy (`SuperModel.set_policy`).
 

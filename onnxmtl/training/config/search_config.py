@@ -64,7 +64,8 @@ class SearchConfig:
         return flat
 
     def with_options(self, **options: Any) -> SearchConfig:
-        """This config with `options` (by flat name) changed, checked as `from_dict` does."""
+        """This config with `options` changed (by flat name, or sections as `from_dict` takes
+        them), checked as `from_dict` does."""
         flat = flatten(options)
         changes: dict[str, dict[str, Any]] = {}
         for name, value in flat.items():
