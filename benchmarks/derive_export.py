@@ -113,7 +113,7 @@ def measure(name: str, args: argparse.Namespace, folder: Path) -> list[dict]:
         repeats=args.repeats,
         memory=False,
     )
-    p50 = {r["model"]: r["p50_ms"] for r in result["latency"]}
+    p50 = result.p50_ms(args.batch)
     x = torch.randn(args.batch, 3, SIZE, SIZE)
     eager = {label: _eager(models[f"derived ({label})"], x) for label in chosen}
     eager_ms = interleaved_medians(eager, args.repeats, args.warmup)
@@ -130,8 +130,8 @@ def measure(name: str, args: argparse.Namespace, folder: Path) -> list[dict]:
                 "all_shared": p50["all-shared"],
                 "single": single,
                 "eager": eager_ms[label] * 1e3,
-                "macs": {k: result["models"][k]["macs"] for k in (key, "all-shared")},
-                "params": {k: result["models"][k]["params"] for k in (key, "all-shared")},
+                "macs": {k: result.models[k].macs for k in (key, "all-shared")},
+                "params": {k: result.models[k].params for k in (key, "all-shared")},
             }
         )
     return rows

@@ -74,7 +74,7 @@ def run_method(
         if method == "searched":
             search(model, data, out, tasks, config=config, force=True, progress=False)
         elif method == "conflict":
-            heuristic = replace(config, derive="conflict", search_steps=0)
+            heuristic = config.with_options(derive="conflict", search_steps=0)
             search(model, data, out, tasks, config=heuristic, force=True, progress=False)
         else:
             train_baseline(
@@ -110,12 +110,12 @@ def main() -> None:
     for data in args.datasets:
         tasks, name = None, data
         if args.head:
-            dataset = load_dataset(data, "train", **base.data)
+            dataset = load_dataset(data, "train", **base.dataset.options)
             tasks = [replace(t, head=args.head) for t in dataset.tasks()]
             name = f"{data}-{args.head}"
         rows: dict[str, list[dict]] = {m: [] for m in METHODS}
         for seed in args.seeds:
-            config = SearchConfig.from_dict({**base.to_dict(), "seed": seed, "device": args.device})
+            config = base.with_options(seed=seed, device=args.device)
             results = {
                 m: run_method(m, model, data, tasks, config, args.out / name / f"seed{seed}" / m)
                 for m in METHODS

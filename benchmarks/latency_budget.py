@@ -57,7 +57,7 @@ def measure(paths: dict[str, Path], args: argparse.Namespace, rounds: int = 5) -
     calls = {}
     for name, path in paths.items():
         sess = session(str(path), providers, args.threads, spinning=False)
-        shape = (1, *describe(path)["input_shape"][1:])
+        shape = (1, *describe(path).input_shape[1:])
         feed = {"image": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
         calls[name] = bound_call(sess, feed)[0]
     times: dict[str, list[float]] = {name: [] for name in calls}
@@ -172,7 +172,7 @@ def main() -> None:
     args = parser.parse_args()
     model_path = backbone(SIZE)
     config = SearchConfig.from_dict(CPU_CONFIG)
-    tasks = load_dataset("multi-fashion", "train", **config.data).tasks()
+    tasks = load_dataset("multi-fashion", "train", **config.dataset.options).tasks()
     model = onnxmtl.compile(onnxmtl.load(model_path), tasks)
     table = latency_table(model, args.provider, 1, args.threads)
     shared = table.predict(model.choices_of(model.uniform_policy(SHARED)))

@@ -63,13 +63,13 @@ def main() -> None:
     rows = []
     for data in args.datasets:
         for seed in args.seeds:
-            config = SearchConfig.from_dict({**base.to_dict(), "seed": seed, "device": args.device})
+            config = base.with_options(seed=seed, device=args.device)
             folder = args.out / data / f"seed{seed}"
             single = run_method("single-task", model, data, None, config, folder / "single-task")
             shared = run_method("all-shared", model, data, None, config, folder / "all-shared")
             for length in args.lengths:
-                name = "searched" if length == base.search_steps else f"searched-{length}"
-                run = SearchConfig.from_dict({**config.to_dict(), "search_steps": length})
+                name = "searched" if length == base.search.steps else f"searched-{length}"
+                run = config.with_options(search_steps=length)
                 searched = run_method("searched", model, data, None, run, folder / name)
                 row = {
                     "data": data,

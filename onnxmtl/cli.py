@@ -310,7 +310,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     table = to_markdown(result, args.reference)
     out = Path(args.out)
     plots = write_bench(result, table, out)
-    print(json.dumps(result, indent=1) if args.json else table)
+    print(json.dumps(result.to_dict(), indent=1) if args.json else table)
     print(f"wrote {out}/bench.json, bench.md, {', '.join(plots)}", file=sys.stderr)
     return 0
 

@@ -63,7 +63,7 @@ def test_the_trainer_ends_with_precise_statistics(tiny_export, tmp_path_factory,
         skips = [u for u in range(len(model.units)) if model.branch_mask[u, SKIP]]
         row = [SKIP if u in skips[:2] else SHARED for u in range(len(model.units))]
         policy = Policy(model.task_names, model.unit_names, [list(row) for _ in model.tasks])
-        config = SearchConfig(
+        config = SearchConfig().with_options(
             batch_size=16, post_train_steps=6, post_train_lr=0.05, batchnorm_batches=batches
         )
         Trainer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import torch
 from onnx import TensorProto, helper
 
 import onnxmtl
-from onnxmtl.benchmark import bench, resolve_providers, to_markdown
+from onnxmtl.benchmark import BenchResult, bench, resolve_providers, to_markdown
 from onnxmtl.benchmark.bench import bound_call
 from onnxmtl.benchmark.memory import peak_memory_mb
 from onnxmtl.compiler import compile
@@ -60,15 +61,18 @@ def exports(tiny_export, tmp_path):
 
 def test_percentiles_throughput_and_ratios(exports):
     result = bench({"mtl": exports["mtl"]}, batch_sizes=[1, 3], repeats=7, memory=False)
-    rows = result["latency"]
-    assert [(r["model"], r["batch"]) for r in rows] == [("mtl", 1), ("mtl", 3)]
+    rows = result.latency
+    assert [(r.model, r.batch) for r in rows] == [("mtl", 1), ("mtl", 3)]
     for r in rows:
-        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
-        assert r["throughput"] == pytest.approx(r["batch"] / r["p50_ms"] * 1e3)
-    assert result["settings"]["providers"] == ["CPUExecutionProvider"] or result["settings"][
-        "providers"
-    ][0].startswith("CUDA")
-    assert result["models"]["mtl"]["outputs"] == ["d"]
+        assert 0 < r.p50_ms <= r.p90_ms <= r.p99_ms
+        assert r.throughput == pytest.approx(r.batch / r.p50_ms * 1e3)
+    providers = result.settings.providers
+    assert providers == ["CPUExecutionProvider"] or providers[0].startswith("CUDA")
+    assert result.models["mtl"].outputs == ["d"]
+    stored = result.to_dict()  # bench.json: plain JSON that reads back as the same result
+    assert BenchResult.from_dict(json.loads(json.dumps(stored))) == result
+    assert "peak_memory_mb" not in stored["models"]["mtl"]  # memory=False: not measured
+    assert stored["latency"][0]["p50_ms"] == rows[0].p50_ms
     table = to_markdown(result)
     assert table.count("| 1.00 |") == 2  # every row against itself
 
@@ -99,8 +103,8 @@ def test_bound_call_leaves_the_outputs_of_a_plain_run(exports):
 )
 def test_cuda_provider_with_io_binding(exports):
     result = bench({"mtl": exports["mtl"]}, provider="cuda", repeats=5, memory=False)
-    assert result["settings"]["providers"][0] == "CUDAExecutionProvider"
-    assert result["settings"]["io_binding"] and result["latency"][0]["p50_ms"] > 0
+    assert result.settings.providers[0] == "CUDAExecutionProvider"
+    assert result.settings.io_binding and result.latency[0].p50_ms > 0
     sess = session(str(exports["mtl"]), ["CUDAExecutionProvider", "CPUExecutionProvider"])
     feed = {"image": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype("f4")}
     call, binding = bound_call(sess, feed)
@@ -117,12 +121,13 @@ def test_plots_are_pngs_and_leave_matplotlib_as_it_was(tmp_path):
 import matplotlib, json
 from pathlib import Path
 matplotlib.use("svg")
+from onnxmtl.benchmark import BenchResult, BenchSettings, LatencyRow, ModelInfo
 from onnxmtl.benchmark import latency_bars, policy_heatmap
 from onnxmtl.pipeline.report import search_curves
 out = Path({str(tmp_path)!r})
-result = {{"models": {{"a": {{}}}},
-          "settings": {{"batch_sizes": [1], "providers": ["CPUExecutionProvider"]}},
-          "latency": [{{"model": "a", "batch": 1, "p50_ms": 1.0, "p90_ms": 1.5}}]}}
+models = {{"a": ModelInfo("a.onnx", "image", [1, 3, 8, 8], ["t"], 1, 1, 1, None)}}
+settings = BenchSettings(["CPUExecutionProvider"], 1, True, True, 0, 1, [1])
+result = BenchResult(models, [LatencyRow("a", 1, 1.0, 1.5, 1.5, 1.0, 1000.0)], settings)
 latency_bars(result, out / "latency.png")
 policy_heatmap({{"tasks": ["t", "u"], "choices": [[0, 1], [2, 0]]}}, out / "policy.png")
 rows = [{{"phase": "warmup", "loss": 1.0}}, {{"phase": "search", "loss": 0.5, "tau": 1.0,

@@ -24,7 +24,7 @@ def test_without_a_budget_the_best_validation_delta_m_wins():
 
 
 def test_a_parameter_budget_rules_out_the_single_task_models():
-    config = SearchConfig(cost="params", cost_budget=0.6)
+    config = SearchConfig().with_options(cost="params", cost_budget=0.6)
     choice = choose_model(_methods(), LATENCY, config, "single-task")
     assert choice.model == "searched"
     fits = {c.name: c.within_budget for c in choice.candidates}
@@ -33,19 +33,19 @@ def test_a_parameter_budget_rules_out_the_single_task_models():
 
 
 def test_a_latency_budget_uses_the_measured_latency():
-    config = SearchConfig(latency_budget_ms=1.5)
+    config = SearchConfig().with_options(latency_budget_ms=1.5)
     choice = choose_model(_methods(), LATENCY, config, "single-task")
     assert choice.model == "all-shared"
     assert [c.name for c in choice.candidates if c.within_budget] == ["all-shared"]
 
 
 def test_a_mac_budget_is_a_share_of_the_single_task_macs():
-    config = SearchConfig(cost="macs", cost_budget=0.5)
+    config = SearchConfig().with_options(cost="macs", cost_budget=0.5)
     assert choose_model(_methods(), LATENCY, config, "single-task").model == "all-shared"
 
 
 def test_when_nothing_fits_the_cheapest_is_named_and_the_reason_says_so():
-    config = SearchConfig(latency_budget_ms=0.5)
+    config = SearchConfig().with_options(latency_budget_ms=0.5)
     choice = choose_model(_methods(), LATENCY, config, "single-task")
     assert choice.model == "all-shared"
     assert choice.reason.startswith("no model fits 0.5 ms at batch 1")

@@ -1,15 +1,20 @@
 """SearchConfig: every option with a fixed set of values is typed as a Literal and refused,
-with the allowed list, when it is given anything else."""
+with the allowed list, when it is given anything else; options come flat or in sections, and
+a config is frozen."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from onnxmtl.errors import ConfigError
 from onnxmtl.training import SearchConfig
-from onnxmtl.training.config import literal_fields
+from onnxmtl.training.config import FLAT, SECTIONS, literal_fields
+from onnxmtl.training.config.flat import flatten
 
 CHOICES = literal_fields(SearchConfig)
 
@@ -19,21 +24,101 @@ def test_every_string_option_with_fixed_values_is_a_literal():
         "precision",
         "search_mode",
         "policy_lr_schedule",
+        "sharing_prior",
         "latency_provider",
         "derive",
+        "post_train_lr_schedule",
         "post_train_init",
         "log_format",
     }
-    defaults = SearchConfig()
+    defaults = SearchConfig().to_dict()
     for name, allowed in CHOICES.items():
-        assert getattr(defaults, name) in allowed
+        assert defaults[name] in allowed
 
 
 @pytest.mark.parametrize("name", sorted(CHOICES))
 def test_a_value_outside_a_literal_is_refused_with_the_allowed_list(name):
     allowed = CHOICES[name]
     for value in allowed:
-        assert getattr(SearchConfig.from_dict({name: value}), name) == value
+        assert SearchConfig.from_dict({name: value}).to_dict()[name] == value
     message = f"config: {name}='nonsense'; expected one of {', '.join(allowed)}."
     with pytest.raises(ConfigError, match=re.escape(message)):
         SearchConfig.from_dict({name: "nonsense"})
+
+
+def test_every_flat_option_has_one_place_in_a_section():
+    assert list(SearchConfig().to_dict()) == list(FLAT)
+    for name, (section, field) in FLAT.items():
+        assert section in SECTIONS and hasattr(getattr(SearchConfig(), section), field), name
+
+
+def test_nested_sections_read_as_their_flat_options(tmp_path):
+    flat = {"search_steps": 7, "search_mode": "soft", "cost": "macs", "cost_budget": 0.5}
+    flat |= {"data": {"count": 8}, "batch_size": 4, "eval_batches": 2, "warmup_lr": 0.01}
+    nested = {
+        "search": {"steps": 7, "mode": "soft"},
+        "cost": {"name": "macs", "budget": 0.5},
+        "dataset": {"options": {"count": 8}, "batch_size": 4},
+        "evaluation": {"batches": 2},
+        "warmup_lr": 0.01,  # flat and nested mix
+    }
+    config = SearchConfig.from_dict(nested)
+    assert config == SearchConfig.from_dict(flat)
+    assert config.search.steps == 7 and config.cost.name == "macs"
+    assert config.dataset.options == {"count": 8} and config.to_dict()["data"] == {"count": 8}
+    path = tmp_path / "nested.yaml"
+    path.write_text("search:\n  steps: 7\n  mode: soft\ncost: {name: macs, budget: 0.5}\n")
+    assert SearchConfig.load(path).to_dict()["search_steps"] == 7
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"search": {"stepz": 3}}, "unknown option(s) search.stepz (did you mean search.steps?)"),
+        ({"warmup_stepz": 3}, "unknown option(s) warmup_stepz (did you mean warmup_steps?)"),
+        ({"search": 3}, "search: expected a mapping of option: value"),
+        ({"search_steps": 3, "search": {"steps": 4}}, "search_steps is given twice"),
+        ({"search": {"mode": "sharp"}}, "search_mode='sharp'; expected one of hard, soft"),
+        ({"cost": {"name": "macs", "budget": 2}}, "cost_budget is a fraction"),
+    ],
+    ids=["unknown-nested", "unknown-flat", "not-a-mapping", "twice", "literal", "check"],
+)
+def test_bad_nested_options_are_refused_by_their_full_name(options, message):
+    with pytest.raises(ConfigError, match=re.escape(f"where: {message}")):
+        SearchConfig.from_dict(options, "where")
+
+
+def test_a_latency_budget_is_a_latency_cost_without_rewriting_cost():
+    config = SearchConfig.from_dict({"latency_budget_ms": 2.0})
+    assert config.cost.name is None and config.cost.model == "latency"
+    stored = config.to_dict()
+    assert stored["cost"] == "latency" and stored["latency_budget_ms"] == 2.0
+    assert SearchConfig.from_dict(stored).to_dict() == stored  # config.json reads back
+    assert config.with_options(latency_budget_ms=None).cost.model is None
+
+
+def test_a_config_is_frozen_and_changed_through_checked_options():
+    config = SearchConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.search.steps = 3
+    changed = config.with_options(derive="conflict", search_steps=0)
+    assert (changed.search.derive, changed.search.steps) == ("conflict", 0)
+    assert config.search.steps == 150  # unchanged
+    with pytest.raises(ConfigError, match=re.escape("config: search_steps must be an integer")):
+        config.with_options(search_steps=-1)
+    with pytest.raises(ConfigError, match="conflict_every between 1 and warmup_steps"):
+        config.with_options(derive="conflict", conflict_every=0)
+
+
+def test_the_readme_configs_load_flat_and_in_sections():
+    """The Search section's flat example and its example in sections load, and set the same
+    options alike."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    search = readme[readme.index("\n## Search\n") :]
+    flat, nested = (
+        yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", search, re.S)[:2]
+    )
+    assert SearchConfig.from_dict(flat).to_dict()["cost_budget"] == 0.5
+    assert SearchConfig.from_dict(nested).search.steps == 150
+    given = flatten(nested)
+    assert given == {name: flat[name] for name in given}

@@ -74,7 +74,7 @@ def test_init_from_conflict_sets_the_specific_logits_by_rank(tiny_export):
 def test_a_search_with_derive_conflict_turns_the_top_ranked_units_specific(tiny_export, tmp_path):
     cache = tmp_path / "data"
     train = Scenes("train", count=48, size=32, cache_dir=cache)
-    config = SearchConfig(
+    config = SearchConfig().with_options(
         batch_size=4,
         warmup_steps=4,
         search_steps=0,

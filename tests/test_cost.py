@@ -28,12 +28,12 @@ def _model(tiny_export) -> SuperModel:
 
 def test_an_unknown_cost_is_refused_with_the_registered_names(tiny_export, tmp_path):
     with pytest.raises(ConfigError, match=r"cost='flops'; expected one of params, macs, latency"):
-        make_cost(_model(tiny_export), SearchConfig(cost="flops"))
+        make_cost(_model(tiny_export), SearchConfig().with_options(cost="flops"))
     with pytest.raises(ConfigError, match="register_cost"):  # before anything is read or written
         onnxmtl.search(tmp_path / "missing.onnx", "scenes", tmp_path / "run", config={"cost": "x"})
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match="expected the name of a cost model"):
-        SearchConfig(cost=3)
+        SearchConfig().with_options(cost=3)
     assert make_cost(_model(tiny_export), SearchConfig()) is None
 
 
@@ -41,13 +41,16 @@ def test_built_in_costs_give_the_trainer_the_same_things(tiny_export):
     model = _model(tiny_export)
     units = len(model.units)
     for name in ("params", "macs"):
-        cost: CostModel = make_cost(model, SearchConfig(cost=name, cost_budget=0.5))
+        cost: CostModel = make_cost(model, SearchConfig().with_options(cost=name, cost_budget=0.5))
         assert cost.unit.shape == cost.skip.shape == (units,) and (cost.unit > 0).all()
         assert cost.budget == 0.5 and cost.base == 0 and cost.logged is None
         policy = model.uniform_policy(SHARED)
         assert cost.fit(policy, model.masked_logits()) is policy
-    assert make_cost(model, SearchConfig(cost="params")).ancestors is None
-    assert make_cost(model, SearchConfig(cost="macs")).ancestors.shape == (units, units)
+    assert make_cost(model, SearchConfig().with_options(cost="params")).ancestors is None
+    assert make_cost(model, SearchConfig().with_options(cost="macs")).ancestors.shape == (
+        units,
+        units,
+    )
 
 
 @dataclass
@@ -73,7 +76,7 @@ class _AllShared:
 
 def _all_shared(model: SuperModel, config: SearchConfig, progress: bool) -> _AllShared:
     n = len(model.units)
-    return _AllShared(torch.ones(n), torch.zeros(n), budget=config.cost_budget)
+    return _AllShared(torch.ones(n), torch.zeros(n), budget=config.cost.budget)
 
 
 def test_a_registered_cost_model_is_built_for_the_search_and_used(tiny_export, tmp_path):
@@ -98,12 +101,21 @@ def test_a_registered_cost_model_is_built_for_the_search_and_used(tiny_export, t
 def test_the_trainer_refuses_a_cost_it_was_not_given(tiny_export, tmp_path):
     train = Scenes("train", cache_dir=tmp_path / "data", **DATA)
     model = onnxmtl.compile(onnxmtl.load(tiny_export("legacy17")), train.tasks())
-    config = SearchConfig(**TINY, cost="macs")
+    config = SearchConfig().with_options(**TINY, cost="macs")
     with pytest.raises(ConfigError, match="cost='macs', but the trainer was given no cost model"):
         Trainer(model, train, config, tmp_path / "run", progress=False)
     counted = CountedCost(torch.ones(len(model.units)), torch.zeros(len(model.units)), None)
     with pytest.raises(ConfigError, match="cost=None, but the trainer was given a cost model"):
-        Trainer(model, train, SearchConfig(**TINY), tmp_path / "run", progress=False, cost=counted)
-    baseline = SearchConfig(**TINY, cost="latency")  # a fixed policy needs no cost model
+        Trainer(
+            model,
+            train,
+            SearchConfig().with_options(**TINY),
+            tmp_path / "run",
+            progress=False,
+            cost=counted,
+        )
+    baseline = SearchConfig().with_options(
+        **TINY, cost="latency"
+    )  # a fixed policy needs no cost model
     fixed = model.uniform_policy(SHARED)
     Trainer(model, train, baseline, tmp_path / "b", progress=False, fixed_policy=fixed)

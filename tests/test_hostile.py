@@ -491,7 +491,7 @@ def _trainer(tiny_export, tmp_path, **options) -> Trainer:
     train = Scenes("train", count=16, size=32, cache_dir=tmp_path / "cache")
     model = onnxmtl.compile(onnxmtl.load(tiny_export("legacy17", fold_bn=True)), train.tasks())
     sizes = dict(warmup_steps=4, search_steps=2, post_train_steps=2, checkpoint_every=2)
-    config = SearchConfig(batch_size=4, batchnorm_batches=1, **{**sizes, **options})
+    config = SearchConfig().with_options(batch_size=4, batchnorm_batches=1, **{**sizes, **options})
     return Trainer(model, train, config, tmp_path / "run", progress=False)
 
 

@@ -240,7 +240,9 @@ def test_a_val_list_is_the_validation_split(tiny_export, tmp_path):
     assert sorted([*splits["train"], *splits["val"]]) == list(range(len(train)))
     assert sorted([*splits["train1"], *splits["train2"]]) == sorted(splits["train"])
     model = onnxmtl.compile(onnxmtl.load(tiny_export("legacy17")), train.tasks())
-    trainer = Trainer(model, train, SearchConfig(batch_size=4), tmp_path / "run", progress=False)
+    trainer = Trainer(
+        model, train, SearchConfig().with_options(batch_size=4), tmp_path / "run", progress=False
+    )
     assert [train.names[i] for i in trainer.splits["val"]] == val
     (root / "splits" / "test.txt").write_text("item010.png\nitem011.png\n")
     with pytest.raises(DataError, match="val.txt: lists test image"):

@@ -146,10 +146,10 @@ def test_search_under_a_latency_budget(tiny_export, tmp_path):
     fresh = onnxmtl.compile(onnxmtl.load(tiny_export("legacy17")), tasks)
     t = latency_table(fresh, "cpu", cache_dir=cache, progress=False)
     budget = t.predict(fresh.choices_of(fresh.uniform_policy(SHARED)))
-    config = SearchConfig(
+    config = SearchConfig().with_options(
         **TINY, latency_budget_ms=budget, latency_provider="cpu", latency_cache=str(cache)
     )
-    assert config.cost == "latency"
+    assert config.cost.model == "latency" and config.to_dict()["cost"] == "latency"
     trainer = Trainer(
         fresh, train, config, tmp_path / "run", progress=False, cost=make_cost(fresh, config)
     )
@@ -167,7 +167,7 @@ def test_search_under_a_latency_budget(tiny_export, tmp_path):
     expected = float(expected_cost(probs, unit, skip, t.ancestor_matrix.float()))
     assert info["predicted_ms"] == pytest.approx(t.base_ms + expected, rel=1e-5)
 
-    too_fast = SearchConfig(
+    too_fast = SearchConfig().with_options(
         **TINY,
         latency_budget_ms=info["fastest_ms"] / 2,
         latency_provider="cpu",
@@ -188,7 +188,7 @@ def test_search_under_a_latency_budget(tiny_export, tmp_path):
 )
 def test_bad_latency_options(options, message):
     with pytest.raises(ConfigError, match=message):
-        SearchConfig(**options)
+        SearchConfig().with_options(**options)
 
 
 def test_cli_rejects_a_budget_below_the_fastest_model(tiny_export, tmp_path):

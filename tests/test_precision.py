@@ -23,11 +23,11 @@ def test_auto_is_fp32_on_the_cpu_and_names_are_checked():
     assert not Precision("bf16", cpu).scaler.is_enabled()
     assert Precision("fp16", cpu).scaler.is_enabled()
     with pytest.raises(ConfigError, match="precision='fp8'"):
-        SearchConfig(precision="fp8")
+        SearchConfig().with_options(precision="fp8")
 
 
 def _first_losses(tiny_export, train, tmp_path, precision: str) -> tuple[list[dict], Trainer]:
-    config = SearchConfig(**TINY, precision=precision)
+    config = SearchConfig().with_options(**TINY, precision=precision)
     trainer = Trainer(_model(tiny_export, train.tasks()), train, config, tmp_path, progress=False)
     trainer.run()
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -49,7 +49,7 @@ def test_bf16_autocast_tracks_fp32(tiny_export, scenes, tmp_path):  # noqa: F811
 
 def test_fp16_scaler_state_is_checkpointed_and_resumed(tiny_export, scenes, tmp_path):  # noqa: F811
     train, _ = scenes
-    config = SearchConfig(**TINY, precision="fp16")
+    config = SearchConfig().with_options(**TINY, precision="fp16")
     whole = _model(tiny_export, train.tasks())
     Trainer(whole, train, config, tmp_path / "a", progress=False).run()
     first = _model(tiny_export, train.tasks())
@@ -67,7 +67,7 @@ def test_fp16_scaler_state_is_checkpointed_and_resumed(tiny_export, scenes, tmp_
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_search_under_autocast(tiny_export, scenes, tmp_path, precision):  # noqa: F811
     train, _ = scenes
-    config = SearchConfig(**TINY, device="cuda", precision=precision)
+    config = SearchConfig().with_options(**TINY, device="cuda", precision=precision)
     rows, _ = _first_losses(tiny_export, train, tmp_path / "cpu", "fp32")
     expected = "fp16" if precision == "fp16" or not torch.cuda.is_bf16_supported() else "bf16"
     cuda = Trainer(

@@ -173,7 +173,7 @@ def test_random_policies_score_alike_in_eval_and_train_mode(
     labels = torch.stack([train[i][1]["seg"] for i in range(64)])
     model = compile(onnxmtl.load(path), train.tasks())
     policy = random_policy(model, 0)
-    config = SearchConfig(
+    config = SearchConfig().with_options(
         seed=0, batch_size=32, post_train_steps=20, post_train_lr=0.01, batchnorm_batches=4
     )
     Trainer(model, train, config, tmp_path, fixed_policy=policy, progress=False).run()

@@ -45,17 +45,20 @@ TINY = dict(
 
 @pytest.mark.parametrize("steps", [2, 150, 20000])
 def test_tau_and_policy_lr_schedules_span_the_search_whatever_its_length(steps):
-    c = SearchConfig(search_steps=steps, tau=5.0, tau_end=0.5)
+    c = SearchConfig().with_options(search_steps=steps, tau=5.0, tau_end=0.5)
     last = steps - 1
-    assert tau_at(c, 0) == pytest.approx(5.0) and tau_at(c, last) == pytest.approx(0.5)
-    taus = [tau_at(c, s) for s in range(0, steps, max(1, steps // 50))]
+    assert tau_at(c.search, 0) == pytest.approx(5.0) and tau_at(c.search, last) == pytest.approx(
+        0.5
+    )
+    taus = [tau_at(c.search, s) for s in range(0, steps, max(1, steps // 50))]
     assert all(a > b for a, b in zip(taus, taus[1:]))
-    assert policy_lr_at(c, 0) == pytest.approx(c.policy_lr)
-    assert policy_lr_at(c, last) == pytest.approx(0.0, abs=1e-12)
-    twice = SearchConfig(search_steps=steps, policy_steps=2, tau_end=0.5)
-    assert tau_at(twice, 2 * steps - 1) == pytest.approx(0.5)
-    constant = SearchConfig(search_steps=steps, policy_lr_schedule="constant")
-    assert policy_lr_at(constant, last) == policy_lr_at(constant, 0) == constant.policy_lr
+    assert policy_lr_at(c.search, 0) == pytest.approx(c.search.policy_lr)
+    assert policy_lr_at(c.search, last) == pytest.approx(0.0, abs=1e-12)
+    twice = SearchConfig().with_options(search_steps=steps, policy_steps=2, tau_end=0.5)
+    assert tau_at(twice.search, 2 * steps - 1) == pytest.approx(0.5)
+    constant = SearchConfig().with_options(search_steps=steps, policy_lr_schedule="constant")
+    search = constant.search
+    assert policy_lr_at(search, last) == policy_lr_at(search, 0) == search.policy_lr
 
 
 def test_sharing_regularizer_formula():
@@ -161,7 +164,9 @@ def test_derive_policy_respects_the_mask_and_the_seed(tiny_export):
 def test_search_end_to_end_writes_the_run(tiny_export, scenes, tmp_path):
     train, test = scenes
     model = _model(tiny_export, train.tasks())
-    result = Trainer(model, train, SearchConfig(**TINY), tmp_path, test=test, progress=False).run()
+    result = Trainer(
+        model, train, SearchConfig().with_options(**TINY), tmp_path, test=test, progress=False
+    ).run()
     assert isinstance(result.policy, Policy)
     assert Policy.from_json(tmp_path / "policy.json").choices == result.policy.choices
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -177,7 +182,7 @@ def test_search_end_to_end_writes_the_run(tiny_export, scenes, tmp_path):
 @pytest.mark.parametrize("stop", [2, 5, 10], ids=["warmup", "search", "post"])
 def test_resume_continues_exactly(tiny_export, scenes, tmp_path, stop):
     train, _ = scenes
-    config = SearchConfig(**TINY, weighting="dwa", dwa_window=2)
+    config = SearchConfig().with_options(**TINY, weighting="dwa", dwa_window=2)
     whole = _model(tiny_export, train.tasks())
     Trainer(whole, train, config, tmp_path / "a", progress=False).run()
     first = _model(tiny_export, train.tasks())
@@ -194,7 +199,7 @@ def test_resume_continues_exactly(tiny_export, scenes, tmp_path, stop):
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_path, monkeypatch):
     train, _ = scenes
-    config = SearchConfig(
+    config = SearchConfig().with_options(
         **TINY,
         policy_lr_schedule="cosine",
         conflict_every=1,
@@ -236,8 +241,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_
     assert strip == [{k: v for k, v in json.loads(r).items() if k != "time"} for r in b_rows]
     assert {"grad_task", "grad_sharing", "grad_cost", "policy_lr"} <= set(strip[5])
     post = [row["lr"] for row in strip if row["phase"] == "post"]
-    n = config.post_train_steps  # cosine: from post_train_lr down to 0 after the last step
-    cosine = [config.post_train_lr * 0.5 * (1 + math.cos(math.pi * k / n)) for k in range(n)]
+    n = config.post_train.steps  # cosine: from post_train_lr down to 0 after the last step
+    cosine = [config.post_train.lr * 0.5 * (1 + math.cos(math.pi * k / n)) for k in range(n)]
     assert post == pytest.approx(cosine, rel=1e-9)
     conflict = [json.loads((tmp_path / run / "conflict.json").read_text()) for run in "ab"]
     assert conflict[0] == conflict[1] and conflict[0]["measurements"] == 3
@@ -245,7 +250,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_
 
 def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tmp_path):
     train, _ = scenes
-    config = SearchConfig(
+    config = SearchConfig().with_options(
         **{**TINY, "search_mode": "soft", "per_task_steps": True, "weighting": "uncertainty"},
         cost="macs",
         cost_weight=1.0,
@@ -265,7 +270,7 @@ def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tm
 
 def test_post_training_starts_from_the_backbone_weights(tiny_export, scenes, tmp_path):
     train, _ = scenes
-    config = SearchConfig(**{**TINY, "post_train_steps": 0, "batchnorm_batches": 0})
+    config = SearchConfig().with_options(**{**TINY, "post_train_steps": 0, "batchnorm_batches": 0})
     model = _model(tiny_export, train.tasks())
     Trainer(model, train, config, tmp_path, progress=False).run()
     initial = torch.load(tmp_path / "initial.pt", weights_only=True)
@@ -273,7 +278,9 @@ def test_post_training_starts_from_the_backbone_weights(tiny_export, scenes, tmp
     assert not torch.equal(final["policy_logits"], initial["policy_logits"])
     assert all(torch.equal(final[k], v) for k, v in initial.items() if k != "policy_logits")
     kept = _model(tiny_export, train.tasks())
-    config = SearchConfig(**{**TINY, "post_train_steps": 0, "post_train_init": "search"})
+    config = SearchConfig().with_options(
+        **{**TINY, "post_train_steps": 0, "post_train_init": "search"}
+    )
     Trainer(kept, train, config, tmp_path / "kept", progress=False).run()
     changed = [k for k, v in initial.items() if not torch.equal(kept.state_dict()[k], v)]
     assert len(changed) > 1
@@ -283,7 +290,7 @@ def test_post_training_matches_a_baseline_trained_with_the_same_policy(
     tiny_export, scenes, tmp_path
 ):
     train, _ = scenes
-    config = SearchConfig(**TINY)
+    config = SearchConfig().with_options(**TINY)
     searched = _model(tiny_export, train.tasks())
     policy = Trainer(searched, train, config, tmp_path / "s", progress=False).run().policy
     baseline = _model(tiny_export, train.tasks())
@@ -297,7 +304,7 @@ def test_post_training_matches_a_baseline_trained_with_the_same_policy(
 def _policy_trainer(tiny_export, scenes, tmp_path, **options) -> Trainer:
     """A trainer on the tiny model, switched to the search phase."""
     train, _ = scenes
-    config = SearchConfig(**{**TINY, **options})
+    config = SearchConfig().with_options(**{**TINY, **options})
     model = _model(tiny_export, train.tasks())
     cost = make_cost(model, config)
     trainer = Trainer(model, train, config, tmp_path, progress=False, cost=cost)
@@ -329,7 +336,7 @@ def test_without_regularisers_the_tasks_give_the_whole_policy_gradient(
     tiny_export, scenes, tmp_path
 ):
     train, _ = scenes
-    config = SearchConfig(**TINY, sharing_weight=0.0)
+    config = SearchConfig().with_options(**TINY, sharing_weight=0.0)
     Trainer(_model(tiny_export, train.tasks()), train, config, tmp_path, progress=False).run()
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     search = [r for r in rows if r["phase"] == "search"]
@@ -348,10 +355,10 @@ def test_weightings_come_from_a_registry():
 
     register_weighting("first", lambda tasks, temperature, window: FirstOnly(tasks))
     try:
-        assert SearchConfig(weighting="first").weighting == "first"
+        assert SearchConfig().with_options(weighting="first").loss.weighting == "first"
         weighting = make_weighting("first", tasks, 2.0, 20)
         assert float(weighting(torch.tensor([2.0, 5.0]))) == 2.0
     finally:
         WEIGHTINGS.pop("first")
     with pytest.raises(ConfigError, match="weighting"):
-        SearchConfig(weighting="first")
+        SearchConfig().with_options(weighting="first")

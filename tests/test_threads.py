@@ -59,7 +59,7 @@ def test_a_search_runs_with_its_threads_and_gives_them_back(two_threads, tiny_ex
 
 def test_threads_must_be_a_count():
     with pytest.raises(ConfigError, match="threads must be an integer >= 0"):
-        SearchConfig(threads=-1)
+        SearchConfig().with_options(threads=-1)
 
 
 def test_threads_on_the_command_line_reach_the_config(tiny_export, tmp_path):

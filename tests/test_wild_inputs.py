@@ -170,5 +170,5 @@ def test_bench_feeds_a_file_the_input_it_declares(tmp_path):
     path = exported(ChannelsLast(False), torch.zeros(1, 32, 32, 3), tmp_path / "nhwc.onnx")
     assert onnxmtl.load(path).input_shape[1] == 3
     result = onnxmtl.bench({"nhwc": path}, batch_sizes=[2], repeats=2, warmup=1, memory=False)
-    assert result["models"]["nhwc"]["input_shape"] == ["N", 32, 32, 3]
-    assert [r["batch"] for r in result["latency"]] == [2]
+    assert result.models["nhwc"].input_shape == ["N", 32, 32, 3]
+    assert [r.batch for r in result.latency] == [2]

@@ -6,14 +6,15 @@ import json
 import platform
 import statistics
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from onnxmtl.benchmark.memory import peak_memory_mb
+from onnxmtl.benchmark.result import BenchResult, BenchSettings, LatencyRow, ModelInfo
 from onnxmtl.benchmark.timing import interleaved_times
 from onnxmtl.errors import ConfigError, ModelFileError
 from onnxmtl.exporter import POLICY_KEY
@@ -49,7 +50,7 @@ def resolve_providers(provider: str) -> list[str]:
     return PROVIDERS[provider] or available_providers()
 
 
-def describe(path: Path) -> dict[str, Any]:
+def describe(path: Path) -> ModelInfo:
     """What a model file holds: inputs, outputs, parameters, MACs per image, bytes, and the
     policy and tasks that onnxmtl export records in the metadata."""
     if not path.is_file():
@@ -58,16 +59,16 @@ def describe(path: Path) -> dict[str, Any]:
     proto = onnx.load(path, load_external_data=False)
     meta = {p.key: p.value for p in proto.metadata_props}
     name, shape = declared_input(proto)
-    return {
-        "path": str(path),
-        "input": name,
-        "input_shape": shape,
-        "outputs": graph.features,
-        "params": graph.params,
-        "macs": graph.macs,
-        "bytes": path.stat().st_size,
-        "policy": json.loads(meta[POLICY_KEY]) if POLICY_KEY in meta else None,
-    }
+    return ModelInfo(
+        path=str(path),
+        input=name,
+        input_shape=shape,
+        outputs=graph.features,
+        params=graph.params,
+        macs=graph.macs,
+        bytes=path.stat().st_size,
+        policy=json.loads(meta[POLICY_KEY]) if POLICY_KEY in meta else None,
+    )
 
 
 def declared_input(proto: onnx.ModelProto) -> tuple[str, list[int | str]]:
@@ -80,19 +81,21 @@ def declared_input(proto: onnx.ModelProto) -> tuple[str, list[int | str]]:
     return value.name, [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
 
 
-def _batch_shape(info: dict[str, Any], batch: int) -> tuple[int, ...]:
-    shape = info["input_shape"]
-    if not all(isinstance(d, int) for d in shape[1:]):
+def _batch_shape(info: ModelInfo, batch: int) -> tuple[int, ...]:
+    """The input shape of `info`'s model at batch size `batch`."""
+    shape = info.input_shape
+    image = [d for d in shape[1:] if isinstance(d, int)]
+    if len(image) < len(shape) - 1:
         raise ConfigError(
-            f"{info['path']}: input '{info['input']}' has symbolic size {shape}; export it with "
+            f"{info.path}: input '{info.input}' has symbolic size {shape}; export it with "
             "a fixed image size."
         )
     if isinstance(shape[0], int) and shape[0] != batch:
         raise ConfigError(
-            f"{info['path']}: input batch is fixed at {shape[0]}; benchmark it with "
+            f"{info.path}: input batch is fixed at {shape[0]}; benchmark it with "
             f"--batch-sizes {shape[0]} or export it with a dynamic batch."
         )
-    return (batch, *shape[1:])
+    return (batch, *image)
 
 
 def bound_call(
@@ -124,7 +127,7 @@ def bench(
     repeats: int = 50,
     memory: bool = True,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> BenchResult:
     """Latency (p50/p90/p99 ms) and throughput (images/s) of every model for every batch
     size, timed in turn within each repeat after `warmup` runs (with several models, worker
     threads do not spin between runs), plus parameters, MACs, file bytes and peak memory.
@@ -140,7 +143,7 @@ def bench(
     infos = {name: describe(Path(path)) for name, path in models.items()}
     spinning = len(infos) == 1  # sessions taking turns must not busy-wait on each other's cores
     sessions = {
-        name: session(info["path"], providers, threads, spinning) for name, info in infos.items()
+        name: session(info.path, providers, threads, spinning) for name, info in infos.items()
     }
     rng = np.random.default_rng(seed)
     rows = []
@@ -148,39 +151,36 @@ def bench(
         calls = {}
         for name, info in infos.items():
             x = rng.standard_normal(_batch_shape(info, batch)).astype(np.float32)
-            calls[name] = bound_call(sessions[name], {info["input"]: x})[0]
+            calls[name] = bound_call(sessions[name], {info.input: x})[0]
         times = interleaved_times(calls, repeats, warmup)
         for name, seconds in times.items():
             ms = np.array(seconds) * 1e3
             rows.append(
-                {
-                    "model": name,
-                    "batch": batch,
-                    "p50_ms": float(np.percentile(ms, 50)),
-                    "p90_ms": float(np.percentile(ms, 90)),
-                    "p99_ms": float(np.percentile(ms, 99)),
-                    "mean_ms": float(statistics.fmean(ms)),
-                    "throughput": batch / float(np.percentile(ms, 50)) * 1e3,
-                }
+                LatencyRow(
+                    model=name,
+                    batch=batch,
+                    p50_ms=float(np.percentile(ms, 50)),
+                    p90_ms=float(np.percentile(ms, 90)),
+                    p99_ms=float(np.percentile(ms, 99)),
+                    mean_ms=float(statistics.fmean(ms)),
+                    throughput=batch / float(np.percentile(ms, 50)) * 1e3,
+                )
             )
     if memory:
-        for info in infos.values():
+        for name, info in infos.items():
             shape = _batch_shape(info, max(batch_sizes))
-            info["peak_memory_mb"] = peak_memory_mb(info["path"], shape, providers, threads)
-    return {
-        "models": infos,
-        "latency": rows,
-        "settings": {
-            "providers": sessions[next(iter(sessions))].get_providers(),
-            "threads": threads or "onnxruntime default",
-            "spinning": spinning,
-            "io_binding": True,
-            "warmup": warmup,
-            "repeats": repeats,
-            "batch_sizes": list(batch_sizes),
-        },
-        "versions": _versions(),
-    }
+            peak = peak_memory_mb(info.path, shape, providers, threads)
+            infos[name] = replace(info, peak_memory_mb=peak)
+    settings = BenchSettings(
+        providers=sessions[next(iter(sessions))].get_providers(),
+        threads=threads or "onnxruntime default",
+        spinning=spinning,
+        io_binding=True,
+        warmup=warmup,
+        repeats=repeats,
+        batch_sizes=list(batch_sizes),
+    )
+    return BenchResult(infos, rows, settings, _versions())
 
 
 def _versions() -> dict[str, str]:
@@ -195,32 +195,32 @@ def _versions() -> dict[str, str]:
     }
 
 
-def to_markdown(result: dict[str, Any], reference: str | None = None) -> str:
+def to_markdown(result: BenchResult, reference: str | None = None) -> str:
     """The result as a markdown table; latencies also as a ratio to the `reference` model
     (default: the first) at the same batch size."""
-    infos = result["models"]
+    infos = result.models
     reference = reference or next(iter(infos))
     if reference not in infos:
         raise ConfigError(f"reference model {reference!r} is not among {list(infos)}.")
-    base = {r["batch"]: r["p50_ms"] for r in result["latency"] if r["model"] == reference}
+    base = {r.batch: r.p50_ms for r in result.latency if r.model == reference}
     lines = [
         f"| model | batch | p50 ms | p90 ms | p99 ms | images/s | p50 / {reference} | params | "
         "MMACs/image | MB file | MB peak |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in result["latency"]:
-        info = infos[r["model"]]
-        memory = info.get("peak_memory_mb")
+    for r in result.latency:
+        info = infos[r.model]
+        memory = info.peak_memory_mb
         lines.append(
-            f"| {r['model']} | {r['batch']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['throughput']:.1f} | {r['p50_ms'] / base[r['batch']]:.2f} "
-            f"| {info['params']:,} | {info['macs'] / 1e6:.1f} | {info['bytes'] / 1e6:.2f} | "
+            f"| {r.model} | {r.batch} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | "
+            f"{r.p99_ms:.2f} | {r.throughput:.1f} | {r.p50_ms / base[r.batch]:.2f} "
+            f"| {info.params:,} | {info.macs / 1e6:.1f} | {info.bytes / 1e6:.2f} | "
             + (f"{memory:.1f} |" if memory is not None else "- |")
         )
-    s = result["settings"]
+    s = result.settings
     lines.append(
-        f"\nonnxruntime {result['versions']['onnxruntime']}, {', '.join(s['providers'])}, "
-        f"threads {s['threads']}, {s['warmup']} warm-up + {s['repeats']} timed runs per "
+        f"\nonnxruntime {result.versions['onnxruntime']}, {', '.join(s.providers)}, "
+        f"threads {s.threads}, {s.warmup} warm-up + {s.repeats} timed runs per "
         "model and batch, interleaved."
     )
     return "\n".join(lines)

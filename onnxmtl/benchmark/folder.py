@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from onnxmtl.benchmark.plots import latency_bars, policy_heatmap
+from onnxmtl.benchmark.result import BenchResult
 from onnxmtl.io_utils import atomic_write_text
 
 
@@ -19,16 +19,16 @@ def model_names(paths: Sequence[Path]) -> dict[str, Path]:
     return dict(zip(names, paths))
 
 
-def write_bench(result: dict[str, Any], table: str, out: Path) -> list[str]:
+def write_bench(result: BenchResult, table: str, out: Path) -> list[str]:
     """Write `result` (bench.json), its markdown `table` (bench.md), latency bars and a policy
     heat map per model that carries a policy into `out`; the names of the plots written."""
-    atomic_write_text(out / "bench.json", json.dumps(result, indent=1))
+    atomic_write_text(out / "bench.json", json.dumps(result.to_dict(), indent=1))
     atomic_write_text(out / "bench.md", table + "\n")
     latency_bars(result, out / "latency.png")
     plots = ["latency.png"]
-    for name, info in result["models"].items():
-        if info["policy"]:
+    for name, info in result.models.items():
+        if info.policy:
             plot = f"policy_{name.replace('/', '_')}.png"
-            policy_heatmap(info["policy"], out / plot, title=f"{name}: policy")
+            policy_heatmap(info.policy, out / plot, title=f"{name}: policy")
             plots.append(plot)
     return plots

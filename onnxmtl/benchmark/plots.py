@@ -10,6 +10,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from onnxmtl.benchmark.result import BenchResult
 from onnxmtl.compiler.policy import BRANCHES
 from onnxmtl.io_utils import atomic_write
 
@@ -30,22 +31,22 @@ def save_figure(fig: Figure, path: str | Path) -> None:
     )
 
 
-def latency_bars(result: dict[str, Any], path: str | Path) -> None:
+def latency_bars(result: BenchResult, path: str | Path) -> None:
     """p50 latency per model (bars) with the p90 as an error bar, one group per batch size."""
-    models = list(result["models"])
-    batches = result["settings"]["batch_sizes"]
-    rows = {(r["model"], r["batch"]): r for r in result["latency"]}
+    models = list(result.models)
+    batches = result.settings.batch_sizes
+    rows = {(r.model, r.batch): r for r in result.latency}
     fig, ax = figure(figsize=(max(5, 1.2 * len(models) * len(batches) + 2), 3.6))
     width = 0.8 / len(batches)
     x = np.arange(len(models))
     for i, batch in enumerate(batches):
-        p50 = [rows[m, batch]["p50_ms"] for m in models]
-        p90 = [rows[m, batch]["p90_ms"] for m in models]
+        p50 = [rows[m, batch].p50_ms for m in models]
+        p90 = [rows[m, batch].p90_ms for m in models]
         err = np.array([np.zeros(len(models)), np.subtract(p90, p50)])
         ax.bar(x + i * width, p50, width, yerr=err, capsize=3, label=f"batch {batch}")
     ax.set_xticks(x + width * (len(batches) - 1) / 2, models, rotation=20, ha="right")
     ax.set_ylabel("latency, ms (p50, bar to p90)")
-    ax.set_title(f"onnxruntime {', '.join(result['settings']['providers'])}")
+    ax.set_title(f"onnxruntime {', '.join(result.settings.providers)}")
     if len(batches) > 1:
         ax.legend()
     fig.tight_layout()

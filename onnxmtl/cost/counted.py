@@ -41,11 +41,11 @@ def _counts(model: SuperModel, key: str) -> tuple[torch.Tensor, torch.Tensor]:
 def param_cost(model: SuperModel, config: SearchConfig, progress: bool = True) -> CountedCost:
     """Parameters: each copy a policy keeps counts once, however often it runs."""
     unit, skip = _counts(model, "params")
-    return CountedCost(unit, skip, None, budget=config.cost_budget)
+    return CountedCost(unit, skip, None, budget=config.cost.budget)
 
 
 def mac_cost(model: SuperModel, config: SearchConfig, progress: bool = True) -> CountedCost:
     """MACs per sample: each run of a branch counts, as the derived model makes them."""
     unit, skip = _counts(model, "macs")
     ancestors = ancestor_matrix(model_ancestors(model))
-    return CountedCost(unit, skip, ancestors, budget=config.cost_budget)
+    return CountedCost(unit, skip, ancestors, budget=config.cost.budget)

@@ -69,7 +69,7 @@ def latency_cost(model: SuperModel, config: SearchConfig, progress: bool = True)
     from a table measured by rank 0 once per model and device (`latency_table`). A
     `latency_budget_ms` becomes the fraction of the all-specific model's predicted ms; one
     below the fastest model the backbone can give is a ConfigError."""
-    c = config
+    c = config.cost
     table = distributed.from_main(
         lambda: latency_table(
             model, c.latency_provider, c.latency_batch, c.latency_threads, c.latency_cache, progress
@@ -81,7 +81,7 @@ def latency_cost(model: SuperModel, config: SearchConfig, progress: bool = True)
         "all-specific": table.predict(model.choices_of(model.uniform_policy(SPECIFIC))),
         "fastest": table.fastest(model.branch_mask),
     }
-    budget = c.cost_budget
+    budget = c.budget
     if c.latency_budget_ms is not None:
         budget = c.latency_budget_ms / float(full_cost(unit, len(model.tasks), table.base_ms))
         if c.latency_budget_ms < reference["fastest"]:

@@ -38,7 +38,8 @@ def cost_factory(name: str) -> CostFactory:
 
 
 def make_cost(model: SuperModel, config: SearchConfig, progress: bool = True) -> CostModel | None:
-    """The cost model `config.cost` names, of `model`, for its search; None without a cost."""
-    if config.cost is None:
+    """The cost model `config.cost.model` names, of `model`, for its search; None without a
+    cost."""
+    if config.cost.model is None:
         return None
-    return cost_factory(config.cost)(model, config, progress)
+    return cost_factory(config.cost.model)(model, config, progress)

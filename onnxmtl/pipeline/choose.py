@@ -35,15 +35,16 @@ class Choice:
 
 def _budget(config: SearchConfig) -> tuple[str, str, float] | None:
     """(kind, words, limit) of the user's budget: a parameter or MAC share, or a latency."""
-    if config.latency_budget_ms is not None:
+    cost = config.cost
+    if cost.latency_budget_ms is not None:
         return (
             "latency",
-            f"{config.latency_budget_ms:g} ms at batch {config.latency_batch}",
-            config.latency_budget_ms,
+            f"{cost.latency_budget_ms:g} ms at batch {cost.latency_batch}",
+            cost.latency_budget_ms,
         )
-    if config.cost in ("params", "macs") and config.cost_budget is not None:
-        words = f"{config.cost} <= {config.cost_budget:g} x the single-task models'"
-        return config.cost, words, config.cost_budget
+    if cost.name in ("params", "macs") and cost.budget is not None:
+        words = f"{cost.name} <= {cost.budget:g} x the single-task models'"
+        return cost.name, words, cost.budget
     return None
 
 

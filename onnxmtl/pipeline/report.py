@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxmtl.benchmark import latency_bars, policy_heatmap, to_markdown
+from onnxmtl.benchmark import BenchResult, latency_bars, policy_heatmap, to_markdown
 from onnxmtl.benchmark.plots import figure, save_figure
 from onnxmtl.compiler import BRANCHES, Policy
 from onnxmtl.io_utils import atomic_write_text
@@ -98,15 +98,15 @@ def metrics_table(methods: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def latency_ratios(timing: dict[str, Any]) -> str:
+def latency_ratios(timing: BenchResult) -> str:
     """p50 latency of the searched model against all-shared and the single-task models'
     sum, per batch size."""
     lines = [
         "| batch | searched ms | searched / all-shared | searched / sum of single-task |",
         "|---|---|---|---|",
     ]
-    for batch in timing["settings"]["batch_sizes"]:
-        p50 = {r["model"]: r["p50_ms"] for r in timing["latency"] if r["batch"] == batch}
+    for batch in timing.settings.batch_sizes:
+        p50 = timing.p50_ms(batch)
         single = sum(v for k, v in p50.items() if k.startswith("single-"))
         shared = f"{p50['searched'] / p50['all-shared']:.2f}" if "all-shared" in p50 else "-"
         summed = f"{p50['searched'] / single:.2f}" if single else "-"
@@ -114,18 +114,18 @@ def latency_ratios(timing: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def budget_line(results: dict[str, Any]) -> str:
+def budget_line(results: dict[str, Any], timing: BenchResult) -> str:
     """The latency budget the search had, its prediction for the searched model, and what
-    bench measured at that batch size ('' without a budget)."""
+    bench measured (`timing`) at that batch size ('' without a budget)."""
     info = results.get("latency_budget")
     if not info or info.get("budget_ms") is None:
         return ""
-    measured = [
-        r["p50_ms"]
-        for r in results["bench"]["latency"]
-        if r["model"] == "searched" and r["batch"] == info["batch"]
-    ]
-    seen = f"; bench measured {measured[0]:.3f} ms (p50, models timed in turn)" if measured else ""
+    measured = timing.p50_ms(info["batch"]).get("searched")
+    seen = (
+        ""
+        if measured is None
+        else f"; bench measured {measured:.3f} ms (p50, models timed in turn)"
+    )
     return (
         f"Latency budget {info['budget_ms']:g} ms at batch {info['batch']} on {info['device']} "
         f"({info['providers'][0]}): the search's table predicted {info['predicted_ms']:.3f} ms "
@@ -175,7 +175,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         files.plot("policy"),
         "searched policy",
     )
-    latency_bars(results["bench"], files.plot("latency"))
+    timing = BenchResult.from_dict(results["bench"])
+    latency_bars(timing, files.plot("latency"))
     search_curves(read_log(files.search.log("jsonl")), files.plot("search_curves"))
     counts = results["policy"]["counts"]
     tasks = ", ".join(f"{t['name']} ({t['kind']})" for t in results["tasks"])
@@ -206,10 +207,10 @@ model the policy implies, heads included; MACs are counted on the exported ONNX 
 
 ## Inference (onnxruntime)
 
-{latency_ratios(results["bench"])}
-{budget_line(results)}
+{latency_ratios(timing)}
+{budget_line(results, timing)}
 
-{to_markdown(results["bench"])}
+{to_markdown(timing)}
 
 ![latency](latency.png)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -141,7 +140,8 @@ def _datasets(
     """The (train, test) splits of a named dataset or folder, or of a user's pair of torch
     Datasets (labelled for `tasks`; any other sequence is refused by `torch_splits`)."""
     if isinstance(data, str | Path):
-        return load_dataset(data, "train", **config.data), load_dataset(data, "test", **config.data)
+        options = config.dataset.options
+        return load_dataset(data, "train", **options), load_dataset(data, "test", **options)
     return torch_splits(data, load_tasks(tasks) if isinstance(tasks, str | Path) else tasks)
 
 
@@ -178,9 +178,9 @@ def start(config: SearchConfig | dict | str | Path | None) -> SearchConfig:
     """The config, after checking that its cost is a registered one and its device is here,
     and joining torchrun's process group if there is one."""
     config = as_config(config)
-    if config.cost is not None:
-        cost_factory(config.cost)
-    device = torch.device(config.device)
+    if config.cost.model is not None:
+        cost_factory(config.cost.model)
+    device = torch.device(config.runtime.device)
     check_device(device)
     distributed.setup(distributed.local_device(device))
     return config
@@ -246,7 +246,7 @@ def search(
     an ONNX file or a PyTorch module (exported on `example_input`)."""
     out = Path(out)
     config = start(config)
-    with writing(out), cpu_threads(config.threads):
+    with writing(out), cpu_threads(config.runtime.threads):
         resume = prepare_dir(out, resume, force)
         model_path = backbone_file(model_path, out, example_input)
         train, test = _datasets(data, config, tasks)
@@ -254,7 +254,7 @@ def search(
         info = run_info("search", model_path, data, task_list, config)
         if resume:
             check_resume(out, info)
-        model = compile(load(model_path), task_list, seed=config.seed)
+        model = compile(load(model_path), task_list, seed=config.runtime.seed)
         cost = make_cost(model, config, progress)
         trainer = Trainer(model, train, config, out, test=test, progress=progress, cost=cost)
         _record(out, info)
@@ -292,8 +292,8 @@ def train_baseline(
         raise ConfigError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}.")
     out = Path(out)
     config = start(config)
-    config = dataclasses.replace(config, post_train_steps=config.baseline_length)
-    with writing(out), cpu_threads(config.threads):
+    config = config.with_options(post_train_steps=config.baseline_length)
+    with writing(out), cpu_threads(config.runtime.threads):
         return _train_baseline(
             model_path,
             data,
@@ -341,11 +341,11 @@ def _train_baseline(
         if done is not None:
             results[folder.name] = done
             continue
-        model = compile(load(model_path), group, seed=config.seed)
+        model = compile(load(model_path), group, seed=config.runtime.seed)
         if policy is not None:
             fixed = Policy.for_model(policy, model)  # one for another model is refused
         elif baseline == "random":
-            fixed = random_policy(model, config.seed)
+            fixed = random_policy(model, config.runtime.seed)
         else:
             fixed = model.uniform_policy(SHARED)
         label = f"{baseline} {group[0].name}" if baseline == "single-task" else baseline
@@ -380,11 +380,13 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, dict[str
         )
     config = SearchConfig.from_dict(info["config"], str(info_path))
     folders = RunFolder(run_dir).tasks() or [RunFolder(run_dir)]
-    dataset = load_dataset(info["data"], "test" if split == "test" else "train", **config.data)
+    dataset = load_dataset(
+        info["data"], "test" if split == "test" else "train", **config.dataset.options
+    )
     indices = None
     if split != "test":
         indices = split_indices(
-            len(dataset), config.seed, config.val_fraction, dataset.val_indices()
+            len(dataset), config.runtime.seed, config.dataset.val_fraction, dataset.val_indices()
         )["val"]
     metrics: dict[str, dict[str, float]] = {}
     for folder in folders:
@@ -394,5 +396,5 @@ def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, dict[str
             )
         model = load_supermodel(folder.supermodel)
         policy = model.policy or Policy.from_json(folder.policy)  # saved without it: older
-        metrics.update(evaluate(model, dataset, indices, config.batch_size, policy=policy))
+        metrics.update(evaluate(model, dataset, indices, config.dataset.batch_size, policy=policy))
     return metrics

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from onnxmtl.benchmark import bench
+from onnxmtl.benchmark import BenchResult, bench
 from onnxmtl.compiler import SHARED, Policy, load_supermodel, policy_params
 from onnxmtl.compiler.supermodel import SuperModel
 from onnxmtl.data.torch_dataset import DataSource, data_label
@@ -95,7 +95,7 @@ def run(
         results = json.loads(files.results.read_text())
         return RunResult(out, files.report, results)
     config = start(config)
-    with writing(out, LAYOUT), cpu_threads(config.threads):
+    with writing(out, LAYOUT), cpu_threads(config.runtime.threads):
         if force:
             distributed.barrier()
             if distributed.is_main():
@@ -167,15 +167,15 @@ def _run(
         return RunResult(out, files.report, {})
     policy = supermodel.policy or Policy.from_json(files.search.policy)  # saved without: older
     exported = _export_models(supermodel, policy, files, baselines, progress)
-    if config.latency_budget_ms is not None:  # the budget's batch is timed too
-        batch_sizes = tuple(sorted({*batch_sizes, config.latency_batch}))
+    if config.cost.latency_budget_ms is not None:  # the budget's batch is timed too
+        batch_sizes = tuple(sorted({*batch_sizes, config.cost.latency_batch}))
     timing = bench(
         exported,
         batch_sizes=batch_sizes,
         repeats=bench_repeats,
         warmup=5,
         memory=True,
-        threads=config.threads,
+        threads=config.runtime.threads,
     )
     results = _results(files, supermodel, policy, baselines, timing, model, data, config)
     previous = json.loads(files.times.read_text()) if files.times.exists() else []
@@ -229,7 +229,7 @@ def _results(
     supermodel: SuperModel,
     policy: Policy,
     baselines: tuple[str, ...],
-    timing: dict[str, Any],
+    timing: BenchResult,
     model: str | Path,
     data: DataSource,
     config: SearchConfig,
@@ -265,15 +265,15 @@ def _results(
     reference = next(m for m in ("single-task", "all-shared", "searched") if m in methods)
     for entry in methods.values():
         entry["val_delta_m"] = delta_m(entry["val_metrics"], methods[reference]["val_metrics"])
-    infos = timing["models"]
-    single_macs = sum(v["macs"] for k, v in infos.items() if k.startswith("single-"))
-    methods["searched"]["macs"] = infos["searched"]["macs"]
+    infos = timing.models
+    single_macs = sum(v.macs for k, v in infos.items() if k.startswith("single-"))
+    methods["searched"]["macs"] = infos["searched"].macs
     if "all-shared" in methods:
-        methods["all-shared"]["macs"] = infos["all-shared"]["macs"]
+        methods["all-shared"]["macs"] = infos["all-shared"].macs
     if "single-task" in methods:
         methods["single-task"]["macs"] = single_macs
-    batch = config.latency_batch if config.latency_budget_ms is not None else 1
-    p50 = {r["model"]: r["p50_ms"] for r in timing["latency"] if r["batch"] == batch}
+    batch = config.cost.latency_batch if config.cost.latency_budget_ms is not None else 1
+    p50 = timing.p50_ms(batch)
     latency: dict[str, float] = {
         m: p50[m] for m in ("searched", "all-shared") if m in p50 and m in methods
     }
@@ -287,7 +287,7 @@ def _results(
         "units": len(supermodel.units),
         "policy": {"counts": policy.counts(), "method": policy.method, "seed": policy.seed},
         "methods": methods,
-        "bench": timing,
+        "bench": timing.to_dict(),
         "config": config.to_dict(),
         "latency_budget": _read_json(out.search.cost_report),
         "deploy": choice.to_dict(),

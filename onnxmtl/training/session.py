@@ -72,7 +72,13 @@ class Session:
         """Batches of `split` in the order named `name`, this process's share of each."""
         c = self.config
         return BatchStream(
-            self.train_set, self.splits[split], c.batch_size, c.seed, name, self.rank, self.world
+            self.train_set,
+            self.splits[split],
+            c.dataset.batch_size,
+            c.runtime.seed,
+            name,
+            self.rank,
+            self.world,
         )
 
     def bar(self, total: int, what: str, initial: int = 0) -> tqdm:

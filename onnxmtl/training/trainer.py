@@ -33,7 +33,7 @@ from onnxmtl.training.weighting import make_weighting
 class Trainer:
     """Runs the phases of `config` on `model`, writing checkpoints, metrics and the policy to
     `run_dir`. `fixed_policy` skips warm-up and search and post-trains that policy (the
-    baselines: all-shared, single-task, random). `cost` is the cost model of `config.cost`
+    baselines: all-shared, single-task, random). `cost` is the cost model of `config.cost.model`
     for the search's cost regulariser (`onnxmtl.cost.make_cost` builds it); a fixed policy
     needs none. At the end the model carries the trained policy (`SuperModel.set_policy`).
 
@@ -59,25 +59,27 @@ class Trainer:
         self.model, self.test_set, self.config = model, test, config
         self.run_dir = Path(run_dir)
         self.fixed = fixed_policy is not None
-        device = distributed.local_device(torch.device(config.device))
+        device = distributed.local_device(torch.device(config.runtime.device))
         rank, world = distributed.setup(device)
-        if config.batch_size % world:
+        batch = config.dataset.batch_size
+        if batch % world:
             raise ConfigError(
-                f"batch_size {config.batch_size} is the global batch and must divide evenly "
+                f"batch_size {batch} is the global batch and must divide evenly "
                 f"over the {world} processes."
             )
-        if not self.fixed and bool(config.cost) != (cost is not None):
+        if not self.fixed and bool(config.cost.model) != (cost is not None):
             raise ConfigError(
-                f"config: cost={config.cost!r}, but the trainer was given "
+                f"config: cost={config.cost.model!r}, but the trainer was given "
                 f"{'no' if cost is None else 'a'} cost model; build it from the config with "
                 "onnxmtl.cost.make_cost(model, config)."
             )
         model.to(device)
         self.splits = split_indices(
-            len(train), config.seed, config.val_fraction, train.val_indices()
+            len(train), config.runtime.seed, config.dataset.val_fraction, train.val_indices()
         )
+        loss = config.loss
         weighting = make_weighting(
-            config.weighting, model.tasks, config.dwa_temperature, config.dwa_window
+            loss.weighting, model.tasks, loss.dwa_temperature, loss.dwa_window
         )
         weighting.to(device)
         self.weighting = weighting
@@ -91,14 +93,16 @@ class Trainer:
             world=world,
             splits=self.splits,
             weighting=weighting,
-            precision=Precision(config.precision, device),
-            conflict=ConflictMeter(model, config.conflict_threshold),
+            precision=Precision(config.runtime.precision, device),
+            conflict=ConflictMeter(model, config.warmup.conflict_threshold),
             cost=None if self.fixed else cost,
             policy=fixed_policy,
             progress=progress,
             label=label,
         )
-        self.log = MetricsLog(self.session.folder, config.log_format, model.tasks, self.main)
+        self.log = MetricsLog(
+            self.session.folder, config.runtime.log_format, model.tasks, self.main
+        )
         self.checkpointer = Checkpointer(self.session, self.log)
         run = self.session
         self.phases: list[Phase] = (
@@ -157,7 +161,8 @@ class Trainer:
                 self.log.write(phase.name, run.step, record)
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("loss", "tau")})
-                if self.config.checkpoint_every and run.step % self.config.checkpoint_every == 0:
+                every = self.config.runtime.checkpoint_every
+                if every and run.step % every == 0:
                     self.checkpointer.save(phase, DONE)
             bar.close()
             self._next_phase()
@@ -188,17 +193,21 @@ class Trainer:
         calibrate the re-inserted normalisations and keep the starting weights where the
         post-training starts from them."""
         run, c = self.session, self.config
-        seed_all(c.seed)
+        seed_all(c.runtime.seed)
         if self.main:
             atomic_write_text(run.folder.config, json.dumps(c.to_dict(), indent=1))
             for earlier in (run.folder.metrics, *run.folder.logs):
                 earlier.unlink(missing_ok=True)
         if self.model.renorms():
             images, _ = BatchStream(
-                run.train_set, self.splits["train"], c.batch_size, c.seed, "calibration"
+                run.train_set,
+                self.splits["train"],
+                c.dataset.batch_size,
+                c.runtime.seed,
+                "calibration",
             ).next()
             self.model.calibrate(fit_input(images.to(run.device), self.model))
-        if not self.fixed and c.post_train_init == "backbone":
+        if not self.fixed and c.post_train.init == "backbone":
             self.checkpointer.save_initial()
         distributed.barrier()
 
@@ -214,15 +223,21 @@ class Trainer:
                 self.model,
                 run.train_set,
                 self.splits["val"],
-                c.batch_size,
+                c.dataset.batch_size,
                 "fixed",
-                c.eval_batches,
+                c.evaluation.batches,
                 policy,
             )
         }
         if self.test_set is not None:
             metrics["test"] = evaluate(
-                self.model, self.test_set, None, c.batch_size, "fixed", c.eval_batches, policy
+                self.model,
+                self.test_set,
+                None,
+                c.dataset.batch_size,
+                "fixed",
+                c.evaluation.batches,
+                policy,
             )
         self.model.set_policy(policy)
         if self.main:

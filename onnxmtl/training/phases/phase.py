@@ -89,6 +89,6 @@ class Phase(ABC):
 
         def blame(bad: list[str]) -> tuple[str, float]:
             option = self.blame(bad)
-            return option, getattr(run.config, option)
+            return option, run.config.to_dict()[option]
 
         check_finite(record, run.tasks, run.where(self.title, run.step + 1), blame)

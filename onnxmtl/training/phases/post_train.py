@@ -22,16 +22,16 @@ class PostTrain(Phase):
     lr_option = "post_train_lr"
 
     def length(self) -> int:
-        return self.run.config.post_train_steps
+        return self.run.config.post_train.steps
 
     def make_optimizers(self) -> Optimizers:
-        c = self.run.config
-        opt = torch.optim.Adam(self.run.weights(), lr=c.post_train_lr)
+        c = self.run.config.post_train
+        opt = torch.optim.Adam(self.run.weights(), lr=c.lr)
         scheduler: torch.optim.lr_scheduler.LRScheduler
-        if c.post_train_lr_schedule == "cosine":
+        if c.lr_schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(self.length(), 1))
         else:
-            scheduler = torch.optim.lr_scheduler.StepLR(opt, c.post_train_lr_step, gamma=0.5)
+            scheduler = torch.optim.lr_scheduler.StepLR(opt, c.lr_step, gamma=0.5)
         return Optimizers(opt, scheduler=scheduler)
 
     def step(self) -> dict[str, float]:
@@ -43,7 +43,7 @@ class PostTrain(Phase):
         return {**record, "lr": lr}
 
     def finish(self) -> None:
-        if self.run.config.batchnorm_batches:
+        if self.run.config.post_train.batchnorm_batches:
             self.recompute_batchnorm()
 
     def recompute_batchnorm(self) -> None:
@@ -51,7 +51,7 @@ class PostTrain(Phase):
         split in an order of their own; under torchrun each process measures its share and
         the statistics are averaged."""
         run = self.run
-        batches = run.config.batchnorm_batches
+        batches = run.config.post_train.batchnorm_batches
         stream = run.stream("batchnorm", "train")
         bar = run.bar(batches, "batchnorm statistics")
 

@@ -52,10 +52,10 @@ class Search(Phase):
             )
 
     def length(self) -> int:
-        return self.run.config.search_steps
+        return self.run.config.search.steps
 
     def make_optimizers(self) -> Optimizers:
-        c, model = self.run.config, self.run.model
+        c, model = self.run.config.search, self.run.model
         weights = torch.optim.SGD(
             self.run.weights(), lr=c.weight_lr, momentum=0.9, weight_decay=c.weight_decay
         )
@@ -69,7 +69,7 @@ class Search(Phase):
         `sharing_prior` (the conflict ranking is final once warm-up has ended)."""
         if self._sharing_weights is None:
             run = self.run
-            if run.config.sharing_prior == "conflict":
+            if run.config.search.sharing_prior == "conflict":
                 weights = conflict_weights(run.conflict.ranking())
             else:
                 depths = torch.tensor([u.depth for u in run.model.graph.units])
@@ -81,13 +81,13 @@ class Search(Phase):
         return "policy_lr" if bad == ["policy_loss"] else self.lr_option
 
     def step(self) -> dict[str, float]:
-        run, c = self.run, self.run.config
+        run, c = self.run, self.run.config.search
         record: dict[str, float] = {}
         for _ in range(c.weight_steps):
             tau = tau_at(c, run.policy_steps)
             weights = self.optimizers.weights
             record.update(
-                run.weight_step(weights, "train1", c.search_mode, tau, per_task=c.per_task_steps)
+                run.weight_step(weights, "train1", c.mode, tau, per_task=c.per_task_steps)
             )
         for _ in range(c.policy_steps):
             record.update(self.policy_step(tau_at(c, run.policy_steps)))
@@ -100,20 +100,20 @@ class Search(Phase):
         """The policy loss on a train2 batch at temperature `tau`, in parts: the tasks' weighted
         losses, each weighted regulariser (sharing, and cost when configured) by name, and
         their log fields."""
-        run, c = self.run, self.run.config
+        run, c = self.run, self.run.config.search
         images, targets = run.streams["train2"].next()
-        task_losses = run.task_losses(images, targets, c.search_mode, tau)
+        task_losses = run.task_losses(images, targets, c.mode, tau)
         task_loss = run.weighting.static @ task_losses
         probs = torch.nn.functional.gumbel_softmax(run.model.masked_logits(), tau=tau, dim=-1)
         reg = sharing_regularizer(probs, self.sharing_weights(), c.sharing_scale)
         terms = {"sharing": c.sharing_weight * reg}
         record = {"sharing": float(reg.detach())}
-        if run.cost is not None and c.cost_weight:
+        if run.cost is not None and run.config.cost.weight:
             assert self.cost_tensors is not None  # made in __init__ whenever there is a cost
             unit, skip, ancestors = self.cost_tensors
             current = current_policy(run.model.masked_logits())
             cost = cost_regularizer(current, unit, skip, run.cost.budget, ancestors, run.cost.base)
-            terms["cost"] = c.cost_weight * cost
+            terms["cost"] = run.config.cost.weight * cost
             record["cost"] = float(cost.detach())
             if run.cost.logged is not None:
                 expected = expected_cost(current, unit, skip, ancestors)
@@ -127,7 +127,7 @@ class Search(Phase):
         run = self.run
         optimizer = self.optimizers.policy
         assert optimizer is not None  # make_optimizers gives the search one
-        lr = policy_lr_at(run.config, run.policy_steps)
+        lr = policy_lr_at(run.config.search, run.policy_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
@@ -144,10 +144,10 @@ class Search(Phase):
         budget, write policy.json and the cost's report, and make it the session's policy."""
         run, c = self.run, self.run.config
         check_weights(run.model, run.where(self.title, run.step))
-        if c.derive == "conflict":
-            policy = conflict_policy(run.model, run.conflict.ranking(), c.conflict_share)
+        if c.search.derive == "conflict":
+            policy = conflict_policy(run.model, run.conflict.ranking(), c.search.conflict_share)
         else:
-            policy = derive_policy(run.model, c.derive, c.seed)
+            policy = derive_policy(run.model, c.search.derive, c.runtime.seed)
         searched = policy
         if run.cost is not None:
             policy = run.cost.fit(policy, run.model.masked_logits())
@@ -156,7 +156,7 @@ class Search(Phase):
             policy.to_json(run.folder.policy)
             if run.cost is not None:
                 run.cost.write_report(run.folder.path, policy, searched)
-        if c.post_train_init == "backbone":
+        if c.post_train.init == "backbone":
             self.restore_initial_weights()
 
     def restore_initial_weights(self) -> None:

@@ -19,19 +19,19 @@ class Warmup(Phase):
     lr_option = "warmup_lr"
 
     def length(self) -> int:
-        return self.run.config.warmup_steps
+        return self.run.config.warmup.steps
 
     def make_optimizers(self) -> Optimizers:
-        return Optimizers(torch.optim.Adam(self.run.weights(), lr=self.run.config.warmup_lr))
+        return Optimizers(torch.optim.Adam(self.run.weights(), lr=self.run.config.warmup.lr))
 
     def step(self) -> dict[str, float]:
         run = self.run
-        every = run.config.conflict_every
+        every = run.config.warmup.conflict_every
         measure = every > 0 and (run.step + 1) % every == 0
         return run.weight_step(self.optimizers.weights, "train", "warmup", measure=measure)
 
     def finish(self) -> None:
-        run, c = self.run, self.run.config
+        run, c = self.run, self.run.config.search
         if not run.conflict.measurements:
             return
         if run.main:

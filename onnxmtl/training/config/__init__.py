@@ -1,0 +1,52 @@
+"""The configuration of a run: `SearchConfig`, its frozen sections, and the schedules derived
+from them."""
+
+from onnxmtl.training.config.check import literal_fields
+from onnxmtl.training.config.flat import FLAT, SECTIONS
+from onnxmtl.training.config.schedules import policy_lr_at, search_progress, tau_at
+from onnxmtl.training.config.search_config import SearchConfig, as_config
+from onnxmtl.training.config.sections import (
+    CostOptions,
+    DatasetOptions,
+    DeriveMethod,
+    EvaluationOptions,
+    LatencyProvider,
+    LogFormat,
+    LossOptions,
+    LrSchedule,
+    PostTrainInit,
+    PostTrainOptions,
+    PostTrainSchedule,
+    RuntimeOptions,
+    SearchMode,
+    SearchOptions,
+    SharingPrior,
+    WarmupOptions,
+)
+
+__all__ = [
+    "FLAT",
+    "SECTIONS",
+    "CostOptions",
+    "DatasetOptions",
+    "DeriveMethod",
+    "EvaluationOptions",
+    "LatencyProvider",
+    "LogFormat",
+    "LossOptions",
+    "LrSchedule",
+    "PostTrainInit",
+    "PostTrainOptions",
+    "PostTrainSchedule",
+    "RuntimeOptions",
+    "SearchConfig",
+    "SearchMode",
+    "SearchOptions",
+    "SharingPrior",
+    "WarmupOptions",
+    "as_config",
+    "literal_fields",
+    "policy_lr_at",
+    "search_progress",
+    "tau_at",
+]

@@ -1,0 +1,67 @@
+"""The checks every config section shares: an option's flat name, the choices of Literal
+options, finite floats and integer lower bounds, each declared beside the field it checks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import Field, field, fields, is_dataclass
+from typing import Any, Literal, TypeVar, get_args, get_type_hints
+
+from onnxmtl.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def option(default: T, *, flat: str | None = None, at_least: int | None = None) -> T:
+    """A section field with `default`. `flat`: its name in a flat config (the option's name
+    in messages, config.json and flat YAML) where that is not the field's own name;
+    `at_least`: the field is an integer no smaller than this."""
+    metadata: dict[str, Any] = {}
+    if flat is not None:
+        metadata["flat"] = flat
+    if at_least is not None:
+        metadata["at_least"] = at_least
+    made: T = field(default=default, metadata=metadata)
+    return made
+
+
+def flat_name(f: Field[Any]) -> str:
+    """The option's name in a flat config."""
+    name: str = f.metadata.get("flat", f.name)
+    return name
+
+
+def literal_fields(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The allowed values of each Literal-typed option of dataclass `cls` (and of the sections
+    it holds), by flat name: the one place where an option's choices are written is its type."""
+    hints = get_type_hints(cls)
+    found: dict[str, tuple[Any, ...]] = {}
+    for f in fields(cls):
+        hint = hints[f.name]
+        if getattr(hint, "__origin__", None) is Literal:
+            found[flat_name(f)] = get_args(hint)
+        elif isinstance(hint, type) and is_dataclass(hint):
+            found.update(literal_fields(hint))
+    return found
+
+
+def refuse_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> ConfigError:
+    """The error for option `name` given `value` outside `allowed`."""
+    return ConfigError(
+        f"config: {name}={value!r}; expected one of {', '.join(str(a) for a in allowed)}."
+    )
+
+
+def check_fields(section: Any) -> None:
+    """Refuse a non-finite float, an integer below its field's `at_least`, or a Literal
+    option's value outside its choices, naming the option by its flat name."""
+    choices = literal_fields(type(section))
+    for f in fields(section):
+        name, value = flat_name(f), getattr(section, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config: {name}={value}; expected a finite number.")
+        least = f.metadata.get("at_least")
+        if least is not None and (not isinstance(value, int) or value < least):
+            raise ConfigError(f"config: {name} must be an integer >= {least}.")
+        if name in choices and value not in choices[name]:
+            raise refuse_choice(name, value, choices[name])
