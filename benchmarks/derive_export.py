@@ -1,18 +1,17 @@
 """Derived-model benchmark: the exported multi-task model against all-shared, the single-task
-models, PyTorch eager, and AutoMTL's inference figure.
+models and PyTorch eager.
 
     .venv/bin/python benchmarks/derive_export.py [--repeats 30] [--threads 2] [--batch 1]
 
-Each row is measured side by side in one run: every ONNX model of a backbone is timed in
-turn within each repeat (onnxruntime, CPU provider, warm-up first), and the derived model's
-PyTorch eager forward (eval mode, no_grad) is timed the same way. Tasks: segmentation (13),
-depth, normals with 1x1 conv heads, 128x128 inputs, as in AutoMTL's inference figure
-(../shared/reference/automtl.md: all 3 tasks, batch 1, eager, 106 ms MobileNetV2, 2,309 ms
-DeepLab-ResNet34, measured on this machine kind). Derived policies branch late (see
-`policies`); task copies get slightly perturbed weights, as trained ones would be (identical
-copies are merged by onnxruntime's common-subexpression elimination). 'deeplab_resnet34' is
-ResNet-34 with output stride 8 (layer3 and layer4 dilated instead of strided), the DeepLab
-variant AutoMTL uses.
+Each row is measured side by side in one run: every ONNX model of a backbone is timed in turn
+within each repeat (onnxruntime, CPU provider, warm-up first), and the derived model's PyTorch
+eager forward (eval mode, no_grad) is timed the same way. Tasks: segmentation (13), depth,
+normals with 1x1 conv heads, 128x128 inputs, as in AutoMTL's inference figure (for a
+side-by-side comparison with AutoMTL's code, see benchmarks/vs_automtl.py). Derived policies
+branch late (see `policies`); task copies get slightly perturbed weights, as trained ones would
+be (identical copies are merged by onnxruntime's common-subexpression elimination).
+'deeplab_resnet34' is ResNet-34 with output stride 8 (layer3 and layer4 dilated instead of
+strided), the DeepLab variant AutoMTL uses.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from onnxmtl.exporter import export  # noqa: E402
 from onnxmtl.tasks import Task  # noqa: E402
 
 SIZE = 128
-AUTOMTL_MS = {"mobilenet_v2": 106.0, "deeplab_resnet34": 2309.0}
 
 
 def tasks() -> list[Task]:
@@ -165,18 +163,16 @@ def main() -> None:
     print(
         "| backbone | task-specific part | derived ms | all-shared ms | 3 single ms (sum) | "
         "derived / all-shared | derived / 3 single | MACs derived / all-shared | eager ms | "
-        "eager / ORT | AutoMTL ms | AutoMTL / derived |"
+        "eager / ORT |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        automtl = AUTOMTL_MS.get(r["name"])
         macs = list(r["macs"].values())
         print(
             f"| {r['name']} | {r['policy']} | {r['derived']:.2f} | {r['all_shared']:.2f} | "
             f"{r['single']:.2f} | {r['derived'] / r['all_shared']:.2f} | "
             f"{r['derived'] / r['single']:.2f} | {macs[0] / macs[1]:.2f} | {r['eager']:.2f} | "
-            f"{r['eager'] / r['derived']:.2f} | "
-            + (f"{automtl:,.0f} | {automtl / r['derived']:.1f}x |" if automtl else "- | - |")
+            f"{r['eager'] / r['derived']:.2f} |"
         )
 
 
