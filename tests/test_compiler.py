@@ -244,6 +244,21 @@ def test_shared_units_run_once_for_all_tasks(tiny_export, x):
     assert calls[(0, "shared")] == 1 and calls[(len(model.units) - 1, "shared")] == 2
 
 
+def test_the_supermodel_interprets_one_fx_graph_with_a_node_per_unit(tiny_export):
+    """After lowering there is one graph: each unit's chain of operators is one node calling
+    `units.<index>`, in the units' order; every other module is a parameter-free op."""
+    model = compile(onnxmtl.load(tiny_export("legacy17")), tasks())
+    calls = [n.target for n in model.backbone.nodes if n.op == "call_module"]
+    units = [f"units.{i}" for i in range(len(model.units))]
+    assert [c for c in calls if c in units] == units
+    others = [c for c in calls if c not in units]
+    assert all(isinstance(c, str) and c.startswith("ops.") for c in others)
+    assert all(not list(model.get_submodule(c).parameters()) for c in others)
+    code = model.backbone_code()
+    assert code.count("getattr(self.units, ") == len(model.units)
+    assert all(f"getattr(self.units, \"{i}\")" in code for i in range(len(model.units)))
+
+
 def test_hard_mode_runs_sampled_branches_and_reaches_logits(tiny_export, x):
     model = compile(onnxmtl.load(tiny_export("legacy17")), tasks(), shared_prefix=2).train()
     torch.manual_seed(0)

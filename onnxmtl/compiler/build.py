@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
+from onnxmtl.compiler.backbone import build_backbone
 from onnxmtl.compiler.branches import SKIP_PROJECTIONS, ConvGeometry, UnitBranches, make_skip
-from onnxmtl.compiler.plan import build_plan
 from onnxmtl.compiler.policy import SKIP, SPECIFIC
 from onnxmtl.compiler.supermodel import SuperModel
 from onnxmtl.errors import ConfigError, ShapeError
@@ -97,14 +97,14 @@ def compile(
         )
     renorm = renormalized_units(graph, renormalize)
     lowered = lower(graph)
-    plan, ops, weights, unit_ops = build_plan(graph, lowered, set(renorm))
+    backbone = build_backbone(graph, lowered, set(renorm))
     nodes = {n.name: n for n in graph.nodes}
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         branches = []
         mask = torch.ones(len(graph.units), 3, dtype=torch.bool)
-        for i, (unit, shared) in enumerate(zip(graph.units, unit_ops)):
+        for i, (unit, shared) in enumerate(zip(graph.units, backbone.units)):
             skip = make_skip(unit, _conv_geometry(nodes[unit.name], unit), skip_projection)
             branches.append(UnitBranches(shared, len(tasks), skip))
             if skip is None:
@@ -118,7 +118,17 @@ def compile(
         "skip_projection": skip_projection,
         "seed": seed,
     }
-    model = SuperModel(graph, tasks, plan, ops, weights, branches, heads, mask, options)
+    model = SuperModel(
+        graph,
+        tasks,
+        backbone.graph,
+        backbone.ops,
+        backbone.weights,
+        branches,
+        heads,
+        mask,
+        options,
+    )
     if renorm:
         model.calibrate(_calibration_batch(graph, calibration, seed))
         if calibration is None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import attrgetter
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
+from onnxmtl.compiler.backbone import unit_index
 from onnxmtl.compiler.branches import Renorm, UnitBranches, UnitOps, run_for, weight_holder
 from onnxmtl.compiler.head_output import head_output
-from onnxmtl.compiler.plan import Plan, Ref, Step
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.errors import ConfigError
 from onnxmtl.ir import Graph
@@ -19,7 +21,7 @@ from onnxmtl.tasks import Task
 MODES = ("warmup", "soft", "hard", "fixed")
 Choices = list[list[int]]
 PolicyLike = Policy | Choices | torch.Tensor
-Values = list[list[torch.Tensor] | None]  # per slot, per task (None once no step reads it)
+Values = dict[fx.Node, list[torch.Tensor]]  # per backbone node, per task (while read later)
 
 
 class _Gate(torch.autograd.Function):
@@ -39,8 +41,10 @@ class _Gate(torch.autograd.Function):
 
 
 class SuperModel(nn.Module):
-    """Runs every task in one call. Values are computed once per distinct input: a step, or a
-    unit branch that tasks share on the same input, runs once for all of them.
+    """Runs every task in one call by interpreting `backbone`, the lowered graph in which each
+    unit is one node: a unit node dispatches to the unit's branches, any other node runs as in
+    the backbone. Values are computed once per distinct input: a node, or a unit branch that
+    tasks share on the same input, runs once for all of them.
 
     Modes: 'warmup' averages the available branches; 'soft' weighs them with Gumbel-softmax
     samples at temperature `tau`; 'hard' runs one sampled branch per (task, unit), with
@@ -55,7 +59,7 @@ class SuperModel(nn.Module):
         self,
         graph: Graph,
         tasks: Sequence[Task],
-        plan: Plan,
+        backbone: fx.Graph,
         ops: dict[str, nn.Module],
         weights: dict[str, torch.Tensor],
         units: Sequence[UnitBranches],
@@ -67,7 +71,11 @@ class SuperModel(nn.Module):
         self.graph = graph
         self.tasks = list(tasks)
         self.options = dict(options)
-        self.plan = plan
+        self.backbone = backbone
+        self._last_uses = _last_uses(backbone)
+        self._fetch: dict[fx.Node, Callable[[nn.Module], object]] = {
+            n: attrgetter(n.target) for n in backbone.nodes if n.op in ("get_attr", "call_module")
+        }
         self.ops = nn.ModuleDict(ops)
         self.weights = weight_holder(weights)
         self.units = nn.ModuleList(units)
@@ -89,6 +97,11 @@ class SuperModel(nn.Module):
     @property
     def unit_names(self) -> list[str]:
         return [u.name for u in self.graph.units]
+
+    def backbone_code(self) -> str:
+        """The backbone graph as Python code: each unit is one call of `units.<index>`, which
+        runs the branches the mode or the policy picks for each task."""
+        return self.backbone.python_code("self").src
 
     def unit_branches(self, u: int) -> UnitBranches:
         """The branches of unit `u` (`units[u]`, typed)."""
@@ -175,43 +188,53 @@ class SuperModel(nn.Module):
                 probs = None
         self.last_choices = choices
 
+        return self._interpret(x, probs, choices, delta)
+
+    def _interpret(
+        self,
+        x: torch.Tensor,
+        probs: torch.Tensor | None,
+        choices: Choices | None,
+        delta: torch.Tensor | None,
+    ) -> list[tuple[torch.Tensor, ...]]:
+        """Per task, the backbone's outputs: unit nodes mixed by `probs` or choosing by
+        `choices`; every other node run once per distinct tuple of inputs."""
         num_tasks = len(self.tasks)
-        vals: Values = [None] * self.plan.num_slots
-        vals[0] = [x] * num_tasks
-        for step in self.plan.steps:
-            if step.kind == "unit":
-                xs = _live(vals, step.slots[0])
-                if probs is not None:
-                    vals[step.out] = self._mix(step.unit, xs, probs)
+        vals: Values = {}
+        for node in self.backbone.nodes:
+            if node.op == "placeholder":
+                vals[node] = [x] * num_tasks
+            elif node.op == "get_attr":
+                vals[node] = [self._fetch[node](self)] * num_tasks  # type: ignore[list-item]
+            elif node.op == "output":
+                results = node.args[0] if isinstance(node.args[0], tuple) else (node.args[0],)
+                return [tuple(vals[r][t] for r in results) for t in range(num_tasks)]
+            else:
+                u = unit_index(node)
+                if u is None:
+                    vals[node] = self._run_node(node, vals, num_tasks)
+                elif probs is not None:
+                    vals[node] = self._mix(u, vals[node.all_input_nodes[0]], probs)
                 else:
                     assert choices is not None  # 'fixed' and 'hard' modes choose branches
-                    vals[step.out] = self._select(step.unit, xs, choices, delta)
-            else:
-                vals[step.out] = self._run_step(step, vals, num_tasks)
-            for slot in step.free:
-                vals[slot] = None
-        return [tuple(_live(vals, s)[t] for s in self.plan.outputs) for t in range(num_tasks)]
+                    vals[node] = self._select(u, vals[node.all_input_nodes[0]], choices, delta)
+            for done in self._last_uses[node]:
+                del vals[done]
+        raise AssertionError("the backbone graph has no output node")
 
-    def _run_step(self, step: Step, vals: Values, num_tasks: int) -> list[torch.Tensor]:
-        fn = self.ops[step.module] if step.kind == "op" else step.function
-        slots = step.slots
+    def _run_node(self, node: fx.Node, vals: Values, num_tasks: int) -> list[torch.Tensor]:
+        fn = self._fetch[node](self) if node.op == "call_module" else node.target
+        assert callable(fn)
+        inputs = node.all_input_nodes
         cache: dict[tuple[int, ...], torch.Tensor] = {}
         out = []
         for t in range(num_tasks):
-            key = tuple(id(_live(vals, s)[t]) for s in slots)
+            key = tuple(id(vals[n][t]) for n in inputs)
             if key not in cache:
-                args = [self._resolve(r, vals, t) for r in step.args]
-                kwargs = {k: self._resolve(r, vals, t) for k, r in step.kwargs.items()}
+                args, kwargs = _for_task(node.args, vals, t), _for_task(node.kwargs, vals, t)
                 cache[key] = fn(*args, **kwargs)
             out.append(cache[key])
         return out
-
-    def _resolve(self, ref: Ref, vals: Values, t: int) -> object:
-        if ref[0] == "s":
-            return _live(vals, ref[1])[t]
-        if ref[0] == "w":
-            return getattr(self.weights, ref[1])
-        return ref[1]
 
     def _branch(self, u: int, branch: int, tasks: list[int], x: torch.Tensor) -> torch.Tensor:
         """Branch `branch` of unit `u` run once on `x` for `tasks` (whose statistics its
@@ -328,8 +351,22 @@ class SuperModel(nn.Module):
         self.calibration = "data"
 
 
-def _live(vals: Values, slot: int) -> list[torch.Tensor]:
-    """The per-task values of `slot`, which a step reads before its last reader frees it."""
-    value = vals[slot]
-    assert value is not None, f"slot {slot} read after it was freed"
-    return value
+def _for_task(arg: fx.node.Argument, vals: Values, t: int) -> Any:
+    """`arg` with each node replaced by task `t`'s value of it."""
+    return fx.map_arg(arg, lambda n: vals[n][t])
+
+
+def _last_uses(graph: fx.Graph) -> dict[fx.Node, list[fx.Node]]:
+    """For each node, the nodes it is the last to read (their values can be dropped after it);
+    the output node drops nothing."""
+    last: dict[fx.Node, fx.Node] = {}
+    for node in graph.nodes:
+        for read in node.all_input_nodes:
+            last[read] = node
+    uses: dict[fx.Node, list[fx.Node]] = {
+        n: [n] if not n.users and n.op != "output" else [] for n in graph.nodes
+    }
+    for read, node in last.items():
+        if node.op != "output":
+            uses[node].append(read)
+    return uses

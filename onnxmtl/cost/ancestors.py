@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from onnxmtl.compiler import SuperModel
-from onnxmtl.compiler.plan import unit_ancestors
+from onnxmtl.compiler.backbone import unit_ancestors
 
 
 def ancestor_matrix(ancestors: list[list[int]] | list[set[int]]) -> torch.Tensor:
@@ -18,4 +18,4 @@ def ancestor_matrix(ancestors: list[list[int]] | list[set[int]]) -> torch.Tensor
 
 def model_ancestors(model: SuperModel) -> list[list[int]]:
     """For each of `model`'s units, the units whose outputs its input depends on."""
-    return [sorted(a) for a in unit_ancestors(model.plan, len(model.units))]
+    return [sorted(a) for a in unit_ancestors(model.backbone, len(model.units))]

@@ -1,15 +1,16 @@
-"""`derive`: the supermodel's plan under one policy, written out as a torch.fx graph."""
+"""`derive`: the supermodel's backbone graph under one policy, written out as a torch.fx graph."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 from torch import fx, nn
 
+from onnxmtl.compiler.backbone import unit_index
 from onnxmtl.compiler.head_output import fit_to_image, head_input
-from onnxmtl.compiler.plan import Ref, Step
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.compiler.supermodel import Choices, PolicyLike, SuperModel
 from onnxmtl.derived.model import DerivedModel, UnitBranch
@@ -19,8 +20,8 @@ INPUT = "image"
 
 
 class _Writer:
-    """Writes the plan's steps for the kept tasks into one fx graph: a step, or a unit branch
-    that tasks run on the same value, becomes one node for all of them."""
+    """Writes the backbone's nodes for the kept tasks into one fx graph: a node, or a unit
+    branch that tasks run on the same value, becomes one node for all of them."""
 
     def __init__(self, model: SuperModel, choices: Choices, keep: list[int]) -> None:
         self.model, self.choices, self.keep = model, choices, keep
@@ -30,12 +31,11 @@ class _Writer:
         self.branches: dict[str, UnitBranch] = {}
         self.made: dict[tuple, fx.Node] = {}
         self.rows: dict[fx.Node, list[int]] = {}  # a shared branch's call -> the tasks it serves
-        self.weights: dict[str, fx.Node] = {}
         self.heads: dict[str, str] = {}  # task name -> its head's target
 
-    def unit(self, step: Step, task: int, x: fx.Node) -> fx.Node:
-        """The node computing unit `step.unit` for supermodel task `task` on `x`."""
-        u, branch = step.unit, self.choices[task][step.unit]
+    def unit(self, u: int, task: int, x: fx.Node) -> fx.Node:
+        """The node computing unit `u` for supermodel task `task` on `x`."""
+        branch = self.choices[task][u]
         branches = self.model.unit_branches(u)
         if branch == SKIP and isinstance(branches.skip, nn.Identity):
             return x
@@ -57,33 +57,14 @@ class _Writer:
             self.rows.setdefault(node, []).append(task)  # the run's statistics are its tasks'
         return node
 
-    def step(self, index: int, step: Step, inputs: dict[int, fx.Node]) -> fx.Node:
-        """The node computing parameter-free step `index` on the values `inputs` (by slot)."""
-        key = (index, tuple(inputs[s] for s in step.slots))
+    def node(self, node: fx.Node, inputs: dict[fx.Node, fx.Node]) -> fx.Node:
+        """The copy of backbone node `node` reading `inputs` (by backbone node)."""
+        key = (node, tuple(inputs[n] for n in node.all_input_nodes))
         if key not in self.made:
-            args = tuple(self._arg(r, inputs) for r in step.args)
-            kwargs = {k: self._arg(r, inputs) for k, r in step.kwargs.items()}
-            if step.kind == "op":
-                target = f"ops.{step.module}"
-                self.objects[target] = self.model.ops[step.module]
-                self.made[key] = self.graph.call_module(target, args, kwargs)
-            else:
-                self.made[key] = self.graph.call_function(step.function, args, kwargs)
+            if isinstance(node.target, str):  # a module or a weight of the supermodel
+                self.objects[node.target] = attrgetter(node.target)(self.model)
+            self.made[key] = self.graph.node_copy(node, inputs.__getitem__)
         return self.made[key]
-
-    def _arg(self, ref: Ref, inputs: dict[int, fx.Node]) -> Any:
-        if ref[0] == "s":
-            return inputs[ref[1]]
-        if ref[0] == "w":
-            return self._weight(ref[1])
-        return ref[1]
-
-    def _weight(self, name: str) -> fx.Node:
-        if name not in self.weights:
-            target = f"weights.{name}"
-            self.objects[target] = getattr(self.model.weights, name)
-            self.weights[name] = self.graph.get_attr(target)
-        return self.weights[name]
 
     def head(self, task: int, feats: list[fx.Node]) -> fx.Node:
         """The node computing supermodel task `task`'s output from its feature values."""
@@ -115,21 +96,23 @@ def derive(
     choices = model.choices_of(policy)
     keep = _kept(model, tasks)
     writer = _Writer(model, choices, keep)
-    plan = model.plan
-    values: dict[int, list[fx.Node]] = {0: [writer.image] * len(keep)}  # slot -> per kept task
-    for index, step in enumerate(plan.steps):
-        if step.kind == "unit":
-            xs = values[step.slots[0]]
-            values[step.out] = [writer.unit(step, t, x) for t, x in zip(keep, xs)]
+    values: dict[fx.Node, list[fx.Node]] = {}  # backbone node -> per kept task
+    for node in model.backbone.nodes:
+        u = unit_index(node)
+        if node.op == "placeholder":
+            values[node] = [writer.image] * len(keep)
+        elif node.op == "output":
+            results = node.args[0] if isinstance(node.args[0], tuple) else (node.args[0],)
+            features = [[values[r][k] for r in results] for k in range(len(keep))]
+        elif u is not None:
+            xs = values[node.all_input_nodes[0]]
+            values[node] = [writer.unit(u, t, x) for t, x in zip(keep, xs)]
         else:
-            values[step.out] = [
-                writer.step(index, step, {s: values[s][k] for s in step.slots})
+            values[node] = [
+                writer.node(node, {n: values[n][k] for n in node.all_input_nodes})
                 for k in range(len(keep))
             ]
-    outputs = {
-        model.task_names[t]: writer.head(t, [values[s][k] for s in plan.outputs])
-        for k, t in enumerate(keep)
-    }
+    outputs = {model.task_names[t]: writer.head(t, features[k]) for k, t in enumerate(keep)}
     writer.graph.output(outputs)
     writer.finish()
 
