@@ -256,7 +256,7 @@ def test_the_supermodel_interprets_one_fx_graph_with_a_node_per_unit(tiny_export
     assert all(not list(model.get_submodule(c).parameters()) for c in others)
     code = model.backbone_code()
     assert code.count("getattr(self.units, ") == len(model.units)
-    assert all(f"getattr(self.units, \"{i}\")" in code for i in range(len(model.units)))
+    assert all(f'getattr(self.units, "{i}")' in code for i in range(len(model.units)))
 
 
 def test_hard_mode_runs_sampled_branches_and_reaches_logits(tiny_export, x):
