@@ -10,6 +10,7 @@ import torch
 import onnxmtl
 from onnxmtl.compiler import SHARED, SPECIFIC, Policy
 from onnxmtl.data import Scenes
+from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig, Trainer
 from onnxmtl.training.conflict import ConflictMeter, conflict_policy, init_from_conflict
@@ -43,6 +44,29 @@ def test_opposite_tasks_conflict_on_every_unit_and_identical_tasks_on_none(tiny_
     assert opposite.mean_cosine().tolist() == pytest.approx([-1.0] * len(model.units))
     assert same.mean_cosine().tolist() == pytest.approx([1.0] * len(model.units))
     assert all(p.grad is None for p in model.parameters())  # training's gradients untouched
+
+
+def test_the_cosine_score_ranks_units_by_how_far_apart_the_gradients_point(tiny_export):
+    """'share' ranks by how often a pair conflicted, 'cosine' by the mean cosine: a unit that
+    conflicted in every measurement but barely (cosine -0.05) comes first by share, and after
+    one that conflicted half the time but strongly (mean -0.4) by cosine."""
+    model = _two_tasks(tiny_export)
+    n = len(model.units)
+    conflicts, cosine = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    conflicts[0], cosine[0] = 2.0, -0.1  # two measurements: share 1.0, mean cosine -0.05
+    conflicts[1], cosine[1] = 1.0, -0.8  # share 0.5, mean cosine -0.4
+    cosine[2:] = 0.2
+    state = {"conflicts": conflicts, "cosine": cosine, "measurements": 2}
+    by_share, by_cosine = ConflictMeter(model), ConflictMeter(model, score="cosine")
+    by_share.load_state_dict(state)
+    by_cosine.load_state_dict(state)
+    assert by_share.ranking()[:2] == [0, 1] and by_cosine.ranking()[:2] == [1, 0]
+    assert by_share.unit_scores()[:2].tolist() == [1.0, 0.5]
+    assert by_cosine.unit_scores()[:2].tolist() == pytest.approx([0.05, 0.4])
+    with pytest.raises(ConfigError, match="conflict_score must be one of share, cosine"):
+        ConflictMeter(model, score="dot")
+    with pytest.raises(ConfigError, match="cosine"):
+        SearchConfig().with_options(conflict_score="dot")
 
 
 def test_the_conflict_policy_makes_the_k_most_conflicting_units_specific(tiny_export):

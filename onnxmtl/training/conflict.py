@@ -11,18 +11,26 @@ from typing import Any
 import torch
 
 from onnxmtl.compiler import SHARED, SPECIFIC, Policy, SuperModel
+from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.training import distributed
+
+SCORES = ("share", "cosine")
 
 
 class ConflictMeter:
     """Per unit, how often two tasks' gradients on the unit's shared branch point apart (the
-    cosine of the two gradients below `threshold`), over the measured warm-up steps and the
-    pairs of tasks. In warm-up every branch is averaged, so every task's loss reaches every
-    shared branch."""
+    cosine of the two gradients below `threshold`) and their mean cosine, over the measured
+    warm-up steps and the pairs of tasks. In warm-up every branch is averaged, so every task's
+    loss reaches every shared branch. `score` says which of the two ranks the units: 'share'
+    (RECON's count) or 'cosine' (the mean, which separates units that the same few
+    measurements give the same share)."""
 
-    def __init__(self, model: SuperModel, threshold: float = 0.0) -> None:
+    def __init__(self, model: SuperModel, threshold: float = 0.0, score: str = "share") -> None:
+        if score not in SCORES:
+            raise ConfigError(f"conflict_score must be one of {', '.join(SCORES)}, got {score!r}.")
         self.threshold = threshold
+        self.score = score
         self.unit_names = model.unit_names
         self.params = [
             [p for p in model.unit_branches(u).shared.parameters() if p.requires_grad]
@@ -75,10 +83,17 @@ class ConflictMeter:
         """(units,): the tasks' gradients' mean pairwise cosine on the unit's shared weights."""
         return self.cosine / max(self.measurements, 1)
 
+    def unit_scores(self) -> torch.Tensor:
+        """(units,): the score that ranks the units, higher where the tasks conflict more: the
+        share of conflicting pairs, or the negated mean cosine."""
+        return self.scores() if self.score == "share" else -self.mean_cosine()
+
     def ranking(self) -> list[int]:
-        """Unit indices, most conflicting first (ties: the lower mean cosine first)."""
-        scores, cosine = self.scores().tolist(), self.mean_cosine().tolist()
-        return sorted(range(len(scores)), key=lambda u: (-scores[u], cosine[u], u))
+        """Unit indices, most conflicting first by `score` (ties: by the other measure)."""
+        share, cosine = self.scores().tolist(), self.mean_cosine().tolist()
+        if self.score == "share":
+            return sorted(range(len(share)), key=lambda u: (-share[u], cosine[u], u))
+        return sorted(range(len(share)), key=lambda u: (cosine[u], -share[u], u))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +112,7 @@ class ConflictMeter:
         measurement's settings."""
         info = {
             "threshold": self.threshold,
+            "score": self.score,
             "measurements": self.measurements,
             "units": self.unit_names,
             "scores": self.scores().tolist(),

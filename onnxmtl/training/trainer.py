@@ -94,7 +94,9 @@ class Trainer:
             splits=self.splits,
             weighting=weighting,
             precision=Precision(config.runtime.precision, device),
-            conflict=ConflictMeter(model, config.warmup.conflict_threshold),
+            conflict=ConflictMeter(
+                model, config.warmup.conflict_threshold, config.warmup.conflict_score
+            ),
             cost=None if self.fixed else cost,
             policy=fixed_policy,
             progress=progress,

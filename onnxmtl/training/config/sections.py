@@ -16,6 +16,7 @@ DeriveMethod = Literal["argmax", "sample", "conflict"]
 LrSchedule = Literal["constant", "cosine"]
 PostTrainSchedule = Literal["step", "cosine"]
 SharingPrior = Literal["depth", "conflict"]
+ConflictScore = Literal["share", "cosine"]
 PostTrainInit = Literal["backbone", "search"]
 LogFormat = Literal["jsonl", "csv"]
 LatencyProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
@@ -80,6 +81,8 @@ class WarmupOptions:
     # (0: never); each measurement costs one extra backward pass per task
     conflict_threshold: float = 0.0  # a pair of tasks conflicts on a unit where the cosine of
     # their gradients is below this
+    conflict_score: ConflictScore = "share"  # what ranks the units: 'share' (RECON: how often
+    # a pair conflicts) or 'cosine' (how far apart the gradients point on average)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -37,4 +37,4 @@ class Warmup(Phase):
         if run.main:
             run.conflict.to_json(run.folder.conflict)
         if c.conflict_init:
-            init_from_conflict(run.model, run.conflict.scores(), c.conflict_strength)
+            init_from_conflict(run.model, run.conflict.unit_scores(), c.conflict_strength)
