@@ -25,6 +25,7 @@ def test_every_string_option_with_fixed_values_is_a_literal():
         "search_mode",
         "policy_lr_schedule",
         "sharing_prior",
+        "conflict_score",
         "latency_provider",
         "derive",
         "post_train_lr_schedule",
