@@ -16,9 +16,7 @@ computes fewer convolutions. Run it alone: ratios of a shared CPU mean nothing.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.compile_search import make_step  # noqa: E402
+from onnxmtl.benchmark.timing import median_seconds  # noqa: E402
 
 GROUPS = {
     "convolution": ("aten::mkldnn_convolution", "aten::convolution_backward"),
@@ -50,16 +49,6 @@ def grouped_ms(step: Callable[[], None], repeats: int) -> dict[str, float]:
     return out
 
 
-def wall_s(step: Callable[[], None], repeats: int) -> float:
-    """Median seconds of one unprofiled step."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="mobilenet_v2")
@@ -71,7 +60,7 @@ def main() -> None:
     for step in steps.values():  # warm-up: allocator, mkldnn primitives
         step()
         step()
-    wall = {c: wall_s(s, 3 * args.repeats) for c, s in steps.items()}
+    wall = {c: median_seconds(s, 3 * args.repeats) for c, s in steps.items()}
     groups = {c: grouped_ms(s, args.repeats) for c, s in steps.items()}
     print(
         f"## Where a step's time goes: {args.backbone}, 3 tasks, batch 4, 128x128, "

@@ -34,6 +34,15 @@ def unit_index(node: fx.Node) -> int | None:
     return index if isinstance(index, int) else None
 
 
+def output_values(node: fx.Node) -> list[fx.Node]:
+    """The values an output node returns (one, or a tuple of them), in order."""
+    results = node.args[0]
+    values = results if isinstance(results, tuple) else (results,)
+    nodes = [v for v in values if isinstance(v, fx.Node)]
+    assert len(nodes) == len(values), "a backbone returns computed values only"
+    return nodes
+
+
 def build_backbone(graph: Graph, lowered: fx.GraphModule, renormalize: set[int]) -> Backbone:
     """`lowered` with each unit's chain of operators collapsed into one unit node; units in
     `renormalize` get a `Renorm` appended to their operators. Trainable weights stay

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from onnxmtl.compiler.backbone import unit_index
+from onnxmtl.compiler.backbone import output_values, unit_index
 from onnxmtl.compiler.branches import Renorm, UnitBranches, UnitOps, run_for, weight_holder
 from onnxmtl.compiler.head_output import head_output
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
@@ -207,7 +207,7 @@ class SuperModel(nn.Module):
             elif node.op == "get_attr":
                 vals[node] = [self._fetch[node](self)] * num_tasks  # type: ignore[list-item]
             elif node.op == "output":
-                results = node.args[0] if isinstance(node.args[0], tuple) else (node.args[0],)
+                results = output_values(node)
                 return [tuple(vals[r][t] for r in results) for t in range(num_tasks)]
             else:
                 u = unit_index(node)

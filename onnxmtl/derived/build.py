@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import fx, nn
 
-from onnxmtl.compiler.backbone import unit_index
+from onnxmtl.compiler.backbone import output_values, unit_index
 from onnxmtl.compiler.head_output import fit_to_image, head_input
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.compiler.supermodel import Choices, PolicyLike, SuperModel
@@ -102,8 +102,7 @@ def derive(
         if node.op == "placeholder":
             values[node] = [writer.image] * len(keep)
         elif node.op == "output":
-            results = node.args[0] if isinstance(node.args[0], tuple) else (node.args[0],)
-            features = [[values[r][k] for r in results] for k in range(len(keep))]
+            features = [[values[r][k] for r in output_values(node)] for k in range(len(keep))]
         elif u is not None:
             xs = values[node.all_input_nodes[0]]
             values[node] = [writer.unit(u, t, x) for t, x in zip(keep, xs)]

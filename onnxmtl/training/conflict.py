@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
@@ -14,8 +14,9 @@ from onnxmtl.compiler import SHARED, SPECIFIC, Policy, SuperModel
 from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.training import distributed
+from onnxmtl.training.config.sections import ConflictScore
 
-SCORES = ("share", "cosine")
+SCORES: tuple[str, ...] = get_args(ConflictScore)
 
 
 class ConflictMeter:
@@ -26,7 +27,9 @@ class ConflictMeter:
     (RECON's count) or 'cosine' (the mean, which separates units that the same few
     measurements give the same share)."""
 
-    def __init__(self, model: SuperModel, threshold: float = 0.0, score: str = "share") -> None:
+    def __init__(
+        self, model: SuperModel, threshold: float = 0.0, score: ConflictScore = "share"
+    ) -> None:
         if score not in SCORES:
             raise ConfigError(f"conflict_score must be one of {', '.join(SCORES)}, got {score!r}.")
         self.threshold = threshold
@@ -90,10 +93,9 @@ class ConflictMeter:
 
     def ranking(self) -> list[int]:
         """Unit indices, most conflicting first by `score` (ties: by the other measure)."""
-        share, cosine = self.scores().tolist(), self.mean_cosine().tolist()
-        if self.score == "share":
-            return sorted(range(len(share)), key=lambda u: (-share[u], cosine[u], u))
-        return sorted(range(len(share)), key=lambda u: (cosine[u], -share[u], u))
+        share, apart = self.scores().tolist(), (-self.mean_cosine()).tolist()
+        first, second = (share, apart) if self.score == "share" else (apart, share)
+        return sorted(range(len(share)), key=lambda u: (-first[u], -second[u], u))
 
     def state_dict(self) -> dict[str, Any]:
         return {
