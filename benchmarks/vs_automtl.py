@@ -8,7 +8,10 @@ the ONNX file of the same torchvision backbone) for ResNet-34, MobileNetV2 and M
 soft and one hard search step (MobileNetV2, segmentation, depth and normals with 1x1 conv
 heads, batch 4, 128x128); inference of all three tasks at batch 1, 128x128 (AutoMTL: one
 eager call per task, as its README does; onnxmtl: the derived model in onnxruntime, for two
-late-branching policies and all-shared) for MobileNetV2 and DeepLab-ResNet34.
+late-branching policies and all-shared) for MobileNetV2 and DeepLab-ResNet34. The compile
+rows are followed by onnxmtl's floor for each backbone (`compile_search.weight_floor`: read
+and parse the file, copy its weights once and clone them per task, timed in turn with load +
+compile), the part of load + compile that no faster code could skip.
 
 Each measurement runs in a fresh process, AutoMTL and onnxmtl alternately (A, B, B, A, A,
 B...), and waits for the 1-minute load average to fall to --max-load first (up to
@@ -54,17 +57,19 @@ def loadavg() -> float:
 # -- onnxmtl's side (run in a fresh process by `--worker`) -------------------------------------
 def ours_compile() -> dict:
     import onnxmtl
-    from benchmarks.compile_search import backbone, tasks
+    from benchmarks.compile_search import backbone, tasks, weight_floor
     from onnxmtl.benchmark.timing import interleaved_times
     from onnxmtl.compiler import compile
 
     out = {}
     for name in COMPILED:
         path = backbone(name, 224)
-        times = interleaved_times(
-            {name: lambda p=path: compile(onnxmtl.load(p), tasks())}, COMPILE_REPEATS, warmup=1
-        )[name]
-        out[name] = {"median": statistics.median(times), "all": times}
+        work = {
+            name: lambda p=path: compile(onnxmtl.load(p), tasks()),
+            f"{name} floor": weight_floor(path, len(tasks())),
+        }
+        for key, times in interleaved_times(work, COMPILE_REPEATS, warmup=1).items():
+            out[key] = {"median": statistics.median(times), "all": times}
     return out
 
 
@@ -198,6 +203,7 @@ def measure(side: str, what: str, args: argparse.Namespace) -> dict:
 def rows(runs: dict) -> list[tuple[str, str, str, str]]:
     """(work, unit, AutoMTL key, onnxmtl key) for every line of the table."""
     out = [(f"compile {n}", "s", n, n) for n in COMPILED]
+    out += [(f"compile {n}: onnxmtl's floor", "s", n, f"{n} floor") for n in COMPILED]
     out += [(f"search step {m}, mobilenet_v2", "s", m, m) for m in ("soft", "hard")]
     infer = runs["ours"]["infer"][0]["res"]
     for name in INFERRED:
