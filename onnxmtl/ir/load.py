@@ -86,20 +86,18 @@ def load(
         clean_up(model)
         if not changed:
             break
-    adaptations += explicit_pads(model)
+    adaptations += explicit_pads(model)  # attributes only: the shapes hold
     if original is not None:
         make_batch_dynamic(model, value, original, label)
+        infer_shapes(model, label)  # the batch-1 constants now follow the input's batch
     DropComputedZeroBiasPass()(model)
-    clean_up(model)
-    infer_shapes(model, label)
 
     original_outputs = [(name_of(v), shape_of(v)) for v in model.graph.outputs]
     names = _feature_names(model.graph, features, label)
     if names is not None:
         cut_at(model.graph, names, label)
-        clean_up(model)
     UntieInitializersPass()(model)
-    clean_up(model)
+    clean_up(model)  # what the dropped biases and the cut left unused
 
     return Graph(
         model=model,
