@@ -81,3 +81,16 @@ def test_clone_leaves_modules_with_their_own_copy_to_deepcopy() -> None:
     x = torch.randn(1, 2)
     assert torch.equal(cloned[0](x), traced(x))
     assert cloned[0].graph is not traced.graph
+
+
+def test_a_tensor_carrying_more_than_its_values_is_deep_copied() -> None:
+    module = nn.Module()
+    tagged = torch.ones(3)
+    tagged.tag = "calibrated"  # type: ignore[attr-defined]
+    module.register_buffer("tagged", tagged)
+    module.register_buffer("steps", torch.tensor(5))
+    cloned = clone_module(module)
+    assert cloned.tagged.tag == "calibrated" and cloned.tagged is not tagged
+    assert torch.equal(cloned.tagged, tagged)
+    assert torch.equal(cloned.steps, module.steps)
+    assert cloned.steps.data_ptr() != module.steps.data_ptr()
