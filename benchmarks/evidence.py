@@ -2,7 +2,7 @@
 over seeds.
 
     .venv/bin/python benchmarks/evidence.py [--datasets multi-fashion scenes] [--seeds 0 1 2]
-        [--config CFG.yaml] [--device cpu|cuda] [--out .cache/evidence]
+        [--config CFG.yaml] [--device cpu|cuda] [--methods ...] [--out .cache/evidence]
 
 The backbone is EfficientNet-Lite0 with its real ImageNet weights (exported by converters/ at
 --size). For each dataset and seed, the same trainer runs: the search (warm-up, search,
@@ -60,7 +60,12 @@ def backbone(size: int) -> Path:
 def run_method(
     method: str, model: Path, data: str, tasks: list | None, config: SearchConfig, out: Path
 ) -> dict:
-    """Test metrics and implied parameters of one method (reusing a finished run)."""
+    """Test metrics and implied parameters of one method, recorded in `out`/result.json so that
+    a finished method is reused (also where its run folders came from another machine without
+    their weights)."""
+    record = out / "result.json"
+    if record.exists():
+        return json.loads(record.read_text())
     if method == "single-task":
         folders = sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []
         done = (
@@ -87,7 +92,9 @@ def run_method(
         metrics.update(json.loads((folder / "metrics.json").read_text())["test"])
         supermodel = load_supermodel(folder / "supermodel.pt")
         params += policy_params(supermodel, Policy.from_json(folder / "policy.json").choices)
-    return {"metrics": metrics, "params": params}
+    result = {"metrics": metrics, "params": params}
+    record.write_text(json.dumps(result, indent=1))
+    return result
 
 
 def main() -> None:
@@ -96,6 +103,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--config", help="SearchConfig YAML (seed and device are set here)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(METHODS),
+        help="run only these; the table needs all five and reuses the finished ones",
+    )
     parser.add_argument("--size", type=int, default=64, help="backbone input size")
     parser.add_argument(
         "--head",
@@ -118,8 +132,10 @@ def main() -> None:
             config = base.with_options(seed=seed, device=args.device)
             results = {
                 m: run_method(m, model, data, tasks, config, args.out / name / f"seed{seed}" / m)
-                for m in METHODS
+                for m in args.methods
             }
+            if set(results) != set(METHODS):
+                continue
             single = results["single-task"]
             for m, r in results.items():
                 r["delta_m"] = delta_m(r["metrics"], single["metrics"])
@@ -133,8 +149,11 @@ def main() -> None:
                 ),
                 flush=True,
             )
-        summary[name] = rows
-        print_table(name, rows, args.seeds)
+        if rows["single-task"]:
+            summary[name] = rows
+            print_table(name, rows, args.seeds)
+    if not summary:
+        return
     record = args.out / "evidence.json"
     previous = json.loads(record.read_text()) if record.exists() else {}
     record.write_text(json.dumps({**previous, **summary}, indent=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -313,6 +314,28 @@ def test_save_and_load_round_trip(tiny_export, x, tmp_path):
         "depth",
         "cls",
     ]
+
+
+def test_a_deep_copy_computes_as_the_original_and_trains_apart(corpus):
+    """copy.deepcopy of a supermodel on a real backbone (deep enough that copying its IR node
+    by node overflows the stack): the copy gives the original's outputs exactly, and
+    changing the copy's parameters leaves the original's outputs as they were."""
+    graph = onnxmtl.load(corpus("mobilenet_v2", "legacy17"))
+    model = compile(graph, tasks()).eval()
+    copied = copy.deepcopy(model)
+    x = torch.randn(1, *graph.input_shape[1:], generator=torch.Generator().manual_seed(0))
+    policy = [[(t + u) % 2 for u in range(len(model.units))] for t in range(len(model.tasks))]
+    with torch.no_grad():
+        before = model(x, mode="fixed", policy=policy)
+        assert all(
+            torch.equal(v, copied(x, mode="fixed", policy=policy)[k]) for k, v in before.items()
+        )
+        for p in copied.parameters():
+            p.add_(1.0)
+        after = model(x, mode="fixed", policy=policy)
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    assert copied.graph.model is not model.graph.model
+    assert [n.op_type for n in copied.graph.nodes] == [n.op_type for n in model.graph.nodes]
 
 
 def test_saved_supermodel_carries_its_policy(tiny_export, x, tmp_path):

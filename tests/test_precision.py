@@ -73,7 +73,7 @@ def test_cuda_search_under_autocast(tiny_export, scenes, tmp_path, precision):  
     cuda = Trainer(
         _model(tiny_export, train.tasks()), train, config, tmp_path / "cuda", progress=False
     )
-    assert cuda.precision.name == expected
+    assert cuda.session.precision.name == expected
     cuda.run()
     got = [json.loads(r) for r in (tmp_path / "cuda" / "metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in got)

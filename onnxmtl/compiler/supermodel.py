@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
@@ -72,10 +73,7 @@ class SuperModel(nn.Module):
         self.tasks = list(tasks)
         self.options = dict(options)
         self.backbone = backbone
-        self._last_uses = _last_uses(backbone)
-        self._fetch: dict[fx.Node, Callable[[nn.Module], object]] = {
-            n: attrgetter(n.target) for n in backbone.nodes if n.op in ("get_attr", "call_module")
-        }
+        self._index_backbone()
         self.ops = nn.ModuleDict(ops)
         self.weights = weight_holder(weights)
         self.units = nn.ModuleList(units)
@@ -89,6 +87,26 @@ class SuperModel(nn.Module):
         self.set_policy(self.uniform_policy(SHARED))
         self.last_choices: Choices | None = None
         self.calibration = "none"
+
+    def _index_backbone(self) -> None:
+        """The tables the forward pass reads, keyed by the backbone's nodes."""
+        self._last_uses = _last_uses(self.backbone)
+        self._fetch: dict[fx.Node, Callable[[nn.Module], object]] = {
+            n: attrgetter(n.target)
+            for n in self.backbone.nodes
+            if n.op in ("get_attr", "call_module")
+        }
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SuperModel:
+        # fx.Graph's own copy makes new nodes without entering them in `memo`, so the
+        # node-keyed tables are rebuilt for the copy rather than copied
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for name, value in self.__dict__.items():
+            if name not in ("_last_uses", "_fetch"):
+                copied.__dict__[name] = copy.deepcopy(value, memo)
+        copied._index_backbone()
+        return copied
 
     @property
     def task_names(self) -> list[str]:

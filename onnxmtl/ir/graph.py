@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import onnx
 import onnx_ir as ir
@@ -116,5 +117,15 @@ class Graph:
         proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
         return proto
 
-    def copy(self) -> Graph:
-        return copy.deepcopy(self)
+    def __deepcopy__(self, memo: dict[int, Any]) -> Graph:
+        # copy.deepcopy of the linked IR recurses node by node and overflows the stack on
+        # real backbones; onnx_ir's clone copies the structure in a loop and shares the
+        # initializer tensors, which no stage after load writes
+        others = {
+            f.name: copy.deepcopy(getattr(self, f.name), memo)
+            for f in fields(self)
+            if f.name != "model"
+        }
+        copied = replace(self, model=self.model.clone(), **others)
+        memo[id(self)] = copied
+        return copied
