@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from converters import export_backbones  # noqa: E402
+from benchmarks.evidence import backbone  # noqa: E402
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, compile  # noqa: E402
 from onnxmtl.compiler.supermodel import SuperModel  # noqa: E402
 from onnxmtl.data import load_dataset  # noqa: E402
@@ -85,14 +85,7 @@ def main() -> None:
     base = SearchConfig.load(args.config)
     config = base.with_options(seed=args.seed, warmup_steps=stops[-1], conflict_every=0)
     train = load_dataset(args.data, "train", **config.dataset.options)
-    path = export_backbones.export_backbone(
-        "efficientnet_lite0",
-        "legacy17",
-        ROOT / ".cache" / "bench",
-        file_name="efficientnet_lite0.64.onnx",
-        size=64,
-    )
-    model = compile(path, train.tasks(), seed=args.seed)
+    model = compile(backbone(64), train.tasks(), seed=args.seed)
     trainer = Trainer(model, train, config, args.out, progress=False)
     run, c = trainer.session, config.search
     has_skip = model.branch_mask[:, SKIP].bool()
@@ -121,7 +114,6 @@ def main() -> None:
             f"{own_share:.0%} | {skip_ratio:.2f}, {skip_share:.0%} |",
             flush=True,
         )
-        model.train()
 
 
 if __name__ == "__main__":
