@@ -23,6 +23,7 @@ def test_every_string_option_with_fixed_values_is_a_literal():
     assert set(CHOICES) == {
         "precision",
         "search_mode",
+        "search_update",
         "policy_lr_schedule",
         "sharing_prior",
         "conflict_score",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -330,6 +331,44 @@ def test_policy_gradient_parts_add_up_to_the_policy_loss_gradient(tiny_export, s
     record = attribution_record(parts)
     norms = [record[f"grad_{name}"] for name in parts]
     assert record["grad_task_share"] == pytest.approx(norms[0] / sum(norms))
+
+
+def test_a_joint_step_trains_weights_and_policy_from_one_batch(tiny_export, scenes, tmp_path):
+    trainer = _policy_trainer(
+        tiny_export, scenes, tmp_path, search_update="joint", search_mode="soft", cost="params"
+    )
+    run, model = trainer.session, trainer.model
+    start = copy.deepcopy(model.state_dict())
+    streams = {name: run.streams[name].state_dict() for name in ("train", "train1", "train2")}
+    torch.manual_seed(1)
+    record = trainer.phase.step()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert run.streams["train"].offset == streams["train"]["offset"] + 4  # one batch of 4
+    for name in ("train1", "train2"):  # the halves are not read
+        assert run.streams[name].state_dict() == streams[name]
+    assert not torch.equal(model.policy_logits.detach(), start["policy_logits"])
+    assert any(not torch.equal(p.detach(), start[n]) for n, p in model.named_parameters())
+    assert 0 < record["grad_task_share"] < 1 and record["policy_loss"] > record["loss"]
+
+    # the same batch and Gumbel noise by hand: the weights' gradient is the weighted task
+    # loss's, the logits' is that plus the regularisers'
+    model.load_state_dict(start)
+    model.zero_grad(set_to_none=True)
+    run.streams["train"].load_state_dict(streams["train"])
+    torch.manual_seed(1)
+    images, targets = run.streams["train"].next()
+    loss = run.weighting(run.task_losses(images, targets, "soft", tau_at(trainer.config.search, 0)))
+    terms, _ = trainer.phase.regularizer_terms(loss.detach(), tau_at(trainer.config.search, 0))
+    (loss + sum(terms.values())).backward()
+    assert set(grads) == {n for n, p in model.named_parameters() if p.grad is not None}
+    for name, param in model.named_parameters():
+        if param.grad is not None:
+            torch.testing.assert_close(grads[name], param.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_a_joint_search_takes_one_step_of_each_at_a_time():
+    with pytest.raises(ConfigError, match="search_update='joint'.*weight_steps"):
+        SearchConfig().with_options(search_update="joint", weight_steps=2)
 
 
 def test_without_regularisers_the_tasks_give_the_whole_policy_gradient(

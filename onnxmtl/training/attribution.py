@@ -17,7 +17,14 @@ def policy_gradients(
     regularisers depend on the logits alone). The task loss is multiplied by `scale` (a
     GradScaler's, for fp16's range) for its backward pass and its gradient divided by it."""
     (task,) = torch.autograd.grad(task_loss * scale, logits)
-    parts = {"task": task / scale}
+    return {"task": task / scale, **regularizer_gradients(terms, logits)}
+
+
+def regularizer_gradients(
+    terms: dict[str, torch.Tensor], logits: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The gradient on `logits` of each weighted regulariser in `terms`, by name."""
+    parts = {}
     for name, term in terms.items():
         (grad,) = torch.autograd.grad(term, logits, allow_unused=True)
         parts[name] = torch.zeros_like(logits) if grad is None else grad

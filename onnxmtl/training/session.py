@@ -140,6 +140,10 @@ class Session:
             self.precision.backward(loss)
             self.optimizer_step(optimizer, self.weights())
             total = float(loss.detach())
+        return self.loss_record(total, task_losses)
+
+    def loss_record(self, total: float, task_losses: torch.Tensor) -> dict[str, float]:
+        """The log fields of a weight update: its loss and each task's."""
         record = {"loss": total}
         record.update(
             {f"loss_{t.name}": float(v) for t, v in zip(self.tasks, task_losses.detach())}

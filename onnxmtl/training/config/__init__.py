@@ -20,6 +20,7 @@ from onnxmtl.training.config.sections import (
     RuntimeOptions,
     SearchMode,
     SearchOptions,
+    SearchUpdate,
     SharingPrior,
     WarmupOptions,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "RuntimeOptions",
     "SearchConfig",
     "SearchMode",
+    "SearchUpdate",
     "SearchOptions",
     "SharingPrior",
     "WarmupOptions",

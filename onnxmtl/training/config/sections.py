@@ -12,6 +12,7 @@ from onnxmtl.training.precision import PrecisionName
 from onnxmtl.training.weighting import WEIGHTINGS
 
 SearchMode = Literal["hard", "soft"]
+SearchUpdate = Literal["alternate", "joint"]
 DeriveMethod = Literal["argmax", "sample", "conflict"]
 LrSchedule = Literal["constant", "cosine"]
 PostTrainSchedule = Literal["step", "cosine"]
@@ -99,6 +100,9 @@ class SearchOptions:
     policy_steps: int = option(1, at_least=1)
     mode: SearchMode = option("hard", flat="search_mode")  # 'hard' (straight-through, one
     # branch) or 'soft' (all three)
+    update: SearchUpdate = option("alternate", flat="search_update")  # 'alternate' (AutoMTL:
+    # weight steps on train1, then policy steps on train2) or 'joint' (weights and policy
+    # from one forward and backward pass on a batch of the training split: half the cost)
     weight_lr: float = 0.01  # SGD, momentum 0.9
     weight_decay: float = 1e-4
     policy_lr: float = 0.1  # Adam's learning rate on the policy logits at the first policy
@@ -132,6 +136,14 @@ class SearchOptions:
             raise ConfigError("config: policy_lr must be > 0.")
         if not 0 <= self.conflict_share <= 1:
             raise ConfigError("config: conflict_share is a share of the units' parameters, [0, 1].")
+        if self.update == "joint" and (
+            self.weight_steps != 1 or self.policy_steps != 1 or self.per_task_steps
+        ):
+            raise ConfigError(
+                "config: search_update='joint' takes one step of the weights and the policy "
+                "together; leave weight_steps and policy_steps at 1 and per_task_steps off, or "
+                "set search_update: alternate."
+            )
 
     @property
     def needs_conflict(self) -> bool:

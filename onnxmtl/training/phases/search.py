@@ -1,12 +1,16 @@
 """`Search`: the weights and the policy logits trained in turn on two halves of the training
-split, then a policy derived from the logits."""
+split (or together on one batch), then a policy derived from the logits."""
 
 from __future__ import annotations
 
 import torch
 
 from onnxmtl.compiler import BRANCHES
-from onnxmtl.training.attribution import attribution_record, policy_gradients
+from onnxmtl.training.attribution import (
+    attribution_record,
+    policy_gradients,
+    regularizer_gradients,
+)
 from onnxmtl.training.checkpoint import Checkpointer
 from onnxmtl.training.config import policy_lr_at, tau_at
 from onnxmtl.training.conflict import conflict_policy
@@ -27,8 +31,10 @@ from onnxmtl.training.session import Session
 class Search(Phase):
     """Each of `search_steps` steps takes `weight_steps` SGD steps on the weights (batches of
     train1, the model sampling branches at the annealed temperature) and `policy_steps` Adam
-    steps on the policy logits (batches of train2, with the sharing and cost regularisers).
-    At the end the policy is derived (`derive`), fitted to the cost's hard budget, and with
+    steps on the policy logits (batches of train2, with the sharing and cost regularisers);
+    with `search_update: joint`, one SGD step on the weights and one Adam step on the logits
+    from the same forward and backward pass on a batch of the training split. At the end the
+    policy is derived (`derive`), fitted to the cost's hard budget, and with
     `post_train_init: backbone` the weights go back to the start (`checkpointer`'s)."""
 
     name = "search"
@@ -83,6 +89,19 @@ class Search(Phase):
     def step(self) -> dict[str, float]:
         run, c = self.run, self.run.config.search
         record: dict[str, float] = {}
+        if c.update == "joint":
+            record.update(self.joint_step(tau_at(c, run.policy_steps)))
+        else:
+            record.update(self.alternate_steps())
+        with torch.no_grad():
+            probs = torch.softmax(run.model.masked_logits(), -1).mean((0, 1))
+        record.update({f"p_{name}": float(p) for name, p in zip(BRANCHES, probs)})
+        return record
+
+    def alternate_steps(self) -> dict[str, float]:
+        """`weight_steps` weight steps on train1, then `policy_steps` policy steps on train2."""
+        run, c = self.run, self.run.config.search
+        record: dict[str, float] = {}
         for _ in range(c.weight_steps):
             tau = tau_at(c, run.policy_steps)
             weights = self.optimizers.weights
@@ -91,10 +110,28 @@ class Search(Phase):
             )
         for _ in range(c.policy_steps):
             record.update(self.policy_step(tau_at(c, run.policy_steps)))
-        with torch.no_grad():
-            probs = torch.softmax(run.model.masked_logits(), -1).mean((0, 1))
-        record.update({f"p_{name}": float(p) for name, p in zip(BRANCHES, probs)})
         return record
+
+    def joint_step(self, tau: float) -> dict[str, float]:
+        """One batch of the training split, the model sampling at temperature `tau`: one
+        backward pass of the weighted task loss gives the weights their SGD step and the
+        logits the task part of their Adam step (with the regularisers')."""
+        run, c = self.run, self.run.config.search
+        weights, policy = self.optimizers.weights, self.optimizers.policy
+        assert policy is not None  # make_optimizers gives the search one
+        logits = run.model.policy_logits
+        images, targets = run.streams["train"].next()
+        weights.zero_grad(set_to_none=True)
+        policy.zero_grad(set_to_none=True)
+        task_losses = run.task_losses(images, targets, c.mode, tau)
+        loss = run.weighting(task_losses)
+        run.precision.backward(loss)
+        scaled = logits.grad
+        task_grad = torch.zeros_like(logits) if scaled is None else scaled / run.loss_scale()
+        logits.grad = None
+        run.optimizer_step(weights, run.weights())
+        record = run.loss_record(float(loss.detach()), task_losses)
+        return {**record, **self.apply_policy_gradient(loss.detach(), task_grad, tau)}
 
     def policy_terms(self, tau: float) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
         """The policy loss on a train2 batch at temperature `tau`, in parts: the tasks' weighted
@@ -104,6 +141,16 @@ class Search(Phase):
         images, targets = run.streams["train2"].next()
         task_losses = run.task_losses(images, targets, c.mode, tau)
         task_loss = run.weighting.static @ task_losses
+        terms, record = self.regularizer_terms(task_loss, tau)
+        return task_loss, terms, record
+
+    def regularizer_terms(
+        self, task_loss: torch.Tensor, tau: float
+    ) -> tuple[dict[str, torch.Tensor], dict]:
+        """Each weighted regulariser of the policy (sharing, and cost when configured) by
+        name, at temperature `tau`, and the log fields of the policy loss they make with
+        `task_loss`."""
+        run, c = self.run, self.run.config.search
         probs = torch.nn.functional.gumbel_softmax(run.model.masked_logits(), tau=tau, dim=-1)
         reg = sharing_regularizer(probs, self.sharing_weights(), c.sharing_scale)
         terms = {"sharing": c.sharing_weight * reg}
@@ -119,25 +166,41 @@ class Search(Phase):
                 expected = expected_cost(current, unit, skip, ancestors)
                 record[run.cost.logged] = run.cost.base + float(expected.detach())
         record["policy_loss"] = float((task_loss + sum(terms.values())).detach())
-        return task_loss, terms, record
+        return terms, record
 
     def policy_step(self, tau: float) -> dict[str, float]:
-        """One Adam step on the policy logits at this step's learning rate; logs the loss's
-        parts and how much of the logits' gradient each gives (`attribution_record`)."""
+        """One Adam step on the policy logits from a train2 batch."""
+        run = self.run
+        optimizer = self.optimizers.policy
+        assert optimizer is not None  # make_optimizers gives the search one
+        optimizer.zero_grad(set_to_none=True)
+        task_loss, terms, record = self.policy_terms(tau)
+        parts = policy_gradients(task_loss, terms, run.model.policy_logits, run.loss_scale())
+        return {**record, **self.step_policy(parts, tau)}
+
+    def apply_policy_gradient(
+        self, task_loss: torch.Tensor, task_grad: torch.Tensor, tau: float
+    ) -> dict[str, float]:
+        """One Adam step on the policy logits whose task part of the gradient, `task_grad`
+        (of `task_loss`), is already computed; the regularisers' parts are added here."""
+        terms, record = self.regularizer_terms(task_loss, tau)
+        parts = {"task": task_grad, **regularizer_gradients(terms, self.run.model.policy_logits)}
+        return {**record, **self.step_policy(parts, tau)}
+
+    def step_policy(self, parts: dict[str, torch.Tensor], tau: float) -> dict[str, float]:
+        """The Adam step on the logits with the sum of the gradient's `parts`, at this step's
+        learning rate; logs how much of the gradient each part gives (`attribution_record`)."""
         run = self.run
         optimizer = self.optimizers.policy
         assert optimizer is not None  # make_optimizers gives the search one
         lr = policy_lr_at(run.config.search, run.policy_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        task_loss, terms, record = self.policy_terms(tau)
         logits = run.model.policy_logits
-        parts = policy_gradients(task_loss, terms, logits, run.loss_scale())
         logits.grad = run.precision.scaler.scale(sum(parts.values(), torch.zeros_like(logits)))
         run.optimizer_step(optimizer, run.model.policy_parameters())
         run.policy_steps += 1
-        return {**record, **attribution_record(parts), "tau": tau, "policy_lr": lr}
+        return {**attribution_record(parts), "tau": tau, "policy_lr": lr}
 
     def finish(self) -> None:
         """Derive the policy (none from logits that are not finite), fit it to the cost's
