@@ -1,7 +1,7 @@
 """What the tasks' losses tell the policy when the search starts, against the warm-up's length.
 
     .venv/bin/python benchmarks/policy_signal.py [--data fashion-locate]
-        [--config configs/demo_cpu.yaml] [--at 40 120 400] [--draws 16] [--out .cache/signal]
+        [--config configs/demo_cpu_hard.yaml] [--at 40 120 400] [--draws 16] [--out .cache/signal]
 
 One warm-up (the config's, lengthened to the largest --at) is paused at each --at step. There,
 with the policy logits where a search starts them, the gradient of the weighted task loss on
@@ -75,7 +75,7 @@ def signal(direction: torch.Tensor) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="fashion-locate")
-    parser.add_argument("--config", default=str(ROOT / "configs" / "demo_cpu.yaml"))
+    parser.add_argument("--config", default=str(ROOT / "configs" / "demo_cpu_hard.yaml"))
     parser.add_argument("--at", nargs="+", type=int, default=[40, 120, 400])
     parser.add_argument("--draws", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)

@@ -55,7 +55,9 @@ def test_tau_and_policy_lr_schedules_span_the_search_whatever_its_length(steps):
     assert all(a > b for a, b in zip(taus, taus[1:]))
     assert policy_lr_at(c.search, 0) == pytest.approx(c.search.policy_lr)
     assert policy_lr_at(c.search, last) == pytest.approx(0.0, abs=1e-12)
-    twice = SearchConfig().with_options(search_steps=steps, policy_steps=2, tau_end=0.5)
+    twice = SearchConfig().with_options(
+        search_steps=steps, search_update="alternate", policy_steps=2, tau_end=0.5
+    )
     assert tau_at(twice.search, 2 * steps - 1) == pytest.approx(0.5)
     constant = SearchConfig().with_options(search_steps=steps, policy_lr_schedule="constant")
     search = constant.search
@@ -252,7 +254,10 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_
 def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tmp_path):
     train, _ = scenes
     config = SearchConfig().with_options(
-        **{**TINY, "search_mode": "soft", "per_task_steps": True, "weighting": "uncertainty"},
+        **TINY,
+        search_update="alternate",
+        per_task_steps=True,
+        weighting="uncertainty",
         cost="macs",
         cost_weight=1.0,
         cost_budget=0.4,

@@ -91,18 +91,20 @@ class WarmupOptions:
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """Policy search: alternating weight steps on train1 and policy steps on train2, then the
-    policy derived from the logits."""
+    """Policy search: the weights and the policy logits trained together (or in turn, on
+    train1 and train2), then the policy derived from the logits."""
 
     steps: int = option(150, flat="search_steps", at_least=0)  # iterations of (weight_steps,
     # policy_steps)
     weight_steps: int = option(1, at_least=1)
     policy_steps: int = option(1, at_least=1)
-    mode: SearchMode = option("hard", flat="search_mode")  # 'hard' (straight-through, one
-    # branch) or 'soft' (all three)
-    update: SearchUpdate = option("alternate", flat="search_update")  # 'alternate' (AutoMTL:
-    # weight steps on train1, then policy steps on train2) or 'joint' (weights and policy
-    # from one forward and backward pass on a batch of the training split: half the cost)
+    mode: SearchMode = option("soft", flat="search_mode")  # 'soft' (every branch computed
+    # and mixed, so the tasks' gradient on the policy carries no sampling noise) or 'hard'
+    # (AutoMTL's: one sampled branch, straight-through)
+    update: SearchUpdate = option("joint", flat="search_update")  # 'joint' (weights and
+    # policy from one forward and backward pass on a batch of the training split) or
+    # 'alternate' (AutoMTL's: weight steps on train1, then policy steps on train2; twice the
+    # passes)
     weight_lr: float = 0.01  # SGD, momentum 0.9
     weight_decay: float = 1e-4
     policy_lr: float = 0.1  # Adam's learning rate on the policy logits at the first policy
