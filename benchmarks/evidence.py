@@ -97,6 +97,15 @@ def run_method(
     return result
 
 
+def headed_tasks(data: str, head: str | None, config: SearchConfig) -> tuple[list | None, str]:
+    """The tasks of dataset `data` with every head set to `head` (None: the dataset's own
+    tasks), and the name of their folder under --out."""
+    if not head:
+        return None, data
+    dataset = load_dataset(data, "train", **config.dataset.options)
+    return [replace(t, head=head) for t in dataset.tasks()], f"{data}-{head}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["multi-fashion", "scenes"])
@@ -122,11 +131,7 @@ def main() -> None:
     model = backbone(args.size)
     summary = {}
     for data in args.datasets:
-        tasks, name = None, data
-        if args.head:
-            dataset = load_dataset(data, "train", **base.dataset.options)
-            tasks = [replace(t, head=args.head) for t in dataset.tasks()]
-            name = f"{data}-{args.head}"
+        tasks, name = headed_tasks(data, args.head, base)
         rows: dict[str, list[dict]] = {m: [] for m in METHODS}
         for seed in args.seeds:
             config = base.with_options(seed=seed, device=args.device)

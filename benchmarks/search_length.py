@@ -1,6 +1,6 @@
 """Delta-m of the searched model against the length of the search, beside all-shared.
 
-    .venv/bin/python benchmarks/search_length.py --config configs/demo_cpu.yaml
+    .venv/bin/python benchmarks/search_length.py --config configs/demo_cpu.yaml [--head conv]
         [--datasets fashion-locate] [--lengths 100 300 600] [--seeds 0] [--out .cache/evidence]
         [--plot docs/search_length.png]
 
@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.evidence import backbone, run_method  # noqa: E402
+from benchmarks.evidence import backbone, headed_tasks, run_method  # noqa: E402
 from onnxmtl.benchmark.plots import figure, save_figure  # noqa: E402
 from onnxmtl.compiler import SHARED, Policy  # noqa: E402
 from onnxmtl.training import SearchConfig, delta_m  # noqa: E402
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--config", help="SearchConfig YAML (seed, device, length set here)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, default=64, help="backbone input size")
+    parser.add_argument("--head", help="give every task this head, as evidence.py's --head")
     parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "evidence")
     parser.add_argument("--plot", type=Path, help="write delta-m against length as a PNG")
     args = parser.parse_args()
@@ -62,17 +63,18 @@ def main() -> None:
     model = backbone(args.size)
     rows = []
     for data in args.datasets:
+        tasks, data_name = headed_tasks(data, args.head, base)
         for seed in args.seeds:
             config = base.with_options(seed=seed, device=args.device)
-            folder = args.out / data / f"seed{seed}"
-            single = run_method("single-task", model, data, None, config, folder / "single-task")
-            shared = run_method("all-shared", model, data, None, config, folder / "all-shared")
+            folder = args.out / data_name / f"seed{seed}"
+            single = run_method("single-task", model, data, tasks, config, folder / "single-task")
+            shared = run_method("all-shared", model, data, tasks, config, folder / "all-shared")
             for length in args.lengths:
                 name = "searched" if length == base.search.steps else f"searched-{length}"
                 run = config.with_options(search_steps=length)
-                searched = run_method("searched", model, data, None, run, folder / name)
+                searched = run_method("searched", model, data, tasks, run, folder / name)
                 row = {
-                    "data": data,
+                    "data": data_name,
                     "seed": seed,
                     "length": length,
                     "searched": delta_m(searched["metrics"], single["metrics"]),
