@@ -363,7 +363,7 @@ def test_a_joint_step_trains_weights_and_policy_from_one_batch(tiny_export, scen
     torch.manual_seed(1)
     images, targets = run.streams["train"].next()
     loss = run.weighting(run.task_losses(images, targets, "soft", tau_at(trainer.config.search, 0)))
-    terms, _ = trainer.phase.regularizer_terms(loss.detach(), tau_at(trainer.config.search, 0))
+    terms, _ = trainer.phase.regularizer_terms(float(loss), tau_at(trainer.config.search, 0))
     (loss + sum(terms.values())).backward()
     assert set(grads) == {n for n, p in model.named_parameters() if p.grad is not None}
     for name, param in model.named_parameters():

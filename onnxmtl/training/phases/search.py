@@ -88,11 +88,10 @@ class Search(Phase):
 
     def step(self) -> dict[str, float]:
         run, c = self.run, self.run.config.search
-        record: dict[str, float] = {}
         if c.update == "joint":
-            record.update(self.joint_step(tau_at(c, run.policy_steps)))
+            record = self.joint_step(tau_at(c, run.policy_steps))
         else:
-            record.update(self.alternate_steps())
+            record = self.alternate_steps()
         with torch.no_grad():
             probs = torch.softmax(run.model.masked_logits(), -1).mean((0, 1))
         record.update({f"p_{name}": float(p) for name, p in zip(BRANCHES, probs)})
@@ -113,25 +112,20 @@ class Search(Phase):
         return record
 
     def joint_step(self, tau: float) -> dict[str, float]:
-        """One batch of the training split, the model sampling at temperature `tau`: one
-        backward pass of the weighted task loss gives the weights their SGD step and the
-        logits the task part of their Adam step (with the regularisers')."""
-        run, c = self.run, self.run.config.search
-        weights, policy = self.optimizers.weights, self.optimizers.policy
+        """One batch of the training split, the model sampling at temperature `tau`: the
+        weight step's backward pass also gives the logits the task part of their Adam step
+        (the regularisers' parts are added to it)."""
+        run = self.run
+        policy = self.optimizers.policy
         assert policy is not None  # make_optimizers gives the search one
         logits = run.model.policy_logits
-        images, targets = run.streams["train"].next()
-        weights.zero_grad(set_to_none=True)
         policy.zero_grad(set_to_none=True)
-        task_losses = run.task_losses(images, targets, c.mode, tau)
-        loss = run.weighting(task_losses)
-        run.precision.backward(loss)
-        scaled = logits.grad
-        task_grad = torch.zeros_like(logits) if scaled is None else scaled / run.loss_scale()
-        logits.grad = None
-        run.optimizer_step(weights, run.weights())
-        record = run.loss_record(float(loss.detach()), task_losses)
-        return {**record, **self.apply_policy_gradient(loss.detach(), task_grad, tau)}
+        scale = run.loss_scale()  # that of the backward pass: the weight step may change it
+        record = run.weight_step(self.optimizers.weights, "train", run.config.search.mode, tau)
+        task_grad = torch.zeros_like(logits) if logits.grad is None else logits.grad / scale
+        terms, policy_record = self.regularizer_terms(record["loss"], tau)
+        parts = {"task": task_grad, **regularizer_gradients(terms, logits)}
+        return {**record, **policy_record, **self.step_policy(parts, tau)}
 
     def policy_terms(self, tau: float) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
         """The policy loss on a train2 batch at temperature `tau`, in parts: the tasks' weighted
@@ -141,11 +135,11 @@ class Search(Phase):
         images, targets = run.streams["train2"].next()
         task_losses = run.task_losses(images, targets, c.mode, tau)
         task_loss = run.weighting.static @ task_losses
-        terms, record = self.regularizer_terms(task_loss, tau)
+        terms, record = self.regularizer_terms(float(task_loss.detach()), tau)
         return task_loss, terms, record
 
     def regularizer_terms(
-        self, task_loss: torch.Tensor, tau: float
+        self, task_loss: float, tau: float
     ) -> tuple[dict[str, torch.Tensor], dict]:
         """Each weighted regulariser of the policy (sharing, and cost when configured) by
         name, at temperature `tau`, and the log fields of the policy loss they make with
@@ -165,7 +159,7 @@ class Search(Phase):
             if run.cost.logged is not None:
                 expected = expected_cost(current, unit, skip, ancestors)
                 record[run.cost.logged] = run.cost.base + float(expected.detach())
-        record["policy_loss"] = float((task_loss + sum(terms.values())).detach())
+        record["policy_loss"] = task_loss + sum(float(t.detach()) for t in terms.values())
         return terms, record
 
     def policy_step(self, tau: float) -> dict[str, float]:
@@ -176,15 +170,6 @@ class Search(Phase):
         optimizer.zero_grad(set_to_none=True)
         task_loss, terms, record = self.policy_terms(tau)
         parts = policy_gradients(task_loss, terms, run.model.policy_logits, run.loss_scale())
-        return {**record, **self.step_policy(parts, tau)}
-
-    def apply_policy_gradient(
-        self, task_loss: torch.Tensor, task_grad: torch.Tensor, tau: float
-    ) -> dict[str, float]:
-        """One Adam step on the policy logits whose task part of the gradient, `task_grad`
-        (of `task_loss`), is already computed; the regularisers' parts are added here."""
-        terms, record = self.regularizer_terms(task_loss, tau)
-        parts = {"task": task_grad, **regularizer_gradients(terms, self.run.model.policy_logits)}
         return {**record, **self.step_policy(parts, tau)}
 
     def step_policy(self, parts: dict[str, torch.Tensor], tau: float) -> dict[str, float]:
