@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,18 @@ CORPUS_DIR = ROOT / ".cache" / "corpus"
 sys.path.insert(0, str(ROOT))
 
 from converters import export_backbones as converters  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker gets its share of the cores for torch, in its own process
+    and in the CLI and torchrun processes it starts: workers whose thread pools contend for the
+    same cores slow torch code made of small operators many times over."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        share = max(1, (cores or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
 
 
 class TinyNet(nn.Module):
