@@ -14,8 +14,8 @@ EXPORT_HINT = (
     "--out-dir .cache/models --name efficientnet_lite0.64.onnx"
 )
 
-# Sized for 2 CPU cores (about 10 minutes for search, baselines, export, bench and report);
-# the search at its defaults.
+# Sized for 2 CPU cores (about 10 minutes for search, baselines, export, bench and report at
+# this VM's usual speed, twice that on its slow days); the search at its defaults.
 CPU_CONFIG = {
     "batch_size": 32,
     "warmup_steps": 40,
