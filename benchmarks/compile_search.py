@@ -109,8 +109,13 @@ def targets(gen: torch.Generator) -> dict[str, torch.Tensor]:
     }
 
 
+STEP_CONFIGS = ("single", "soft", "soft-parameters", "hard", "shared")
+
+
 def make_step(name: str, config: str):
-    """A zero-argument function running one training step of `config`."""
+    """A zero-argument function running one training step of `config` (one of
+    `STEP_CONFIGS`: 3 single-task steps, a search step in soft mode mixing the branches'
+    outputs or their parameters, in hard mode, or the all-shared model's step)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen).to(DEVICE)
     y = {k: v.to(DEVICE) for k, v in targets(gen).items()}
@@ -143,7 +148,9 @@ def make_step(name: str, config: str):
     weights = torch.optim.SGD(model.weight_parameters(), lr=1e-3, momentum=0.9)
     policy = torch.optim.Adam(model.policy_parameters(), lr=0.01)
 
-    mode = "fixed" if config == "shared" else config
+    mode = {"shared": "fixed", "soft-parameters": "soft"}.get(config, config)
+    if config == "soft-parameters":
+        model.soft_mix = "parameters"
 
     def step() -> None:
         out = model(x, mode=mode, tau=5.0)
@@ -220,21 +227,22 @@ def step_table(repeats: int, threads: int) -> None:
     where = torch.cuda.get_device_name() if DEVICE.type == "cuda" else f"{threads} threads"
     print(f"## One search step: 3 tasks, batch {BATCH}, {SIZE}x{SIZE}, 1x1 conv heads, {where}\n")
     print(
-        "| backbone | 3 single-task steps s | soft s | hard s | soft / 3 single | "
-        "hard / 3 single | fixed all-shared / 3 single |"
+        "| backbone | 3 single-task steps s | soft s | soft, parameters mixed s | hard s "
+        "| soft / 3 single | soft, parameters / 3 single | hard / 3 single "
+        "| fixed all-shared / 3 single |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     for name in ("mobilenet_v2", "resnet34"):
         times = interleaved_medians(
-            {c: make_step(name, c) for c in ("single", "soft", "hard", "shared")},
-            repeats,
-            warmup=2,
+            {c: make_step(name, c) for c in STEP_CONFIGS}, repeats, warmup=2
         )
+        single = times["single"]
         print(
-            f"| {name} | {times['single']:.3f} | {times['soft']:.3f} | {times['hard']:.3f} | "
-            f"{times['soft'] / times['single']:.2f} | {times['hard'] / times['single']:.2f} | "
-            f"{times['shared'] / times['single']:.2f} |"
+            f"| {name} | {single:.3f} | {times['soft']:.3f} | {times['soft-parameters']:.3f} "
+            f"| {times['hard']:.3f} | {times['soft'] / single:.2f} "
+            f"| {times['soft-parameters'] / single:.2f} | {times['hard'] / single:.2f} "
+            f"| {times['shared'] / single:.2f} |"
         )
         rows.append(name)
     kind = "CUDA memory allocated" if DEVICE.type == "cuda" else "resident set size"
@@ -246,7 +254,7 @@ def step_table(repeats: int, threads: int) -> None:
     for name in rows:
         mem = {
             c: cuda_memory(name, c) if DEVICE.type == "cuda" else measure_memory(name, c, threads)
-            for c in ("single", "soft", "hard")
+            for c in ("single", "soft", "soft-parameters", "hard")
         }
         single = mem["single"]
         for config, m in mem.items():

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/profile_step.py [--backbone mobilenet_v2] [--repeats 3]
 
 Profiles compile_search.py's steps (3 tasks, batch 4, 128x128, 1x1 conv heads) with
-torch.profiler on the CPU: 3 single-task steps, and a soft and a hard search step. Each
+torch.profiler on the CPU: 3 single-task steps, a soft search step mixing the branches'
+outputs and one mixing their parameters (`soft_mix: parameters`), and a hard one. Each
 operator's self time is put in one of four groups: convolution (forward and backward),
 normalisation (forward and backward), the soft mix of the branches (elementwise mul and add)
 and everything else (autograd, allocation, optimiser, Python dispatch). The convolution and
@@ -32,9 +33,9 @@ from onnxmtl.benchmark.timing import median_seconds  # noqa: E402
 GROUPS = {
     "convolution": ("aten::mkldnn_convolution", "aten::convolution_backward"),
     "normalisation": ("aten::native_batch_norm", "aten::native_batch_norm_backward"),
-    "mix": ("aten::mul", "aten::add"),
+    "mix": ("aten::mul", "aten::add", "aten::addcmul"),
 }
-CONFIGS = ("single", "soft", "hard")
+CONFIGS = ("single", "soft", "soft-parameters", "hard")
 
 
 def grouped_ms(step: Callable[[], None], repeats: int) -> dict[str, float]:

@@ -11,7 +11,12 @@ eager call per task, as its README does; onnxmtl: the derived model in onnxrunti
 late-branching policies and all-shared) for MobileNetV2 and DeepLab-ResNet34. The compile
 rows are followed by onnxmtl's floor for each backbone (`compile_search.weight_floor`: read
 and parse the file, copy its weights once and clone them per task, timed in turn with load +
-compile), the part of load + compile that no faster code could skip.
+compile), the part of load + compile that no faster code could skip. The soft step is timed
+twice on onnxmtl's side, mixing the branches' outputs (the default, as AutoMTL does) and their
+parameters (`soft_mix: parameters`), and is followed by three single-task steps of the same
+backbone and heads, timed in turn with them: a soft step for three tasks that costs less than
+training the three single-task models for a step would have to skip convolutions, so AutoMTL's
+soft step over these is the most any soft step could gain.
 
 Each measurement runs in a fresh process, AutoMTL and onnxmtl alternately (A, B, B, A, A,
 B...), and waits for the 1-minute load average to fall to --max-load first (up to
@@ -73,17 +78,15 @@ def ours_compile() -> dict:
     return out
 
 
-def ours_step(modes: list[str]) -> dict:
+def ours_step(configs: list[str]) -> dict:
+    """Seconds of one step of each of `configs` (`compile_search.STEP_CONFIGS`), timed in
+    turn within every repeat."""
     from benchmarks.compile_search import make_step
     from onnxmtl.benchmark.timing import interleaved_times
 
-    out = {}
-    for mode in modes:
-        times = interleaved_times(
-            {mode: make_step("mobilenet_v2", mode)}, STEP_REPEATS, STEP_WARMUP
-        )
-        out[mode] = {"median": statistics.median(times[mode]), "all": times[mode]}
-    return out
+    steps = {c: make_step("mobilenet_v2", c) for c in configs}
+    times = interleaved_times(steps, STEP_REPEATS, STEP_WARMUP)
+    return {c: {"median": statistics.median(t), "all": t} for c, t in times.items()}
 
 
 def ours_infer(threads: int) -> dict:
@@ -132,7 +135,7 @@ def worker(what: str, threads: int) -> None:
     if what == "compile":
         res = ours_compile()
     elif what == "step":
-        res = ours_step(["soft", "hard"])
+        res = ours_step(["single", "soft", "soft-parameters", "hard"])
     else:
         res = ours_infer(threads)
     result = {"loadavg_before": before, "wall_s": time.time() - start, "res": res}
@@ -205,6 +208,8 @@ def rows(runs: dict) -> list[tuple[str, str, str, str]]:
     out = [(f"compile {n}", "s", n, n) for n in COMPILED]
     out += [(f"compile {n}: onnxmtl's floor", "s", n, f"{n} floor") for n in COMPILED]
     out += [(f"search step {m}, mobilenet_v2", "s", m, m) for m in ("soft", "hard")]
+    out.append(("search step soft, onnxmtl's soft_mix: parameters", "s", "soft", "soft-parameters"))
+    out.append(("search step soft: onnxmtl's 3 single-task steps, a floor", "s", "soft", "single"))
     infer = runs["ours"]["infer"][0]["res"]
     for name in INFERRED:
         for label in infer[name]:

@@ -128,8 +128,21 @@ def test_delta_m_signs():
         ("tau_end: 0", "tau_end must be > 0"),
         ("sharing_prior: conflict\nconflict_every: 0", "sharing_prior 'conflict' need"),
         ("post_train_lr_schedule: linear", "expected one of step, cosine"),
+        ("soft_mix: weights", "soft_mix='weights'; expected one of outputs, parameters"),
     ],
-    ids=["unknown", "mode", "batch", "list", "budget", "lr", "conflict", "tau", "prior", "post"],
+    ids=[
+        "unknown",
+        "mode",
+        "batch",
+        "list",
+        "budget",
+        "lr",
+        "conflict",
+        "tau",
+        "prior",
+        "post",
+        "mix",
+    ],
 )
 def test_bad_configs_name_the_option(tmp_path, text, message):
     path = tmp_path / "c.yaml"
@@ -369,6 +382,19 @@ def test_a_joint_step_trains_weights_and_policy_from_one_batch(tiny_export, scen
     for name, param in model.named_parameters():
         if param.grad is not None:
             torch.testing.assert_close(grads[name], param.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_a_parameter_mixed_search_runs_no_shared_branch(tiny_export, scenes, tmp_path):
+    trainer = _policy_trainer(tiny_export, scenes, tmp_path, soft_mix="parameters")
+    model = trainer.model
+    shared_runs: list[int] = []
+    for u, branches in enumerate(model.units):
+        branches.shared.register_forward_hook(lambda *_, u=u: shared_runs.append(u))
+    start = model.policy_logits.detach().clone()
+    record = trainer.phase.step()
+    assert model.soft_mix == "parameters" and shared_runs == []
+    assert 0 < record["grad_task_share"] < 1
+    assert not torch.equal(model.policy_logits.detach(), start)
 
 
 def test_a_joint_search_takes_one_step_of_each_at_a_time():

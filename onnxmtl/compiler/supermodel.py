@@ -10,10 +10,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.func import functional_call
 
 from onnxmtl.compiler.backbone import output_values, unit_index
 from onnxmtl.compiler.branches import Renorm, UnitBranches, UnitOps, run_for, weight_holder
 from onnxmtl.compiler.head_output import head_output
+from onnxmtl.compiler.mixing import SOFT_MIXES, mixed_parameters, skip_fold
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.errors import ConfigError
 from onnxmtl.ir import Graph
@@ -48,8 +50,10 @@ class SuperModel(nn.Module):
     tasks share on the same input, runs once for all of them.
 
     Modes: 'warmup' averages the available branches; 'soft' weighs them with Gumbel-softmax
-    samples at temperature `tau`; 'hard' runs one sampled branch per (task, unit), with
-    straight-through gradients to the logits; 'fixed' follows `policy`.
+    samples at temperature `tau`, mixing their outputs or, with `soft_mix` 'parameters' in
+    training, their parameters (see `mixing`: each unit then runs once per task); 'hard' runs
+    one sampled branch per (task, unit), with straight-through gradients to the logits;
+    'fixed' follows `policy`.
     In 'hard' mode, tasks that sampled the same shared or skip branch on the same input share
     one gate, so each of their logits receives the gradient of the group's summed loss.
     """
@@ -83,6 +87,8 @@ class SuperModel(nn.Module):
         self._allowed: list[list[bool]] = branch_mask.tolist()  # host copy: no device syncs
         self.mode = "warmup"
         self.tau = 5.0
+        self.soft_mix = "outputs"
+        self._folds = [skip_fold(u.shared, u.skip) for u in units]
         self._policy: Policy | None = None
         self.set_policy(self.uniform_policy(SHARED))
         self.last_choices: Choices | None = None
@@ -185,6 +191,10 @@ class SuperModel(nn.Module):
         mode = mode or self.mode
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}.")
+        if self.soft_mix not in SOFT_MIXES:
+            raise ConfigError(
+                f"unknown soft_mix {self.soft_mix!r}; expected one of {', '.join(SOFT_MIXES)}."
+            )
         tau = self.tau if tau is None else tau
         probs = delta = None
         choices: Choices | None = None
@@ -205,8 +215,8 @@ class SuperModel(nn.Module):
                     delta = chosen - chosen.detach()  # (tasks, units), value 0
                 probs = None
         self.last_choices = choices
-
-        return self._interpret(x, probs, choices, delta)
+        by_parameters = mode == "soft" and self.soft_mix == "parameters" and self.training
+        return self._interpret(x, probs, choices, delta, by_parameters)
 
     def _interpret(
         self,
@@ -214,9 +224,12 @@ class SuperModel(nn.Module):
         probs: torch.Tensor | None,
         choices: Choices | None,
         delta: torch.Tensor | None,
+        by_parameters: bool = False,
     ) -> list[tuple[torch.Tensor, ...]]:
-        """Per task, the backbone's outputs: unit nodes mixed by `probs` or choosing by
-        `choices`; every other node run once per distinct tuple of inputs."""
+        """Per task, the backbone's outputs: unit nodes mixed by `probs` (their outputs, or
+        `by_parameters`) or choosing by `choices`; every other node run once per distinct
+        tuple of inputs."""
+        mix = self._mix_parameters if by_parameters else self._mix
         num_tasks = len(self.tasks)
         vals: Values = {}
         for node in self.backbone.nodes:
@@ -232,7 +245,7 @@ class SuperModel(nn.Module):
                 if u is None:
                     vals[node] = self._run_node(node, vals, num_tasks)
                 elif probs is not None:
-                    vals[node] = self._mix(u, vals[node.all_input_nodes[0]], probs)
+                    vals[node] = mix(u, vals[node.all_input_nodes[0]], probs)
                 else:
                     assert choices is not None  # 'fixed' and 'hard' modes choose branches
                     vals[node] = self._select(u, vals[node.all_input_nodes[0]], choices, delta)
@@ -300,6 +313,35 @@ class SuperModel(nn.Module):
             y = w[SHARED] * shared[id(x)] + w[SPECIFIC] * unit.specific[t](x)
             if has_skip:
                 y = y + w[SKIP] * skipped[id(x)]
+            out.append(y)
+        return out
+
+    def _mix_parameters(
+        self, u: int, xs: list[torch.Tensor], probs: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Each task's copy of unit `u` run once on its input with the branches' parameters
+        mixed by its weights in `probs`; a skip that does not fold in is run once per distinct
+        input and added."""
+        unit = self.unit_branches(u)
+        fold = self._folds[u]
+        shared = dict(unit.shared.named_parameters())
+        skip = None if fold is None or unit.skip is None else dict(unit.skip.named_parameters())
+        unfolded = self._allowed[u][SKIP] and fold is None
+        readers: dict[int, list[int]] = {}
+        for t, x in enumerate(xs):
+            readers.setdefault(id(x), []).append(t)
+        skipped: dict[int, torch.Tensor] = {}
+        out = []
+        for t, (x, row) in enumerate(zip(xs, probs[:, u].unbind(0))):
+            w = row.unbind(0)
+            own = unit.specific[t]
+            weights = (w[SHARED], w[SPECIFIC], w[SKIP])
+            params = mixed_parameters(shared, dict(own.named_parameters()), skip, fold, weights)
+            y = functional_call(own, params, (x,))
+            if unfolded:
+                if id(x) not in skipped:
+                    skipped[id(x)] = self._branch(u, SKIP, readers[id(x)], x)
+                y = torch.addcmul(y, w[SKIP], skipped[id(x)])
             out.append(y)
         return out
 

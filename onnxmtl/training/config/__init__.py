@@ -22,6 +22,7 @@ from onnxmtl.training.config.sections import (
     SearchOptions,
     SearchUpdate,
     SharingPrior,
+    SoftMix,
     WarmupOptions,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "SearchUpdate",
     "SearchOptions",
     "SharingPrior",
+    "SoftMix",
     "WarmupOptions",
     "as_config",
     "literal_fields",

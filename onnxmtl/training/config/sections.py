@@ -12,6 +12,7 @@ from onnxmtl.training.precision import PrecisionName
 from onnxmtl.training.weighting import WEIGHTINGS
 
 SearchMode = Literal["hard", "soft"]
+SoftMix = Literal["outputs", "parameters"]
 SearchUpdate = Literal["alternate", "joint"]
 DeriveMethod = Literal["argmax", "sample", "conflict"]
 LrSchedule = Literal["constant", "cosine"]
@@ -101,6 +102,9 @@ class SearchOptions:
     mode: SearchMode = option("soft", flat="search_mode")  # 'soft' (every branch computed
     # and mixed, so the tasks' gradient on the policy carries no sampling noise) or 'hard'
     # (AutoMTL's: one sampled branch, straight-through)
+    mix: SoftMix = option("outputs", flat="soft_mix")  # soft mode: 'outputs' (each branch
+    # run, their outputs mixed) or 'parameters' (each task's copy run once with the
+    # branches' parameters mixed: about half the step's time; see compiler.mixing)
     update: SearchUpdate = option("joint", flat="search_update")  # 'joint' (weights and
     # policy from one forward and backward pass on a batch of the training split) or
     # 'alternate' (AutoMTL's: weight steps on train1, then policy steps on train2; twice the

@@ -70,6 +70,11 @@ class Search(Phase):
         )
         return Optimizers(weights, policy)
 
+    def begin(self) -> None:
+        """The phase's optimisers; the model's soft mode mixing as `soft_mix` says."""
+        super().begin()
+        self.run.model.soft_mix = self.run.config.search.mix
+
     def sharing_weights(self) -> torch.Tensor:
         """(units,): how hard the sharing regulariser pushes each unit towards sharing, by
         `sharing_prior` (the conflict ranking is final once warm-up has ended)."""
