@@ -10,7 +10,7 @@ from torch import nn
 from torch.func import functional_call
 
 import onnxmtl
-from onnxmtl.compiler import SHARED, SKIP, Projection, compile
+from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, Projection, compile
 from onnxmtl.compiler.branches import UnitOps
 from onnxmtl.compiler.mixing import centre_kernel, mixed_parameters, skip_fold
 from onnxmtl.errors import ConfigError
@@ -80,15 +80,10 @@ def test_parameter_mixing_equals_output_mixing_for_units_linear_in_their_paramet
         branches = model.unit_branches(u)
         shape = model.graph.units[u].in_shape
         x = torch.randn(4, *shape[1:], generator=gen)
-        p_shared, p_own, p_skip = torch.softmax(torch.randn(3, generator=gen), 0).unbind()
+        p_shared, p_own, _ = torch.softmax(torch.randn(3, generator=gen), 0).unbind()
         own = branches.specific[0]
-        params = mixed_parameters(
-            dict(branches.shared.named_parameters()),
-            dict(own.named_parameters()),
-            None,
-            None,
-            (p_shared, p_own, p_skip),
-        )
+        shared = dict(branches.shared.named_parameters())
+        params = mixed_parameters(shared, dict(own.named_parameters()), (p_shared, p_own))
         expected = p_shared * branches.shared(x, [0]) + p_own * own(x)
         assert relative(functional_call(own, params, (x,)), expected) <= TOLERANCE
 
@@ -145,23 +140,44 @@ def _count_runs(model) -> dict[tuple[int, str], int]:
     return runs
 
 
-def test_parameter_mixing_runs_each_unit_once_per_task(tiny_export, x):
+def test_parameter_mixing_runs_each_unit_once_per_task(tiny_export, x, monkeypatch):
     model = compile(onnxmtl.load(tiny_export("legacy17")), tasks()).train()
+    convolutions = [0]
+    conv2d = torch.nn.functional.conv2d
+
+    def counted(*args, **kwargs):
+        convolutions[0] += 1
+        return conv2d(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", counted)
+    own = [[SPECIFIC] * len(model.units) for _ in model.tasks]
+    model(x, mode="fixed", policy=own)
+    every_task_its_own = convolutions[0]
     model.soft_mix = "parameters"
     runs = _count_runs(model)
+    convolutions[0] = 0
     model(x, mode="soft")
+    projections = sum(
+        runs.get((u, "skip"), 0)
+        for u in range(len(model.units))
+        if isinstance(model.units[u].skip, Projection) and not model.units[u].skip.channels_last
+    )
+    assert projections, "TinyNet's squeeze-excite convolutions have skips that do not fold"
+    assert convolutions[0] == every_task_its_own + projections
     for u, fold in enumerate(model._folds):
         assert (u, "shared") not in runs
+        if fold is not None:  # computed by mixing.folded_unit, no branch module runs
+            assert (u, "own") not in runs and (u, "skip") not in runs
+            continue
         assert runs[(u, "own")] == len(model.tasks)
-        skip_runs = runs.get((u, "skip"), 0)
-        if fold is not None or not model.branch_mask[u, SKIP]:
-            assert skip_runs == 0, f"unit {u}: its skip is folded in or has none"
-        else:
-            assert 1 <= skip_runs <= len(model.tasks), f"unit {u}: once per distinct input"
+        if model.branch_mask[u, SKIP]:
+            assert 1 <= runs[(u, "skip")] <= len(model.tasks), f"unit {u}: per distinct input"
     model.soft_mix = "outputs"
     runs.clear()
+    convolutions[0] = 0
     model(x, mode="soft")
     assert all(runs[(u, "shared")] >= 1 for u in range(len(model.units)))
+    assert convolutions[0] > every_task_its_own
 
 
 def test_parameter_mixing_sends_gradients_to_every_branch_and_logit(tiny_export, x):
@@ -200,3 +216,18 @@ def test_an_unknown_soft_mix_is_refused(tiny_export, x):
     model.soft_mix = "weights"
     with pytest.raises(ConfigError, match="soft_mix 'weights'; expected one of outputs, param"):
         model(x, mode="soft")
+
+
+def test_a_folded_skip_weighs_as_its_normalised_output_does(tiny_export, x):
+    model = _trained_apart(tiny_export("legacy17"))
+    u = next(u for u, fold in enumerate(model._folds) if fold is not None)
+    branches = model.unit_branches(u)
+    xs = [torch.randn(4, *model.graph.units[u].in_shape[1:]) for _ in model.tasks]
+    probs = torch.softmax(torch.randn(len(model.tasks), len(model.units), 3), -1)
+    before = model._mix_parameters(u, xs, probs)
+    with torch.no_grad():  # the skip's raw output 100 times larger, its statistics to match
+        branches.skip.proj.weight.mul_(100)
+        branches.skip.norm.running_var.mul_(100**2)
+    after = model._mix_parameters(u, xs, probs)
+    for a, b in zip(after, before):
+        assert relative(a, b) <= 1e-4

@@ -13,9 +13,16 @@ from torch import fx, nn
 from torch.func import functional_call
 
 from onnxmtl.compiler.backbone import output_values, unit_index
-from onnxmtl.compiler.branches import Renorm, UnitBranches, UnitOps, run_for, weight_holder
+from onnxmtl.compiler.branches import (
+    Projection,
+    Renorm,
+    UnitBranches,
+    UnitOps,
+    run_for,
+    weight_holder,
+)
 from onnxmtl.compiler.head_output import head_output
-from onnxmtl.compiler.mixing import SOFT_MIXES, mixed_parameters, skip_fold
+from onnxmtl.compiler.mixing import SOFT_MIXES, folded_unit, mixed_parameters, skip_fold
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.errors import ConfigError
 from onnxmtl.ir import Graph
@@ -320,12 +327,11 @@ class SuperModel(nn.Module):
         self, u: int, xs: list[torch.Tensor], probs: torch.Tensor
     ) -> list[torch.Tensor]:
         """Each task's copy of unit `u` run once on its input with the branches' parameters
-        mixed by its weights in `probs`; a skip that does not fold in is run once per distinct
-        input and added."""
+        mixed by its weights in `probs` (see `mixing`); a skip that does not fold in is run
+        once per distinct input and added."""
         unit = self.unit_branches(u)
         fold = self._folds[u]
         shared = dict(unit.shared.named_parameters())
-        skip = None if fold is None or unit.skip is None else dict(unit.skip.named_parameters())
         unfolded = self._allowed[u][SKIP] and fold is None
         readers: dict[int, list[int]] = {}
         for t, x in enumerate(xs):
@@ -335,8 +341,13 @@ class SuperModel(nn.Module):
         for t, (x, row) in enumerate(zip(xs, probs[:, u].unbind(0))):
             w = row.unbind(0)
             own = unit.specific[t]
-            weights = (w[SHARED], w[SPECIFIC], w[SKIP])
-            params = mixed_parameters(shared, dict(own.named_parameters()), skip, fold, weights)
+            if fold is not None:
+                assert isinstance(own, UnitOps) and isinstance(unit.skip, Projection)
+                weights = (w[SHARED], w[SPECIFIC], w[SKIP])
+                out.append(folded_unit(fold, unit.shared, own, unit.skip, t, weights, x))
+                continue
+            own_params = dict(own.named_parameters())
+            params = mixed_parameters(shared, own_params, (w[SHARED], w[SPECIFIC]))
             y = functional_call(own, params, (x,))
             if unfolded:
                 if id(x) not in skipped:
