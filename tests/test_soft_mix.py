@@ -1,6 +1,7 @@
 """Soft mode mixing the branches' parameters (`soft_mix: parameters`) against mixing their
 outputs, on TinyNet exports: equal at every one-hot sample, equal anywhere for units linear in
-their parameters, each unit run once per task, gradients to every branch and logit."""
+their parameters, each unit's operators run once per task, gradients to every branch and
+logit."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from torch.func import functional_call
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, Projection, compile
-from onnxmtl.compiler.branches import UnitOps
-from onnxmtl.compiler.mixing import centre_kernel, mixed_parameters, skip_fold
+from onnxmtl.compiler.mixing import mixed_parameters
 from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import Task, loss_fn
 
@@ -49,7 +49,6 @@ def _trained_apart(path) -> onnxmtl.compiler.SuperModel:
 @pytest.mark.parametrize("folded", [False, True], ids=["bn", "folded-renorm"])
 def test_parameter_mixing_equals_output_mixing_at_every_one_hot_sample(tiny_export, x, folded):
     model = _trained_apart(tiny_export("legacy17", fold_bn=folded))
-    assert any(f is not None for f in model._folds), "TinyNet has skips that fold"
     mask = model.branch_mask.expand(len(model.tasks), -1, -1)
     gen = torch.Generator().manual_seed(3)
     for _ in range(4):
@@ -88,42 +87,6 @@ def test_parameter_mixing_equals_output_mixing_for_units_linear_in_their_paramet
         assert relative(functional_call(own, params, (x,)), expected) <= TOLERANCE
 
 
-@pytest.mark.parametrize(
-    ("kernel", "stride", "dilation", "groups", "ratio", "cin", "cout"),
-    [
-        (3, 2, 1, 1, 1, 3, 8),  # a stem: dense 3x3, stride 2, projection of one group
-        (1, 1, 1, 1, 16, 16, 96),  # an expansion: dense 1x1, grouped projection
-        (3, 2, 1, 32, 1, 32, 32),  # a depthwise 3x3, stride 2: depthwise projection
-        (5, 1, 2, 2, 2, 8, 12),  # grouped, dilated, two projection groups per group
-    ],
-)
-def test_centre_kernel_is_the_projection(kernel, stride, dilation, groups, ratio, cin, cout):
-    torch.manual_seed(0)
-    pad = (kernel - 1) // 2 * dilation
-    conv = nn.Conv2d(cin, cout, kernel, stride, pad, dilation, groups, bias=False)
-    unit = UnitOps([conv, nn.BatchNorm2d(cout)], [[("x", None)], [("x", None)]], {}, set())
-    skip = Projection(cin, cout, [stride, stride], groups * ratio)
-    fold = skip_fold(unit, skip)
-    assert fold is not None and fold.ratio == ratio
-    x = torch.randn(2, cin, 15, 15)
-    kernel_of_skip = centre_kernel(fold, skip.proj.weight)
-    got = nn.functional.conv2d(x, kernel_of_skip, None, stride, pad, dilation, groups)
-    assert relative(got, skip.proj(x)) <= TOLERANCE
-
-
-def test_skips_that_do_not_fit_are_not_folded():
-    def unit(conv: nn.Conv2d) -> UnitOps:
-        return UnitOps([conv, nn.BatchNorm2d(conv.out_channels)], [[("x", None)]] * 2, {}, set())
-
-    even = unit(nn.Conv2d(8, 8, 2, 2, bias=False))
-    assert skip_fold(even, Projection(8, 8, [2, 2], 8)) is None
-    grouped = unit(nn.Conv2d(8, 16, 3, 2, 1, groups=4, bias=False))
-    assert skip_fold(grouped, Projection(8, 16, [2, 2], 1)) is None  # reads across groups
-    no_norm = UnitOps([nn.Conv2d(8, 16, 3, 2, 1)], [[("x", None)]], {}, set())
-    assert skip_fold(no_norm, Projection(8, 16, [2, 2], 8)) is None
-    assert skip_fold(unit(nn.Conv2d(8, 16, 3, 2, 1)), Projection(8, 16, [2, 2], 8)) is not None
-
-
 def _count_runs(model) -> dict[tuple[int, str], int]:
     """How often each unit's branches run (a task's own copy counted under 'own')."""
     runs: dict[tuple[int, str], int] = {}
@@ -157,27 +120,23 @@ def test_parameter_mixing_runs_each_unit_once_per_task(tiny_export, x, monkeypat
     runs = _count_runs(model)
     convolutions[0] = 0
     model(x, mode="soft")
+    for u in range(len(model.units)):
+        assert (u, "shared") not in runs
+        assert runs[(u, "own")] == len(model.tasks)
+        if model.branch_mask[u, SKIP]:
+            assert 1 <= runs[(u, "skip")] <= len(model.tasks), f"unit {u}: per distinct input"
     projections = sum(
         runs.get((u, "skip"), 0)
         for u in range(len(model.units))
         if isinstance(model.units[u].skip, Projection) and not model.units[u].skip.channels_last
     )
-    assert projections, "TinyNet's squeeze-excite convolutions have skips that do not fold"
     assert convolutions[0] == every_task_its_own + projections
-    for u, fold in enumerate(model._folds):
-        assert (u, "shared") not in runs
-        if fold is not None:  # computed by mixing.folded_unit, no branch module runs
-            assert (u, "own") not in runs and (u, "skip") not in runs
-            continue
-        assert runs[(u, "own")] == len(model.tasks)
-        if model.branch_mask[u, SKIP]:
-            assert 1 <= runs[(u, "skip")] <= len(model.tasks), f"unit {u}: per distinct input"
     model.soft_mix = "outputs"
     runs.clear()
     convolutions[0] = 0
     model(x, mode="soft")
     assert all(runs[(u, "shared")] >= 1 for u in range(len(model.units)))
-    assert convolutions[0] > every_task_its_own
+    assert convolutions[0] > every_task_its_own + projections
 
 
 def test_parameter_mixing_sends_gradients_to_every_branch_and_logit(tiny_export, x):
@@ -216,18 +175,3 @@ def test_an_unknown_soft_mix_is_refused(tiny_export, x):
     model.soft_mix = "weights"
     with pytest.raises(ConfigError, match="soft_mix 'weights'; expected one of outputs, param"):
         model(x, mode="soft")
-
-
-def test_a_folded_skip_weighs_as_its_normalised_output_does(tiny_export, x):
-    model = _trained_apart(tiny_export("legacy17"))
-    u = next(u for u, fold in enumerate(model._folds) if fold is not None)
-    branches = model.unit_branches(u)
-    xs = [torch.randn(4, *model.graph.units[u].in_shape[1:]) for _ in model.tasks]
-    probs = torch.softmax(torch.randn(len(model.tasks), len(model.units), 3), -1)
-    before = model._mix_parameters(u, xs, probs)
-    with torch.no_grad():  # the skip's raw output 100 times larger, its statistics to match
-        branches.skip.proj.weight.mul_(100)
-        branches.skip.norm.running_var.mul_(100**2)
-    after = model._mix_parameters(u, xs, probs)
-    for a, b in zip(after, before):
-        assert relative(a, b) <= 1e-4

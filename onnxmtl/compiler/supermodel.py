@@ -13,16 +13,9 @@ from torch import fx, nn
 from torch.func import functional_call
 
 from onnxmtl.compiler.backbone import output_values, unit_index
-from onnxmtl.compiler.branches import (
-    Projection,
-    Renorm,
-    UnitBranches,
-    UnitOps,
-    run_for,
-    weight_holder,
-)
+from onnxmtl.compiler.branches import Renorm, UnitBranches, UnitOps, run_for, weight_holder
 from onnxmtl.compiler.head_output import head_output
-from onnxmtl.compiler.mixing import SOFT_MIXES, folded_unit, mixed_parameters, skip_fold
+from onnxmtl.compiler.mixing import SOFT_MIXES, mixed_parameters
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.errors import ConfigError
 from onnxmtl.ir import Graph
@@ -58,9 +51,9 @@ class SuperModel(nn.Module):
 
     Modes: 'warmup' averages the available branches; 'soft' weighs them with Gumbel-softmax
     samples at temperature `tau`, mixing their outputs or, with `soft_mix` 'parameters' in
-    training, their parameters (see `mixing`: each unit then runs once per task); 'hard' runs
-    one sampled branch per (task, unit), with straight-through gradients to the logits;
-    'fixed' follows `policy`.
+    training, their parameters (see `mixing`: each unit's operators then run once per task);
+    'hard' runs one sampled branch per (task, unit), with straight-through gradients to the
+    logits; 'fixed' follows `policy`.
     In 'hard' mode, tasks that sampled the same shared or skip branch on the same input share
     one gate, so each of their logits receives the gradient of the group's summed loss.
     """
@@ -95,7 +88,6 @@ class SuperModel(nn.Module):
         self.mode = "warmup"
         self.tau = 5.0
         self.soft_mix = "outputs"
-        self._folds = [skip_fold(u.shared, u.skip) for u in units]
         self._policy: Policy | None = None
         self.set_policy(self.uniform_policy(SHARED))
         self.last_choices: Choices | None = None
@@ -326,13 +318,12 @@ class SuperModel(nn.Module):
     def _mix_parameters(
         self, u: int, xs: list[torch.Tensor], probs: torch.Tensor
     ) -> list[torch.Tensor]:
-        """Each task's copy of unit `u` run once on its input with the branches' parameters
-        mixed by its weights in `probs` (see `mixing`); a skip that does not fold in is run
-        once per distinct input and added."""
+        """Each task's copy of unit `u` run once on its input with its and the shared
+        branch's parameters mixed by its weights in `probs` (see `mixing`), plus the skip,
+        run once per distinct input and weighted."""
         unit = self.unit_branches(u)
-        fold = self._folds[u]
         shared = dict(unit.shared.named_parameters())
-        unfolded = self._allowed[u][SKIP] and fold is None
+        has_skip = self._allowed[u][SKIP]
         readers: dict[int, list[int]] = {}
         for t, x in enumerate(xs):
             readers.setdefault(id(x), []).append(t)
@@ -341,15 +332,10 @@ class SuperModel(nn.Module):
         for t, (x, row) in enumerate(zip(xs, probs[:, u].unbind(0))):
             w = row.unbind(0)
             own = unit.specific[t]
-            if fold is not None:
-                assert isinstance(own, UnitOps) and isinstance(unit.skip, Projection)
-                weights = (w[SHARED], w[SPECIFIC], w[SKIP])
-                out.append(folded_unit(fold, unit.shared, own, unit.skip, t, weights, x))
-                continue
             own_params = dict(own.named_parameters())
             params = mixed_parameters(shared, own_params, (w[SHARED], w[SPECIFIC]))
             y = functional_call(own, params, (x,))
-            if unfolded:
+            if has_skip:
                 if id(x) not in skipped:
                     skipped[id(x)] = self._branch(u, SKIP, readers[id(x)], x)
                 y = torch.addcmul(y, w[SKIP], skipped[id(x)])

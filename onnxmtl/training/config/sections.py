@@ -103,8 +103,8 @@ class SearchOptions:
     # and mixed, so the tasks' gradient on the policy carries no sampling noise) or 'hard'
     # (AutoMTL's: one sampled branch, straight-through)
     mix: SoftMix = option("outputs", flat="soft_mix")  # soft mode: 'outputs' (each branch
-    # run, their outputs mixed) or 'parameters' (each task's copy run once with the
-    # branches' parameters mixed: about half the step's time; see compiler.mixing)
+    # run, their outputs mixed) or 'parameters' (each task's copy run once with its and the
+    # shared branch's parameters mixed, the skip added: fewer convolutions; compiler.mixing)
     update: SearchUpdate = option("joint", flat="search_update")  # 'joint' (weights and
     # policy from one forward and backward pass on a batch of the training split) or
     # 'alternate' (AutoMTL's: weight steps on train1, then policy steps on train2; twice the
