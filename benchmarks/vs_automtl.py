@@ -16,7 +16,11 @@ twice on onnxmtl's side, mixing the branches' outputs (the default, as AutoMTL d
 parameters (`soft_mix: parameters`), and is followed by three single-task steps of the same
 backbone and heads, timed in turn with them: a soft step for three tasks that costs less than
 training the three single-task models for a step would have to skip convolutions, so AutoMTL's
-soft step over these is the most any soft step could gain.
+soft step over these is the most any soft step could gain. AutoMTL's hard step trains the
+argmax of its logits (all equal at the start, so every task takes the shared branch of every
+layer), one task after the other; onnxmtl's samples a branch per task and unit. The last row
+times the work AutoMTL's hard step does, the all-shared policy's step for the three tasks,
+on onnxmtl's side (its shared units run once for all tasks).
 
 Each measurement runs in a fresh process, AutoMTL and onnxmtl alternately (A, B, B, A, A,
 B...), and waits for the 1-minute load average to fall to --max-load first (up to
@@ -135,7 +139,7 @@ def worker(what: str, threads: int) -> None:
     if what == "compile":
         res = ours_compile()
     elif what == "step":
-        res = ours_step(["single", "soft", "soft-parameters", "hard"])
+        res = ours_step(["single", "soft", "soft-parameters", "hard", "shared"])
     else:
         res = ours_infer(threads)
     result = {"loadavg_before": before, "wall_s": time.time() - start, "res": res}
@@ -210,6 +214,7 @@ def rows(runs: dict) -> list[tuple[str, str, str, str]]:
     out += [(f"search step {m}, mobilenet_v2", "s", m, m) for m in ("soft", "hard")]
     out.append(("search step soft, onnxmtl's soft_mix: parameters", "s", "soft", "soft-parameters"))
     out.append(("search step soft: onnxmtl's 3 single-task steps, a floor", "s", "soft", "single"))
+    out.append(("search step hard: onnxmtl's step of the all-shared policy", "s", "hard", "shared"))
     infer = runs["ours"]["infer"][0]["res"]
     for name in INFERRED:
         for label in infer[name]:
