@@ -87,7 +87,7 @@ class SuperModel(nn.Module):
         self._allowed: list[list[bool]] = branch_mask.tolist()  # host copy: no device syncs
         self.mode = "warmup"
         self.tau = 5.0
-        self.soft_mix = "outputs"
+        self._soft_mix = "outputs"
         self._policy: Policy | None = None
         self.set_policy(self.uniform_policy(SHARED))
         self.last_choices: Choices | None = None
@@ -131,6 +131,20 @@ class SuperModel(nn.Module):
         unit = self.units[u]
         assert isinstance(unit, UnitBranches)
         return unit
+
+    @property
+    def soft_mix(self) -> str:
+        """What 'soft' mode mixes in training: the branches' 'outputs' or their 'parameters'
+        (see `mixing`)."""
+        return self._soft_mix
+
+    @soft_mix.setter
+    def soft_mix(self, value: str) -> None:
+        if value not in SOFT_MIXES:
+            raise ConfigError(
+                f"unknown soft_mix {value!r}; expected one of {', '.join(SOFT_MIXES)}."
+            )
+        self._soft_mix = value
 
     @property
     def policy(self) -> Policy | None:
@@ -190,10 +204,6 @@ class SuperModel(nn.Module):
         mode = mode or self.mode
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}.")
-        if self.soft_mix not in SOFT_MIXES:
-            raise ConfigError(
-                f"unknown soft_mix {self.soft_mix!r}; expected one of {', '.join(SOFT_MIXES)}."
-            )
         tau = self.tau if tau is None else tau
         probs = delta = None
         choices: Choices | None = None
@@ -293,19 +303,19 @@ class SuperModel(nn.Module):
                 out[t] = y
         return [out[t] for t in range(len(xs))]
 
-    def _mix(self, u: int, xs: list[torch.Tensor], probs: torch.Tensor) -> list[torch.Tensor]:
-        unit = self.unit_branches(u)
-        has_skip = self._allowed[u][SKIP]
+    def _per_input(self, u: int, branch: int, xs: list[torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Branch `branch` of unit `u` run once on each distinct input in `xs` (for the tasks
+        that read it), keyed by the input's id."""
         readers: dict[int, list[int]] = {}
         for t, x in enumerate(xs):
             readers.setdefault(id(x), []).append(t)
-        shared: dict[int, torch.Tensor] = {}
-        skipped: dict[int, torch.Tensor] = {}
-        for tasks in readers.values():
-            x = xs[tasks[0]]
-            shared[id(x)] = self._branch(u, SHARED, tasks, x)
-            if has_skip:
-                skipped[id(x)] = self._branch(u, SKIP, tasks, x)
+        return {key: self._branch(u, branch, tasks, xs[tasks[0]]) for key, tasks in readers.items()}
+
+    def _mix(self, u: int, xs: list[torch.Tensor], probs: torch.Tensor) -> list[torch.Tensor]:
+        unit = self.unit_branches(u)
+        has_skip = self._allowed[u][SKIP]
+        shared = self._per_input(u, SHARED, xs)
+        skipped = self._per_input(u, SKIP, xs) if has_skip else {}
         out = []
         for t, x in enumerate(xs):
             w = probs[t, u]
@@ -324,10 +334,7 @@ class SuperModel(nn.Module):
         unit = self.unit_branches(u)
         shared = dict(unit.shared.named_parameters())
         has_skip = self._allowed[u][SKIP]
-        readers: dict[int, list[int]] = {}
-        for t, x in enumerate(xs):
-            readers.setdefault(id(x), []).append(t)
-        skipped: dict[int, torch.Tensor] = {}
+        skipped = self._per_input(u, SKIP, xs) if has_skip else {}
         out = []
         for t, (x, row) in enumerate(zip(xs, probs[:, u].unbind(0))):
             w = row.unbind(0)
@@ -336,8 +343,6 @@ class SuperModel(nn.Module):
             params = mixed_parameters(shared, own_params, (w[SHARED], w[SPECIFIC]))
             y = functional_call(own, params, (x,))
             if has_skip:
-                if id(x) not in skipped:
-                    skipped[id(x)] = self._branch(u, SKIP, readers[id(x)], x)
                 y = torch.addcmul(y, w[SKIP], skipped[id(x)])
             out.append(y)
         return out
