@@ -109,13 +109,21 @@ def targets(gen: torch.Generator) -> dict[str, torch.Tensor]:
     }
 
 
-STEP_CONFIGS = ("single", "soft", "soft-parameters", "hard", "shared")
+STEP_CONFIGS = (
+    "single",
+    "soft",
+    "soft-parameters",
+    "soft-parameters-identity-skips",
+    "hard",
+    "shared",
+)
 
 
 def make_step(name: str, config: str):
     """A zero-argument function running one training step of `config` (one of
     `STEP_CONFIGS`: 3 single-task steps, a search step in soft mode mixing the branches'
-    outputs or their parameters, in hard mode, or the all-shared model's step)."""
+    outputs or their parameters (the latter also in the space without skip projections,
+    `skip_projection='none'`), in hard mode, or the all-shared model's step)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen).to(DEVICE)
     y = {k: v.to(DEVICE) for k, v in targets(gen).items()}
@@ -144,12 +152,13 @@ def make_step(name: str, config: str):
             sync()
 
         return step
-    model = compile(graph, ts).to(DEVICE).train()
+    projection = "none" if config.endswith("identity-skips") else "grouped"
+    model = compile(graph, ts, skip_projection=projection).to(DEVICE).train()
     weights = torch.optim.SGD(model.weight_parameters(), lr=1e-3, momentum=0.9)
     policy = torch.optim.Adam(model.policy_parameters(), lr=0.01)
 
-    mode = {"shared": "fixed", "soft-parameters": "soft"}.get(config, config)
-    if config == "soft-parameters":
+    mode = "fixed" if config == "shared" else config.split("-")[0]
+    if config.startswith("soft-parameters"):
         model.soft_mix = "parameters"
 
     def step() -> None:
@@ -228,10 +237,11 @@ def step_table(repeats: int, threads: int) -> None:
     print(f"## One search step: 3 tasks, batch {BATCH}, {SIZE}x{SIZE}, 1x1 conv heads, {where}\n")
     print(
         "| backbone | 3 single-task steps s | soft s | soft, parameters mixed s | hard s "
-        "| soft / 3 single | soft, parameters / 3 single | hard / 3 single "
+        "| soft / 3 single | soft, parameters / 3 single "
+        "| soft, parameters, identity skips only / 3 single | hard / 3 single "
         "| fixed all-shared / 3 single |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for name in ("mobilenet_v2", "resnet34"):
         times = interleaved_medians(
@@ -241,7 +251,9 @@ def step_table(repeats: int, threads: int) -> None:
         print(
             f"| {name} | {single:.3f} | {times['soft']:.3f} | {times['soft-parameters']:.3f} "
             f"| {times['hard']:.3f} | {times['soft'] / single:.2f} "
-            f"| {times['soft-parameters'] / single:.2f} | {times['hard'] / single:.2f} "
+            f"| {times['soft-parameters'] / single:.2f} "
+            f"| {times['soft-parameters-identity-skips'] / single:.2f} "
+            f"| {times['hard'] / single:.2f} "
             f"| {times['shared'] / single:.2f} |"
         )
         rows.append(name)

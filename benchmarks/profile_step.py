@@ -4,7 +4,8 @@
 
 Profiles compile_search.py's steps (3 tasks, batch 4, 128x128, 1x1 conv heads) with
 torch.profiler on the CPU: 3 single-task steps, a soft search step mixing the branches'
-outputs and one mixing their parameters (`soft_mix: parameters`), and a hard one. Each
+outputs and one mixing their parameters (`soft_mix: parameters`; also in the space without
+skip projections, `skip_projection='none'`), and a hard one. Each
 operator's self time is put in one of four groups: convolution (forward and backward),
 normalisation (forward and backward), the soft mix of the branches (elementwise mul and add)
 and everything else (autograd, allocation, optimiser, Python dispatch). The convolution and
@@ -35,7 +36,7 @@ GROUPS = {
     "normalisation": ("aten::native_batch_norm", "aten::native_batch_norm_backward"),
     "mix": ("aten::mul", "aten::add", "aten::addcmul"),
 }
-CONFIGS = ("single", "soft", "soft-parameters", "hard")
+CONFIGS = ("single", "soft", "soft-parameters", "soft-parameters-identity-skips", "hard")
 
 
 def grouped_ms(step: Callable[[], None], repeats: int) -> dict[str, float]:

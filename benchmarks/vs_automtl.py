@@ -139,7 +139,9 @@ def worker(what: str, threads: int) -> None:
     if what == "compile":
         res = ours_compile()
     elif what == "step":
-        res = ours_step(["single", "soft", "soft-parameters", "hard", "shared"])
+        from benchmarks.compile_search import STEP_CONFIGS
+
+        res = ours_step(list(STEP_CONFIGS))
     else:
         res = ours_infer(threads)
     result = {"loadavg_before": before, "wall_s": time.time() - start, "res": res}
@@ -213,6 +215,14 @@ def rows(runs: dict) -> list[tuple[str, str, str, str]]:
     out += [(f"compile {n}: onnxmtl's floor", "s", n, f"{n} floor") for n in COMPILED]
     out += [(f"search step {m}, mobilenet_v2", "s", m, m) for m in ("soft", "hard")]
     out.append(("search step soft, onnxmtl's soft_mix: parameters", "s", "soft", "soft-parameters"))
+    out.append(
+        (
+            "search step soft, onnxmtl's soft_mix: parameters, skip_projection: none",
+            "s",
+            "soft",
+            "soft-parameters-identity-skips",
+        )
+    )
     out.append(("search step soft: onnxmtl's 3 single-task steps, a floor", "s", "soft", "single"))
     out.append(("search step hard: onnxmtl's step of the all-shared policy", "s", "hard", "shared"))
     infer = runs["ours"]["infer"][0]["res"]

@@ -415,9 +415,10 @@ def _compile_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--skip-projection",
-        choices=["grouped", "full"],
+        choices=["grouped", "full", "none"],
         default="grouped",
-        help="skip of a unit that changes shape: grouped 1x1 (cheap) or full 1x1 (AutoMTL)",
+        help="skip of a unit that changes shape: grouped 1x1 (cheap), full 1x1 (AutoMTL) or "
+        "none (identity skips only, as in AdaShare; a faster soft search step)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of heads and projections")
 

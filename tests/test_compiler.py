@@ -161,6 +161,18 @@ def _unit_inputs(model, x):
     return seen
 
 
+def test_skip_projection_none_keeps_only_identity_skips(tiny_export):
+    graph = onnxmtl.load(tiny_export("legacy17"))
+    model = compile(graph, tasks(), skip_projection="none")
+    kept = [unit.keeps_shape for unit in graph.units]
+    assert any(kept) and not all(kept), "TinyNet has units of both kinds"
+    for u, (keeps, branches) in enumerate(zip(kept, model.units)):
+        assert isinstance(branches.skip, torch.nn.Identity) if keeps else branches.skip is None
+        assert bool(model.branch_mask[u, SKIP]) == keeps
+    with pytest.raises(ConfigError, match="skip_projection must be one of grouped, full, none"):
+        compile(graph, tasks(), skip_projection="identity")
+
+
 def test_units_of_unknown_shape_get_no_skip(tiny_export):
     graph = onnxmtl.load(tiny_export("legacy17"))
     unit = graph.units[1]

@@ -286,7 +286,7 @@ class Projection(nn.Module):
         return self.norm(self.proj(x))
 
 
-SKIP_PROJECTIONS = ("grouped", "full")
+SKIP_PROJECTIONS = ("grouped", "full", "none")
 
 
 def make_skip(
@@ -297,9 +297,13 @@ def make_skip(
 
     A 'grouped' projection uses gcd(C_in, C_out) groups, the cheapest 1x1 map that feeds
     every output channel (a depthwise one where the channels match), so skipping a unit
-    always saves compute; 'full' is a dense 1x1 convolution, as in AutoMTL."""
+    always saves compute; 'full' is a dense 1x1 convolution, as in AutoMTL; 'none' gives
+    no skip where the shape changes (only identity skips, as in AdaShare), so that a soft
+    search step computes no projection."""
     if unit.keeps_shape:
         return nn.Identity()
+    if projection == "none":
+        return None
     a, b = unit.in_shape, unit.out_shape
     if a is None or b is None or len(a) != len(b) or len(a) < 2:
         return None

@@ -62,7 +62,8 @@ def compile(
     and a skip; the first `shared_prefix` units may only be shared. Units whose normalisation
     was folded get one re-inserted (`renormalize`), initialised from `calibration` images
     (a seeded random batch if none is given; call `SuperModel.calibrate` with real data).
-    `skip_projection` is 'grouped' (cheap, the default) or 'full' (a dense 1x1 convolution).
+    `skip_projection` is 'grouped' (cheap, the default), 'full' (a dense 1x1 convolution) or
+    'none' (no skip where the unit changes shape).
     Heads (each model builds its own, see `onnxmtl.tasks.make_head`) and skip projections are
     initialised from `seed`.
     """
