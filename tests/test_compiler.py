@@ -173,6 +173,22 @@ def test_skip_projection_none_keeps_only_identity_skips(tiny_export):
         compile(graph, tasks(), skip_projection="identity")
 
 
+def test_a_search_compiles_with_the_configs_skip_projection(tiny_export, tmp_path):
+    data = dict(count=12, size=32, cache_dir=str(tmp_path / "data"))
+    config = dict(batch_size=4, warmup_steps=1, search_steps=1, post_train_steps=1, data=data)
+    run = tmp_path / "run"
+    onnxmtl.search(
+        tiny_export("legacy17"),
+        "scenes",
+        run,
+        config={**config, "skip_projection": "none"},
+        progress=False,
+    )
+    model = load_supermodel(run / "supermodel.pt")
+    assert model.options["skip_projection"] == "none"
+    assert [b.skip is None for b in model.units] == [not u.keeps_shape for u in model.graph.units]
+
+
 def test_units_of_unknown_shape_get_no_skip(tiny_export):
     graph = onnxmtl.load(tiny_export("legacy17"))
     unit = graph.units[1]

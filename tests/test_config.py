@@ -25,6 +25,7 @@ def test_every_string_option_with_fixed_values_is_a_literal():
         "search_mode",
         "search_update",
         "soft_mix",
+        "skip_projection",
         "policy_lr_schedule",
         "sharing_prior",
         "conflict_score",

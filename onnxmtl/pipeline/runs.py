@@ -254,7 +254,12 @@ def search(
         info = run_info("search", model_path, data, task_list, config)
         if resume:
             check_resume(out, info)
-        model = compile(load(model_path), task_list, seed=config.runtime.seed)
+        model = compile(
+            load(model_path),
+            task_list,
+            seed=config.runtime.seed,
+            skip_projection=config.search.skips,
+        )
         cost = make_cost(model, config, progress)
         trainer = Trainer(model, train, config, out, test=test, progress=progress, cost=cost)
         _record(out, info)
@@ -341,7 +346,9 @@ def _train_baseline(
         if done is not None:
             results[folder.name] = done
             continue
-        model = compile(load(model_path), group, seed=config.runtime.seed)
+        model = compile(
+            load(model_path), group, seed=config.runtime.seed, skip_projection=config.search.skips
+        )
         if policy is not None:
             fixed = Policy.for_model(policy, model)  # one for another model is refused
         elif baseline == "random":

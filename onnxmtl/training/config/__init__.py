@@ -22,6 +22,7 @@ from onnxmtl.training.config.sections import (
     SearchOptions,
     SearchUpdate,
     SharingPrior,
+    SkipProjection,
     SoftMix,
     WarmupOptions,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "SearchUpdate",
     "SearchOptions",
     "SharingPrior",
+    "SkipProjection",
     "SoftMix",
     "WarmupOptions",
     "as_config",

@@ -13,6 +13,7 @@ from onnxmtl.training.weighting import WEIGHTINGS
 
 SearchMode = Literal["hard", "soft"]
 SoftMix = Literal["outputs", "parameters"]
+SkipProjection = Literal["grouped", "full", "none"]
 SearchUpdate = Literal["alternate", "joint"]
 DeriveMethod = Literal["argmax", "sample", "conflict"]
 LrSchedule = Literal["constant", "cosine"]
@@ -105,6 +106,9 @@ class SearchOptions:
     mix: SoftMix = option("outputs", flat="soft_mix")  # soft mode: 'outputs' (each branch
     # run, their outputs mixed) or 'parameters' (each task's copy run once with its and the
     # shared branch's parameters mixed, the skip added: fewer convolutions; compiler.mixing)
+    skips: SkipProjection = option("grouped", flat="skip_projection")  # the skip of a unit
+    # that changes shape: a 'grouped' 1x1 projection (cheap), a 'full' one (AutoMTL's) or
+    # 'none' (identity skips only, AdaShare's space: a cheaper soft step, a smaller space)
     update: SearchUpdate = option("joint", flat="search_update")  # 'joint' (weights and
     # policy from one forward and backward pass on a batch of the training split) or
     # 'alternate' (AutoMTL's: weight steps on train1, then policy steps on train2; twice the
