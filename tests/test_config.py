@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from onnxmtl.compiler.branches import SKIP_PROJECTIONS
+from onnxmtl.compiler.mixing import SOFT_MIXES
 from onnxmtl.errors import ConfigError
 from onnxmtl.training import SearchConfig
 from onnxmtl.training.config import FLAT, SECTIONS, literal_fields
@@ -38,6 +40,11 @@ def test_every_string_option_with_fixed_values_is_a_literal():
     defaults = SearchConfig().to_dict()
     for name, allowed in CHOICES.items():
         assert defaults[name] in allowed
+
+
+def test_the_options_passed_to_the_supermodel_allow_what_it_accepts():
+    assert set(CHOICES["soft_mix"]) == set(SOFT_MIXES)
+    assert set(CHOICES["skip_projection"]) == set(SKIP_PROJECTIONS)
 
 
 @pytest.mark.parametrize("name", sorted(CHOICES))

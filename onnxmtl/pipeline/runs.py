@@ -224,6 +224,14 @@ def backbone_file(model: Backbone, out: Path, example_input: torch.Tensor | None
     return path
 
 
+def _compile(model_path: Path, tasks: list[Task], config: SearchConfig) -> SuperModel:
+    """The supermodel a run trains, compiled with the config's options (searches and
+    baselines alike, so that a policy of one fits the other)."""
+    return compile(
+        load(model_path), tasks, seed=config.runtime.seed, skip_projection=config.search.skips
+    )
+
+
 def _save(model: SuperModel, path: Path) -> None:
     if distributed.is_main():
         save_supermodel(model, path)
@@ -254,12 +262,7 @@ def search(
         info = run_info("search", model_path, data, task_list, config)
         if resume:
             check_resume(out, info)
-        model = compile(
-            load(model_path),
-            task_list,
-            seed=config.runtime.seed,
-            skip_projection=config.search.skips,
-        )
+        model = _compile(model_path, task_list, config)
         cost = make_cost(model, config, progress)
         trainer = Trainer(model, train, config, out, test=test, progress=progress, cost=cost)
         _record(out, info)
@@ -346,9 +349,7 @@ def _train_baseline(
         if done is not None:
             results[folder.name] = done
             continue
-        model = compile(
-            load(model_path), group, seed=config.runtime.seed, skip_projection=config.search.skips
-        )
+        model = _compile(model_path, group, config)
         if policy is not None:
             fixed = Policy.for_model(policy, model)  # one for another model is refused
         elif baseline == "random":
