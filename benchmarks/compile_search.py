@@ -158,8 +158,7 @@ def make_step(name: str, config: str):
     policy = torch.optim.Adam(model.policy_parameters(), lr=0.01)
 
     mode = "fixed" if config == "shared" else config.split("-")[0]
-    if config.startswith("soft-parameters"):
-        model.soft_mix = "parameters"
+    model.soft_mix = "parameters" if config.startswith("soft-parameters") else "outputs"
 
     def step() -> None:
         out = model(x, mode=mode, tau=5.0)

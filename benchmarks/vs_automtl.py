@@ -12,15 +12,16 @@ late-branching policies and all-shared) for MobileNetV2 and DeepLab-ResNet34. Th
 rows are followed by onnxmtl's floor for each backbone (`compile_search.weight_floor`: read
 and parse the file, copy its weights once and clone them per task, timed in turn with load +
 compile), the part of load + compile that no faster code could skip. The soft step is timed
-twice on onnxmtl's side, mixing the branches' outputs (the default, as AutoMTL does) and their
-parameters (`soft_mix: parameters`), and is followed by three single-task steps of the same
-backbone and heads, timed in turn with them: a soft step for three tasks that costs less than
-training the three single-task models for a step would have to skip convolutions, so AutoMTL's
-soft step over these is the most any soft step could gain. AutoMTL's hard step trains the
-argmax of its logits (all equal at the start, so every task takes the shared branch of every
-layer), one task after the other; onnxmtl's samples a branch per task and unit. The last row
-times the work AutoMTL's hard step does, the all-shared policy's step for the three tasks,
-on onnxmtl's side (its shared units run once for all tasks).
+twice on onnxmtl's side, mixing the branches' outputs (`soft_mix: outputs`, as AutoMTL does)
+and their parameters (`soft_mix: parameters`, the default), and is followed by three
+single-task steps of the same backbone and heads, timed in turn with them: a soft step for
+three tasks that costs less than training the three single-task models for a step would have
+to skip convolutions, so AutoMTL's soft step over these is the most any soft step could gain.
+AutoMTL's hard step trains the argmax of its logits (all equal at the start, so every task
+takes the shared branch of every layer), one task after the other; onnxmtl's samples a
+branch per task and unit. The last row times the work AutoMTL's hard step does, the
+all-shared policy's step for the three tasks, on onnxmtl's side (its shared units run once
+for all tasks).
 
 Each measurement runs in a fresh process, AutoMTL and onnxmtl alternately (A, B, B, A, A,
 B...), and waits for the 1-minute load average to fall to --max-load first (up to
@@ -213,8 +214,16 @@ def rows(runs: dict) -> list[tuple[str, str, str, str]]:
     """(work, unit, AutoMTL key, onnxmtl key) for every line of the table."""
     out = [(f"compile {n}", "s", n, n) for n in COMPILED]
     out += [(f"compile {n}: onnxmtl's floor", "s", n, f"{n} floor") for n in COMPILED]
-    out += [(f"search step {m}, mobilenet_v2", "s", m, m) for m in ("soft", "hard")]
-    out.append(("search step soft, onnxmtl's soft_mix: parameters", "s", "soft", "soft-parameters"))
+    out.append(("search step soft, mobilenet_v2, onnxmtl's soft_mix: outputs", "s", "soft", "soft"))
+    out.append(("search step hard, mobilenet_v2", "s", "hard", "hard"))
+    out.append(
+        (
+            "search step soft, onnxmtl's soft_mix: parameters (default)",
+            "s",
+            "soft",
+            "soft-parameters",
+        )
+    )
     out.append(
         (
             "search step soft, onnxmtl's soft_mix: parameters, skip_projection: none",

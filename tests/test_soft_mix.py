@@ -174,4 +174,4 @@ def test_an_unknown_soft_mix_is_refused(tiny_export):
     model = compile(onnxmtl.load(tiny_export("legacy17")), tasks())
     with pytest.raises(ConfigError, match="soft_mix 'weights'; expected one of outputs, param"):
         model.soft_mix = "weights"
-    assert model.soft_mix == "outputs"
+    assert model.soft_mix == "parameters"

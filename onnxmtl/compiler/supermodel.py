@@ -50,8 +50,9 @@ class SuperModel(nn.Module):
     tasks share on the same input, runs once for all of them.
 
     Modes: 'warmup' averages the available branches; 'soft' weighs them with Gumbel-softmax
-    samples at temperature `tau`, mixing their outputs or, with `soft_mix` 'parameters' in
-    training, their parameters (see `mixing`: each unit's operators then run once per task);
+    samples at temperature `tau`, mixing, in training, their parameters (`soft_mix`
+    'parameters', the default; see `mixing`: each unit's operators run once per task) or
+    their outputs ('outputs', AutoMTL's; always in eval mode);
     'hard' runs one sampled branch per (task, unit), with straight-through gradients to the
     logits; 'fixed' follows `policy`.
     In 'hard' mode, tasks that sampled the same shared or skip branch on the same input share
@@ -87,7 +88,7 @@ class SuperModel(nn.Module):
         self._allowed: list[list[bool]] = branch_mask.tolist()  # host copy: no device syncs
         self.mode = "warmup"
         self.tau = 5.0
-        self._soft_mix = "outputs"
+        self._soft_mix = "parameters"
         self._policy: Policy | None = None
         self.set_policy(self.uniform_policy(SHARED))
         self.last_choices: Choices | None = None
@@ -134,8 +135,8 @@ class SuperModel(nn.Module):
 
     @property
     def soft_mix(self) -> str:
-        """What 'soft' mode mixes in training: the branches' 'outputs' or their 'parameters'
-        (see `mixing`)."""
+        """What 'soft' mode mixes in training: the branches' 'parameters' (the default) or
+        their 'outputs' (see `mixing`)."""
         return self._soft_mix
 
     @soft_mix.setter

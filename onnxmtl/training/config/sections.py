@@ -103,9 +103,10 @@ class SearchOptions:
     mode: SearchMode = option("soft", flat="search_mode")  # 'soft' (every branch computed
     # and mixed, so the tasks' gradient on the policy carries no sampling noise) or 'hard'
     # (AutoMTL's: one sampled branch, straight-through)
-    mix: SoftMix = option("outputs", flat="soft_mix")  # soft mode: 'outputs' (each branch
-    # run, their outputs mixed) or 'parameters' (each task's copy run once with its and the
-    # shared branch's parameters mixed, the skip added: fewer convolutions; compiler.mixing)
+    mix: SoftMix = option("parameters", flat="soft_mix")  # soft mode in training:
+    # 'parameters' (each task's copy run once with its and the shared branch's parameters
+    # mixed, the skip added: fewer convolutions; compiler.mixing) or 'outputs' (AutoMTL's:
+    # each branch run, their outputs mixed)
     skips: SkipProjection = option("grouped", flat="skip_projection")  # the skip of a unit
     # that changes shape: a 'grouped' 1x1 projection (cheap), a 'full' one (AutoMTL's) or
     # 'none' (identity skips only, AdaShare's space: a cheaper soft step, a smaller space)
