@@ -4,6 +4,7 @@ a config is frozen."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from onnxmtl.cli import build_parser
 from onnxmtl.compiler.branches import SKIP_PROJECTIONS
 from onnxmtl.compiler.mixing import SOFT_MIXES
 from onnxmtl.errors import ConfigError
@@ -45,6 +47,20 @@ def test_every_string_option_with_fixed_values_is_a_literal():
 def test_the_options_passed_to_the_supermodel_allow_what_it_accepts():
     assert set(CHOICES["soft_mix"]) == set(SOFT_MIXES)
     assert set(CHOICES["skip_projection"]) == set(SKIP_PROJECTIONS)
+
+
+def _choices(command: str, flag: str) -> list[str]:
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in commands.choices[command]._actions if flag in a.option_strings)
+    assert action.choices is not None
+    return list(action.choices)
+
+
+def test_the_clis_fixed_choices_are_the_configs():
+    # the CLI spells them out so that --help need not import torch
+    assert _choices("compile", "--skip-projection") == list(SKIP_PROJECTIONS)
+    for command in ("search", "train", "run"):
+        assert set(_choices(command, "--precision")) == set(CHOICES["precision"])
 
 
 @pytest.mark.parametrize("name", sorted(CHOICES))
