@@ -195,7 +195,6 @@ def grouped_soft(model: nn.Module, projections: bool) -> tuple[nn.Module, Mixing
         conv, norm = getattr(parent, a), getattr(parent, b)
         setattr(parent, a, SoftUnit(conv, norm, i, mixing, i == 0, projections))
         setattr(parent, b, nn.Identity())
-    soft.mixing_logits = mixing.logits
     return soft, mixing
 
 
