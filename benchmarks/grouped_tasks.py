@@ -59,6 +59,11 @@ sys.path.insert(0, str(ROOT))
 from onnxmtl.benchmark.timing import interleaved_times  # noqa: E402
 
 TASKS, BATCH, SIZE = 3, 4, 128
+# (way, with skip projections, onnxmtl's step of the same search space: compile_search's config)
+SOFT_WAYS = (
+    ("grouped soft", True, "soft-parameters"),
+    ("grouped soft, identity skips", False, "soft-parameters-identity-skips"),
+)
 
 
 def grouped(copies: list[nn.Module]) -> nn.Module:
@@ -241,7 +246,7 @@ def main() -> None:
     with torch.no_grad():
         own_only = torch.cat([copies[0](x)] * TASKS, dim=1)
     soft_ways = {}
-    for way, projections in (("grouped soft", True), ("grouped soft, identity skips", False)):
+    for way, projections, _ in SOFT_WAYS:
         net, mixing = grouped_soft(copies[0], projections)
         net.train()
         # at p_own = 1 every task's unit is its own copy, here the first copy's weights
@@ -261,12 +266,8 @@ def main() -> None:
     if args.with_onnxmtl:
         from benchmarks.compile_search import make_step
 
-        for way, config in (
-            ("onnxmtl: 3 single-task steps", "single"),
-            ("onnxmtl: soft, parameters mixed", "soft-parameters"),
-            ("onnxmtl: soft, parameters mixed, identity skips", "soft-parameters-identity-skips"),
-        ):
-            ways[way] = make_step("mobilenet_v2", config)
+        for config in ("single", *(config for _, _, config in SOFT_WAYS)):
+            ways[f"onnxmtl: {config}"] = make_step("mobilenet_v2", config)
     times = interleaved_times(ways, args.repeats, warmup=2)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(
@@ -279,14 +280,11 @@ def main() -> None:
         print(f"| {way} | {seconds * 1000:.0f} | {med['apart'] / seconds:.2f}x |")
     print(f"\ngrouped output vs the copies': relative error {error:.1e}")
     if args.with_onnxmtl:
-        single = med["onnxmtl: 3 single-task steps"]
-        for soft, now in (
-            ("grouped soft", "onnxmtl: soft, parameters mixed"),
-            ("grouped soft, identity skips", "onnxmtl: soft, parameters mixed, identity skips"),
-        ):
-            best = single * med[soft] / med["apart"]
+        single = med["onnxmtl: single"]
+        for soft, _, config in SOFT_WAYS:
+            now, best = med[f"onnxmtl: {config}"], single * med[soft] / med["apart"]
             print(
-                f"{now}: {med[now] * 1000:.0f} ms now; task-stacked at best (three "
+                f"onnxmtl: {config}: {now * 1000:.0f} ms now; task-stacked at best (three "
                 f"single-task steps x {soft} / apart) {best * 1000:.0f} ms, "
                 f"{best / single:.2f}x three single-task steps"
             )
