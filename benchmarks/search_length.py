@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.evidence import backbone, headed_tasks, run_method  # noqa: E402
 from onnxmtl.benchmark.plots import figure, save_figure  # noqa: E402
 from onnxmtl.compiler import SHARED, Policy  # noqa: E402
-from onnxmtl.training import SearchConfig, delta_m  # noqa: E402
+from onnxmtl.tasks import delta_m  # noqa: E402
+from onnxmtl.training import SearchConfig  # noqa: E402
 
 
 def search_record(folder: Path) -> dict:

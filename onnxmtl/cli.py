@@ -480,7 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a baseline or post-train a given policy")
     _run_args(p)
-    p.add_argument("--baseline", default="all-shared", help="all-shared, single-task or random")
+    p.add_argument(
+        "--baseline",
+        default="all-shared",
+        help="all-shared, single-task, random, own-last-K or skip-last-K (the last K units "
+        "task-specific or skipped)",
+    )
     p.add_argument("--policy", help="policy.json to post-train instead of a baseline")
     p.set_defaults(func=cmd_train)
 
@@ -510,8 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (an unfinished one is resumed)")
     p.add_argument(
         "--baselines",
-        default="all-shared,single-task",
-        help="baselines to train: all-shared, single-task (comma-separated; '' for none)",
+        default="all-shared,single-task,last-k",
+        help="baselines to train beside the search, comma-separated ('' for none): all-shared, "
+        "single-task, last-k (own-last-1..3 and skip-last-1..3: the last units task-specific or "
+        "skipped), random, random-matched (random, as many unshared pairs as the search's), "
+        "all-shared-uncertainty; the best on validation is deployed",
     )
     p.add_argument("--batch-sizes", default="1,8", help="bench batch sizes (default 1,8)")
     p.add_argument("--force", action="store_true", help="redo a finished run folder")

@@ -37,7 +37,8 @@ def test_run_writes_models_and_a_report_from_its_own_figures(tiny_export, tmp_pa
     result = onnxmtl.run(
         tiny_export("legacy17"), "scenes", out, config=config, bench_repeats=3, progress=False
     )
-    names = ["searched", "all-shared", "single-seg", "single-depth", "single-normal"]
+    last_k = [f"{how}-last-{k}" for how in ("own", "skip") for k in (1, 2, 3)]
+    names = ["searched", "all-shared", *last_k, "single-seg", "single-depth", "single-normal"]
     assert sorted(p.name for p in (out / "models").glob("*.onnx")) == sorted(
         f"{n}.onnx" for n in names
     )
@@ -58,7 +59,12 @@ def test_run_writes_models_and_a_report_from_its_own_figures(tiny_export, tmp_pa
     assert "Latency budget 100 ms at batch 1" in report and f"{predicted:.3f} ms" in report
     deploy = results["deploy"]
     val = {m: e["val_delta_m"] for m, e in methods.items()}
-    assert val["single-task"] == 0 and set(val) == {"searched", "all-shared", "single-task"}
+    assert val["single-task"] == 0
+    assert set(val) == {"searched", "all-shared", "single-task", *last_k}
+    for name in last_k:  # each hand-made policy was trained as itself
+        policy = json.loads((out / "baselines" / name / "policy.json").read_text())
+        assert methods[name]["policy"] == policy["method"] == name
+        assert f"| {name} | {name} | {val[name]:+.2f} |" in report
     assert all(c["within_budget"] for c in deploy["candidates"])  # 100 ms: any model
     assert val[deploy["model"]] == max(val.values())
     assert f"Deploy **{deploy['model']}**" in report
@@ -83,7 +89,7 @@ def test_an_interrupted_run_resumes_without_retraining(tiny_export, tmp_path, ca
         onnxmtl.run(tiny_export("legacy17"), "scenes", out, config=TINY, progress=False)
     assert not (out / "results.json").exists()
     trained = {p: p.stat().st_mtime_ns for p in out.rglob("supermodel.pt")}
-    assert len(trained) == 5  # search, all-shared, 3 single-task
+    assert len(trained) == 11  # search, all-shared, 6 last-k, 3 single-task
     (out / "models" / "all-shared.onnx").unlink()
     monkeypatch.setattr(run_module, "bench", real_bench)
     onnxmtl.run(
@@ -130,7 +136,35 @@ def test_run_and_demo_bad_input(tiny_export, tmp_path):
             "--out",
             str(tmp_path / "o"),
             "--baselines",
-            "random",
+            "all-shared,last-k,median",
         ),
         "baselines must be among",
+        "got median",
     )
+
+
+def test_run_trains_a_size_matched_random_policy_and_an_uncertainty_weighted_all_shared(
+    tiny_export, tmp_path, cache
+):
+    out = tmp_path / "run"
+    baselines = ("random-matched", "all-shared-uncertainty")
+    result = onnxmtl.run(
+        tiny_export("legacy17"),
+        "scenes",
+        out,
+        config=TINY,
+        baselines=baselines,
+        bench_repeats=2,
+        progress=False,
+    )
+    searched = json.loads((out / "search" / "policy.json").read_text())
+    matched = json.loads((out / "baselines" / "random-matched" / "policy.json").read_text())
+    unshared = [sum(c != 0 for row in p["choices"] for c in row) for p in (searched, matched)]
+    assert unshared[0] == unshared[1]
+    assert matched["method"] == "random-matched" and matched["seed"] == 0
+    uw = out / "baselines" / "all-shared-uncertainty"
+    assert json.loads((uw / "config.json").read_text())["weighting"] == "uncertainty"
+    assert json.loads((uw / "policy.json").read_text())["method"] == "shared"
+    methods = result.results["methods"]
+    assert set(methods) == {"searched", *baselines}
+    assert result.results["deploy"]["reference"] == "searched"  # no single-task, no all-shared

@@ -10,13 +10,19 @@ import torch
 from torch import nn
 
 import onnxmtl
-from onnxmtl.compiler import SHARED, SPECIFIC, compile, load_supermodel, save_supermodel
+from onnxmtl.compiler import (
+    SHARED,
+    SPECIFIC,
+    compile,
+    load_supermodel,
+    random_policy,
+    save_supermodel,
+)
 from onnxmtl.compiler.branches import RunBatchNorm, per_run_statistics, run_for
 from onnxmtl.compiler.io import VERSION
 from onnxmtl.data import Scenes
 from onnxmtl.derived import derive
 from onnxmtl.exporter import export
-from onnxmtl.pipeline.runs import random_policy
 from onnxmtl.runtime import session
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig, Trainer, recompute_batchnorm

@@ -22,7 +22,6 @@ from onnxmtl.training import (
     Weighting,
     conflict_weights,
     cost_regularizer,
-    delta_m,
     depth_weights,
     derive_policy,
     expected_cost,
@@ -106,13 +105,6 @@ def test_dwa_weights_follow_loss_ratios():
         dwa(torch.tensor(losses))
     ratio = torch.tensor([0.5, 1.0])
     assert dwa.weights() == pytest.approx((2 * torch.softmax(ratio / 2, 0)).tolist())
-
-
-def test_delta_m_signs():
-    base = {"seg": {"miou": 0.5}, "depth": {"abs_err": 0.4}}
-    better = {"seg": {"miou": 0.55}, "depth": {"abs_err": 0.3}}
-    assert delta_m(better, base) == pytest.approx((10 + 25) / 2)
-    assert delta_m(base, base) == 0
 
 
 @pytest.mark.parametrize(

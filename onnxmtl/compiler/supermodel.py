@@ -59,7 +59,7 @@ class SuperModel(nn.Module):
     one gate, so each of their logits receives the gradient of the group's summed loss.
     """
 
-    branch_mask: torch.Tensor  # a buffer: (tasks, units, branches), True where available
+    branch_mask: torch.Tensor  # a buffer: (units, branches), True where available
 
     def __init__(
         self,

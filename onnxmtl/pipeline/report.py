@@ -13,6 +13,7 @@ from onnxmtl.benchmark.plots import figure, save_figure
 from onnxmtl.compiler import BRANCHES, Policy
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.run_folder import PipelineFolder
+from onnxmtl.tasks.delta_m import DEFINITION
 from onnxmtl.tasks.metrics import HIGHER_IS_BETTER
 from onnxmtl.training.phases import PostTrain, Search, Warmup
 
@@ -137,20 +138,17 @@ def deploy_section(results: dict[str, Any]) -> str:
     """Which model to deploy and why, with every candidate's validation and test figures."""
     choice = results["deploy"]
     names = [t["name"] for t in results["tasks"]]
-    files = {
-        "searched": "`models/searched.onnx`",
-        "all-shared": "`models/all-shared.onnx`",
-        "single-task": ", ".join(f"`models/single-{t}.onnx`" for t in names),
-    }
+    files = {name: f"`models/{name}.onnx`" for name in results["methods"]}
+    files["single-task"] = ", ".join(f"`models/single-{t}.onnx`" for t in names)
     lines = [
         f"Deploy **{choice['model']}** ({files[choice['model']]}): {choice['reason']}. "
         f"Budget: {choice['budget']}. Validation delta-m is against the {choice['reference']} "
         "model(s) on the validation split, which no model trained on; test figures are "
         "below and were not used to choose.",
         "",
-        "| model | val delta-m % | test delta-m % | params / single-task | latency ms | "
+        "| model | policy | val delta-m % | test delta-m % | params / single-task | latency ms | "
         "within budget |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     methods = results["methods"]
     for c in choice["candidates"]:
@@ -162,7 +160,8 @@ def deploy_section(results: dict[str, Any]) -> str:
             "-" if c["latency_ms"] is None else f"{c['latency_ms']:.3f}",
             "yes" if c["within_budget"] else "no",
         ]
-        lines.append(f"| {c['name']} | " + " | ".join(cells) + " |")
+        policy = methods[c["name"]].get("policy", "-")
+        lines.append(f"| {c['name']} | {policy} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -195,9 +194,9 @@ skipped (task, unit) pairs ({results["policy"]["method"]})
 
 ## Task metrics (test split)
 
-↑ higher is better, ↓ lower is better. delta-m is the mean relative change of every metric
-against the single-task models (sign per metric), in percent. Parameters are those of the
-model the policy implies, heads included; MACs are counted on the exported ONNX graph.
+↑ higher is better, ↓ lower is better. {results.get("delta_m", DEFINITION)}, against the
+single-task models. Parameters are those of the model the policy implies, heads included;
+MACs are counted on the exported ONNX graph.
 
 {metrics_table(results["methods"])}
 

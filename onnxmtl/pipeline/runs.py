@@ -10,7 +10,16 @@ from typing import Any
 
 import torch
 
-from onnxmtl.compiler import SHARED, Policy, SuperModel, compile, load_supermodel, save_supermodel
+from onnxmtl.compiler import (
+    POLICY_BASELINES,
+    Policy,
+    SuperModel,
+    baseline_policy,
+    compile,
+    is_policy_baseline,
+    load_supermodel,
+    save_supermodel,
+)
 from onnxmtl.cost import cost_factory, make_cost
 from onnxmtl.data import MultiTaskDataset, load_dataset, split_indices
 from onnxmtl.data.torch_dataset import DataSource, data_label, torch_splits
@@ -27,7 +36,7 @@ from onnxmtl.training.evaluate import evaluate
 from onnxmtl.training.result import SearchResult
 from onnxmtl.training.trainer import Trainer
 
-BASELINES = ("all-shared", "single-task", "random")
+BASELINES = ("single-task", *POLICY_BASELINES)  # what `train_baseline` trains by name
 LAYOUT: Layout = RunFolder.layout()
 RESUME_FREE = ("device", "threads", "checkpoint_every", "latency_cache")  # may change on --resume
 
@@ -70,7 +79,7 @@ def run_info(
     data: DataSource,
     tasks: list[Task],
     config: SearchConfig,
-    policy: str | Path | None = None,
+    policy: str | Path | Policy | None = None,
 ) -> dict[str, Any]:
     """What run.json records: what the run is, from which model file (path and content
     hash), data, tasks and config; --resume compares these (`check_resume`)."""
@@ -82,7 +91,9 @@ def run_info(
         "tasks": [t.to_dict() for t in tasks],
         "config": config.to_dict(),
     }
-    if policy is not None:
+    if isinstance(policy, Policy):
+        info["policy_sha256"] = hashlib.sha256(policy.to_json().encode()).hexdigest()
+    elif policy is not None:
         info["policy_sha256"] = file_hash(policy)
     return json.loads(json.dumps(info, default=str))
 
@@ -271,14 +282,6 @@ def search(
     return result
 
 
-def random_policy(model: SuperModel, seed: int) -> Policy:
-    """Each (task, unit) takes one of its available branches uniformly at random."""
-    gen = torch.Generator().manual_seed(seed)
-    probs = model.branch_mask.float().expand(len(model.tasks), -1, -1)
-    choices = torch.multinomial(probs.reshape(-1, 3), 1, generator=gen).view(probs.shape[:2])
-    return Policy(model.task_names, model.unit_names, choices.tolist(), "random", seed)
-
-
 def train_baseline(
     model_path: Backbone,
     data: DataSource,
@@ -286,18 +289,22 @@ def train_baseline(
     baseline: str,
     tasks: str | Path | list[Task] | None = None,
     config: SearchConfig | dict | str | Path | None = None,
-    policy: str | Path | None = None,
+    policy: str | Path | Policy | None = None,
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
     example_input: torch.Tensor | None = None,
 ) -> dict[str, SearchResult]:
     """Train a baseline from the same trainer: 'all-shared' (hard parameter sharing),
-    'single-task' (one model per task, in out/TASK) or 'random' (a seeded random policy);
-    or post-train the policy in a policy.json (`policy`). The backbone is an ONNX file or a
-    PyTorch module (exported on `example_input`)."""
-    if policy is None and baseline not in BASELINES:
-        raise ConfigError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}.")
+    'single-task' (one model per task, in out/TASK), 'random' (a seeded random policy) or a
+    hand-made 'own-last-K' / 'skip-last-K' (the last K units task-specific or skipped); or
+    post-train a given policy (`policy`: a policy.json or a `Policy`). The backbone is an ONNX
+    file or a PyTorch module (exported on `example_input`)."""
+    if policy is None and baseline != "single-task" and not is_policy_baseline(baseline):
+        raise ConfigError(
+            f"--baseline must be one of {', '.join(BASELINES)} (or own-last-K, skip-last-K), "
+            f"got {baseline!r}."
+        )
     out = Path(out)
     config = start(config)
     config = config.with_options(post_train_steps=config.baseline_length)
@@ -324,7 +331,7 @@ def _train_baseline(
     baseline: str,
     tasks: str | Path | list[Task] | None,
     config: SearchConfig,
-    policy: str | Path | None,
+    policy: str | Path | Policy | None,
     resume: bool,
     force: bool,
     progress: bool,
@@ -340,7 +347,7 @@ def _train_baseline(
     info = run_info(kind, model_path, data, task_list, config, policy)
     if resume:
         check_resume(out, info)
-    if policy is not None:
+    if isinstance(policy, str | Path):
         Policy.from_json(policy)  # a file that is not a policy is refused before run.json
     _record(out, info)
     for group in groups:
@@ -350,12 +357,15 @@ def _train_baseline(
             results[folder.name] = done
             continue
         model = _compile(model_path, group, config)
-        if policy is not None:
+        if isinstance(policy, Policy):
+            model.choices_of(policy)  # one for another model is refused
+            fixed = policy
+        elif policy is not None:
             fixed = Policy.for_model(policy, model)  # one for another model is refused
-        elif baseline == "random":
-            fixed = random_policy(model, config.runtime.seed)
+        elif baseline == "single-task":
+            fixed = baseline_policy(model, "all-shared", config.runtime.seed)
         else:
-            fixed = model.uniform_policy(SHARED)
+            fixed = baseline_policy(model, baseline, config.runtime.seed)
         label = f"{baseline} {group[0].name}" if baseline == "single-task" else baseline
         trainer = Trainer(
             model,

@@ -15,7 +15,15 @@ from typing import Any
 import torch
 
 from onnxmtl.benchmark import BenchResult, bench
-from onnxmtl.compiler import SHARED, Policy, load_supermodel, policy_params
+from onnxmtl.compiler import (
+    LAST_K_POLICIES,
+    SHARED,
+    Policy,
+    load_supermodel,
+    matched_random_policy,
+    policy_params,
+    unshared_pairs,
+)
 from onnxmtl.compiler.supermodel import SuperModel
 from onnxmtl.data.torch_dataset import DataSource, data_label
 from onnxmtl.derived import derive, save_derived
@@ -38,11 +46,34 @@ from onnxmtl.pipeline.runs import (
 )
 from onnxmtl.run_folder import Layout, PipelineFolder, RunFolder, clear_run, is_run
 from onnxmtl.runtime import cpu_threads
-from onnxmtl.tasks import Task
-from onnxmtl.training import SearchConfig, delta_m, distributed
+from onnxmtl.tasks import DELTA_M_DEFINITION, Task, delta_m
+from onnxmtl.training import SearchConfig, distributed
 
-BASELINES = ("all-shared", "single-task")
-LAYOUT: Layout = PipelineFolder.layout(BASELINES)
+# The models `run` trains beside the search, by default: the ones a person would try without
+# a search. All of them compete with the searched model on the validation split.
+DEFAULT_BASELINES = ("all-shared", "single-task", *LAST_K_POLICIES)
+# Besides the fixed-policy baselines (`compiler.is_policy_baseline`) and single-task: all-shared
+# trained with uncertainty weighting (a tuned scalarisation), and a random policy that leaves
+# the shared branch at as many (task, unit) pairs as the searched policy does.
+EXTRA_BASELINES = {"all-shared-uncertainty": {"weighting": "uncertainty"}, "random-matched": {}}
+RUN_BASELINES = (*DEFAULT_BASELINES, "random", *EXTRA_BASELINES)
+GROUPS = {"last-k": LAST_K_POLICIES}  # a name that stands for several baselines
+
+
+def expand_baselines(names: tuple[str, ...]) -> tuple[str, ...]:
+    """`names` with each group name (`GROUPS`) replaced by its baselines, duplicates dropped,
+    checked against `RUN_BASELINES`."""
+    expanded = [b for name in names for b in GROUPS.get(name, (name,))]
+    unknown = sorted(set(expanded) - set(RUN_BASELINES))
+    if unknown:
+        raise ConfigError(
+            f"baselines must be among {', '.join(RUN_BASELINES)} (or {', '.join(GROUPS)}); "
+            f"got {', '.join(unknown)}."
+        )
+    return tuple(dict.fromkeys(expanded))
+
+
+LAYOUT: Layout = PipelineFolder.layout(RUN_BASELINES)
 
 
 @dataclass
@@ -70,7 +101,7 @@ def run(
     out: str | Path,
     tasks: str | Path | list[Task] | None = None,
     config: SearchConfig | dict | str | Path | None = None,
-    baselines: tuple[str, ...] = BASELINES,
+    baselines: tuple[str, ...] = DEFAULT_BASELINES,
     batch_sizes: tuple[int, ...] = (1, 8),
     bench_repeats: int = 50,
     force: bool = False,
@@ -81,14 +112,14 @@ def run(
     the same trainer and budget; export every model to ONNX; time them with onnxruntime; write
     `report.md`, `results.json` and the plots into `out`. An unfinished `out` is resumed; a
     finished one is returned as it is unless `force` (which starts over). The backbone is an
-    ONNX file or a PyTorch module, exported (traced on `example_input`) into `out`."""
+    ONNX file or a PyTorch module, exported (traced on `example_input`) into `out`.
+    `baselines` are among `RUN_BASELINES` or `GROUPS`; the model to deploy is the best of them
+    and the searched model on the validation split (`choose_model`)."""
     out = Path(out)
     files = PipelineFolder(out)
     if not isinstance(model, torch.nn.Module) and not Path(model).is_file():
         raise ModelFileError(f"{model}: ONNX model not found.")
-    unknown = set(baselines) - set(BASELINES)
-    if unknown:
-        raise ConfigError(f"baselines must be among {', '.join(BASELINES)}; got {sorted(unknown)}.")
+    baselines = expand_baselines(baselines)
     if files.results.exists() and not force:
         if progress:
             print(f"{out} holds a finished run; --force runs it again", flush=True)
@@ -154,18 +185,32 @@ def _run(
         ),
     )
     supermodel = load_supermodel(files.search.supermodel)
+    policy = supermodel.policy or Policy.from_json(files.search.policy)  # saved without: older
     for name in baselines:
         folder = files.baseline(name).path
+        kind, fixed, options = name, None, EXTRA_BASELINES.get(name, {})
+        if name == "random-matched":
+            seed = config.runtime.seed
+            kind, fixed = name, matched_random_policy(supermodel, unshared_pairs(policy), seed)
+        elif name in EXTRA_BASELINES:
+            kind = "all-shared"
         _train_stage(
             folder,
             supermodel.task_names if name == "single-task" else [],
-            lambda folder=folder, name=name, **kw: train_baseline(
-                model, data, folder, name, tasks=tasks, config=config, progress=progress, **kw
+            lambda folder=folder, kind=kind, fixed=fixed, options=options, **kw: train_baseline(
+                model,
+                data,
+                folder,
+                kind,
+                tasks=tasks,
+                config=config.with_options(**options) if options else config,
+                policy=fixed,
+                progress=progress,
+                **kw,
             ),
         )
     if not distributed.is_main():  # under torchrun, rank 0 exports, benches and reports
         return RunResult(out, files.report, {})
-    policy = supermodel.policy or Policy.from_json(files.search.policy)  # saved without: older
     exported = _export_models(supermodel, policy, files, baselines, progress)
     if config.cost.latency_budget_ms is not None:  # the budget's batch is timed too
         batch_sizes = tuple(sorted({*batch_sizes, config.cost.latency_batch}))
@@ -185,6 +230,11 @@ def _run(
     return RunResult(out, report, results)
 
 
+def _one_model_baselines(baselines: tuple[str, ...]) -> list[str]:
+    """The baselines that are one model each (every one but single-task)."""
+    return [b for b in baselines if b != "single-task"]
+
+
 def _export_models(
     supermodel: SuperModel,
     policy: Policy,
@@ -192,18 +242,23 @@ def _export_models(
     baselines: tuple[str, ...],
     progress: bool,
 ) -> dict[str, Path]:
-    """ONNX files of the searched model and the baselines (trained weights where a baseline
-    was trained, else the same architecture from the searched supermodel)."""
+    """ONNX files of the searched model and of every baseline, each with its trained weights
+    (without a single-task baseline, the single-task models are cut from the searched
+    supermodel, for their latency)."""
     jobs: dict[str, tuple[SuperModel, Policy, list[str] | None]] = {
         out.SEARCHED: (supermodel, policy, None)
     }
-    shared_path = out.baseline("all-shared").supermodel
-    shared = load_supermodel(shared_path) if "all-shared" in baselines else None
-    jobs["all-shared"] = (shared or supermodel, (shared or supermodel).uniform_policy(SHARED), None)
+    for name in _one_model_baselines(baselines):
+        trained = load_supermodel(out.baseline(name).supermodel)
+        jobs[name] = (trained, _policy_of(out.baseline(name)), None)
     for task in supermodel.task_names:
         if "single-task" in baselines:
             single = load_supermodel(out.baseline("single-task").task(task).supermodel)
-            jobs[f"single-{task}"] = (single, single.uniform_policy(SHARED), None)
+            jobs[f"single-{task}"] = (
+                single,
+                _policy_of(out.baseline("single-task").task(task)),
+                None,
+            )
         else:
             jobs[f"single-{task}"] = (supermodel, supermodel.uniform_policy(SHARED), [task])
     files = {}
@@ -220,8 +275,24 @@ def _export_models(
     return files
 
 
+def _policy_of(folder: RunFolder) -> Policy:
+    """The policy a finished run folder trained."""
+    return Policy.from_json(folder.policy)
+
+
 def _metrics(folder: RunFolder, split: str = "test") -> dict[str, dict[str, float]]:
     return json.loads(folder.metrics.read_text())[split]
+
+
+def _entry(folder: RunFolder) -> dict[str, Any]:
+    """Test and validation metrics and parameters of the model a run folder trained."""
+    model = load_supermodel(folder.supermodel)
+    return {
+        "metrics": _metrics(folder),
+        "val_metrics": _metrics(folder, "val"),
+        "params": policy_params(model, _policy_of(folder).choices),
+        "policy": _policy_of(folder).method,
+    }
 
 
 def _results(
@@ -234,51 +305,37 @@ def _results(
     data: DataSource,
     config: SearchConfig,
 ) -> dict[str, Any]:
-    methods: dict[str, dict[str, Any]] = {
-        "searched": {
-            "metrics": _metrics(out.search),
-            "val_metrics": _metrics(out.search, "val"),
-            "params": policy_params(supermodel, policy.choices),
-        }
-    }
-    if "all-shared" in baselines:
-        folder = out.baseline("all-shared")
-        methods["all-shared"] = {
-            "metrics": _metrics(folder),
-            "val_metrics": _metrics(folder, "val"),
-            "params": policy_params(supermodel, supermodel.uniform_policy(SHARED).choices),
-        }
+    methods: dict[str, dict[str, Any]] = {"searched": _entry(out.search)}
+    methods["searched"]["params"] = policy_params(supermodel, policy.choices)
+    for name in _one_model_baselines(baselines):
+        methods[name] = _entry(out.baseline(name))
     if "single-task" in baselines:
-        metrics: dict[str, dict[str, float]] = {}
-        val: dict[str, dict[str, float]] = {}
-        params = 0
-        for task in supermodel.task_names:
-            folder = out.baseline("single-task").task(task)
-            metrics.update(_metrics(folder))
-            val.update(_metrics(folder, "val"))
-            single = load_supermodel(folder.supermodel)
-            params += policy_params(single, single.uniform_policy(SHARED).choices)
-        methods["single-task"] = {"metrics": metrics, "val_metrics": val, "params": params}
+        entries = [_entry(out.baseline("single-task").task(t)) for t in supermodel.task_names]
+        methods["single-task"] = {
+            "metrics": {k: v for e in entries for k, v in e["metrics"].items()},
+            "val_metrics": {k: v for e in entries for k, v in e["val_metrics"].items()},
+            "params": sum(e["params"] for e in entries),
+            "policy": "single-task",
+        }
+        single = methods["single-task"]
         for entry in methods.values():
-            entry["delta_m"] = delta_m(entry["metrics"], metrics)
-            entry["param_share"] = entry["params"] / params
-    reference = next(m for m in ("single-task", "all-shared", "searched") if m in methods)
+            entry["delta_m"] = delta_m(entry["metrics"], single["metrics"])
+            entry["param_share"] = entry["params"] / single["params"]
+    reference = "single-task" if "single-task" in methods else "all-shared"
+    reference = reference if reference in methods else "searched"
     for entry in methods.values():
         entry["val_delta_m"] = delta_m(entry["val_metrics"], methods[reference]["val_metrics"])
     infos = timing.models
-    single_macs = sum(v.macs for k, v in infos.items() if k.startswith("single-"))
-    methods["searched"]["macs"] = infos["searched"].macs
-    if "all-shared" in methods:
-        methods["all-shared"]["macs"] = infos["all-shared"].macs
-    if "single-task" in methods:
-        methods["single-task"]["macs"] = single_macs
     batch = config.cost.latency_batch if config.cost.latency_budget_ms is not None else 1
     p50 = timing.p50_ms(batch)
-    latency: dict[str, float] = {
-        m: p50[m] for m in ("searched", "all-shared") if m in p50 and m in methods
-    }
-    if "single-task" in methods:
-        latency["single-task"] = sum(v for k, v in p50.items() if k.startswith("single-"))
+    latency: dict[str, float] = {}
+    for name, entry in methods.items():
+        if name == "single-task":
+            entry["macs"] = sum(v.macs for k, v in infos.items() if k.startswith("single-"))
+            latency[name] = sum(v for k, v in p50.items() if k.startswith("single-"))
+        else:
+            entry["macs"] = infos[name].macs
+            latency[name] = p50[name]
     choice = choose_model(methods, latency, config, reference)
     return {
         "model": str(model),
@@ -286,6 +343,7 @@ def _results(
         "tasks": [t.to_dict() for t in supermodel.tasks],
         "units": len(supermodel.units),
         "policy": {"counts": policy.counts(), "method": policy.method, "seed": policy.seed},
+        "delta_m": DELTA_M_DEFINITION,
         "methods": methods,
         "bench": timing.to_dict(),
         "config": config.to_dict(),

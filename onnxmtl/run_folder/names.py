@@ -126,12 +126,7 @@ class PipelineFolder:
     BASELINES: ClassVar[str] = "baselines"
     MODELS: ClassVar[str] = "models"
     SEARCHED: ClassVar[str] = "searched"  # the searched model's name among the models
-    MODEL_FILES: ClassVar[tuple[str, ...]] = (
-        "searched.onnx",
-        "searched.pt",
-        "all-shared.onnx",
-        "single-*.onnx",
-    )
+    MODEL_FILES: ClassVar[tuple[str, ...]] = ("searched.onnx", "searched.pt", "single-*.onnx")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -175,7 +170,7 @@ class PipelineFolder:
         return self.path / self.MODELS
 
     def onnx(self, name: str) -> Path:
-        """The exported ONNX file of model `name` ('searched', 'all-shared', 'single-TASK')."""
+        """The exported ONNX file of model `name` ('searched', a baseline's name, 'single-TASK')."""
         return self.models / f"{name}.onnx"
 
     @property
@@ -185,12 +180,14 @@ class PipelineFolder:
 
     @classmethod
     def layout(cls, baselines: tuple[str, ...]) -> Layout:
-        """Every file `run` writes, with a run folder for the search and each of `baselines`."""
+        """Every file `run` writes, with a run folder for the search and each of `baselines`
+        (and the exported model of each but single-task's, whose models are `single-TASK`)."""
         trainer = RunFolder.layout()
+        models = [*cls.MODEL_FILES, *(f"{b}.onnx" for b in baselines if b != "single-task")]
         return {
             **dict.fromkeys([RUN_FILE, RunFolder.BACKBONE, cls.RESULTS, cls.TIMES, cls.REPORT]),
             **dict.fromkeys(cls.PLOTS),
             cls.SEARCH: trainer,
             cls.BASELINES: dict.fromkeys(baselines, trainer),
-            cls.MODELS: dict.fromkeys(cls.MODEL_FILES),
+            cls.MODELS: dict.fromkeys(models),
         }

@@ -1,5 +1,7 @@
 """Tasks: specs, default losses, standard metrics and heads."""
 
+from onnxmtl.tasks.delta_m import DEFINITION as DELTA_M_DEFINITION
+from onnxmtl.tasks.delta_m import delta_m, mean_metrics, task_deltas
 from onnxmtl.tasks.heads import (
     HEADS,
     ASPPHead,
@@ -15,6 +17,7 @@ from onnxmtl.tasks.metrics import HIGHER_IS_BETTER, Metric, format_metrics, make
 from onnxmtl.tasks.task import KINDS, HeadFactory, Task, check_tasks, load_tasks
 
 __all__ = [
+    "DELTA_M_DEFINITION",
     "ASPPHead",
     "ConvHead",
     "HEADS",
@@ -26,6 +29,7 @@ __all__ = [
     "Metric",
     "Task",
     "check_tasks",
+    "delta_m",
     "format_metrics",
     "head_factory",
     "is_custom_head",
@@ -33,5 +37,7 @@ __all__ = [
     "loss_fn",
     "make_head",
     "make_metric",
+    "mean_metrics",
     "register_head",
+    "task_deltas",
 ]

@@ -4,7 +4,7 @@ from onnxmtl.training.batchnorm import recompute_batchnorm
 from onnxmtl.training.config import SearchConfig, as_config, policy_lr_at, tau_at
 from onnxmtl.training.cost_model import CostModel
 from onnxmtl.training.derive_policy import derive_policy
-from onnxmtl.training.evaluate import delta_m, evaluate
+from onnxmtl.training.evaluate import evaluate
 from onnxmtl.training.regularizers import (
     conflict_weights,
     cost_regularizer,
@@ -33,7 +33,6 @@ __all__ = [
     "as_config",
     "conflict_weights",
     "cost_regularizer",
-    "delta_m",
     "depth_weights",
     "derive_policy",
     "evaluate",

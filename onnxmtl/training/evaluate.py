@@ -1,8 +1,6 @@
-"""Evaluation with the task metrics, and delta-m against single-task baselines."""
+"""Evaluation with the task metrics."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -10,7 +8,7 @@ import torch.nn.functional as F
 
 from onnxmtl.compiler import Policy, SuperModel
 from onnxmtl.data import MultiTaskDataset
-from onnxmtl.tasks import HIGHER_IS_BETTER, Task, make_metric
+from onnxmtl.tasks import Task, make_metric
 from onnxmtl.training.stream import collate
 
 
@@ -58,17 +56,3 @@ def evaluate(
     finally:
         model.train(was_training)
     return {name: m.compute() for name, m in metrics.items()}
-
-
-def delta_m(metrics: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]) -> float:
-    """Mean relative improvement (%) over the baseline across every task metric, each signed
-    so that better is positive (Maninis et al., 2019)."""
-    terms = []
-    for task, values in metrics.items():
-        for name, value in values.items():
-            base = baseline.get(task, {}).get(name)
-            if base is None or not base or math.isnan(base) or math.isnan(value):
-                continue
-            sign = 1 if HIGHER_IS_BETTER.get(name, True) else -1
-            terms.append(sign * (value - base) / abs(base) * 100)
-    return float(np.mean(terms)) if terms else math.nan
