@@ -1,6 +1,7 @@
 """Datasets, read from local files or generated (nothing is downloaded)."""
 
 from onnxmtl.data.base import SPLITS, MultiTaskDataset, split_indices
+from onnxmtl.data.fashion_edges import FashionEdges
 from onnxmtl.data.fashion_locate import FashionLocate
 from onnxmtl.data.fashion_mnist import CLASSES, find_fashion_mnist, load_fashion_mnist
 from onnxmtl.data.folders import FolderDataset
@@ -13,6 +14,7 @@ __all__ = [
     "CLASSES",
     "DATASETS",
     "SPLITS",
+    "FashionEdges",
     "FashionLocate",
     "FolderDataset",
     "MultiFashion",

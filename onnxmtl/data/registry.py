@@ -1,5 +1,5 @@
-"""Datasets by name (`multi-fashion`, `fashion-locate`, `scenes`) or by folder (a labelled
-folder of images, or the NYUv2 / CityScapes layout)."""
+"""Datasets by name (`multi-fashion`, `fashion-locate`, `fashion-edges`, `scenes`) or by folder
+(a labelled folder of images, or the NYUv2 / CityScapes layout)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxmtl.data.base import MultiTaskDataset
+from onnxmtl.data.fashion_edges import FashionEdges
 from onnxmtl.data.fashion_locate import FashionLocate
 from onnxmtl.data.folders import FolderDataset
 from onnxmtl.data.labelled_folder import LabelledFolder, is_labelled_folder
@@ -19,6 +20,7 @@ DatasetFactory = Callable[..., MultiTaskDataset]  # (split='train' | 'test', **o
 DATASETS: dict[str, DatasetFactory] = {
     "multi-fashion": MultiFashion,
     "fashion-locate": FashionLocate,
+    "fashion-edges": FashionEdges,
     "scenes": Scenes,
 }
 

@@ -342,7 +342,12 @@ def _results(
         "data": data_label(data),
         "tasks": [t.to_dict() for t in supermodel.tasks],
         "units": len(supermodel.units),
-        "policy": {"counts": policy.counts(), "method": policy.method, "seed": policy.seed},
+        "policy": {
+            "counts": policy.counts(),
+            "method": policy.method,
+            "seed": policy.seed,
+            "choices": policy.choices,
+        },
         "delta_m": DELTA_M_DEFINITION,
         "methods": methods,
         "bench": timing.to_dict(),
