@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from onnxmtl.errors import ConfigError, OnnxMtlError
 from onnxmtl.version import __version__
 
-DATA_HELP = "multi-fashion, fashion-locate, scenes, or a dataset folder"
+DATA_HELP = "multi-fashion, fashion-locate, fashion-edges, scenes, or a dataset folder"
 
 
 def _input_shape(text: str | None) -> tuple[int, ...] | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxmtl.data.canvas import FashionCanvas
-from onnxmtl.data.fashion_locate import ITEM, tight_boxes
+from onnxmtl.data.fashion_locate import place
 from onnxmtl.tasks import Task
 
 CANVAS = 40
@@ -25,23 +25,6 @@ CANVAS = 40
 # trousers), 22% of its non-zero pixels, 5.4% of the canvas; 0.2% of items have none; 4% of
 # the edge pixels lie in the 1-pixel ring just outside the box.
 THRESHOLD = 640
-
-
-def place(
-    images: np.ndarray, labels: np.ndarray, count: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`count` (40, 40) uint8 canvases, the class of each item, and the (N, 4) pixel box
-    (top, left, bottom, right; exclusive) its pixels fill, from a seeded draw of items and
-    places."""
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(images), count)
-    offset = rng.integers(0, CANVAS - ITEM + 1, (count, 2))
-    rows = offset[:, 0, None, None] + np.arange(ITEM)[:, None]
-    cols = offset[:, 1, None, None] + np.arange(ITEM)
-    items = images[pick]
-    canvas = np.zeros((count, CANVAS, CANVAS), np.uint8)
-    canvas[np.arange(count)[:, None, None], rows, cols] = items
-    return canvas, labels[pick], tight_boxes(items) + np.tile(offset, 2)
 
 
 def sobel_squared(images: np.ndarray) -> np.ndarray:
@@ -76,7 +59,7 @@ class FashionEdges(FashionCanvas):
     def compose(
         self, images: np.ndarray, labels: np.ndarray, count: int, seed: int
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        canvas, item, self.boxes = place(images, labels, count, seed)
+        canvas, item, self.boxes = place(images, labels, count, seed, CANVAS)
         return canvas, {"item": item, "edges": edges(canvas)}
 
     def tasks(self) -> list[Task]:

@@ -36,18 +36,18 @@ def tight_boxes(images: np.ndarray) -> np.ndarray:
 
 
 def place(
-    images: np.ndarray, labels: np.ndarray, count: int, seed: int
+    images: np.ndarray, labels: np.ndarray, count: int, seed: int, side: int = CANVAS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`count` (48, 48) uint8 canvases, the class of each item, and the (N, 4) pixel box
+    """`count` (side, side) uint8 canvases, the class of each item, and the (N, 4) pixel box
     (top, left, bottom, right; exclusive) its pixels fill, from a seeded draw of items and
     places."""
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(images), count)
-    offset = rng.integers(0, CANVAS - ITEM + 1, (count, 2))
+    offset = rng.integers(0, side - ITEM + 1, (count, 2))
     rows = offset[:, 0, None, None] + np.arange(ITEM)[:, None]
     cols = offset[:, 1, None, None] + np.arange(ITEM)
     items = images[pick]
-    canvas = np.zeros((count, CANVAS, CANVAS), np.uint8)
+    canvas = np.zeros((count, side, side), np.uint8)
     canvas[np.arange(count)[:, None, None], rows, cols] = items
     return canvas, labels[pick], tight_boxes(items) + np.tile(offset, 2)
 
