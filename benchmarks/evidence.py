@@ -68,7 +68,7 @@ def seed_config(base: SearchConfig, seed: int, device: str, threads: int) -> Sea
     return base.with_options(seed=seed, device=device, threads=threads, data=options)
 
 
-def run_seed(model: Path, data: str, tasks, config: SearchConfig, out: Path) -> dict:
+def run_seed(size: int, data: str, tasks, config: SearchConfig, out: Path) -> dict:
     """One seed's `run` results, from its folder when it finished at this very config."""
     results_file = out / "results.json"
     if results_file.exists():
@@ -76,7 +76,7 @@ def run_seed(model: Path, data: str, tasks, config: SearchConfig, out: Path) -> 
         check_reusable(results, config.to_dict(), str(results_file))
         return results
     result = run(
-        model, data, out, tasks, config=config, baselines=BASELINES, bench_repeats=10,
+        backbone(size), data, out, tasks, config=config, baselines=BASELINES, bench_repeats=10,
         progress=False,
     )  # fmt: skip
     return result.results
@@ -119,7 +119,6 @@ def main() -> int:
     )
     args = parser.parse_args()
     base = SearchConfig.load(args.config)
-    model = backbone(args.size)
     meta = provenance(args.threads)
     try:
         for data in args.datasets:
@@ -130,7 +129,7 @@ def main() -> int:
                 out = args.out / name / f"seed{seed}"
                 if args.summarize_only and not (out / "results.json").exists():
                     continue
-                runs[seed] = run_seed(model, data, tasks, config, out)
+                runs[seed] = run_seed(args.size, data, tasks, config, out)
                 deployed = runs[seed]["deploy"]["model"]
                 print(f"{name} seed {seed}: done, run deploys {deployed}", flush=True)
             if not runs:
