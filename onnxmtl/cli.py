@@ -288,6 +288,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         batch=args.batch,
         fp16=args.fp16,
+        image_size=None if args.image_size is None else _sizes(args.image_size, "--image-size", 2),
     )
     print(report.describe())
     return 0
@@ -552,6 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("derived", help="file written by onnxmtl derive")
     p.add_argument("-o", "--output", default="model.onnx", help="file to write (.onnx)")
     p.add_argument("--input-size", help="H,W; needed where the backbone's size is symbolic")
+    p.add_argument(
+        "--image-size",
+        help="H,W of the images the model is to take, where they differ from the backbone's "
+        "input (the size a run trained on): the graph resizes them first, as training did",
+    )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--batch", type=int, help="fix the batch size (default: dynamic)")
     p.add_argument(

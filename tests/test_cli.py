@@ -278,9 +278,12 @@ def test_derive_export_and_bench_commands(tiny_export, tmp_path):
         proc = run_cli("derive", str(supermodel), "-o", str(derived), *extra)
         assert proc.returncode == 0, proc.stderr
         files[name] = tmp_path / f"{name}.onnx"
-        proc = run_cli("export", str(derived), "-o", str(files[name]))
+        size = ["--image-size", "24,24"] if name == "seg" else []  # resized to 32x32 inside
+        proc = run_cli("export", str(derived), "-o", str(files[name]), *size)
         assert proc.returncode == 0, proc.stderr
         assert "Conv nodes" in proc.stdout
+        dims = onnx.load(files[name]).graph.input[0].type.tensor_type.shape.dim
+        assert [d.dim_value for d in dims[1:]] == ([3, 24, 24] if size else [3, 32, 32])
     out = tmp_path / "bench"
     proc = run_cli(
         "bench",

@@ -9,14 +9,18 @@ import csv
 import json
 
 import numpy as np
+import onnx
 import pytest
+import torch
 from PIL import Image
 
 import onnxmtl
+from onnxmtl.compiler import load_supermodel
 from onnxmtl.data import load_dataset, split_indices
 from onnxmtl.data.fashion_mnist import DEBIAN_DIR, load_fashion_mnist
 from onnxmtl.data.labelled_folder import LabelledFolder
 from onnxmtl.errors import DataError
+from onnxmtl.runtime import session
 from onnxmtl.training import SearchConfig, Trainer
 from tests.test_cli import assert_clean_error, run_cli
 
@@ -268,3 +272,43 @@ def test_depth_maps_as_16_bit_png_and_npy(tmp_path):
     data = load_dataset(root, "train")
     for name, got in zip(data.names, data.targets["depth"]):
         assert np.array_equal(got, maps[int(name[0])].astype(np.float32)), name
+
+
+def test_a_run_exports_models_that_take_the_folders_images_as_they_are(
+    tmp_path, tiny_export, monkeypatch
+):
+    """The folder's images are 28x28, the backbone's input 32x32: training resized them, and
+    every exported model takes them at 28x28 and resizes them the same way."""
+    monkeypatch.setenv("ONNXMTL_CACHE", str(tmp_path / "cache"))
+    root, _, _ = write_folder(tmp_path / "shop")
+    config = {"batch_size": 4, "warmup_steps": 1, "search_steps": 2, "post_train_steps": 1}
+    out = tmp_path / "run"
+    result = onnxmtl.run(
+        tiny_export("legacy17"), root, out, config=config, baselines=("all-shared",),
+        bench_repeats=2, progress=False,
+    )  # fmt: skip
+    image, _ = load_dataset(root, "test")[0]
+    for path in sorted((out / "models").glob("*.onnx")):
+        model = onnx.load(path)
+        dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+        assert dims == ["batch", 3, 28, 28], path.name
+        contract = json.loads({p.key: p.value for p in model.metadata_props}["onnxmtl.input"])
+        assert contract["shape"] == ["batch", 3, 28, 28] and "0.485" in contract["preprocessing"]
+    # the searched file on a test image as the folder gives it, against the trained model fed
+    # as training fed it (resized to 32x32), to the export tolerance 1e-4 of the output scale
+    supermodel = load_supermodel(out / "search" / "supermodel.pt").eval()
+    with torch.no_grad():
+        resized = torch.nn.functional.interpolate(
+            image[None], size=(32, 32), mode="bilinear", align_corners=False
+        )
+        expected = supermodel(resized, mode="fixed", policy=supermodel.policy)
+    ort = session(str(out / "models" / "searched.onnx"), ["CPUExecutionProvider"])
+    got = ort.run(["item", "ink", "shape"], {"image": image[None].numpy()})
+    for name, value in zip(["item", "ink", "shape"], got):
+        ref = expected[name].numpy()
+        assert np.abs(value - ref).max() <= 1e-4 * np.abs(ref).max(), name
+    checked = result.results["self_check"]
+    assert set(checked) == {"searched", "all-shared", "single-item", "single-ink", "single-shape"}
+    assert max(checked.values()) <= 1e-4
+    assert "[batch, 3, 28, 28]" in (out / "report.md").read_text()
+    assert {m["input_shape"][-1] for m in result.results["bench"]["models"].values()} == {28}

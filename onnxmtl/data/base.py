@@ -13,6 +13,10 @@ from onnxmtl.tasks import Task
 SPLITS = ("train", "train1", "train2", "val", "test")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PREPROCESSING = (
+    f"RGB (grey images repeated) scaled to [0, 1], then per channel minus mean {IMAGENET_MEAN} "
+    f"over std {IMAGENET_STD}"
+)
 
 Sample = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
@@ -21,6 +25,7 @@ class MultiTaskDataset(Dataset):
     """A dataset whose samples are (image (3, H, W) float, {task name: target})."""
 
     name = "dataset"
+    preprocessing = PREPROCESSING  # what an image went through before the model, in words
 
     def __len__(self) -> int:
         raise NotImplementedError

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from onnxmtl.derived import DerivedModel, one_module_per_run
@@ -28,6 +29,7 @@ DEFAULT_RTOL = 1e-4
 FP16_RTOL = 1e-2  # float16 keeps 11 significant bits; errors add up over a network
 INPUT_NAME = "image"
 POLICY_KEY = "onnxmtl.policy"
+INPUT_KEY = "onnxmtl.input"  # the input contract: name, layout, size, preprocessing
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,20 @@ class ExportReport:
             f"onnxruntime vs PyTorch max diff {self.max_abs_diff:.3g} "
             f"({self.max_rel_diff:.3g} of the output scale, tolerance {self.tolerance:g})"
         )
+
+
+class _ResizeFirst(nn.Module):
+    """Resizes images to the backbone's size before the model, as training did
+    (`onnxmtl.training.evaluate.fit_input`: bilinear, half-pixel centres), so that the file
+    takes the images at the size they come in."""
+
+    def __init__(self, inner: nn.Module, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.inner, self.size = inner, size
+
+    def forward(self, x: torch.Tensor):
+        x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return self.inner(x)
 
 
 class _Half(nn.Module):
@@ -89,6 +105,8 @@ def export(
     seed: int = 0,
     batch: int | None = None,
     fp16: bool = False,
+    image_size: Sequence[int] | None = None,
+    preprocessing: str | None = None,
 ) -> ExportReport:
     """Write `model` to `path` as one ONNX graph: input 'image' (a dynamic batch, or the
     fixed `batch`), one output per task named after it, the policy in the metadata. The file
@@ -96,7 +114,10 @@ def export(
     `tolerance` (max difference over the largest output magnitude; default 1e-4, or 1e-2
     with `fp16`) on a seeded batch (of 2 when the batch is dynamic, traced with 1), else
     nothing is written. `fp16` computes in float16 between a float32 input and float32
-    outputs (for GPUs; half the weight bytes)."""
+    outputs (for GPUs; half the weight bytes). `image_size` (H, W): the size of the images the
+    model is to take where it differs from the backbone's (the size a run trained on); the
+    graph then resizes them first, as training did. The metadata states the input contract
+    (`INPUT_KEY`: name, layout, size, and `preprocessing` in words)."""
     if not isinstance(model, DerivedModel):
         raise ConfigError(
             f"export takes a DerivedModel (from onnxmtl.derive), got {type(model).__name__}."
@@ -112,16 +133,25 @@ def export(
         raise ConfigError(f"tolerance {tolerance!r}: give a number > 0.")
     path = Path(path)
     shape = image_shape(model, input_size)
+    if image_size is not None:
+        if len(image_size) != 2 or not all(isinstance(d, int) and d > 0 for d in image_size):
+            raise ConfigError(f"image_size {image_size!r}: give (H, W), two sizes > 0.")
+        backbone = (shape[1], shape[2])
+        shape = (shape[0], int(image_size[0]), int(image_size[1]))
     names = model.task_names
     was_training = model.training
     model.eval()
     size = batch or 2
     x = torch.from_numpy(np.random.default_rng(seed).standard_normal((size, *shape)).astype("f4"))
     try:
-        with torch.no_grad():
-            outputs = model(x)
-        expected = [outputs[name].numpy() for name in names]
         wrapper: nn.Module = one_module_per_run(model).eval()
+        fed = x
+        if image_size is not None and tuple(image_size) != backbone:
+            wrapper = _ResizeFirst(wrapper, backbone).eval()
+            fed = F.interpolate(x, size=backbone, mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            outputs = model(fed)
+        expected = [outputs[name].numpy() for name in names]
         if fp16:
             wrapper = _Half(copy.deepcopy(wrapper))
         axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]} if batch is None else None
@@ -135,6 +165,15 @@ def export(
             POLICY_KEY: json.dumps(asdict(model.policy)),
             "onnxmtl.tasks": json.dumps([t.to_dict() for t in model.tasks]),
             "onnxmtl.precision": "fp16" if fp16 else "fp32",
+            INPUT_KEY: json.dumps(
+                {
+                    "name": INPUT_NAME,
+                    "layout": "NCHW",
+                    "dtype": "float32",
+                    "shape": ["batch" if batch is None else batch, *shape],
+                    "preprocessing": preprocessing or "as the model was trained",
+                }
+            ),
         },
     )
     onnx.checker.check_model(proto, full_check=True)

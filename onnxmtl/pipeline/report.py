@@ -165,6 +165,22 @@ def deploy_section(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def input_lines(results: dict[str, Any]) -> str:
+    """What every exported model takes, and how closely each reproduced its trained model on
+    a test image in onnxruntime ('' for results from before the input contract)."""
+    spec, checked = results.get("input"), results.get("self_check")
+    if not spec or not checked:
+        return ""
+    shape = ", ".join(map(str, spec["shape"]))
+    worst = max(checked, key=checked.get)
+    return (
+        f"- input of every exported model: `{spec['name']}`, {spec['dtype']} {spec['layout']} "
+        f"[{shape}]; {spec['preprocessing']}\n"
+        f"- self-check: on a test image, onnxruntime matched each trained model to at most "
+        f"{checked[worst]:.2g} of the output scale ({worst})"
+    )
+
+
 def write_report(results: dict[str, Any], out: Path) -> Path:
     """Write the plots and `report.md` into `out`; return the report's path."""
     files = PipelineFolder(out)
@@ -187,6 +203,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
 - policy: {counts["shared"]} shared, {counts["specific"]} task-specific, {counts["skip"]} \
 skipped (task, unit) pairs ({results["policy"]["method"]})
 - wall time: {minutes:.1f} min (search, baselines, export, bench; resumed calls added up)
+{input_lines(results)}
 
 ## Which model to deploy
 

@@ -156,6 +156,16 @@ def _datasets(
     return torch_splits(data, load_tasks(tasks) if isinstance(tasks, str | Path) else tasks)
 
 
+def test_image(
+    data: DataSource, config: SearchConfig, tasks: str | Path | list[Task] | None
+) -> tuple[torch.Tensor, str]:
+    """The first image of the test split as a batch of one, at the size the data come in,
+    and how the dataset preprocessed it (in words): what a deployed model takes."""
+    _, test = _datasets(data, config, tasks)
+    image, _ = test[0]
+    return image.unsqueeze(0), test.preprocessing
+
+
 def _tasks(
     tasks: str | Path | list[Task] | None,
     dataset: MultiTaskDataset,

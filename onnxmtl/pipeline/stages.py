@@ -17,7 +17,6 @@ import torch
 from onnxmtl.benchmark import BenchResult, bench
 from onnxmtl.compiler import (
     LAST_K_POLICIES,
-    SHARED,
     Policy,
     load_supermodel,
     matched_random_policy,
@@ -26,11 +25,17 @@ from onnxmtl.compiler import (
 )
 from onnxmtl.compiler.supermodel import SuperModel
 from onnxmtl.data.torch_dataset import DataSource, data_label
-from onnxmtl.derived import derive, save_derived
 from onnxmtl.errors import ConfigError, ModelFileError
-from onnxmtl.exporter import export
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.pipeline.choose import choose_model
+from onnxmtl.pipeline.exports import (
+    export_models,
+    input_contract,
+    one_model_baselines,
+    policy_of,
+    run_models,
+    self_check,
+)
 from onnxmtl.pipeline.report import write_report
 from onnxmtl.pipeline.runs import (
     Backbone,
@@ -41,6 +46,7 @@ from onnxmtl.pipeline.runs import (
     has_checkpoint,
     search,
     start,
+    test_image,
     train_baseline,
     writing,
 )
@@ -211,7 +217,10 @@ def _run(
         )
     if not distributed.is_main():  # under torchrun, rank 0 exports, benches and reports
         return RunResult(out, files.report, {})
-    exported = _export_models(supermodel, policy, files, baselines, progress)
+    image, preprocessing = test_image(data, config, tasks)
+    models = run_models(supermodel, policy, files, baselines)
+    exported = export_models(models, files, image, preprocessing, progress)
+    checked = self_check(models, exported, image)
     if config.cost.latency_budget_ms is not None:  # the budget's batch is timed too
         batch_sizes = tuple(sorted({*batch_sizes, config.cost.latency_batch}))
     timing = bench(
@@ -223,61 +232,13 @@ def _run(
         threads=config.runtime.threads,
     )
     results = _results(files, supermodel, policy, baselines, timing, model, data, config)
+    results["input"] = input_contract(exported[files.SEARCHED])
+    results["self_check"] = checked
     previous = json.loads(files.times.read_text()) if files.times.exists() else []
     results["wall_seconds"] = sum(previous) + time.time() - started
     report = write_report(results, out)
     atomic_write_text(files.results, json.dumps(results, indent=1))
     return RunResult(out, report, results)
-
-
-def _one_model_baselines(baselines: tuple[str, ...]) -> list[str]:
-    """The baselines that are one model each (every one but single-task)."""
-    return [b for b in baselines if b != "single-task"]
-
-
-def _export_models(
-    supermodel: SuperModel,
-    policy: Policy,
-    out: PipelineFolder,
-    baselines: tuple[str, ...],
-    progress: bool,
-) -> dict[str, Path]:
-    """ONNX files of the searched model and of every baseline, each with its trained weights
-    (without a single-task baseline, the single-task models are cut from the searched
-    supermodel, for their latency)."""
-    jobs: dict[str, tuple[SuperModel, Policy, list[str] | None]] = {
-        out.SEARCHED: (supermodel, policy, None)
-    }
-    for name in _one_model_baselines(baselines):
-        trained = load_supermodel(out.baseline(name).supermodel)
-        jobs[name] = (trained, _policy_of(out.baseline(name)), None)
-    for task in supermodel.task_names:
-        if "single-task" in baselines:
-            single = load_supermodel(out.baseline("single-task").task(task).supermodel)
-            jobs[f"single-{task}"] = (
-                single,
-                _policy_of(out.baseline("single-task").task(task)),
-                None,
-            )
-        else:
-            jobs[f"single-{task}"] = (supermodel, supermodel.uniform_policy(SHARED), [task])
-    files = {}
-    for name, (model, chosen, keep) in jobs.items():
-        path = out.onnx(name)
-        if not path.exists():
-            derived = derive(model, chosen, keep)
-            if name == out.SEARCHED:
-                save_derived(derived, model, out.derived)
-            export(derived, path)
-        files[name] = path
-    if progress:
-        print(f"exported {len(files)} models to {out.models}", flush=True)
-    return files
-
-
-def _policy_of(folder: RunFolder) -> Policy:
-    """The policy a finished run folder trained."""
-    return Policy.from_json(folder.policy)
 
 
 def _metrics(folder: RunFolder, split: str = "test") -> dict[str, dict[str, float]]:
@@ -290,8 +251,8 @@ def _entry(folder: RunFolder) -> dict[str, Any]:
     return {
         "metrics": _metrics(folder),
         "val_metrics": _metrics(folder, "val"),
-        "params": policy_params(model, _policy_of(folder).choices),
-        "policy": _policy_of(folder).method,
+        "params": policy_params(model, policy_of(folder).choices),
+        "policy": policy_of(folder).method,
     }
 
 
@@ -307,7 +268,7 @@ def _results(
 ) -> dict[str, Any]:
     methods: dict[str, dict[str, Any]] = {"searched": _entry(out.search)}
     methods["searched"]["params"] = policy_params(supermodel, policy.choices)
-    for name in _one_model_baselines(baselines):
+    for name in one_model_baselines(baselines):
         methods[name] = _entry(out.baseline(name))
     if "single-task" in baselines:
         entries = [_entry(out.baseline("single-task").task(t)) for t in supermodel.task_names]
