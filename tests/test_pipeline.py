@@ -168,3 +168,17 @@ def test_run_trains_a_size_matched_random_policy_and_an_uncertainty_weighted_all
     methods = result.results["methods"]
     assert set(methods) == {"searched", *baselines}
     assert result.results["deploy"]["reference"] == "searched"  # no single-task, no all-shared
+
+
+def test_run_force_redoes_a_finished_pipeline_folder(tiny_export, tmp_path, cache):
+    out = tmp_path / "run"
+    model = tiny_export("legacy17")
+    onnxmtl.run(model, "scenes", out, config=TINY, baselines=("all-shared",), progress=False)
+    before = (out / "results.json").stat().st_mtime_ns
+    (out / "search" / ".onnxmtl.lock").touch()  # a stage's lock left from the first run
+    onnxmtl.run(
+        model, "scenes", out, config=TINY, baselines=("all-shared",), force=True, progress=False
+    )
+    assert (out / "results.json").stat().st_mtime_ns > before
+    times = json.loads((out / "run_times.json").read_text())
+    assert len(times) == 1  # started over: the first run's calls are gone

@@ -111,15 +111,17 @@ def _listing(folder: Path, paths: list[Path], limit: int = 3) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
-def _delete_own(folder: Path, layout: Layout) -> None:
+def _delete_own(folder: Path, layout: Layout, top: bool = True) -> None:
+    """Delete what `layout` names in `folder`; the lock of `folder` itself stays (its holder
+    is clearing it), those of its subfolders (stages that ran before) go with them."""
     for entry in folder.iterdir():
-        if entry.name == LOCK_FILE:
+        if entry.name == LOCK_FILE and top:
             continue
         kind = _own_entry(entry, layout)
         if kind is None:
             entry.unlink()
         elif kind is not False:
-            _delete_own(entry, kind)
+            _delete_own(entry, kind, top=False)
             entry.rmdir()
 
 

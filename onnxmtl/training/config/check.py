@@ -3,9 +3,11 @@ options, finite floats and integer lower bounds, each declared beside the field 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import types
 from dataclasses import Field, field, fields, is_dataclass
-from typing import Any, Literal, TypeVar, get_args, get_type_hints
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from onnxmtl.errors import ConfigError
 
@@ -52,12 +54,42 @@ def refuse_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> ConfigErro
     )
 
 
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """`value` as option `name`'s type `hint` says: a number written as YAML 1.1 reads it as
+    a string ('1e-3') becomes the float it means; a value of another type is refused."""
+    allowed = get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    allowed = tuple(get_origin(a) or a for a in allowed)  # dict[str, Any] -> dict
+    if value is None and type(None) in allowed:
+        return value
+    if float in allowed:
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value) if isinstance(value, int) and int not in allowed else value
+        raise ConfigError(f"config: {name}={value!r}; expected a number.")
+    for kind in (bool, int, str, dict):
+        if kind in allowed:
+            if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+                return value
+            words = {bool: "true or false", int: "an integer", str: "a string", dict: "a mapping"}
+            raise ConfigError(f"config: {name}={value!r}; expected {words[kind]}.")
+    return value
+
+
 def check_fields(section: Any) -> None:
-    """Refuse a non-finite float, an integer below its field's `at_least`, or a Literal
-    option's value outside its choices, naming the option by its flat name."""
+    """Refuse a value of the wrong type (reading numbers that YAML left as strings), a
+    non-finite float, an integer below its field's `at_least`, or a Literal option's value
+    outside its choices, naming the option by its flat name."""
     choices = literal_fields(type(section))
+    hints = get_type_hints(type(section))
     for f in fields(section):
-        name, value = flat_name(f), getattr(section, f.name)
+        name = flat_name(f)
+        if name not in choices:
+            object.__setattr__(
+                section, f.name, _typed(name, getattr(section, f.name), hints[f.name])
+            )
+        value = getattr(section, f.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"config: {name}={value}; expected a finite number.")
         least = f.metadata.get("at_least")
