@@ -3,10 +3,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORPUS := .cache/corpus
-DEMO_MODEL := .cache/models/efficientnet_lite0.64.onnx
+DEMO_MODEL := models/efficientnet_lite0.64.onnx
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install demo test test-all corpus corpus-keras bench lint format clean
+.PHONY: install demo test test-all corpus corpus-keras bench docs lint format clean
 
 install: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 $(DEMO_MODEL): $(STAMP) converters/export_backbones.py
-	$(BIN)/python converters/export_backbones.py efficientnet_lite0 --exporter legacy17 --size 64 --out-dir .cache/models --name efficientnet_lite0.64.onnx
+	$(BIN)/python converters/export_backbones.py efficientnet_lite0 --exporter legacy17 --size 64 --out-dir models --name efficientnet_lite0.64.onnx
 
 $(FASHION):
 	apt-get install -y -q dataset-fashion-mnist || { apt-get update -q && apt-get install -y -q dataset-fashion-mnist; }
@@ -43,6 +43,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/renormalize.py
 	$(BIN)/python benchmarks/derive_export.py
 	$(BIN)/python benchmarks/latency_budget.py
+
+# The documentation site (docs/, mkdocs.yml) into site/; README's evidence table regenerated first.
+docs: $(STAMP)
+	$(BIN)/python tools/docs_gen.py readme
+	$(BIN)/mkdocs build --strict --site-dir site
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports && $(BIN)/mypy

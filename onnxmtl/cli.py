@@ -529,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the bundled default: EfficientNet-Lite0 on fashion-locate")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    p.add_argument("--model", default=".cache/models/efficientnet_lite0.64.onnx")
+    p.add_argument("--model", default="models/efficientnet_lite0.64.onnx")
     p.add_argument("--full", action="store_true", help="the GPU-sized run (all data, 10x steps)")
     p.add_argument("--force", action="store_true", help="redo a finished demo")
     p.add_argument(

@@ -137,15 +137,32 @@ def test_a_config_is_frozen_and_changed_through_checked_options():
         config.with_options(derive="conflict", conflict_every=0)
 
 
-def test_the_readme_configs_load_flat_and_in_sections():
-    """The Search section's flat example and its example in sections load, and set the same
-    options alike."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    search = readme[readme.index("\n## Search\n") :]
+def test_the_documented_configs_load_flat_and_in_sections():
+    """The configuration page's flat example and its example in sections load, and set the
+    same options alike."""
+    page = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
     flat, nested = (
-        yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", search, re.S)[:2]
+        yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", page, re.S)[:2]
     )
     assert SearchConfig.from_dict(flat).to_dict()["cost_budget"] == 0.5
     assert SearchConfig.from_dict(nested).search.steps == 150
     given = flatten(nested)
     assert given == {name: flat[name] for name in given}
+
+
+def test_yaml_numbers_read_as_strings_are_numbers_and_wrong_types_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("warmup_lr: 1e-3\npost_train_lr: 2\nweight_lr: 1.0e-2\n")  # YAML 1.1: str
+    config = SearchConfig.load(path)
+    assert config.warmup.lr == 0.001 and isinstance(config.warmup.lr, float)
+    assert config.post_train.lr == 2.0 and config.search.weight_lr == 0.01
+    for options, message in [
+        ({"warmup_lr": "fast"}, "warmup_lr='fast'; expected a number"),
+        ({"batch_size": "32"}, "batch_size='32'; expected an integer"),
+        ({"seed": 1.5}, "seed=1.5; expected an integer"),
+        ({"per_task_steps": "yes"}, "per_task_steps='yes'; expected true or false"),
+        ({"cost": 5}, "cost=5; expected a string"),
+        ({"data": [1]}, "data=[1]; expected a mapping"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            SearchConfig.from_dict(options)

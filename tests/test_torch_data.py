@@ -132,13 +132,13 @@ def test_datasets_that_are_not_a_pair_are_a_data_error(tmp_path, pair):
         )
 
 
-def test_readme_torch_data_example_runs(tiny_export, tmp_path, monkeypatch, capsys):
-    text = (ROOT / "README.md").read_text()
+def test_docs_torch_data_example_runs(tiny_export, tmp_path, monkeypatch, capsys):
+    text = (ROOT / "docs" / "data.md").read_text()
     match = re.search(r"<!-- torch-data-example -->\s*```python\n(.*?)```", text, re.S)
-    assert match, "README lost its torch Dataset example"
+    assert match, "docs/data.md lost its torch Dataset example"
     shutil.copy(tiny_export("legacy17"), tmp_path / "backbone.onnx")
     monkeypatch.chdir(tmp_path)
-    exec(compile(match.group(1), "README.md", "exec"), {})
+    exec(compile(match.group(1), "docs/data.md", "exec"), {})
     info = json.loads((tmp_path / "runs" / "shop" / "run.json").read_text())
     assert info["data"] == "python:Shop[40]/Shop[12]"
     assert "'colour'" in capsys.readouterr().out

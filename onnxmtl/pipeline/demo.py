@@ -8,10 +8,10 @@ from onnxmtl.errors import ModelFileError
 from onnxmtl.pipeline.stages import RunResult, run
 
 DEMO_DATA = "fashion-locate"
-DEMO_MODEL = Path(".cache/models/efficientnet_lite0.64.onnx")
+DEMO_MODEL = Path("models/efficientnet_lite0.64.onnx")
 EXPORT_HINT = (
     "python converters/export_backbones.py efficientnet_lite0 --exporter legacy17 --size 64 "
-    "--out-dir .cache/models --name efficientnet_lite0.64.onnx"
+    "--out-dir models --name efficientnet_lite0.64.onnx"
 )
 
 # Sized for 2 CPU cores (about 10 minutes for search, baselines, export, bench and report at
