@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -22,6 +25,7 @@ from onnxmtl.data.labelled_folder import LabelledFolder
 from onnxmtl.errors import DataError
 from onnxmtl.runtime import session
 from onnxmtl.training import SearchConfig, Trainer
+from tests.conftest import ROOT
 from tests.test_cli import assert_clean_error, run_cli
 
 pytestmark = pytest.mark.skipif(
@@ -293,7 +297,9 @@ def test_a_run_exports_models_that_take_the_folders_images_as_they_are(
         dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
         assert dims == ["batch", 3, 28, 28], path.name
         contract = json.loads({p.key: p.value for p in model.metadata_props}["onnxmtl.input"])
-        assert contract["shape"] == ["batch", 3, 28, 28] and "0.485" in contract["preprocessing"]
+        assert contract["shape"] == ["batch", 3, 28, 28]
+        steps = contract["preprocessing"]
+        assert steps["mean"] == [0.485, 0.456, 0.406] and steps["scale"] == 1 / 255
     # the searched file on a test image as the folder gives it, against the trained model fed
     # as training fed it (resized to 32x32), to the export tolerance 1e-4 of the output scale
     supermodel = load_supermodel(out / "search" / "supermodel.pt").eval()
@@ -308,7 +314,25 @@ def test_a_run_exports_models_that_take_the_folders_images_as_they_are(
         ref = expected[name].numpy()
         assert np.abs(value - ref).max() <= 1e-4 * np.abs(ref).max(), name
     checked = result.results["self_check"]
-    assert set(checked) == {"searched", "all-shared", "single-item", "single-ink", "single-shape"}
+    assert set(checked) == {"searched", "all-shared"}  # the single-task stand-ins are untrained
     assert max(checked.values()) <= 1e-4
     assert "[batch, 3, 28, 28]" in (out / "report.md").read_text()
     assert {m["input_shape"][-1] for m in result.results["bench"]["models"].values()} == {28}
+    # the deployment example, with onnxmtl unimportable, on an image file of the test split
+    test = load_dataset(root, "test")
+    name = next(n for n in test.names if int(n[4:7]) % 3 != 1)  # stored at 28x28
+    blocker = tmp_path / "blocked" / "onnxmtl"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('onnxmtl is not installed here')")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "deploy_onnxruntime.py"),
+         str(out / "models" / "searched.onnx"), str(root / "images" / name)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(blocker.parent)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    image, _ = test[test.names.index(name)]
+    item, ink, shape = ort.run(["item", "ink", "shape"], {"image": image[None].numpy()})
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"item (classification): class {int(item.argmax())} (p=")
+    assert lines[1] == f"ink (regression): {np.round(ink[0], 4).tolist()}"
+    assert lines[2].startswith("shape (segmentation): 32x32 label map")  # the head's size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -13,10 +15,16 @@ from onnxmtl.tasks import Task
 SPLITS = ("train", "train1", "train2", "val", "test")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PREPROCESSING = (
-    f"RGB (grey images repeated) scaled to [0, 1], then per channel minus mean {IMAGENET_MEAN} "
-    f"over std {IMAGENET_STD}"
-)
+# How the built-in datasets and dataset folders turn a stored image into the model's input:
+# what a deployed model's caller must do too (the exported file's metadata carries it).
+PREPROCESSING: dict[str, Any] = {
+    "description": f"RGB (grey images repeated) scaled to [0, 1], then per channel minus mean "
+    f"{IMAGENET_MEAN} over std {IMAGENET_STD}",
+    "channels": "RGB",
+    "scale": 1 / 255,
+    "mean": list(IMAGENET_MEAN),
+    "std": list(IMAGENET_STD),
+}
 
 Sample = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
@@ -25,7 +33,7 @@ class MultiTaskDataset(Dataset):
     """A dataset whose samples are (image (3, H, W) float, {task name: target})."""
 
     name = "dataset"
-    preprocessing = PREPROCESSING  # what an image went through before the model, in words
+    preprocessing = PREPROCESSING  # what an image went through before the model
 
     def __len__(self) -> int:
         raise NotImplementedError

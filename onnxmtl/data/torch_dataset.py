@@ -29,7 +29,7 @@ class TorchDataset(MultiTaskDataset):
 
     def __init__(self, dataset: Dataset, tasks: Sequence[Task], split: str) -> None:
         self.dataset, self._tasks, self.split = dataset, list(tasks), split
-        self.preprocessing = f"as {type(dataset).__name__} returns its images"
+        self.preprocessing = {"description": f"as {type(dataset).__name__} returns its images"}
         self.name = f"{type(dataset).__name__} ({split})"
         try:
             self.count = len(dataset)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -106,7 +107,7 @@ def export(
     batch: int | None = None,
     fp16: bool = False,
     image_size: Sequence[int] | None = None,
-    preprocessing: str | None = None,
+    preprocessing: dict[str, Any] | None = None,
 ) -> ExportReport:
     """Write `model` to `path` as one ONNX graph: input 'image' (a dynamic batch, or the
     fixed `batch`), one output per task named after it, the policy in the metadata. The file
@@ -117,7 +118,8 @@ def export(
     outputs (for GPUs; half the weight bytes). `image_size` (H, W): the size of the images the
     model is to take where it differs from the backbone's (the size a run trained on); the
     graph then resizes them first, as training did. The metadata states the input contract
-    (`INPUT_KEY`: name, layout, size, and `preprocessing` in words)."""
+    (`INPUT_KEY`: name, layout, shape, and the `preprocessing` the images need: a
+    'description' in words and, where known, 'scale', 'mean' and 'std' as numbers)."""
     if not isinstance(model, DerivedModel):
         raise ConfigError(
             f"export takes a DerivedModel (from onnxmtl.derive), got {type(model).__name__}."
@@ -171,7 +173,8 @@ def export(
                     "layout": "NCHW",
                     "dtype": "float32",
                     "shape": ["batch" if batch is None else batch, *shape],
-                    "preprocessing": preprocessing or "as the model was trained",
+                    "preprocessing": preprocessing
+                    or {"description": "as the images the model was trained on"},
                 }
             ),
         },

@@ -51,7 +51,11 @@ def run_models(
 
 
 def export_models(
-    jobs: Jobs, out: PipelineFolder, image: torch.Tensor, preprocessing: str, progress: bool
+    jobs: Jobs,
+    out: PipelineFolder,
+    image: torch.Tensor,
+    preprocessing: dict[str, Any],
+    progress: bool,
 ) -> dict[str, Path]:
     """ONNX files of `jobs`, each taking images at the size of `image` (the data's)."""
     size = (int(image.shape[-2]), int(image.shape[-1]))

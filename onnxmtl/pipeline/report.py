@@ -175,7 +175,7 @@ def input_lines(results: dict[str, Any]) -> str:
     worst = max(checked, key=checked.get)
     return (
         f"- input of every exported model: `{spec['name']}`, {spec['dtype']} {spec['layout']} "
-        f"[{shape}]; {spec['preprocessing']}\n"
+        f"[{shape}]; {spec['preprocessing']['description']}\n"
         f"- self-check: on a test image, onnxruntime matched each trained model to at most "
         f"{checked[worst]:.2g} of the output scale ({worst})"
     )

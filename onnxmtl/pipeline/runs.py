@@ -158,9 +158,9 @@ def _datasets(
 
 def test_image(
     data: DataSource, config: SearchConfig, tasks: str | Path | list[Task] | None
-) -> tuple[torch.Tensor, str]:
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """The first image of the test split as a batch of one, at the size the data come in,
-    and how the dataset preprocessed it (in words): what a deployed model takes."""
+    and how the dataset preprocessed it: what a deployed model takes."""
     _, test = _datasets(data, config, tasks)
     image, _ = test[0]
     return image.unsqueeze(0), test.preprocessing
