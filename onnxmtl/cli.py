@@ -294,6 +294,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from onnxmtl.pipeline.quantize_run import quantize, quantize_table
+
+    result = quantize(
+        args.target,
+        data=args.data,
+        model=args.model,
+        tolerance=args.tolerance,
+        count=args.count,
+        threads=args.threads,
+    )
+    print(quantize_table(result))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -526,6 +541,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="redo a finished run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "quantize", help="a run's model (or an exported file) as static INT8, accuracy measured"
+    )
+    p.add_argument("target", help="a finished run folder, or an ONNX file onnxmtl exported")
+    p.add_argument("--data", help="dataset to calibrate on and judge with (default: the run's)")
+    p.add_argument("--model", help="which model of the run (default: the one it deploys)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1.0,
+        help="each task's largest loss against fp32, in %% of its metrics (default 1)",
+    )
+    p.add_argument("--count", type=int, default=64, help="calibration images (default 64)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: all)")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("demo", help="the bundled default: EfficientNet-Lite0 on fashion-locate")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")

@@ -24,6 +24,7 @@ from onnxmtl.version import __version__
 
 PROVIDERS = {"auto": None, "cpu": ["CPUExecutionProvider"]}
 TENSORRT = "TensorrtExecutionProvider"
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")  # the marks of a quantised file
 
 
 def resolve_providers(provider: str) -> list[str]:
@@ -55,20 +56,32 @@ def describe(path: Path) -> ModelInfo:
     policy and tasks that onnxmtl export records in the metadata."""
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found.")
-    graph = load(path, features=None)
     proto = onnx.load(path, load_external_data=False)
     meta = {p.key: p.value for p in proto.metadata_props}
     name, shape = declared_input(proto)
+    if any(n.op_type in QDQ_OPS for n in proto.graph.node):  # quantised: count the weights
+        outputs = [o.name for o in proto.graph.output]
+        params, macs = sum(_elements(t) for t in proto.graph.initializer), None
+    else:
+        graph = load(path, features=None)
+        outputs, params, macs = graph.features, graph.params, graph.macs
     return ModelInfo(
         path=str(path),
         input=name,
         input_shape=shape,
-        outputs=graph.features,
-        params=graph.params,
-        macs=graph.macs,
+        outputs=outputs,
+        params=params,
+        macs=macs,
         bytes=path.stat().st_size,
         policy=json.loads(meta[POLICY_KEY]) if POLICY_KEY in meta else None,
     )
+
+
+def _elements(tensor: onnx.TensorProto) -> int:
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    return count
 
 
 def declared_input(proto: onnx.ModelProto) -> tuple[str, list[int | str]]:
@@ -214,8 +227,8 @@ def to_markdown(result: BenchResult, reference: str | None = None) -> str:
         lines.append(
             f"| {r.model} | {r.batch} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | "
             f"{r.p99_ms:.2f} | {r.throughput:.1f} | {r.p50_ms / base[r.batch]:.2f} "
-            f"| {info.params:,} | {info.macs / 1e6:.1f} | {info.bytes / 1e6:.2f} | "
-            + (f"{memory:.1f} |" if memory is not None else "- |")
+            f"| {info.params:,} | {'-' if info.macs is None else f'{info.macs / 1e6:.1f}'} | "
+            f"{info.bytes / 1e6:.2f} | " + (f"{memory:.1f} |" if memory is not None else "- |")
         )
     s = result.settings
     lines.append(

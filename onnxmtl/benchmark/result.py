@@ -16,7 +16,7 @@ class ModelInfo:
     input_shape: list[int | str]  # as the file declares it; symbolic dimensions by name
     outputs: list[str]
     params: int
-    macs: int  # per image
+    macs: int | None  # per image; None for a quantised (QDQ) file, whose graph is not analysed
     bytes: int  # of the file
     policy: dict[str, Any] | None  # the policy onnxmtl export recorded, if any
     peak_memory_mb: float | None = None  # None: not measured

@@ -126,7 +126,13 @@ class PipelineFolder:
     BASELINES: ClassVar[str] = "baselines"
     MODELS: ClassVar[str] = "models"
     SEARCHED: ClassVar[str] = "searched"  # the searched model's name among the models
-    MODEL_FILES: ClassVar[tuple[str, ...]] = ("searched.onnx", "searched.pt", "single-*.onnx")
+    QUANTIZE: ClassVar[str] = "quantize.json"  # what `onnxmtl quantize` measured
+    MODEL_FILES: ClassVar[tuple[str, ...]] = (
+        "searched.onnx",
+        "searched.pt",
+        "single-*.onnx",
+        "*.int8.onnx",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -150,6 +156,10 @@ class PipelineFolder:
     @property
     def report(self) -> Path:
         return self.path / self.REPORT
+
+    @property
+    def quantize(self) -> Path:
+        return self.path / self.QUANTIZE
 
     def plot(self, name: str) -> Path:
         """The plot `name` ('policy', 'latency' or 'search_curves')."""
@@ -185,7 +195,9 @@ class PipelineFolder:
         trainer = RunFolder.layout()
         models = [*cls.MODEL_FILES, *(f"{b}.onnx" for b in baselines if b != "single-task")]
         return {
-            **dict.fromkeys([RUN_FILE, RunFolder.BACKBONE, cls.RESULTS, cls.TIMES, cls.REPORT]),
+            **dict.fromkeys(
+                [RUN_FILE, RunFolder.BACKBONE, cls.RESULTS, cls.TIMES, cls.REPORT, cls.QUANTIZE]
+            ),
             **dict.fromkeys(cls.PLOTS),
             cls.SEARCH: trainer,
             cls.BASELINES: dict.fromkeys(baselines, trainer),
