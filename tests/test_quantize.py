@@ -83,3 +83,19 @@ def test_quantize_bad_input_is_one_line(tmp_path, finished_run):
     assert_clean_error(
         run_cli("quantize", str(finished_run), "--model", "nope"), "nope.onnx", "searched"
     )
+
+
+def test_run_with_quantize_reports_int8_against_fp32(tiny_export, tmp_path):
+    out = tmp_path / "run"
+    config = {**TINY, "quantize": True, "quantize_count": 8, "quantize_tolerance": 1000.0}
+    result = onnxmtl.run(
+        tiny_export("legacy17"), "scenes", out, config=config, baselines=("all-shared",),
+        bench_repeats=2, progress=False,
+    )  # fmt: skip
+    summary = result.results["quantize"]
+    deployed = result.results["deploy"]["model"]
+    assert summary["model"] == str(out / "models" / f"{deployed}.onnx")
+    assert (out / "models" / f"{deployed}.int8.onnx").exists()
+    assert json.loads((out / "quantize.json").read_text()) == summary
+    report = (out / "report.md").read_text()
+    assert f"## INT8 ({deployed})" in report and "| seg | miou |" in report

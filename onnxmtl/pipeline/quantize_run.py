@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from onnxmtl.benchmark import bench
-from onnxmtl.data import load_dataset, split_indices
+from onnxmtl.data import MultiTaskDataset, load_dataset, split_indices
 from onnxmtl.data.torch_dataset import DataSource
 from onnxmtl.errors import ConfigError, ModelFileError
 from onnxmtl.io_utils import atomic_write_text
@@ -38,32 +38,48 @@ def quantize(
     the nodes kept in float, every task's metrics in fp32 and INT8 and their change, and p50
     latency of both at `batch_sizes`."""
     path, options, seed, record = _target(Path(target), data, model)
-    source = (
-        data
-        if data is not None
-        else json.loads(PipelineFolder(Path(target)).results.read_text())["data"]
-    )
+    source = data
+    if source is None:
+        source = json.loads(PipelineFolder(Path(target)).results.read_text())["data"]
     if not isinstance(source, str | Path):
         raise ConfigError("quantize reads named datasets and dataset folders; give --data.")
     train = load_dataset(source, "train", **options)
     test = load_dataset(source, "test", **options)
-    tasks = _tasks(path)
+    summary = quantize_file(
+        path, train, test, seed, tolerance, count, batch_sizes, repeats, threads
+    )
+    if record is not None:
+        atomic_write_text(record, json.dumps(summary, indent=1))
+    return summary
+
+
+def quantize_file(
+    path: Path,
+    train: MultiTaskDataset,
+    test: MultiTaskDataset,
+    seed: int = 0,
+    tolerance: float = DEFAULT_TOLERANCE,
+    count: int = 64,
+    batch_sizes: tuple[int, ...] = (1, 8),
+    repeats: int = 50,
+    threads: int = 0,
+) -> dict[str, Any]:
+    """The exported file `path` as static INT8 (NAME.int8.onnx beside it), calibrated on
+    `count` images of `train`'s training part drawn with `seed`, judged on `test`; what
+    `quantize` returns."""
     calibration = split_indices(len(train), seed, 0.1, train.val_indices())["train"]
     out = path.with_name(path.stem + ".int8.onnx")
     result = quantize_model(
-        path, out, train, test, tasks, np.random.default_rng(seed).permutation(calibration),
+        path, out, train, test, _tasks(path), np.random.default_rng(seed).permutation(calibration),
         count=count, tolerance=tolerance,
     )  # fmt: skip
     timing = bench({"fp32": path, "int8": out}, batch_sizes, repeats=repeats, memory=False,
                    threads=threads)  # fmt: skip
-    summary = {
+    return {
         "model": str(path),
         **result.to_dict(),
         "latency_p50_ms": {str(b): timing.p50_ms(b) for b in batch_sizes},
     }
-    if record is not None:
-        atomic_write_text(record, json.dumps(summary, indent=1))
-    return summary
 
 
 def _target(

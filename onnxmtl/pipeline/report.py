@@ -12,6 +12,7 @@ from onnxmtl.benchmark import BenchResult, latency_bars, policy_heatmap, to_mark
 from onnxmtl.benchmark.plots import figure, save_figure
 from onnxmtl.compiler import BRANCHES, Policy
 from onnxmtl.io_utils import atomic_write_text
+from onnxmtl.pipeline.quantize_run import quantize_table
 from onnxmtl.run_folder import PipelineFolder
 from onnxmtl.tasks.delta_m import DEFINITION
 from onnxmtl.tasks.metrics import HIGHER_IS_BETTER
@@ -181,6 +182,23 @@ def input_lines(results: dict[str, Any]) -> str:
     )
 
 
+def int8_section(results: dict[str, Any]) -> str:
+    """The deployed model in INT8 against fp32, per task and in latency ('' unless the run
+    quantised it)."""
+    summary = results.get("quantize")
+    if not summary:
+        return ""
+    name = Path(summary["model"]).stem
+    return f"""
+## INT8 ({name})
+
+Static INT8 with every task's test metrics measured by onnxruntime (`onnxmtl quantize`);
+task change is the mean relative change of the task's metrics, in %.
+
+{quantize_table(summary)}
+"""
+
+
 def write_report(results: dict[str, Any], out: Path) -> Path:
     """Write the plots and `report.md` into `out`; return the report's path."""
     files = PipelineFolder(out)
@@ -229,7 +247,7 @@ MACs are counted on the exported ONNX graph.
 {to_markdown(timing)}
 
 ![latency](latency.png)
-
+{int8_section(results)}
 ## Search
 
 ![search curves](search_curves.png)

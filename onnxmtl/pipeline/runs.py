@@ -145,7 +145,7 @@ def finished(folder: Path) -> SearchResult | None:
     return SearchResult(Policy.from_json(files.policy), metrics, folder)
 
 
-def _datasets(
+def load_splits(
     data: DataSource, config: SearchConfig, tasks: str | Path | list[Task] | None
 ) -> tuple[MultiTaskDataset, MultiTaskDataset]:
     """The (train, test) splits of a named dataset or folder, or of a user's pair of torch
@@ -161,7 +161,7 @@ def test_image(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The first image of the test split as a batch of one, at the size the data come in,
     and how the dataset preprocessed it: what a deployed model takes."""
-    _, test = _datasets(data, config, tasks)
+    _, test = load_splits(data, config, tasks)
     image, _ = test[0]
     return image.unsqueeze(0), test.preprocessing
 
@@ -278,7 +278,7 @@ def search(
     with writing(out), cpu_threads(config.runtime.threads):
         resume = prepare_dir(out, resume, force)
         model_path = backbone_file(model_path, out, example_input)
-        train, test = _datasets(data, config, tasks)
+        train, test = load_splits(data, config, tasks)
         task_list = _tasks(tasks, train, test)
         info = run_info("search", model_path, data, task_list, config)
         if resume:
@@ -349,7 +349,7 @@ def _train_baseline(
 ) -> dict[str, SearchResult]:
     resume = prepare_dir(out, resume, force)
     model_path = backbone_file(model_path, out, example_input)
-    train, test = _datasets(data, config, tasks)
+    train, test = load_splits(data, config, tasks)
     task_list = _tasks(tasks, train, test)
     groups = [[t] for t in task_list] if baseline == "single-task" else [task_list]
     results = {}

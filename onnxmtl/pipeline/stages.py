@@ -36,6 +36,7 @@ from onnxmtl.pipeline.exports import (
     run_models,
     self_check,
 )
+from onnxmtl.pipeline.quantize_run import quantize_file
 from onnxmtl.pipeline.report import write_report
 from onnxmtl.pipeline.runs import (
     Backbone,
@@ -44,6 +45,7 @@ from onnxmtl.pipeline.runs import (
     file_hash,
     finished,
     has_checkpoint,
+    load_splits,
     search,
     start,
     test_image,
@@ -236,9 +238,31 @@ def _run(
     results["self_check"] = checked
     previous = json.loads(files.times.read_text()) if files.times.exists() else []
     results["wall_seconds"] = sum(previous) + time.time() - started
+    if config.deploy.quantize:
+        results["quantize"] = _quantize(files, results["deploy"]["model"], data, tasks, config)
     report = write_report(results, out)
     atomic_write_text(files.results, json.dumps(results, indent=1))
     return RunResult(out, report, results)
+
+
+def _quantize(
+    files: PipelineFolder,
+    deployed: str,
+    data: DataSource,
+    tasks: str | Path | list[Task] | None,
+    config: SearchConfig,
+) -> dict[str, Any]:
+    """The deployed model (the searched one where that is several files) as INT8, with each
+    task's test metrics before and after (`quantize_file`), recorded in quantize.json."""
+    name = files.SEARCHED if deployed == "single-task" else deployed
+    train, test = load_splits(data, config, tasks)
+    d = config.deploy
+    summary = quantize_file(
+        files.onnx(name), train, test, config.runtime.seed, d.quantize_tolerance,
+        d.quantize_count, threads=config.runtime.threads,
+    )  # fmt: skip
+    atomic_write_text(files.quantize, json.dumps(summary, indent=1))
+    return summary
 
 
 def _metrics(folder: RunFolder, split: str = "test") -> dict[str, dict[str, float]]:

@@ -8,6 +8,7 @@ from onnxmtl.training.config.search_config import SearchConfig, as_config
 from onnxmtl.training.config.sections import (
     CostOptions,
     DatasetOptions,
+    DeployOptions,
     DeriveMethod,
     EvaluationOptions,
     LatencyProvider,
@@ -32,6 +33,7 @@ __all__ = [
     "SECTIONS",
     "CostOptions",
     "DatasetOptions",
+    "DeployOptions",
     "DeriveMethod",
     "EvaluationOptions",
     "LatencyProvider",

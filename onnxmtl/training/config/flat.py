@@ -12,6 +12,7 @@ from onnxmtl.training.config.check import flat_name
 from onnxmtl.training.config.sections import (
     CostOptions,
     DatasetOptions,
+    DeployOptions,
     EvaluationOptions,
     LossOptions,
     PostTrainOptions,
@@ -29,6 +30,7 @@ SECTIONS: dict[str, type] = {
     "cost": CostOptions,
     "post_train": PostTrainOptions,
     "evaluation": EvaluationOptions,
+    "deploy": DeployOptions,
 }
 
 # flat option name -> (section, field), in the order of the sections and their fields

@@ -13,6 +13,7 @@ from onnxmtl.training.config.flat import FLAT, flatten
 from onnxmtl.training.config.sections import (
     CostOptions,
     DatasetOptions,
+    DeployOptions,
     EvaluationOptions,
     LossOptions,
     PostTrainOptions,
@@ -36,6 +37,7 @@ class SearchConfig:
     cost: CostOptions = field(default_factory=CostOptions)
     post_train: PostTrainOptions = field(default_factory=PostTrainOptions)
     evaluation: EvaluationOptions = field(default_factory=EvaluationOptions)
+    deploy: DeployOptions = field(default_factory=DeployOptions)
 
     def __post_init__(self) -> None:
         if self.search.needs_conflict and not 0 < self.warmup.conflict_every <= self.warmup.steps:

@@ -238,3 +238,19 @@ class EvaluationOptions:
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """What `run` does with the exported models beyond timing them."""
+
+    quantize: bool = False  # also write the deployed model as static INT8 (`onnxmtl quantize`)
+    # with every task's test metrics before and after, in the report
+    quantize_tolerance: float = 1.0  # each task's largest loss against fp32, in % of its
+    # metrics; nodes stay in float until every task is within it
+    quantize_count: int = option(64, at_least=1)  # training images to calibrate on
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not self.quantize_tolerance >= 0:
+            raise ConfigError("config: quantize_tolerance is a loss in %, >= 0.")
