@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from onnxmtl.choices import OPENVINO_PRECISIONS, RUNTIMES
 from onnxmtl.errors import ConfigError, OnnxMtlError
 from onnxmtl.version import __version__
 
@@ -322,6 +323,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         repeats=args.repeats,
         memory=not args.no_memory,
+        runtime=args.runtime,
+        precision=args.precision,
     )
     table = to_markdown(result, args.reference)
     out = Path(args.out)
@@ -608,6 +611,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--provider",
         default="auto",
         help="auto (CUDA if it loads), cpu, cuda or tensorrt (only when asked)",
+    )
+    p.add_argument(
+        "--runtime",
+        default="onnxruntime",
+        choices=RUNTIMES,
+        help="onnxruntime (default) or openvino (pip install 'onnxmtl[openvino]'; CPU, "
+        "checked against onnxruntime before timing)",
+    )
+    p.add_argument(
+        "--precision",
+        default="f32",
+        choices=OPENVINO_PRECISIONS,
+        help="OpenVINO's inference precision hint (default f32; its CPU default is bf16)",
     )
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ORT default)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per model and batch")

@@ -141,3 +141,18 @@ print(matplotlib.get_backend())
     assert proc.stdout.strip() == "svg"
     for name in ("latency.png", "policy.png", "curves.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_openvino_times_the_same_files_after_checking_them_against_onnxruntime(exports):
+    pytest.importorskip("openvino")
+    result = bench(exports, batch_sizes=[1], repeats=3, memory=False, runtime="openvino")
+    settings = result.settings
+    assert settings.runtime == "openvino" and settings.providers[0].endswith("hint f32")
+    assert set(settings.parity) == {"mtl", "small"}
+    assert max(settings.parity.values()) <= 1e-4  # float32 in both runtimes
+    assert {r.model for r in result.latency} == {"mtl", "small"}
+    assert "openvino" in result.versions and "Checked against onnxruntime" in to_markdown(result)
+    with pytest.raises(ConfigError, match="--runtime 'tvm'"):
+        bench(exports, runtime="tvm")
+    with pytest.raises(ConfigError, match="precision 'int4'"):
+        bench(exports, runtime="openvino", precision="int4")

@@ -14,8 +14,10 @@ import onnx
 import onnxruntime as ort
 
 from onnxmtl.benchmark.memory import peak_memory_mb
+from onnxmtl.benchmark.openvino_runtime import compile_model, openvino_call, openvino_module, parity
 from onnxmtl.benchmark.result import BenchResult, BenchSettings, LatencyRow, ModelInfo
 from onnxmtl.benchmark.timing import interleaved_times
+from onnxmtl.choices import RUNTIMES
 from onnxmtl.errors import ConfigError, ModelFileError
 from onnxmtl.exporter import POLICY_KEY
 from onnxmtl.ir import load
@@ -140,12 +142,19 @@ def bench(
     repeats: int = 50,
     memory: bool = True,
     seed: int = 0,
+    runtime: str = "onnxruntime",
+    precision: str = "f32",
 ) -> BenchResult:
     """Latency (p50/p90/p99 ms) and throughput (images/s) of every model for every batch
     size, timed in turn within each repeat after `warmup` runs (with several models, worker
     threads do not spin between runs), plus parameters, MACs, file bytes and peak memory.
     Inputs and outputs stay on the provider's device (I/O binding): a GPU's timings exclude
-    host copies. Models are named by file stem unless given as a dict."""
+    host copies. Models are named by file stem unless given as a dict. `runtime`
+    'openvino' times the same files in OpenVINO's CPU plugin at `precision` (its inference
+    precision hint), each first checked against onnxruntime (`BenchSettings.parity`); peak
+    memory is onnxruntime's only."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}.")
     if not isinstance(models, Mapping):
         models = {Path(m).stem: m for m in models}
     if not models:
@@ -155,16 +164,26 @@ def bench(
     providers = resolve_providers(provider)
     infos = {name: describe(Path(path)) for name, path in models.items()}
     spinning = len(infos) == 1  # sessions taking turns must not busy-wait on each other's cores
+    openvino = runtime == "openvino"
     sessions = {
-        name: session(info.path, providers, threads, spinning) for name, info in infos.items()
+        name: compile_model(Path(info.path), precision, threads)
+        if openvino
+        else session(info.path, providers, threads, spinning)
+        for name, info in infos.items()
     }
     rng = np.random.default_rng(seed)
     rows = []
+    checked: dict[str, float] = {}
     for batch in batch_sizes:
         calls = {}
         for name, info in infos.items():
             x = rng.standard_normal(_batch_shape(info, batch)).astype(np.float32)
-            calls[name] = bound_call(sessions[name], {info.input: x})[0]
+            if openvino:
+                if name not in checked:
+                    checked[name] = parity(sessions[name], Path(info.path), x, precision)
+                calls[name] = openvino_call(sessions[name], x)
+            else:
+                calls[name] = bound_call(sessions[name], {info.input: x})[0]
         times = interleaved_times(calls, repeats, warmup)
         for name, seconds in times.items():
             ms = np.array(seconds) * 1e3
@@ -179,25 +198,31 @@ def bench(
                     throughput=batch / float(np.percentile(ms, 50)) * 1e3,
                 )
             )
-    if memory:
+    if memory and not openvino:
         for name, info in infos.items():
             shape = _batch_shape(info, max(batch_sizes))
             peak = peak_memory_mb(info.path, shape, providers, threads)
             infos[name] = replace(info, peak_memory_mb=peak)
     settings = BenchSettings(
-        providers=sessions[next(iter(sessions))].get_providers(),
+        providers=[f"OpenVINO CPU, precision hint {precision}"]
+        if openvino
+        else sessions[next(iter(sessions))].get_providers(),
         threads=threads or "onnxruntime default",
         spinning=spinning,
         io_binding=True,
         warmup=warmup,
         repeats=repeats,
         batch_sizes=list(batch_sizes),
+        runtime=runtime,
+        parity=checked or None,
     )
-    return BenchResult(infos, rows, settings, _versions())
+    return BenchResult(infos, rows, settings, _versions(openvino))
 
 
-def _versions() -> dict[str, str]:
+def _versions(openvino: bool = False) -> dict[str, str]:
+    extra = {"openvino": openvino_module().__version__} if openvino else {}
     return {
+        **extra,
         "onnxmtl": __version__,
         "onnxruntime": ort.__version__,
         "onnx": onnx.__version__,
@@ -231,9 +256,13 @@ def to_markdown(result: BenchResult, reference: str | None = None) -> str:
             f"{info.bytes / 1e6:.2f} | " + (f"{memory:.1f} |" if memory is not None else "- |")
         )
     s = result.settings
+    version = result.versions.get(s.runtime, "")
     lines.append(
-        f"\nonnxruntime {result.versions['onnxruntime']}, {', '.join(s.providers)}, "
+        f"\n{s.runtime} {version}, {', '.join(s.providers)}, "
         f"threads {s.threads}, {s.warmup} warm-up + {s.repeats} timed runs per "
         "model and batch, interleaved."
     )
+    if s.parity:
+        worst = max(s.parity.values())
+        lines.append(f"Checked against onnxruntime first: at most {worst:.2g} of the output scale.")
     return "\n".join(lines)

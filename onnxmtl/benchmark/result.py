@@ -53,6 +53,9 @@ class BenchSettings:
     warmup: int
     repeats: int
     batch_sizes: list[int]
+    runtime: str = "onnxruntime"  # or "openvino"
+    parity: dict[str, float] | None = None  # per model, OpenVINO's largest difference from
+    # onnxruntime relative to the output scale (checked before timing)
 
 
 @dataclass(frozen=True)

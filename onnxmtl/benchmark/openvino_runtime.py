@@ -1,0 +1,64 @@
+"""OpenVINO as a second runtime for bench: the same files, compiled for its CPU plugin at a
+stated precision, checked against onnxruntime before they are timed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxmtl.choices import OPENVINO_PRECISIONS
+from onnxmtl.errors import ConfigError, ExportMismatchError
+from onnxmtl.lower.verify import max_diffs
+from onnxmtl.runtime import session
+
+PARITY = {"f32": 1e-4, "bf16": 1e-1, "f16": 5e-2}  # largest difference / output scale
+
+
+def openvino_module() -> Any:
+    try:
+        import openvino
+    except ImportError as exc:
+        raise ConfigError(
+            "--runtime openvino: OpenVINO is not installed; pip install 'onnxmtl[openvino]'."
+        ) from exc
+    return openvino
+
+
+def compile_model(path: Path, precision: str, threads: int = 0) -> Any:
+    """The file compiled by OpenVINO's CPU plugin with `precision` as its inference
+    precision hint (its default on CPUs with bf16 units is bf16, hence stated)."""
+    if precision not in OPENVINO_PRECISIONS:
+        raise ConfigError(
+            f"precision {precision!r}: expected one of {', '.join(OPENVINO_PRECISIONS)}."
+        )
+    ov = openvino_module()
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return ov.Core().compile_model(str(path), "CPU", config)
+
+
+def openvino_call(compiled: Any, x: np.ndarray) -> Callable[[], None]:
+    """A call running the compiled model on `x` (one infer request, reused)."""
+    request = compiled.create_infer_request()
+    return lambda: request.infer({0: x})
+
+
+def parity(compiled: Any, path: Path, x: np.ndarray, precision: str) -> float:
+    """The largest difference between OpenVINO's outputs and onnxruntime's (CPU) on `x`,
+    relative to each output's scale; an ExportMismatchError over `PARITY[precision]`."""
+    ort = session(str(path), ["CPUExecutionProvider"])
+    names = [o.name for o in ort.get_outputs()]
+    expected = ort.run(names, {ort.get_inputs()[0].name: x})
+    result = compiled.create_infer_request().infer({0: x})
+    got = [np.asarray(result[compiled.output(name)]) for name in names]
+    rel = max_diffs(expected, got)[1]
+    if rel > PARITY[precision]:
+        raise ExportMismatchError(
+            f"{path}: OpenVINO ({precision}) differs from onnxruntime by {rel:.3g} of the output "
+            f"scale (tolerance {PARITY[precision]:g}); its timings would not be of the same model."
+        )
+    return rel
