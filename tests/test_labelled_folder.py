@@ -336,3 +336,23 @@ def test_a_run_exports_models_that_take_the_folders_images_as_they_are(
     assert lines[0].startswith(f"item (classification): class {int(item.argmax())} (p=")
     assert lines[1] == f"ink (regression): {np.round(ink[0], 4).tolist()}"
     assert lines[2].startswith("shape (segmentation): 32x32 label map")  # the head's size
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_image_names_that_leave_the_folder_are_refused(tmp_path, how):
+    root, _, _ = write_folder(tmp_path / "shop")
+    marker = tmp_path / "outside.png"  # a file beside the folder, never to be read
+    Image.fromarray(np.full((28, 28), 255, np.uint8)).save(marker)
+    rows = (root / "labels.csv").read_text().splitlines()
+    if how == "symlink":
+        (root / "images" / "item000.png").unlink()
+        (root / "images" / "item000.png").symlink_to(marker)
+    else:
+        name = "../../outside.png" if how == "dotdot" else str(marker)
+        rows[1] = rows[1].replace("item000.png", name, 1)
+        (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match="leads outside this folder"):
+        for split in ("train", "test"):
+            load_dataset(root, split, strict=True)
+    proc = run_cli("data", "check", str(root))
+    assert proc.returncode != 0 and "outside" in proc.stdout + proc.stderr

@@ -199,7 +199,7 @@ class LabelledFolder(ArrayDataset):
         return np.array([i for i, n in enumerate(self.names) if n in val], np.int64)
 
     def _open(self, name: str) -> Image.Image:
-        path = self.root / "images" / name
+        path = _inside(self.root / "images", name)
         try:
             image = Image.open(path)
             image.load()
@@ -257,7 +257,7 @@ class LabelledFolder(ArrayDataset):
         ]
         if not found:
             return unlabelled(task, self.size)
-        path = found[0]
+        path = _inside(folder, found[0].name)
         try:
             array = (
                 np.load(path, allow_pickle=False)
@@ -287,3 +287,17 @@ class LabelledFolder(ArrayDataset):
                 )
             return array.astype(np.float32).transpose(2, 0, 1).copy()
         return array.astype(np.float32)
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """`folder / name`, refused with a DataError where it leads outside `folder` (a name
+    with '..' or an absolute path, or a symbolic link that points out): a dataset folder
+    reads nothing but its own files."""
+    path = folder / name
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise DataError(
+            f"{folder}: the image name {name!r} leads outside this folder; name files inside "
+            "it (no '..', no absolute path, no link that points out).",
+            "outside the folder",
+        )
+    return path
