@@ -640,3 +640,31 @@ def test_a_write_the_disk_refuses_is_one_line_and_leaves_nothing(shared, tmp_pat
     )
     assert_clean_error(proc, "s.pt", "cannot write")
     assert list(out.parent.iterdir()) == []  # no half-written file, no temporary
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot"])
+def test_a_supermodel_whose_onnx_points_to_outside_data_is_refused(tiny_export, tmp_path, where):
+    """A crafted supermodel.pt (safe for weights_only) whose embedded ONNX keeps external-data
+    locations must not map another file into the backbone's weights."""
+    from onnxmtl.compiler import compile, save_supermodel
+    from onnxmtl.tasks import Task
+    from tests.test_cli import assert_clean_error, run_cli
+
+    marker = tmp_path / "secret.bin"
+    marker.write_bytes(np.arange(4096, dtype=np.float32).tobytes())
+    path = tmp_path / "supermodel.pt"
+    save_supermodel(compile(onnxmtl.load(tiny_export("legacy17")), [Task("d", "depth")]), path)
+    state = torch.load(path, weights_only=True)
+    proto = onnx.load_from_string(state["onnx"])
+    weight = proto.graph.initializer[0]
+    weight.ClearField("raw_data")
+    del weight.float_data[:]
+    weight.data_location = TensorProto.EXTERNAL
+    location = str(marker) if where == "absolute" else "../" * 8 + str(marker).lstrip("/")
+    for key, value in (("location", location), ("offset", "0")):
+        weight.external_data.add(key=key, value=value)
+    state["onnx"] = proto.SerializeToString()
+    torch.save(state, path)
+    with pytest.raises(onnxmtl.errors.ModelFileError, match="points to data in a file"):
+        load_supermodel(path)
+    assert_clean_error(run_cli("inspect", str(path)), "points to data in a file")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -31,12 +32,15 @@ UPGRADE_OPSET = 9
 def read_model(source: str | Path | onnx.ModelProto) -> tuple[ir.Model, str]:
     """Read and validate `source`; return the model and a label naming it in messages.
 
-    Files with external data are read with their data. Models older than opset 9 are upgraded
-    to opset 9 with onnx's version converter: only as far as needed, since its later steps lose
-    attributes (Upsample's linear mode becomes Resize-13's half-pixel one).
+    Files with external data are read with their data (onnx keeps it to the file's folder); a
+    ModelProto must hold its weights itself, since nothing bounds where its locations point.
+    Models older than opset 9 are upgraded to opset 9 with onnx's version converter: only as
+    far as needed, since its later steps lose attributes (Upsample's linear mode becomes
+    Resize-13's half-pixel one).
     """
     if isinstance(source, onnx.ModelProto):
         label = source.graph.name or "<ModelProto>"
+        _refuse_external_data(source.graph, label)
         proto = onnx.ModelProto()
         proto.CopyFrom(source)  # modernise rewrites it; the caller's stays as it is
     else:
@@ -87,6 +91,28 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[ir.Model, str]:
             f"{label}: invalid ONNX model ({first_line}); fix or re-export it."
         ) from exc
     return ir.serde.deserialize_model(proto), label
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph holds: initializers, and those of node attributes and subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _tensors(sub)
+
+
+def _refuse_external_data(graph: onnx.GraphProto, label: str) -> None:
+    """A ModelFileError where a tensor of an in-memory model points to data in a file."""
+    for tensor in _tensors(graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise ModelFileError(
+                f"{label}: weight '{tensor.name}' points to data in a file; an in-memory model "
+                "must hold its weights (load the .onnx file by its path instead)."
+            )
 
 
 def _without_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
