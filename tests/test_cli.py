@@ -63,7 +63,8 @@ def test_verify_exits_1_when_the_lowering_is_wrong(tiny_export, capsys):
     """A deliberately wrong Relu converter must be caught by verify."""
     key = ("", "Relu", 14)
     saved = registry._REGISTRY.get(key)
-    registry.register_converter("Relu", 14)(lambda node, graph: result(node, nn.Identity()))
+    wrong = registry.register_converter("Relu", 14, override=True)
+    wrong(lambda node, graph: result(node, nn.Identity()))
     try:
         code = main(["verify", str(tiny_export("legacy17")), "--json"])
     finally:

@@ -8,6 +8,7 @@ from onnxmtl.compiler import SuperModel
 from onnxmtl.cost.counted import mac_cost, param_cost
 from onnxmtl.cost.latency import latency_cost
 from onnxmtl.errors import ConfigError
+from onnxmtl.registry import add
 from onnxmtl.training import SearchConfig
 from onnxmtl.training.cost_model import CostModel
 
@@ -21,10 +22,10 @@ COSTS: dict[str, CostFactory] = {
 }
 
 
-def register_cost(name: str, factory: CostFactory) -> None:
+def register_cost(name: str, factory: CostFactory, override: bool = False) -> None:
     """Make `cost: NAME` in a config build `factory(model, config, progress)`, a `CostModel`
-    of the supermodel (registering a name again replaces it)."""
-    COSTS[name] = factory
+    of the supermodel (a name registered already is refused unless `override`)."""
+    add(COSTS, name, factory, "cost", override)
 
 
 def cost_factory(name: str) -> CostFactory:

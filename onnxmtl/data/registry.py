@@ -15,6 +15,7 @@ from onnxmtl.data.labelled_folder import LabelledFolder, is_labelled_folder
 from onnxmtl.data.multi_fashion import MultiFashion
 from onnxmtl.data.scenes import Scenes
 from onnxmtl.errors import DataError
+from onnxmtl.registry import add
 
 DatasetFactory = Callable[..., MultiTaskDataset]  # (split='train' | 'test', **options)
 DATASETS: dict[str, DatasetFactory] = {
@@ -25,10 +26,11 @@ DATASETS: dict[str, DatasetFactory] = {
 }
 
 
-def register_dataset(name: str, factory: DatasetFactory) -> None:
+def register_dataset(name: str, factory: DatasetFactory, override: bool = False) -> None:
     """Make `name` a dataset for `--data` and `load_dataset`: `factory(split=SPLIT,
-    **options)` builds its 'train' or 'test' split (registering a name again replaces it)."""
-    DATASETS[name] = factory
+    **options)` builds its 'train' or 'test' split (a name registered already is refused
+    unless `override`)."""
+    add(DATASETS, name, factory, "dataset", override)
 
 
 def load_dataset(source: str | Path, split: str = "train", **options: Any) -> MultiTaskDataset:

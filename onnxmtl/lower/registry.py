@@ -15,6 +15,8 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
+from onnxmtl.registry import add
+
 Converter = Callable[[OnnxNode, OnnxGraph], OperationConverterResult]
 
 _REGISTRY: dict[tuple[str, str, int], Converter] = {}
@@ -24,16 +26,20 @@ def _domain(domain: str) -> str:
     return "" if domain in ("", "ai.onnx") else domain
 
 
-def register_converter(op_type: str, *versions: int, domain: str = "") -> Callable:
+def register_converter(
+    op_type: str, *versions: int, domain: str = "", override: bool = False
+) -> Callable:
     """Register a converter for `op_type` at each opset since-version in `versions`.
 
-    Registering a key again replaces the earlier converter (ours or onnx2torch's): this is how
-    a user fixes or extends the lowering of one op.
+    It takes precedence over onnx2torch's converter for the same key: this is how a user fixes
+    or extends the lowering of one op. A key registered here already (by onnxmtl or another
+    extension) is refused unless `override`.
     """
 
     def decorate(fn: Converter) -> Converter:
         for version in versions:
-            _REGISTRY[(_domain(domain), op_type, version)] = fn
+            key = (_domain(domain), op_type, version)
+            add(_REGISTRY, key, fn, f"converter for {op_type} (opset {version})", override)
         return fn
 
     return decorate

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from onnxmtl.errors import ConfigError
+from onnxmtl.registry import add
 from onnxmtl.tasks.task import HeadFactory, Task
 
 DEFAULT_HEAD = {"dense": "aspp", "global": "linear"}
@@ -82,11 +83,11 @@ HEADS: dict[str, HeadFactory] = {
 }
 
 
-def register_head(name: str, factory: HeadFactory) -> None:
+def register_head(name: str, factory: HeadFactory, override: bool = False) -> None:
     """Make `head: NAME` in a task build `factory(task, in_channels)`, a fresh module for each
-    model compiled (registering a name again replaces it). A registered head reads the last
-    feature value, which must be an (N, C, H, W) map for a dense task."""
-    HEADS[name] = factory
+    model compiled (a name registered already is refused unless `override`). A registered
+    head reads the last feature value, which must be an (N, C, H, W) map for a dense task."""
+    add(HEADS, name, factory, "head", override)
 
 
 def is_custom_head(task: Task) -> bool:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from onnxmtl.errors import ConfigError
+from onnxmtl.registry import add
 from onnxmtl.tasks import Task
 
 
@@ -96,10 +97,14 @@ WEIGHTINGS: dict[str, Callable[[list[Task], float, int], Weighting]] = {
 }
 
 
-def register_weighting(name: str, factory: Callable[[list[Task], float, int], Weighting]) -> None:
+def register_weighting(
+    name: str,
+    factory: Callable[[list[Task], float, int], Weighting],
+    override: bool = False,
+) -> None:
     """Make `weighting: NAME` in a config build `factory(tasks, dwa_temperature, dwa_window)`
-    (registering a name again replaces it)."""
-    WEIGHTINGS[name] = factory
+    (a name registered already is refused unless `override`)."""
+    add(WEIGHTINGS, name, factory, "weighting", override)
 
 
 def make_weighting(name: str, tasks: list[Task], temperature: float, window: int) -> Weighting:
