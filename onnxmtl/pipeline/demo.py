@@ -14,8 +14,8 @@ EXPORT_HINT = (
     "--out-dir models --name efficientnet_lite0.64.onnx"
 )
 
-# Sized for 2 CPU cores (about 10 minutes for search, baselines, export, bench and report at
-# this VM's usual speed, twice that on its slow days); the search at its defaults.
+# Sized for 2 CPU cores: the search at its defaults, then the baselines (all-shared, the
+# single-task models and the six last-k policies), each trained as long as the searched model.
 CPU_CONFIG = {
     "batch_size": 32,
     "warmup_steps": 40,
