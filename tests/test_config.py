@@ -163,6 +163,7 @@ def test_yaml_numbers_read_as_strings_are_numbers_and_wrong_types_are_refused(tm
         ({"per_task_steps": "yes"}, "per_task_steps='yes'; expected true or false"),
         ({"cost": 5}, "cost=5; expected a string"),
         ({"data": [1]}, "data=[1]; expected a mapping"),
+        ({"eval_batches": 0}, "eval_batches must be >= 1"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             SearchConfig.from_dict(options)

@@ -356,3 +356,32 @@ def test_image_names_that_leave_the_folder_are_refused(tmp_path, how):
             load_dataset(root, split, strict=True)
     proc = run_cli("data", "check", str(root))
     assert proc.returncode != 0 and "outside" in proc.stdout + proc.stderr
+
+
+def test_a_bom_csv_is_read_and_a_non_utf8_one_is_refused_in_one_line(tmp_path):
+    root, _, classes = write_folder(tmp_path / "shop")
+    text = (root / "labels.csv").read_text()
+    (root / "labels.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())  # Excel's CSV UTF-8
+    data = load_dataset(root, "train")
+    assert data.targets["item"][0] == classes[int(data.names[0][4:7])]
+    (root / "labels.csv").write_bytes(text.replace("image", "imag\xe9").encode("latin-1"))
+    assert_clean_error(run_cli("data", "check", str(root)), "labels.csv", "not UTF-8")
+
+
+def test_sixteen_bit_images_keep_their_values(tmp_path):
+    root, images, _ = write_folder(tmp_path / "shop")
+    name = "item000.png"
+    wide = images[0].astype(np.uint16) * 257  # the same picture over 16 bits
+    Image.fromarray(wide).save(root / "images" / name)  # mode I;16
+    assert Image.open(root / "images" / name).mode.startswith("I;16")
+    data = load_dataset(root, "train") if name in load_dataset(root, "train").names else None
+    data = data or load_dataset(root, "test")
+    index = data.names.index(name)
+    assert np.array_equal(data.images[index][..., 0], images[0])  # not clipped to white
+
+
+def test_an_image_over_the_decompression_bomb_limit_is_one_line(tmp_path, monkeypatch):
+    root, _, _ = write_folder(tmp_path / "shop")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 28x28 is over twice this
+    with pytest.raises(DataError, match="more pixels than Pillow opens"):
+        load_dataset(root, "train", strict=True)

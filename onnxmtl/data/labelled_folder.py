@@ -129,12 +129,11 @@ class LabelledFolder(ArrayDataset):
         csv_path, jsonl_path = self.root / "labels.csv", self.root / "labels.jsonl"
         rows: list[dict[str, Any]] = []
         if csv_path.is_file():
-            with open(csv_path, newline="") as f:
-                rows = list(csv.DictReader(f))
+            rows = list(csv.DictReader(_text(csv_path).splitlines()))
             where = csv_path
         elif jsonl_path.is_file():
             where = jsonl_path
-            for number, line in enumerate(jsonl_path.read_text().splitlines(), 1):
+            for number, line in enumerate(_text(jsonl_path).splitlines(), 1):
                 if line.strip():
                     try:
                         rows.append(json.loads(line))
@@ -159,7 +158,7 @@ class LabelledFolder(ArrayDataset):
         listed = self.root / "splits" / f"{split}.txt"
         if not listed.is_file():
             return None
-        chosen = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+        chosen = [line.strip() for line in _text(listed).splitlines() if line.strip()]
         unknown = [n for n in chosen if n not in names]
         if unknown:
             raise DataError(f"{listed}: {len(unknown)} unknown image(s), e.g. {unknown[0]!r}.")
@@ -209,10 +208,16 @@ class LabelledFolder(ArrayDataset):
             ) from exc
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{path}: not a readable image ({exc}).", "unreadable image") from exc
+        except Image.DecompressionBombError as exc:
+            raise DataError(
+                f"{path}: more pixels than Pillow opens (twice its limit of "
+                f"{Image.MAX_IMAGE_PIXELS:,}, against decompression bombs); resize the image.",
+                "unreadable image",
+            ) from exc
         return image
 
     def _image(self, name: str) -> np.ndarray:
-        image = self._open(name).convert("RGB")
+        image = eight_bit(self._open(name)).convert("RGB")
         if (image.height, image.width) != self.size:
             image = image.resize(self.size[::-1], Image.Resampling.BILINEAR)
         return np.asarray(image)
@@ -301,3 +306,26 @@ def _inside(folder: Path, name: str) -> Path:
             "outside the folder",
         )
     return path
+
+
+def _text(path: Path) -> str:
+    """A label or split file's text (UTF-8, with or without the BOM spreadsheets write)."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 (CSV UTF-8)."
+        ) from exc
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """A 16- or 32-bit greyscale image scaled to 8 bits over its type's full range (Pillow's
+    own conversion clips it, which turns a 16-bit image white)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        scaled = np.asarray(image, np.float64) / 65535 * 255
+        return Image.fromarray(np.round(scaled).astype(np.uint8))
+    if image.mode == "I":
+        values = np.asarray(image, np.float64)
+        top = 65535 if values.max() > 255 else 255
+        return Image.fromarray(np.round(values / top * 255).clip(0, 255).astype(np.uint8))
+    return image

@@ -238,6 +238,8 @@ class EvaluationOptions:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.batches is not None and self.batches < 1:
+            raise ConfigError("config: eval_batches must be >= 1, or left out for every batch.")
 
 
 @dataclass(frozen=True)
