@@ -668,3 +668,32 @@ def test_a_supermodel_whose_onnx_points_to_outside_data_is_refused(tiny_export, 
     with pytest.raises(onnxmtl.errors.ModelFileError, match="points to data in a file"):
         load_supermodel(path)
     assert_clean_error(run_cli("inspect", str(path)), "points to data in a file")
+
+
+def test_force_keeps_a_users_backbone_and_subfolders_and_clears_an_exported_one(tmp_path):
+    """--force deletes what the run wrote, judged by the run itself: a backbone.onnx only where
+    onnxmtl exported it from a module, task folders only by the run's task names."""
+    from onnxmtl.ir.from_torch import export_module
+    from tests.conftest import TinyNet
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"kind": "search", "tasks": [{"name": "seg"}]}))
+    (run / "config.json").write_text("{}")
+    user = run / "backbone.onnx"
+    onnx.save(make_model([helper.make_node("Relu", ["x"], ["y"])], [image()], [output()]), user)
+    with pytest.raises(RunFolderError, match=r"did not write \(backbone.onnx\)"):
+        clear_run(run, LAYOUT)
+    assert user.exists() and (run / "config.json").exists()  # nothing deleted
+    export_module(TinyNet().eval(), torch.zeros(1, 3, 32, 32), user)  # now onnxmtl's export
+    mine = run / "my_experiment"
+    mine.mkdir()
+    (mine / "config.json").write_text("{}")  # a run-file name, in the user's own folder
+    with pytest.raises(RunFolderError, match="my_experiment"):
+        clear_run(run, LAYOUT)
+    assert (mine / "config.json").exists()
+    shutil.rmtree(mine)
+    (run / "seg").mkdir()  # the run's own task folder
+    (run / "seg" / "metrics.json").write_text("{}")
+    clear_run(run, LAYOUT)
+    assert sorted(p.name for p in run.iterdir()) == []

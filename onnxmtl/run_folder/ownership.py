@@ -14,8 +14,14 @@ import json
 from pathlib import Path
 from typing import Literal
 
+import onnx
+
 from onnxmtl.errors import RunFolderError
-from onnxmtl.run_folder.names import LOCK_FILE, RUN_FILE, Layout
+from onnxmtl.run_folder.names import LOCK_FILE, RUN_FILE, Layout, RunFolder
+
+EXPORTED_KEY = (
+    "onnxmtl.exported_from"  # onnxmtl.ir.from_torch writes it into the backbones it exports
+)
 
 
 def is_run(folder: Path) -> bool:
@@ -97,6 +103,7 @@ def clear_run(folder: Path, layout: Layout) -> None:
             f"{_listing(folder, entries)}); --force only replaces a run onnxmtl wrote: give an "
             "empty or new --out."
         )
+    layout = owned_layout(folder, layout)
     foreign = foreign_entries(folder, layout)
     if foreign:
         raise RunFolderError(
@@ -104,6 +111,39 @@ def clear_run(folder: Path, layout: Layout) -> None:
             "--force deletes only a run's own files: move them out or give another --out."
         )
     _delete_own(folder, layout)
+
+
+def owned_layout(folder: Path, layout: Layout) -> Layout:
+    """`layout` narrowed, by each run folder's run.json, to what onnxmtl wrote there: a
+    backbone file only where onnxmtl exported it from a module (a user's own backbone.onnx is
+    the user's), and task folders only under the names of the run's tasks (a user's
+    subfolder that happens to hold a config.json is the user's)."""
+    info = read_run(folder) if is_run(folder) else {}
+    owned: Layout = {}
+    for pattern, sub in layout.items():
+        path = folder / pattern
+        if pattern == RunFolder.BACKBONE and not _exported(path):
+            continue
+        if pattern == "*" and sub is not None:
+            for task in info.get("tasks", []):
+                if isinstance(task, dict) and isinstance(task.get("name"), str):
+                    owned[task["name"]] = owned_layout(folder / task["name"], sub)
+        elif sub is not None and not any(c in pattern for c in "*?["):
+            owned[pattern] = owned_layout(path, sub)
+        else:
+            owned[pattern] = sub
+    return owned
+
+
+def _exported(path: Path) -> bool:
+    """Whether `path` is a backbone onnxmtl exported from a PyTorch module (its mark)."""
+    if not path.is_file():
+        return True  # nothing there to protect
+    try:
+        props = onnx.load(str(path), load_external_data=False).metadata_props
+    except Exception:  # not ONNX at all: not ours
+        return False
+    return any(p.key == EXPORTED_KEY for p in props)
 
 
 def _listing(folder: Path, paths: list[Path], limit: int = 3) -> str:
