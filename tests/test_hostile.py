@@ -697,3 +697,16 @@ def test_force_keeps_a_users_backbone_and_subfolders_and_clears_an_exported_one(
     (run / "seg" / "metrics.json").write_text("{}")
     clear_run(run, LAYOUT)
     assert sorted(p.name for p in run.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["search", "run"])
+def test_a_fresh_run_into_a_users_folder_is_refused_and_touches_nothing(shared, tmp_path, command):
+    env = Env(*shared, tmp_path)
+    out = tmp_path / "mine"
+    out.mkdir()
+    files = {"metrics.csv": "a,b\n1,2\n", "config.json": '{"mine": 1}', "report.md": "# notes"}
+    for name, text in files.items():
+        (out / name).write_text(text)
+    args = [command, str(env.model), "--data", "scenes", "--config", str(env.config)]
+    assert_clean_error(run_cli(*args, "--out", str(out)), "not an onnxmtl run", "empty or new")
+    assert {p.name: p.read_text() for p in out.iterdir() if p.name != LOCK_FILE} == files

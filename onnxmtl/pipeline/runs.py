@@ -27,7 +27,7 @@ from onnxmtl.errors import ConfigError, RunFolderError
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.ir import load
 from onnxmtl.ir.from_torch import export_module
-from onnxmtl.run_folder import Layout, RunFolder, clear_run, locked, read_run
+from onnxmtl.run_folder import Layout, RunFolder, check_fresh, clear_run, locked, read_run
 from onnxmtl.runtime import cpu_threads
 from onnxmtl.tasks import Task, load_tasks
 from onnxmtl.training import distributed
@@ -44,7 +44,7 @@ RESUME_FREE = ("device", "threads", "checkpoint_every", "latency_cache")  # may 
 def prepare_dir(out: Path, resume: bool, force: bool) -> bool:
     """Check the run folder: returns whether to resume. A folder holding a run (a
     checkpoint) is never reused without --resume or --force; --force clears only a run
-    onnxmtl wrote (`clear_run`)."""
+    onnxmtl wrote (`clear_run`); a folder holding other files is never used (`check_fresh`)."""
     holds_run = has_checkpoint(out)
     distributed.barrier()  # every process has looked before rank 0 writes or deletes
     if force:
@@ -58,6 +58,8 @@ def prepare_dir(out: Path, resume: bool, force: bool) -> bool:
         )
     if resume and not has_checkpoint(out):
         raise ConfigError(f"{out}: no checkpoint to resume; run without --resume.")
+    if not resume:
+        check_fresh(out)
     return resume
 
 

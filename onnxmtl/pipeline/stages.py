@@ -52,7 +52,14 @@ from onnxmtl.pipeline.runs import (
     train_baseline,
     writing,
 )
-from onnxmtl.run_folder import Layout, PipelineFolder, RunFolder, clear_run, is_run
+from onnxmtl.run_folder import (
+    Layout,
+    PipelineFolder,
+    RunFolder,
+    check_fresh,
+    clear_run,
+    is_run,
+)
 from onnxmtl.runtime import cpu_threads
 from onnxmtl.tasks import DELTA_M_DEFINITION, Task, delta_m
 from onnxmtl.training import SearchConfig, distributed
@@ -140,6 +147,8 @@ def run(
             if distributed.is_main():
                 clear_run(out, LAYOUT)
             distributed.barrier()
+        elif not is_run(out):
+            check_fresh(out)  # before the backbone is exported into it
         model = backbone_file(model, out, example_input)
         info = {**run_info(model, data, config), "baselines": list(baselines)}
         if not force and is_run(out):

@@ -4,6 +4,7 @@
 from onnxmtl.run_folder.lock import locked
 from onnxmtl.run_folder.names import LOCK_FILE, RUN_FILE, Layout, PipelineFolder, RunFolder
 from onnxmtl.run_folder.ownership import (
+    check_fresh,
     clear_run,
     foreign_entries,
     is_run,
@@ -12,6 +13,7 @@ from onnxmtl.run_folder.ownership import (
 )
 
 __all__ = [
+    "check_fresh",
     "LOCK_FILE",
     "RUN_FILE",
     "Layout",

@@ -113,6 +113,18 @@ def clear_run(folder: Path, layout: Layout) -> None:
     _delete_own(folder, layout)
 
 
+def check_fresh(folder: Path) -> None:
+    """Refuse to start a run in `folder` when it holds files but no onnxmtl run: they are the
+    user's, and a run would overwrite or delete some of them."""
+    folder = Path(folder)
+    entries = [p for p in folder.iterdir() if p.name != LOCK_FILE] if folder.is_dir() else []
+    if entries and not is_run(folder):
+        raise RunFolderError(
+            f"{folder}: holds files that are not an onnxmtl run ({_listing(folder, entries)}); "
+            "give an empty or new --out."
+        )
+
+
 def owned_layout(folder: Path, layout: Layout) -> Layout:
     """`layout` narrowed, by each run folder's run.json, to what onnxmtl wrote there: a
     backbone file only where onnxmtl exported it from a module (a user's own backbone.onnx is
