@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import onnxmtl
-from onnxmtl.compiler import SHARED, Policy, SuperModel
+from onnxmtl.compiler import SHARED, Policy, SuperModel, load_supermodel
 from onnxmtl.cost import COSTS, CountedCost, make_cost, register_cost
 from onnxmtl.data import Scenes
 from onnxmtl.errors import ConfigError
@@ -95,7 +95,11 @@ def test_a_registered_cost_model_is_built_for_the_search_and_used(tiny_export, t
     assert report["policy"] == result.policy.choices
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     search = [r for r in rows if r["phase"] == "search"]
-    assert search and all(r["units"] >= 1.0 and r["cost"] >= 0 for r in search)
+    units = len(load_supermodel(tmp_path / "run" / "supermodel.pt").units)
+    full = 1.0 + 3 * units  # the base, and one per unit for each of the three tasks
+    assert search
+    for r in search:  # the logged cost is the excess of the expected share over the budget
+        assert r["cost"] == pytest.approx(max(0.0, r["units"] / full - 0.5), abs=1e-6)
 
 
 def test_the_trainer_refuses_a_cost_it_was_not_given(tiny_export, tmp_path):

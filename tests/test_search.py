@@ -270,7 +270,20 @@ def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tm
     )
     model = _model(tiny_export, train.tasks())
     trainer = Trainer(model, train, config, tmp_path, progress=False, cost=make_cost(model, config))
+    steps: dict[str, int] = {}
+    step = trainer.session.optimizer_step
+
+    def counted(optimizer, params):
+        phase = trainer.phase.name if trainer.phase is not None else "end"
+        steps[phase] = steps.get(phase, 0) + 1
+        step(optimizer, params)
+
+    trainer.session.optimizer_step = counted
     trainer.run()
+    tasks = len(train.tasks())
+    # per search iteration: one weight step per task (AutoMTL's), then one policy step
+    assert steps["search"] == config.search.steps * (tasks + 1)
+    assert steps["warmup"] == config.warmup.steps  # elsewhere one step on the weighted sum
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     assert "cost" in header and len(rows) == 1 + 12
