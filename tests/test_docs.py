@@ -225,3 +225,33 @@ def test_evidence_pages_reach_the_readme_table_and_the_navigation(tmp_path):
     nav = docs_gen.on_config(config)["nav"]
     assert nav == [{"Evidence": [{"Protocol": "evidence.md"}, {"toy": "evidence/toy.md"}]}]
     assert "evidence/toy.md" in docs_gen.evidence_list(evidence)
+
+
+def test_benchmark_results_are_rendered_from_the_files_the_scripts_write(tmp_path, tiny_export):
+    from onnxmtl.benchmark import bench
+
+    timing = bench([tiny_export("legacy17")], repeats=2, memory=False)
+    meta = {"command": "c", "commit": "0123456789abc", "machine": "m", "written": "w"}
+    (tmp_path / "runtimes.json").write_text(
+        json.dumps({**meta, "results": {"onnxruntime": timing.to_dict()}})
+    )
+    quantized = {
+        "model": "searched",
+        "tolerance": 1.0,
+        "path": "RUN/models/searched.int8.onnx",
+        "excluded": ["conv0"],
+        "fp32": {"item": {"accuracy": 0.8}},
+        "int8": {"item": {"accuracy": 0.79}},
+        "deltas": {"item": -1.25},
+        "within": False,
+        "latency_p50_ms": {"1": {"fp32": 2.0, "int8": 1.0}},
+    }
+    (tmp_path / "int8.json").write_text(json.dumps({**meta, "results": [quantized]}))
+    page = docs_gen.benchmark_results(tmp_path)
+    assert page.index("`int8.json`") < page.index("`runtimes.json`")
+    assert (
+        "| item | accuracy | 0.8 | 0.79 | -1.25 |" in page
+        and "| 1 | 2.000 | 1.000 | 2.00x |" in page
+    )
+    assert "NOT within 1% of fp32" in page and "at commit `0123456789`" in page
+    assert "**onnxruntime**" in page and "| tiny.legacy17 | 1 |" in page

@@ -419,6 +419,41 @@ def readme_with_table(text: str, folder: Path = EVIDENCE) -> str:
     return text[: start + len(TABLE_START)] + "\n" + evidence_table(folder) + "\n" + text[end:]
 
 
+# --------------------------------------------------------------------- benchmark results
+
+BENCHMARKS = DOCS / "benchmarks"
+
+
+def benchmark_results(folder: Path = BENCHMARKS) -> str:
+    """Every result file a benchmark script wrote under docs/benchmarks/ (int8.py,
+    runtimes.py), as tables, each with the command, commit and machine that made it."""
+    from onnxmtl.benchmark import BenchResult, to_markdown
+    from onnxmtl.pipeline.quantize_run import quantize_table
+
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not files:
+        return "No benchmark result has been written at this commit yet."
+    parts = []
+    for path in files:
+        record = json.loads(path.read_text())
+        parts.append(
+            f"### `{path.name}`\n\n`{record['command']}` at commit `{record['commit'][:10]}`, "
+            f"{record['machine']}, {record['written']}.\n"
+        )
+        results = record["results"]
+        if isinstance(results, list):  # int8.py: one quantisation per model and tolerance
+            for row in results:
+                parts.append(
+                    f"**{row['model']}, tolerance {row['tolerance']:g}%**\n\n"
+                    f"{quantize_table(row)}\n"
+                )
+        else:  # runtimes.py: one bench result per runtime
+            for label, result in results.items():
+                table = to_markdown(BenchResult.from_dict(result))
+                parts.append(f"**{label}**\n\n{table}\n")
+    return "\n".join(parts)
+
+
 # ------------------------------------------------------------------------ MkDocs hooks
 
 PARTS = {
@@ -426,6 +461,7 @@ PARTS = {
     "errors": error_reference,
     "cli": cli_reference,
     "evidence": evidence_list,
+    "benchmarks": benchmark_results,
 }
 
 
