@@ -21,18 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import provenance  # noqa: E402
 from converters import export_backbones  # noqa: E402
 from onnxmtl.data import load_dataset  # noqa: E402
 from onnxmtl.errors import OnnxMtlError  # noqa: E402
@@ -82,27 +78,6 @@ def run_seed(size: int, data: str, tasks, config: SearchConfig, out: Path) -> di
     return result.results
 
 
-def git(*args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip()
-
-
-def provenance(threads: int) -> dict:
-    """Where the evidence came from: the command, commit, machine and time."""
-    import torch
-
-    share = f"{threads} thread(s) a run" if threads else "every core"
-    return {
-        "command": shlex.join([".venv/bin/python", "benchmarks/evidence.py", *sys.argv[1:]]),
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{share}",
-        "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["fashion-locate"])
@@ -119,7 +94,9 @@ def main() -> int:
     )
     args = parser.parse_args()
     base = SearchConfig.load(args.config)
-    meta = provenance(args.threads)
+    meta = provenance(
+        "evidence.py", f"{args.threads} thread(s) a run" if args.threads else "every core"
+    )
     try:
         for data in args.datasets:
             tasks, name = headed_tasks(data, args.head, base)

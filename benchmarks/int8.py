@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import provenance  # noqa: E402
 from onnxmtl.pipeline.quantize_run import quantize, quantize_table  # noqa: E402
 
 
@@ -44,17 +41,7 @@ def main() -> None:
             )  # fmt: skip
             rows.append({"model": model, "tolerance": tolerance, **result})
             print(f"\n## {model}, tolerance {tolerance:g}%\n\n{quantize_table(result)}", flush=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    record = {
-        "command": shlex.join([".venv/bin/python", "benchmarks/int8.py", *sys.argv[1:]]),
-        "commit": commit,
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-        f"{args.threads} onnxruntime thread(s)",
-        "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "results": rows,
-    }
+    record = {**provenance("int8.py", f"{args.threads} onnxruntime thread(s)"), "results": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
 

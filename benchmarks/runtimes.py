@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import provenance  # noqa: E402
 from onnxmtl.benchmark import bench, to_markdown  # noqa: E402
 
 
@@ -47,14 +44,8 @@ def main() -> None:
         label = runtime if runtime == "onnxruntime" else f"{runtime} {precision}"
         results[label] = result.to_dict()
         print(f"\n## {label}\n\n{to_markdown(result)}", flush=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip()
     record = {
-        "command": shlex.join([".venv/bin/python", "benchmarks/runtimes.py", *sys.argv[1:]]),
-        "commit": commit,
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-        "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **provenance("runtimes.py", f"{args.threads or 'default'} onnxruntime threads"),
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
