@@ -181,6 +181,8 @@ def test_load_takes_a_pytorch_module_with_its_batchnorm():
     # features='auto' cuts in front of the pooling, as for any file.
     auto = onnxmtl.load(module, example_input=torch.zeros(1, 3, 32, 32))
     assert auto.feature_shapes == [("batch", 16, 8, 8)]
+    # the images given second, where `features` stands, are the example input
+    assert onnxmtl.load(module, torch.zeros(1, 3, 32, 32)).feature_shapes == auto.feature_shapes
 
 
 class Spectral(torch.nn.Module):

@@ -53,9 +53,12 @@ def load(
     value name or several (multi-scale), or None to keep the model's own outputs.
     `input_shape` (N, C, H, W) fixes H and W where the model leaves them symbolic.
     A static batch of 1 is made symbolic (see `onnxmtl.ir.batch`), so the graph takes batches.
-    A `torch.nn.Module` is exported first (`export_module`, traced on `example_input`).
+    A `torch.nn.Module` is exported first (`export_module`, traced on `example_input`, which
+    may also be given second: `load(module, images)`).
     """
     if isinstance(source, torch.nn.Module):
+        if isinstance(features, torch.Tensor) and example_input is None:
+            example_input, features = features, "auto"  # load(module, images): what one means
         if example_input is None:
             raise ModelFileError(
                 f"{type(source).__name__}: a PyTorch module needs example_input, an (N, C, H, "
