@@ -182,3 +182,17 @@ def test_run_force_redoes_a_finished_pipeline_folder(tiny_export, tmp_path, cach
     assert (out / "results.json").stat().st_mtime_ns > before
     times = json.loads((out / "run_times.json").read_text())
     assert len(times) == 1  # started over: the first run's calls are gone
+
+
+def test_a_run_started_before_an_option_existed_resumes_at_its_default(tmp_path):
+    from onnxmtl.errors import RunFolderError
+    from onnxmtl.pipeline.runs import check_resume
+    from onnxmtl.training import SearchConfig
+
+    config = SearchConfig().to_dict()
+    older = {k: v for k, v in config.items() if k != "quantize"}  # written before it existed
+    (tmp_path / "run.json").write_text(json.dumps({"kind": "search", "config": older}))
+    check_resume(tmp_path, {"kind": "search", "config": config})
+    changed = SearchConfig().with_options(quantize=True).to_dict()
+    with pytest.raises(RunFolderError, match=r"quantize None -> True"):
+        check_resume(tmp_path, {"kind": "search", "config": changed})

@@ -123,7 +123,10 @@ def check_resume(out: Path, info: dict[str, Any]) -> None:
         if key in stored and stored[key] != info.get(key):
             name = {"model_sha256": "model", "policy_sha256": "policy"}.get(key, key)
             differ.append((name, stored.get(key), info.get(key)))
+    defaults = SearchConfig().to_dict()
     for key in sorted(set(given_config) | set(stored_config)):
+        if key not in stored_config and given_config.get(key) == defaults.get(key):
+            continue  # an option added since the run started, at its default: the same run
         if key not in RESUME_FREE and stored_config.get(key) != given_config.get(key):
             differ.append((key, stored_config.get(key), given_config.get(key)))
     if not differ:
