@@ -123,6 +123,10 @@ def _pipeline_resumes_a_malicious_checkpoint(env: Env) -> list[str]:
     marker.path = str(env.tmp / "MARKER")
     with open(folder / "search" / "checkpoint.pt", "wb") as f:
         pickle.dump({"phase": marker}, f)
+    from onnxmtl.pipeline.stages import run_info  # the pipeline's own record, as `run` writes it
+
+    info = run_info(env.model, "scenes", SearchConfig.load(env.config))
+    (folder / "run.json").write_text(json.dumps(info))
     args = env.search(folder)
     args[0] = "run"
     return args
