@@ -14,7 +14,7 @@ from onnxmtl.errors import ConfigError, ExportMismatchError
 from onnxmtl.lower.verify import max_diffs
 from onnxmtl.runtime import session
 
-PARITY = {"f32": 1e-4, "bf16": 1e-1, "f16": 5e-2}  # largest difference / output scale
+PARITY = 1e-4  # at f32: the largest difference from onnxruntime / the output scale
 
 
 def openvino_module() -> Any:
@@ -49,16 +49,17 @@ def openvino_call(compiled: Any, x: np.ndarray) -> Callable[[], None]:
 
 def parity(compiled: Any, path: Path, x: np.ndarray, precision: str) -> float:
     """The largest difference between OpenVINO's outputs and onnxruntime's (CPU) on `x`,
-    relative to each output's scale; an ExportMismatchError over `PARITY[precision]`."""
+    relative to each output's scale; at f32 an ExportMismatchError over `PARITY` (at bf16 or
+    f16 the difference is what the precision costs, and is reported, not refused)."""
     ort = session(str(path), ["CPUExecutionProvider"])
     names = [o.name for o in ort.get_outputs()]
     expected = ort.run(names, {ort.get_inputs()[0].name: x})
     result = compiled.create_infer_request().infer({0: x})
     got = [np.asarray(result[compiled.output(name)]) for name in names]
     rel = max_diffs(expected, got)[1]
-    if rel > PARITY[precision]:
+    if precision == "f32" and rel > PARITY:
         raise ExportMismatchError(
-            f"{path}: OpenVINO ({precision}) differs from onnxruntime by {rel:.3g} of the output "
-            f"scale (tolerance {PARITY[precision]:g}); its timings would not be of the same model."
+            f"{path}: OpenVINO (f32) differs from onnxruntime by {rel:.3g} of the output scale "
+            f"(tolerance {PARITY:g}); its timings would not be of the same model."
         )
     return rel
