@@ -6,6 +6,7 @@ every task is within it."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
@@ -97,8 +98,7 @@ def quantize_model(
     images = np.asarray(pool)[:count]
     name = onnx.load(str(model), load_external_data=False).graph.input[0].name
     fp32 = evaluate_onnx(model, evaluation, tasks, evaluation_indices, batch_size)
-    logging.getLogger("root").setLevel(logging.ERROR)  # the quantiser logs every node
-    with tempfile.TemporaryDirectory() as tmp:
+    with _quiet_quantiser(), tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         try:
             quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
@@ -138,6 +138,19 @@ def quantize_model(
     return QuantizeResult(
         str(out), excluded, fp32, int8, deltas, tolerance, _within(deltas, tolerance), tries
     )
+
+
+@contextlib.contextmanager
+def _quiet_quantiser() -> Iterator[None]:
+    """The root logger at ERROR while onnxruntime's quantiser logs every node, and back to
+    its level afterwards."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _within(deltas: dict[str, float], tolerance: float) -> bool:
