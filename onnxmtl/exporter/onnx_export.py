@@ -218,6 +218,12 @@ def export(
     )
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of an ONNX file (for one export wrote: its policy, tasks, precision and
+    input contract), read without its external weights."""
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
 def trace_to_onnx(
     module: nn.Module,
     inputs: Sequence[torch.Tensor],

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import onnx
 import torch
 
 from onnxmtl.compiler import SHARED, Policy, load_supermodel
@@ -16,7 +15,7 @@ from onnxmtl.compiler.supermodel import SuperModel
 from onnxmtl.derived import derive, save_derived
 from onnxmtl.errors import ExportMismatchError
 from onnxmtl.exporter import export
-from onnxmtl.exporter.onnx_export import DEFAULT_RTOL, INPUT_KEY, INPUT_NAME
+from onnxmtl.exporter.onnx_export import DEFAULT_RTOL, INPUT_KEY, INPUT_NAME, read_metadata
 from onnxmtl.lower.verify import max_diffs
 from onnxmtl.run_folder import PipelineFolder, RunFolder
 from onnxmtl.runtime import session
@@ -103,8 +102,7 @@ def self_check(jobs: Jobs, files: dict[str, Path], image: torch.Tensor) -> dict[
 
 def input_contract(path: Path) -> dict[str, Any]:
     """What the exported models take (`INPUT_KEY` in their metadata)."""
-    props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-    return json.loads(props[INPUT_KEY])
+    return json.loads(read_metadata(path)[INPUT_KEY])
 
 
 def policy_of(folder: RunFolder) -> Policy:

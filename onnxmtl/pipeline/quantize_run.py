@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from onnxmtl.benchmark import bench
 from onnxmtl.data import MultiTaskDataset, load_dataset, split_indices
 from onnxmtl.data.torch_dataset import DataSource
 from onnxmtl.errors import ConfigError, ModelFileError
+from onnxmtl.exporter.onnx_export import read_metadata
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.quantize import DEFAULT_TOLERANCE, quantize_model
 from onnxmtl.run_folder import PipelineFolder
@@ -37,10 +37,7 @@ def quantize(
     NAME.int8.onnx beside the model and, for a run, quantize.json; returns what it measured:
     the nodes kept in float, every task's metrics in fp32 and INT8 and their change, and p50
     latency of both at `batch_sizes`."""
-    path, options, seed, record = _target(Path(target), data, model)
-    source = data
-    if source is None:
-        source = json.loads(PipelineFolder(Path(target)).results.read_text())["data"]
+    path, source, options, seed, record = _target(Path(target), data, model)
     if not isinstance(source, str | Path):
         raise ConfigError("quantize reads named datasets and dataset folders; give --data.")
     train = load_dataset(source, "train", **options)
@@ -84,8 +81,9 @@ def quantize_file(
 
 def _target(
     target: Path, data: DataSource | None, model: str | None
-) -> tuple[Path, dict[str, Any], int, Path | None]:
-    """The fp32 file, the dataset's options, the seed, and where to record the result."""
+) -> tuple[Path, DataSource, dict[str, Any], int, Path | None]:
+    """The fp32 file, the data (`data`, or the run's), the dataset's options, the seed, and
+    where to record the result."""
     folder = PipelineFolder(target)
     if target.is_dir():
         if not folder.results.exists():
@@ -98,17 +96,18 @@ def _target(
         if not path.exists():
             models = ", ".join(sorted(p.stem for p in folder.models.glob("*.onnx")))
             raise ModelFileError(f"{path}: no such model in the run; it has {models}.")
-        return path, config.dataset.options, config.runtime.seed, folder.quantize
+        source = data if data is not None else results["data"]
+        return path, source, config.dataset.options, config.runtime.seed, folder.quantize
     if not target.is_file():
         raise ModelFileError(f"{target}: no such ONNX file or run folder.")
     if data is None:
         raise ConfigError(f"{target}: a model file needs --data to calibrate and judge it on.")
-    return target, {}, 0, None
+    return target, data, {}, 0, None
 
 
 def _tasks(path: Path) -> list[Task]:
     """The tasks the exporter recorded in the model's metadata."""
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    props = read_metadata(path)
     if "onnxmtl.tasks" not in props:
         raise ModelFileError(f"{path}: not exported by onnxmtl (no task list in its metadata).")
     return [Task.from_dict(t) for t in json.loads(props["onnxmtl.tasks"])]

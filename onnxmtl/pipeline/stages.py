@@ -29,10 +29,10 @@ from onnxmtl.errors import ConfigError, ModelFileError
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.pipeline.choose import choose_model
 from onnxmtl.pipeline.exports import (
+    Jobs,
     export_models,
     input_contract,
     one_model_baselines,
-    policy_of,
     run_models,
     self_check,
 )
@@ -242,7 +242,7 @@ def _run(
         memory=True,
         threads=config.runtime.threads,
     )
-    results = _results(files, supermodel, policy, baselines, timing, model, data, config)
+    results = _results(files, models, supermodel, policy, baselines, timing, model, data, config)
     results["input"] = input_contract(exported[files.SEARCHED])
     results["self_check"] = checked
     previous = json.loads(files.times.read_text()) if files.times.exists() else []
@@ -278,19 +278,21 @@ def _metrics(folder: RunFolder, split: str = "test") -> dict[str, dict[str, floa
     return json.loads(folder.metrics.read_text())[split]
 
 
-def _entry(folder: RunFolder) -> dict[str, Any]:
-    """Test and validation metrics and parameters of the model a run folder trained."""
-    model = load_supermodel(folder.supermodel)
+def _entry(folder: RunFolder, job: tuple[SuperModel, Policy, list[str] | None]) -> dict[str, Any]:
+    """Test and validation metrics and parameters of the model a run folder trained (`job`:
+    its supermodel and policy, as `run_models` loaded them)."""
+    model, policy, _ = job
     return {
         "metrics": _metrics(folder),
         "val_metrics": _metrics(folder, "val"),
-        "params": policy_params(model, policy_of(folder).choices),
-        "policy": policy_of(folder).method,
+        "params": policy_params(model, policy.choices),
+        "policy": policy.method,
     }
 
 
 def _results(
     out: PipelineFolder,
+    jobs: Jobs,
     supermodel: SuperModel,
     policy: Policy,
     baselines: tuple[str, ...],
@@ -299,12 +301,12 @@ def _results(
     data: DataSource,
     config: SearchConfig,
 ) -> dict[str, Any]:
-    methods: dict[str, dict[str, Any]] = {"searched": _entry(out.search)}
-    methods["searched"]["params"] = policy_params(supermodel, policy.choices)
+    methods: dict[str, dict[str, Any]] = {"searched": _entry(out.search, jobs[out.SEARCHED])}
     for name in one_model_baselines(baselines):
-        methods[name] = _entry(out.baseline(name))
+        methods[name] = _entry(out.baseline(name), jobs[name])
     if "single-task" in baselines:
-        entries = [_entry(out.baseline("single-task").task(t)) for t in supermodel.task_names]
+        folder = out.baseline("single-task")
+        entries = [_entry(folder.task(t), jobs[f"single-{t}"]) for t in supermodel.task_names]
         methods["single-task"] = {
             "metrics": {k: v for e in entries for k, v in e["metrics"].items()},
             "val_metrics": {k: v for e in entries for k, v in e["val_metrics"].items()},
