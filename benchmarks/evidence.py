@@ -11,7 +11,12 @@ same trainer and budget: all-shared, all-shared with uncertainty weighting, the 
 last-k policies (own-last-1..3, skip-last-1..3), a random policy matched in size to the
 searched one, and one single-task model per task; it then deploys the best on validation.
 The data are drawn with the run's seed. Finished runs are kept under --out and reused only if
-their config is this one (else the script stops, naming what differs).
+their config is this one (else the script stops, naming what differs). With
+--reuse-baselines DIR, a seed not yet run under --out starts from DIR's finished run of that
+seed: its baselines are copied (all but random-matched, sized on the searched policy) when
+the two configs differ only in options a fixed-policy baseline never reads (the warm-up,
+search, selection and cost sections), so that a new search is judged against the very same
+baselines in a fraction of the time.
 `onnxmtl.pipeline.evidence` summarises them; the script writes docs/evidence/NAME.json and
 NAME.md with the commit, machine and command. The default seeds 100-104 took no part in
 choosing any default (development used seeds 0-2).
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -31,9 +37,17 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.provenance import provenance  # noqa: E402
 from converters import export_backbones  # noqa: E402
 from onnxmtl.data import load_dataset  # noqa: E402
-from onnxmtl.errors import OnnxMtlError  # noqa: E402
+from onnxmtl.errors import ConfigError, OnnxMtlError  # noqa: E402
 from onnxmtl.pipeline import run  # noqa: E402
-from onnxmtl.pipeline.evidence import check_reusable, summarize, to_markdown  # noqa: E402
+from onnxmtl.pipeline.evidence import (  # noqa: E402
+    SEARCH_DEPENDENT,
+    baseline_differences,
+    check_reusable,
+    summarize,
+    to_markdown,
+)
+from onnxmtl.pipeline.stages import expand_baselines, run_info  # noqa: E402
+from onnxmtl.run_folder import PipelineFolder  # noqa: E402
 from onnxmtl.training import SearchConfig  # noqa: E402
 
 BASELINES = ("all-shared", "all-shared-uncertainty", "last-k", "random-matched", "single-task")
@@ -78,6 +92,28 @@ def run_seed(size: int, data: str, tasks, config: SearchConfig, out: Path) -> di
     return result.results
 
 
+def reuse_baselines(source: Path, out: Path, model: Path, data: str, config: SearchConfig) -> None:
+    """Start `out` from the finished run in `source`: its baselines (all but those sized on
+    the searched policy) and a run.json for `config`. Refused where the model or data differ
+    or `config` changes an option the baselines read."""
+    stored = json.loads((source / "results.json").read_text())
+    differ = baseline_differences(stored["config"], config.to_dict())
+    if differ:
+        raise ConfigError(
+            f"{source}: its baselines were trained with other options ({', '.join(differ)}); "
+            "they cannot stand for this config's."
+        )
+    info = {**run_info(model, data, config), "baselines": list(expand_baselines(BASELINES))}
+    old = json.loads(PipelineFolder(source).run_file.read_text())
+    if (old["model_sha256"], old["data"]) != (info["model_sha256"], info["data"]):
+        raise ConfigError(f"{source}: a run of another backbone or dataset.")
+    files = PipelineFolder(out)
+    for name in info["baselines"]:
+        if name not in SEARCH_DEPENDENT and (source / "baselines" / name).is_dir():
+            shutil.copytree(source / "baselines" / name, files.baseline(name).path)
+    files.run_file.write_text(json.dumps(info, indent=1))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["fashion-locate"])
@@ -90,6 +126,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "evidence")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "evidence")
     parser.add_argument(
+        "--reuse-baselines",
+        type=Path,
+        help="an earlier --out whose finished runs lend their baselines to seeds not run yet",
+    )
+    parser.add_argument(
         "--summarize-only", action="store_true", help="write the pages from finished runs only"
     )
     args = parser.parse_args()
@@ -97,6 +138,8 @@ def main() -> int:
     meta = provenance(
         "evidence.py", f"{args.threads} thread(s) a run" if args.threads else "every core"
     )
+    if args.reuse_baselines:
+        meta["baselines_from"] = str(args.reuse_baselines)
     try:
         for data in args.datasets:
             tasks, name = headed_tasks(data, args.head, base)
@@ -106,6 +149,9 @@ def main() -> int:
                 out = args.out / name / f"seed{seed}"
                 if args.summarize_only and not (out / "results.json").exists():
                     continue
+                source = args.reuse_baselines and args.reuse_baselines / name / f"seed{seed}"
+                if source and (source / "results.json").exists() and not out.exists():
+                    reuse_baselines(source, out, backbone(args.size), data, config)
                 runs[seed] = run_seed(args.size, data, tasks, config, out)
                 deployed = runs[seed]["deploy"]["model"]
                 print(f"{name} seed {seed}: done, run deploys {deployed}", flush=True)

@@ -17,18 +17,26 @@ POLICY_BASELINES = ("all-shared", "random", *LAST_K_POLICIES)  # one model, one 
 _LAST_K = re.compile(r"(own|skip)-last-([1-9][0-9]*)")
 
 
-def last_k_policy(model: SuperModel, k: int, how: str) -> Policy:
-    """Every task shares all but the last `k` units, which it owns (`how` 'own') or skips
-    ('skip'; a unit that offers no skip is owned instead, so it is still not shared)."""
+def last_k_row(model: SuperModel, k: int, how: str) -> list[int]:
+    """One task's choices: every unit shared but the last `k`, which it owns (`how` 'own') or
+    skips ('skip'; a unit that offers no skip is owned instead, so it is still not shared)."""
     if how not in ("own", "skip"):
         raise ConfigError(f"last-k policy: how={how!r}; expected 'own' or 'skip'.")
     units = len(model.unit_names)
-    if not 1 <= k <= units:
+    if not 0 <= k <= units:
         raise ConfigError(f"last-k policy: k={k}, but the backbone has {units} unit(s).")
     mask = model.branch_mask
     row = [SHARED] * (units - k)
     for u in range(units - k, units):
         row.append(SKIP if how == "skip" and bool(mask[u, SKIP]) else SPECIFIC)
+    return row
+
+
+def last_k_policy(model: SuperModel, k: int, how: str) -> Policy:
+    """Every task shares all but the last `k` units, which it owns or skips (`last_k_row`)."""
+    if k < 1:
+        raise ConfigError(f"last-k policy: k={k}; expected at least 1.")
+    row = last_k_row(model, k, how)
     choices = [list(row) for _ in model.task_names]
     return Policy(model.task_names, model.unit_names, choices, method=f"{how}-last-{k}")
 

@@ -21,6 +21,7 @@ import numpy as np
 from onnxmtl.compiler import LAST_K_POLICIES
 from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import DELTA_M_DEFINITION, delta_m, mean_metrics
+from onnxmtl.training.config import FLAT
 
 # Student's t two-sided 95% quantiles by degrees of freedom (from any statistics table); from
 # 31 on, the normal's 1.96 is within 4% of them.
@@ -90,6 +91,30 @@ def check_reusable(results: dict[str, Any], config: dict[str, Any], source: str)
             f"{source}: a finished run with another config ({details}); delete that folder "
             "to run it again at this config, or give the config it was run with."
         )
+
+
+# The sections whose options a fixed-policy baseline's training never reads (it skips warm-up,
+# search and selection, has no cost, and deploying comes after it); `skip_projection` is
+# read, by the compiler.
+UNREAD_BY_BASELINES = ("warmup", "search", "select", "cost", "deploy")
+# Baselines trained on the searched policy (its size), which a new search must retrain.
+SEARCH_DEPENDENT = ("random-matched",)
+
+
+def baseline_differences(stored: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The options of `config` (flat) that differ from a finished run's `stored` config and
+    that a fixed-policy baseline's training reads: where there are none, its baselines are the
+    ones `config` would train. The length of the baselines is read from the search's sections
+    too, unless they post-train from the backbone."""
+    free = {
+        name
+        for name, (section, field) in FLAT.items()
+        if section in UNREAD_BY_BASELINES and field != "skips"
+    } | {"cost"}
+    if config.get("post_train_init") != "backbone":
+        free = set()
+    keys = set(stored) | set(config)
+    return sorted(k for k in keys if k not in free and stored.get(k) != config.get(k))
 
 
 def best_on_validation(methods: dict[str, dict[str, Any]], names: tuple[str, ...]) -> str:

@@ -36,6 +36,7 @@ class RunFolder:
     SUPERMODEL: ClassVar[str] = "supermodel.pt"
     COST_REPORT: ClassVar[str] = "latency.json"
     CONFLICT: ClassVar[str] = "conflict.json"
+    SELECTION: ClassVar[str] = "selection.json"  # derive 'halving': what was measured
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -90,6 +91,10 @@ class RunFolder:
     def conflict(self) -> Path:
         return self.path / self.CONFLICT
 
+    @property
+    def selection(self) -> Path:
+        return self.path / self.SELECTION
+
     def task(self, name: str) -> RunFolder:
         """The folder of task `name` in a single-task baseline's folder."""
         return RunFolder(self.path / name)
@@ -107,6 +112,7 @@ class RunFolder:
         """Every file a training run writes, and the same in one folder per task."""
         names = [RUN_FILE, cls.BACKBONE, cls.CONFIG, cls.CHECKPOINT, cls.INITIAL, cls.METRICS]
         names += [*cls.LOGS.values(), cls.POLICY, cls.SUPERMODEL, cls.COST_REPORT, cls.CONFLICT]
+        names.append(cls.SELECTION)
         files: Layout = dict.fromkeys(names)
         return {**files, "*": files}
 

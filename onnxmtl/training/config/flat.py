@@ -18,6 +18,7 @@ from onnxmtl.training.config.sections import (
     PostTrainOptions,
     RuntimeOptions,
     SearchOptions,
+    SelectOptions,
     WarmupOptions,
 )
 
@@ -27,6 +28,7 @@ SECTIONS: dict[str, type] = {
     "loss": LossOptions,
     "warmup": WarmupOptions,
     "search": SearchOptions,
+    "select": SelectOptions,
     "cost": CostOptions,
     "post_train": PostTrainOptions,
     "evaluation": EvaluationOptions,

@@ -19,6 +19,7 @@ from onnxmtl.training.config.sections import (
     PostTrainOptions,
     RuntimeOptions,
     SearchOptions,
+    SelectOptions,
     WarmupOptions,
 )
 
@@ -34,6 +35,7 @@ class SearchConfig:
     loss: LossOptions = field(default_factory=LossOptions)
     warmup: WarmupOptions = field(default_factory=WarmupOptions)
     search: SearchOptions = field(default_factory=SearchOptions)
+    select: SelectOptions = field(default_factory=SelectOptions)
     cost: CostOptions = field(default_factory=CostOptions)
     post_train: PostTrainOptions = field(default_factory=PostTrainOptions)
     evaluation: EvaluationOptions = field(default_factory=EvaluationOptions)

@@ -15,7 +15,7 @@ SearchMode = Literal["hard", "soft"]
 SoftMix = Literal["outputs", "parameters"]
 SkipProjection = Literal["grouped", "full", "none"]
 SearchUpdate = Literal["alternate", "joint"]
-DeriveMethod = Literal["argmax", "sample", "conflict"]
+DeriveMethod = Literal["argmax", "sample", "conflict", "halving"]
 LrSchedule = Literal["constant", "cosine"]
 PostTrainSchedule = Literal["step", "cosine"]
 SharingPrior = Literal["depth", "conflict"]
@@ -133,8 +133,10 @@ class SearchOptions:
     conflict_init: bool = False  # start the search with each unit's task-specific logit set
     # to conflict_strength times its conflict score rescaled to [0, 1] over the units
     conflict_strength: float = 2.0
-    derive: DeriveMethod = "argmax"  # 'argmax', 'sample' (seeded by `seed`) or 'conflict' (the
-    # conflict heuristic, ignoring the searched logits: a baseline for the search)
+    derive: DeriveMethod = "halving"  # 'argmax', 'sample' (seeded by `seed`), 'conflict' (the
+    # conflict heuristic, ignoring the searched logits: a baseline for the search) or
+    # 'halving' (candidate policies, the searched one among them, fine-tuned briefly from
+    # the searched weights and measured; the `select` options)
     conflict_share: float = 0.25  # derive 'conflict': the most conflicting units become
     # task-specific for every task, as many as hold at most this share of the parameters of
     # the backbone's units (whatever the heads and the number of tasks)
@@ -160,6 +162,24 @@ class SearchOptions:
     def needs_conflict(self) -> bool:
         """Whether the search uses the conflict measured in warm-up."""
         return self.derive == "conflict" or self.conflict_init or self.sharing_prior == "conflict"
+
+
+@dataclass(frozen=True)
+class SelectOptions:
+    """derive 'halving': how the candidate policies are measured (`training.selection`)."""
+
+    steps: int = option(10, flat="select_steps", at_least=0)  # fine-tuning steps of every
+    # candidate at the first rung (each task's options); the second rung (their best
+    # combinations) takes three times as many
+    keep: int = option(2, flat="select_keep", at_least=1)  # options each task keeps for the
+    # second rung
+    batches: int = option(15, flat="select_batches", at_least=1)  # batches of train2 every
+    # candidate is scored on
+    batchnorm_batches: int = option(4, flat="select_batchnorm_batches", at_least=1)  # batches
+    # of train1 over which each candidate's BatchNorm statistics are re-estimated
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,12 @@ split (or together on one batch), then a policy derived from the logits."""
 
 from __future__ import annotations
 
+import json
+
 import torch
 
-from onnxmtl.compiler import BRANCHES
+from onnxmtl.compiler import BRANCHES, Policy
+from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.training.attribution import (
     attribution_record,
     policy_gradients,
@@ -25,6 +28,7 @@ from onnxmtl.training.regularizers import (
     expected_cost,
     sharing_regularizer,
 )
+from onnxmtl.training.selection import select_policy
 from onnxmtl.training.session import Session
 
 
@@ -197,8 +201,12 @@ class Search(Phase):
         budget, write policy.json and the cost's report, and make it the session's policy."""
         run, c = self.run, self.run.config
         check_weights(run.model, run.where(self.title, run.step))
+        selection = None
         if c.search.derive == "conflict":
             policy = conflict_policy(run.model, run.conflict.ranking(), c.search.conflict_share)
+        elif c.search.derive == "halving":
+            argmax = derive_policy(run.model, "argmax")
+            policy, selection = select_policy(run, argmax, self.within_budget)
         else:
             policy = derive_policy(run.model, c.search.derive, c.runtime.seed)
         searched = policy
@@ -207,10 +215,23 @@ class Search(Phase):
         run.policy = policy
         if run.main:
             policy.to_json(run.folder.policy)
+            if selection is not None:
+                atomic_write_text(run.folder.selection, json.dumps(selection.to_dict(), indent=1))
             if run.cost is not None:
                 run.cost.write_report(run.folder.path, policy, searched)
         if c.post_train.init == "backbone":
             self.restore_initial_weights()
+
+    def within_budget(self, policy: Policy) -> bool:
+        """Whether the cost model puts `policy` within its budget (always, without one)."""
+        run = self.run
+        if run.cost is None or run.cost.budget is None or self.cost_tensors is None:
+            return True
+        unit, skip, ancestors = self.cost_tensors
+        choices = torch.tensor(policy.choices, device=unit.device)
+        onehot = torch.nn.functional.one_hot(choices, len(BRANCHES)).float()
+        cost = cost_regularizer(onehot, unit, skip, run.cost.budget, ancestors, run.cost.base)
+        return float(cost) <= 0
 
     def restore_initial_weights(self) -> None:
         """Every weight back to its value at the start (the backbone's, calibrated), keeping

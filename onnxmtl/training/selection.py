@@ -1,0 +1,166 @@
+"""Choosing the policy by measuring candidates rather than reading the logits.
+
+At the end of the search the supermodel's weights are warm for every branch. Each option of
+`compiler.candidates` (every task leaving the shared trunk at one depth of a ladder, owned or
+skipped, all shared, or the searched rows) is given to every task at once, fine-tuned briefly
+from those weights, and scored per task on held-out data. Each task keeps its best few
+options; their combinations are fine-tuned three times as long and the best on the
+task-balanced delta-m wins (successive halving). Every candidate sees the same batches from
+the same weights, so what separates them is the policy, not the noise of a Gumbel sample.
+
+The fine-tuning uses the first half of the training split (train1) and the scores the
+second (train2): the validation split, on which `run` chooses among the searched model and
+the baselines, takes no part in the choice.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from onnxmtl.compiler import Policy
+from onnxmtl.compiler.candidates import SEARCHED, compose, task_options
+from onnxmtl.tasks import delta_m, task_deltas
+from onnxmtl.training.batchnorm import recompute_batchnorm
+from onnxmtl.training.evaluate import evaluate, fit_input
+from onnxmtl.training.session import Session
+
+Metrics = dict[str, dict[str, float]]
+RUNG_GROWTH = 3  # the second rung fine-tunes this many times as long as the first
+MAX_FINALISTS = 8  # combinations in the second rung at most (many tasks)
+
+
+@dataclass
+class Trial:
+    """One candidate's measurement: the option each task took, the fine-tuning steps, the
+    tasks' metrics on the scoring data and its task-balanced delta-m against all-shared at
+    the first rung."""
+
+    picks: tuple[str, ...]
+    steps: int
+    metrics: Metrics
+    delta_m: float | None = None
+
+
+@dataclass
+class Selection:
+    """What the selection measured and chose, as selection.json records it."""
+
+    options: list[str]
+    first: list[Trial]
+    second: list[Trial]
+    chosen: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def select_policy(
+    run: Session,
+    searched: Policy,
+    within_budget: Callable[[Policy], bool] = lambda policy: True,
+) -> tuple[Policy, Selection]:
+    """The candidate policy that scores best after brief fine-tuning (see the module), among
+    those `within_budget`; the searched policy where no combination is. The model's weights
+    and the loss weighting's are left as they were."""
+    c = run.config.select
+    model = run.model
+    options = task_options(model, searched)
+    saved = copy.deepcopy(model.state_dict()), copy.deepcopy(run.weighting.state_dict())
+    kept_policy = run.policy
+    names = list(options)
+    bar = run.bar(len(names), "select")
+    try:
+        first = []
+        for name in names:
+            picks = (name,) * len(model.task_names)
+            first.append(_trial(run, compose(model, options, picks), picks, c.steps, saved))
+            bar.update(1)
+        reference = next(t.metrics for t in first if t.picks[0] == "all-shared")
+        for trial in first:
+            trial.delta_m = delta_m(trial.metrics, reference)
+        finalists = _finalists(run, first, reference, c.keep)
+        finalists = [p for p in finalists if within_budget(compose(model, options, p))]
+        finalists = finalists[:MAX_FINALISTS]
+        bar.total = len(names) + len(finalists)
+        second = []
+        for picks in finalists:
+            steps = c.steps * RUNG_GROWTH
+            trial = _trial(run, compose(model, options, picks), picks, steps, saved)
+            trial.delta_m = delta_m(trial.metrics, reference)
+            second.append(trial)
+            bar.update(1)
+    finally:
+        bar.close()
+        model.load_state_dict(saved[0])
+        run.weighting.load_state_dict(saved[1])
+        run.policy = kept_policy
+        run.streams.pop("select", None)
+    if not second:
+        return searched, Selection(names, first, second, (SEARCHED,) * len(model.task_names))
+    best = max(second, key=lambda t: t.delta_m if t.delta_m == t.delta_m else -float("inf"))
+    policy = compose(model, options, best.picks)
+    policy.method = "selected"
+    return policy, Selection(names, first, second, best.picks)
+
+
+def _finalists(
+    run: Session, first: list[Trial], reference: Metrics, keep: int
+) -> list[tuple[str, ...]]:
+    """The combinations of each task's `keep` best options at the first rung, best first by
+    the mean of their tasks' deltas there (what the combination would score if the tasks did
+    not interact)."""
+    tasks = run.model.task_names
+    per_task: list[list[tuple[float, str]]] = []
+    for t, name in enumerate(tasks):
+        scored = []
+        for trial in first:
+            delta = task_deltas({name: trial.metrics[name]}, {name: reference[name]})
+            scored.append((delta.get(name, -float("inf")), trial.picks[t]))
+        scored.sort(key=lambda s: -s[0])
+        per_task.append(scored[:keep])
+    combos = [
+        (sum(d for d, _ in combo) / len(tasks), tuple(n for _, n in combo))
+        for combo in itertools.product(*per_task)
+    ]
+    combos.sort(key=lambda c: -c[0])
+    return [picks for _, picks in combos]
+
+
+def _trial(
+    run: Session,
+    policy: Policy,
+    picks: tuple[str, ...],
+    steps: int,
+    start: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+) -> Trial:
+    """Fine-tune `policy` for `steps` from the `start` weights on train1's first batches,
+    re-estimate its BatchNorm statistics and score it on train2."""
+    c, model = run.config.select, run.model
+    model.load_state_dict(start[0])
+    run.weighting.load_state_dict(start[1])
+    run.policy = policy
+    stream = run.stream("select", "train1")
+    run.streams["select"] = stream
+    if steps:
+        optimizer = torch.optim.Adam(run.weights(), lr=run.config.post_train.lr)
+        model.train()
+        for _ in range(steps):
+            run.weight_step(optimizer, "select", "fixed")
+    norm_stream = run.stream("select-batchnorm", "train1")
+
+    def forward() -> None:
+        images = fit_input(norm_stream.next()[0].to(run.device), model)
+        with run.precision.autocast():
+            model(images, mode="fixed", policy=policy)
+
+    recompute_batchnorm(model, forward, c.batchnorm_batches)
+    batch = run.config.dataset.batch_size
+    indices = run.splits["train2"][: c.batches * batch]
+    metrics = evaluate(model, run.train_set, indices, batch, "fixed", None, policy)
+    return Trial(picks, steps, metrics)

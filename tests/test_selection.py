@@ -1,0 +1,159 @@
+"""derive 'halving': the candidate options, their composition, and the selection that
+measures them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import onnxmtl
+from onnxmtl.compiler import SHARED, SKIP, SPECIFIC
+from onnxmtl.compiler.candidates import SEARCHED, compose, cut_depths, task_options
+from onnxmtl.data import Scenes
+from onnxmtl.errors import ConfigError
+from onnxmtl.tasks import Task
+from onnxmtl.training import SearchConfig, Trainer
+from onnxmtl.training.derive_policy import derive_policy
+from onnxmtl.training.selection import Trial, _finalists, select_policy
+
+
+def _model(tiny_export, tasks, skips: str = "grouped"):
+    return onnxmtl.compile(
+        onnxmtl.load(tiny_export("legacy17", fold_bn=True)), tasks, skip_projection=skips
+    )
+
+
+def test_the_ladder_is_fine_near_the_output_and_coarse_deep():
+    assert cut_depths(49) == [1, 2, 3, 5, 8, 12, 18, 27, 41]
+    assert cut_depths(4) == [1, 2, 3]
+    assert cut_depths(2) == [1]
+    assert cut_depths(1) == []  # one unit stays shared
+
+
+def test_each_option_gives_every_task_the_last_k_units_owned_or_skipped(tiny_export):
+    model = _model(tiny_export, [Task("a", "depth"), Task("b", "depth")])
+    units = len(model.unit_names)
+    searched = model.uniform_policy(SHARED)
+    searched.choices[1][0] = SPECIFIC
+    options = task_options(model, searched)
+    ladder = cut_depths(units)
+    assert list(options) == [
+        "all-shared",
+        *(f"{how}-last-{k}" for k in ladder for how in ("own", "skip")),
+        SEARCHED,
+    ]
+    for k in ladder:
+        assert options[f"own-last-{k}"][0] == [SHARED] * (units - k) + [SPECIFIC] * k
+        assert options[f"skip-last-{k}"][1] == [SHARED] * (units - k) + [SKIP] * k
+    assert options[SEARCHED] == searched.choices
+
+
+def test_without_skips_the_skip_options_that_equal_own_ones_are_left_out(tiny_export):
+    model = _model(tiny_export, [Task("a", "depth"), Task("b", "depth")], skips="none")
+    options = task_options(model)
+    rows = [tuple(rows[0]) for rows in options.values()]
+    assert len(rows) == len(set(rows))
+    no_skip = [u for u in range(len(model.unit_names)) if not bool(model.branch_mask[u, SKIP])]
+    assert no_skip  # TinyNet changes shape somewhere, so some unit has no identity skip
+    for name, rows_ in options.items():
+        assert all(rows_[0][u] != SKIP for u in no_skip), name
+
+
+def test_a_candidate_gives_each_task_its_own_option(tiny_export):
+    model = _model(tiny_export, [Task("a", "depth"), Task("b", "depth")])
+    options = task_options(model)
+    policy = compose(model, options, ["all-shared", "skip-last-2"])
+    assert policy.choices == [options["all-shared"][0], options["skip-last-2"][1]]
+    assert policy.method == "selected"
+    with pytest.raises(ConfigError, match="picks 1 option"):
+        compose(model, options, ["all-shared"])
+    with pytest.raises(ConfigError, match="no option own-last-99"):
+        compose(model, options, ["all-shared", "own-last-99"])
+
+
+def _trial(picks, metrics):
+    return Trial(tuple(picks), 1, metrics)
+
+
+def test_the_finalists_combine_each_tasks_best_options_best_first(tiny_export):
+    """Task a scores best under x, then y; task b under z, then y. With keep=2 the finalists
+    are a's {x, y} times b's {z, y}, ordered by the mean of the tasks' own deltas against
+    all-shared: (x, z) +15, (x, y) +12.5, (y, z) +10, (y, y) +7.5."""
+    model = _model(tiny_export, [Task("a", "depth"), Task("b", "depth")])
+
+    class Run:
+        pass
+
+    run = Run()
+    run.model = model  # _finalists reads only the task names
+    ref = {"a": {"rmse": 1.0}, "b": {"rmse": 1.0}}
+    first = [
+        _trial(["all-shared"] * 2, ref),
+        _trial(["x"] * 2, {"a": {"rmse": 0.8}, "b": {"rmse": 1.2}}),  # a +20, b -20
+        _trial(["y"] * 2, {"a": {"rmse": 0.9}, "b": {"rmse": 0.95}}),  # a +10, b +5
+        _trial(["z"] * 2, {"a": {"rmse": 1.1}, "b": {"rmse": 0.9}}),  # a -10, b +10
+    ]
+    assert _finalists(run, first, ref, keep=2) == [("x", "z"), ("x", "y"), ("y", "z"), ("y", "y")]
+    assert _finalists(run, first, ref, keep=1) == [("x", "z")]
+
+
+def _searched_trainer(tiny_export, tmp_path, **options):
+    train = Scenes("train", count=64, size=32, cache_dir=tmp_path / "data")
+    config = SearchConfig().with_options(
+        batch_size=4,
+        warmup_steps=2,
+        search_steps=2,
+        post_train_steps=1,
+        post_train_init="search",
+        derive="halving",
+        select_steps=1,
+        select_keep=1,
+        select_batches=2,
+        select_batchnorm_batches=1,
+        **options,
+    )
+    model = _model(tiny_export, train.tasks())
+    return Trainer(model, train, config, tmp_path / "run", progress=False)
+
+
+def test_selection_measures_every_option_and_leaves_the_weights_as_they_were(tiny_export, tmp_path):
+    trainer = _searched_trainer(tiny_export, tmp_path)
+    trainer.run(stop_after=4)  # warm-up and search; the search has not finished yet
+    run = trainer.session
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    streams = {k: s.state_dict() for k, s in run.streams.items()}
+    searched = derive_policy(run.model, "argmax")
+    policy, selection = select_policy(run, searched)
+    after = run.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert {k: s.state_dict() for k, s in run.streams.items()} == streams
+    options = task_options(run.model, searched)
+    assert selection.options == list(options)
+    assert [t.picks for t in selection.first] == [(n,) * len(run.tasks) for n in options]
+    assert all(t.steps == 1 for t in selection.first)
+    # keep=1: one finalist, each task's best option at the first rung, fine-tuned 3x longer
+    assert len(selection.second) == 1 and selection.second[0].steps == 3
+    assert selection.chosen == selection.second[0].picks
+    assert policy.choices == compose(run.model, options, selection.chosen).choices
+
+
+def test_with_no_candidate_within_budget_the_searched_policy_stays(tiny_export, tmp_path):
+    trainer = _searched_trainer(tiny_export, tmp_path)
+    trainer.run(stop_after=4)
+    searched = derive_policy(trainer.session.model, "argmax")
+    policy, selection = select_policy(trainer.session, searched, lambda p: False)
+    assert policy is searched and selection.second == []
+    assert selection.chosen == (SEARCHED,) * len(trainer.session.tasks)
+
+
+def test_a_search_with_derive_halving_records_what_it_measured(tiny_export, tmp_path):
+    trainer = _searched_trainer(tiny_export, tmp_path)
+    result = trainer.run()
+    saved = json.loads((tmp_path / "run" / "selection.json").read_text())
+    assert result.policy.method == "selected"
+    assert saved["chosen"] == saved["second"][0]["picks"]
+    assert len(saved["first"]) == len(saved["options"])
+    names = set(trainer.model.task_names)
+    assert all(set(t["metrics"]) == names for t in saved["first"] + saved["second"])
