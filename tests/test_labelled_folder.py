@@ -385,3 +385,96 @@ def test_an_image_over_the_decompression_bomb_limit_is_one_line(tmp_path, monkey
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 28x28 is over twice this
     with pytest.raises(DataError, match="more pixels than Pillow opens"):
         load_dataset(root, "train", strict=True)
+
+
+def _rows(root):
+    return list(csv.DictReader((root / "labels.csv").read_text().splitlines()))
+
+
+def _write_rows(root, rows):
+    with open(root / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["image", "item", "ink"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _duplicate_row(root):
+    rows = _rows(root)
+    _write_rows(root, [*rows, {**rows[3], "item": "0"}])
+    return f"labels.csv: rows 4 and {len(rows) + 1} both label image 'item003.png'"
+
+
+def _class_past_the_last(root):
+    rows = _rows(root)
+    rows[5]["item"] = "10"
+    _write_rows(root, rows)
+    return "image 'item005.png', task 'item': cannot read '10' as a classification label"
+
+
+def _class_too_big_for_int64(root):
+    rows = _rows(root)
+    rows[5]["item"] = str(10**23)
+    _write_rows(root, rows)
+    return f"cannot read '{10**23}' as a classification label"
+
+
+def _fractional_class(root):
+    rows = _rows(root)
+    rows[5]["item"] = "1.7"
+    _write_rows(root, rows)
+    return "cannot read '1.7' as a classification label (\\'1.7\\' is not a whole number)"
+
+
+def _no_label_for_a_task(root):
+    _write_rows(root, [{**row, "ink": ""} for row in _rows(root)])
+    return "task 'ink' (regression) has no label in any sample of the split"
+
+
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        _duplicate_row,
+        _class_past_the_last,
+        _class_too_big_for_int64,
+        _fractional_class,
+        _no_label_for_a_task,
+    ],
+)
+def test_a_label_that_would_train_on_something_else_is_refused(tmp_path, break_it):
+    root, _, _ = write_folder(tmp_path / "shop")
+    message = break_it(root)
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_dataset(root, "train").check(load_dataset(root, "train").tasks())
+
+
+def test_multilabel_indices_must_be_classes_not_positions_from_the_end(tmp_path):
+    root, _, _ = write_folder(tmp_path / "shop", "jsonl")
+    (root / "tasks.yaml").write_text(
+        "tasks:\n  - {name: item, kind: multilabel, num_outputs: 10}\n"
+    )
+    rows = [json.loads(line) for line in (root / "labels.jsonl").read_text().splitlines()]
+    good = [{"image": r["image"], "item": [r["item"], 0]} for r in rows]
+    (root / "labels.jsonl").write_text("\n".join(json.dumps(r) for r in good))
+    data = load_dataset(root, "train")
+    assert data.targets["item"][0].tolist() == [
+        float(i in {0, good[int(data.names[0][4:7])]["item"][0]}) for i in range(10)
+    ]
+    for bad in ([-1], [1.7], [10]):
+        wrong = [*good[:7], {"image": good[7]["image"], "item": bad}, *good[8:]]
+        (root / "labels.jsonl").write_text("\n".join(json.dumps(r) for r in wrong))
+        with pytest.raises(DataError, match="image 'item007.png', task 'item': cannot read"):
+            load_dataset(root, "train" if "item007.png" in data.names else "test")
+
+
+def test_one_split_file_makes_the_other_split_the_rest_and_overlap_is_refused(tmp_path):
+    root, _, _ = write_folder(tmp_path / "shop")
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_text("".join(f"item{i:03d}.png\n" for i in range(50)))
+    test = load_dataset(root, "test")
+    assert test.names == [f"item{i:03d}.png" for i in range(50, COUNT)]  # nothing of train
+    (root / "splits" / "train.txt").unlink()
+    (root / "splits" / "test.txt").write_text("item000.png\nitem001.png\n")
+    assert load_dataset(root, "train").names == [f"item{i:03d}.png" for i in range(2, COUNT)]
+    (root / "splits" / "train.txt").write_text("item001.png\nitem002.png\n")
+    with pytest.raises(DataError, match="train.txt and test.txt both list 1 image"):
+        load_dataset(root, "train")

@@ -157,3 +157,24 @@ def test_a_search_with_derive_halving_records_what_it_measured(tiny_export, tmp_
     assert len(saved["first"]) == len(saved["options"])
     names = set(trainer.model.task_names)
     assert all(set(t["metrics"]) == names for t in saved["first"] + saved["second"])
+
+
+def test_the_report_says_what_each_task_took_and_lists_the_finalists():
+    from onnxmtl.pipeline.report import selection_section
+
+    selection = {
+        "options": ["all-shared", "skip-last-1", SEARCHED],
+        "first": [],
+        "second": [
+            {"picks": ["skip-last-1", "all-shared"], "steps": 30, "delta_m": 4.5},
+            {"picks": ["all-shared", "all-shared"], "steps": 30, "delta_m": 0.25},
+        ],
+        "chosen": ["skip-last-1", "all-shared"],
+    }
+    tasks = [{"name": "a", "kind": "depth"}, {"name": "b", "kind": "depth"}]
+    text = selection_section({"tasks": tasks, "policy": {"selection": selection}})
+    assert "measured 3 options for every task, then 2 combinations" in text
+    assert "Chosen: a takes skip-last-1, b takes all-shared." in text
+    assert "| skip-last-1 | all-shared | 30 | 4.5 |" in text
+    assert "| all-shared | all-shared | 30 | 0.25 |" in text
+    assert selection_section({"tasks": tasks, "policy": {"selection": None}}) == ""

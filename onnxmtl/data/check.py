@@ -105,19 +105,31 @@ def check_target(
 
 
 def check_coverage(task: Task, valid: bool, source: str) -> None:
-    """A dense regression task needs at least one measured pixel in the split, else its
-    loss is 0 throughout and its metrics undefined."""
-    if task.kind in ("depth", "normals") and not valid:
-        what = "positive depth" if task.kind == "depth" else "non-zero normal"
-        raise DataError(
-            f"{source}: task '{task.name}' ({task.kind}) has no {what} in any sample of the "
-            "split: nothing to train on or score."
-        )
+    """Every task needs a label in at least one sample of the split (a measured pixel for a
+    dense regression), else its loss is 0 throughout and its metrics undefined."""
+    if valid:
+        return
+    what = {
+        "depth": "positive depth",
+        "normals": "non-zero normal",
+        "segmentation": "labelled pixel (every pixel is ignored)",
+    }.get(task.kind, "label")
+    raise DataError(
+        f"{source}: task '{task.name}' ({task.kind}) has no {what} in any sample of the "
+        "split: nothing to train on or score; label some samples, or leave the task out."
+    )
 
 
 def has_valid(task: Task, values: np.ndarray) -> bool:
-    """Whether `values` hold a pixel `check_coverage` counts as measured."""
-    return bool((values > 0).any() if task.kind == "depth" else (values != 0).any())
+    """Whether `values` hold a label `check_coverage` counts: a class id that is not the
+    ignore value, a row of numbers that is not all NaN, a positive depth, a non-zero normal."""
+    if task.kind == "depth":
+        return bool((values > 0).any())
+    if task.kind == "normals":
+        return bool((values != 0).any())
+    if task.kind in CLASS_KINDS:
+        return bool(((values != task.ignore_index) & (values >= 0)).any())
+    return bool((~np.isnan(values)).any())
 
 
 def check_arrays(

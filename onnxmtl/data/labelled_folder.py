@@ -146,11 +146,18 @@ class LabelledFolder(ArrayDataset):
             )
         else:
             return {}
-        labels = {}
+        labels: dict[str, dict[str, Any]] = {}
+        first: dict[str, int] = {}
         for number, row in enumerate(rows, 1):
-            if "image" not in row or not row["image"]:
+            if not isinstance(row, dict) or "image" not in row or not row["image"]:
                 raise DataError(f"{where}: row {number} has no `image` (the image's file name).")
-            labels[str(row["image"])] = row
+            name = str(row["image"])
+            if name in labels:
+                raise DataError(
+                    f"{where}: rows {first[name]} and {number} both label image {name!r}; "
+                    "keep one row per image."
+                )
+            labels[name], first[name] = row, number
         return labels
 
     def _listed(self, split: str, names: list[str]) -> list[str] | None:
@@ -170,6 +177,17 @@ class LabelledFolder(ArrayDataset):
             raise DataError(f"{self.root}: split must be 'train' or 'test', got {split!r}.")
         self._val = self._listed("val", names) or []
         chosen = self._listed(split, names)
+        other = self._listed("test" if split == "train" else "train", names)
+        if chosen is not None and other is not None:
+            both = set(chosen) & set(other)
+            if both:
+                raise DataError(
+                    f"{self.root / 'splits'}: train.txt and test.txt both list "
+                    f"{len(both)} image(s), e.g. {sorted(both)[0]!r}; the splits must not overlap."
+                )
+        if chosen is None and other is not None:  # the split is every image the other leaves
+            taken = set(other) | set(self._val)
+            chosen = [n for n in names if n not in taken]
         if chosen is None:
             if not 0 < test_fraction < 1:
                 raise DataError(
@@ -234,13 +252,13 @@ class LabelledFolder(ArrayDataset):
         items = cell if isinstance(cell, list) else str(cell).split(";")
         try:
             if task.kind == "classification":
-                return np.array(int(str(cell)), np.int64)
+                return np.array(_class_id(cell, task.outputs), np.int64)
             if task.kind == "multilabel":
                 vector = np.zeros(task.outputs, np.float32)
-                vector[[int(i) for i in items]] = 1
+                vector[[_class_id(i, task.outputs) for i in items]] = 1
                 return vector
             values = np.array([float(v) for v in items], np.float32)
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, OverflowError, TypeError) as exc:
             raise DataError(
                 f"{self.root}: image {name!r}, task '{task.name}': cannot read {cell!r} as a "
                 f"{task.kind} label ({exc}).",
@@ -292,6 +310,20 @@ class LabelledFolder(ArrayDataset):
                 )
             return array.astype(np.float32).transpose(2, 0, 1).copy()
         return array.astype(np.float32)
+
+
+def _class_id(value: Any, classes: int) -> int:
+    """A class index in [0, classes) written as an integer (7, "7", 7.0), else ValueError: a
+    fraction, a negative index (which would count from the end) or one past the classes."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a class index")
+    number = float(str(value).strip())
+    if not number.is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    index = int(number)
+    if not 0 <= index < classes:
+        raise ValueError(f"class {index} outside [0, {classes})")
+    return index
 
 
 def _inside(folder: Path, name: str) -> Path:

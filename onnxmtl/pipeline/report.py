@@ -199,6 +199,29 @@ task change is the mean relative change of the task's metrics, in %.
 """
 
 
+def selection_section(results: dict[str, Any]) -> str:
+    """What derive 'halving' measured: each task's pick and the second rung's candidates,
+    scored on the training split's held-out half (empty for other derive methods)."""
+    selection = results["policy"].get("selection")
+    if not selection:
+        return ""
+    tasks = [t["name"] for t in results["tasks"]]
+    chosen = ", ".join(f"{t} takes {p}" for t, p in zip(tasks, selection["chosen"]))
+    lines = [
+        f"The search measured {len(selection['options'])} options for every task, then "
+        f"{len(selection['second'])} combinations of the best (delta-m % against all-shared "
+        f"after the same fine-tuning, on held-out training data). Chosen: {chosen}.",
+        "",
+        "| " + " | ".join(tasks) + " | steps | delta-m % |",
+        "|" + "---|" * (len(tasks) + 2),
+    ]
+    for trial in selection["second"]:
+        lines.append(
+            "| " + " | ".join(trial["picks"]) + f" | {trial['steps']} | {_fmt(trial['delta_m'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def write_report(results: dict[str, Any], out: Path) -> Path:
     """Write the plots and `report.md` into `out`; return the report's path."""
     files = PipelineFolder(out)
@@ -250,6 +273,7 @@ MACs are counted on the exported ONNX graph.
 {int8_section(results)}
 ## Search
 
+{selection_section(results)}
 ![search curves](search_curves.png)
 
 Files: `models/` (ONNX exports; `searched.pt` is the derived PyTorch model), `search/`

@@ -343,6 +343,7 @@ def _results(
             "method": policy.method,
             "seed": policy.seed,
             "choices": policy.choices,
+            "selection": _read_json(out.search.path / RunFolder.SELECTION),
         },
         "delta_m": DELTA_M_DEFINITION,
         "methods": methods,
