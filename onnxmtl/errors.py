@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxdict = 4
+_SHORT.maxlevel = 2
+
+
+def shown(value: Any) -> str:
+    """`value`'s repr cut short, for messages: a value a user gave may be huge (a YAML alias
+    bomb expands to millions of items) and an error stays one readable line."""
+    return _SHORT.repr(value)
+
 
 class OnnxMtlError(Exception):
     """Base class of every error onnxmtl raises on bad input or an unmet expectation."""

@@ -233,6 +233,35 @@ def _task_named_image(env: Env) -> list[str]:
     return ["compile", str(env.model), "--tasks", str(tasks), "-o", str(env.tmp / "s.pt")]
 
 
+# A YAML alias bomb: six levels of nine references, 9^6 strings once expanded.
+_LEVELS = ["&a [" + ", ".join(['"lol"'] * 9) + "]"] + [
+    f"&{b} [" + ", ".join([f"*{a}"] * 9) + "]" for a, b in zip("abcde", "bcdef")
+]
+BOMB = "[" + ", ".join(_LEVELS) + "]"
+
+
+def _alias_bomb_in_an_option(env: Env) -> list[str]:
+    config = env.tmp / "bomb.yaml"
+    config.write_text(f"{env.config.read_text()}latency_cache: {BOMB}\n")
+    return [*env.search(env.tmp / "out")[:5], str(config), "--out", str(env.tmp / "out")]
+
+
+def _alias_bomb_in_a_head(env: Env) -> list[str]:
+    tasks = env.tmp / "tasks.yaml"
+    tasks.write_text(f"tasks: [{{name: a, kind: depth, head: {BOMB}}}]\n")
+    return ["compile", str(env.model), "--tasks", str(tasks), "-o", str(env.tmp / "s.pt")]
+
+
+def _overlong_string_option(env: Env) -> list[str]:
+    config = env.tmp / "long.yaml"
+    config.write_text(f"{env.config.read_text()}latency_cache: {'x' * 100_000}\n")
+    return [*env.search(env.tmp / "out")[:5], str(config), "--out", str(env.tmp / "out")]
+
+
+def _short_and_nothing_written(env: Env) -> None:
+    assert not (env.tmp / "out").exists() and not (env.tmp / "s.pt").exists()
+
+
 def _derived(env: Env) -> Path:
     supermodel = load_supermodel(env.run / "supermodel.pt")
     path = env.tmp / "derived.pt"
@@ -425,6 +454,24 @@ CASES = [
     Case("if-reads-outer-scope", _if_reading_an_outer_value, ("if.onnx", "If-17", "converter")),
     Case("absurd-input-size", _absurd_input_size, ("out of memory", "smaller")),
     Case("task-named-image", _task_named_image, ("tasks.yaml", "'image'", "input name")),
+    Case(
+        "alias-bomb-in-an-option",
+        _alias_bomb_in_an_option,
+        ("bomb.yaml", "latency_cache=[['lol', 'lol', 'lol', 'lol', ...]", "expected a string"),
+        _short_and_nothing_written,
+    ),
+    Case(
+        "alias-bomb-in-a-head",
+        _alias_bomb_in_a_head,
+        ("tasks.yaml", "task 'a': head=[[", "expected a head name"),
+        _short_and_nothing_written,
+    ),
+    Case(
+        "overlong-string-option",
+        _overlong_string_option,
+        ("long.yaml", "latency_cache is 100,000 characters long; at most 4096"),
+        _short_and_nothing_written,
+    ),
     Case("nan-learning-rate", _nan_learning_rate, ("weight_lr=nan",), _nothing_left),
     Case("verify-nan-output", _nan_onnx_model, ("nan.onnx", "NaN/inf")),
     Case("export-nan-weights", _nan_derived_model, ("nan.onnx", "NaN/inf"), _no_onnx_written),

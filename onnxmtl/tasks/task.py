@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from onnxmtl.errors import ConfigError
+from onnxmtl.errors import ConfigError, shown
 from onnxmtl.io_utils import read_yaml
 
 DENSE_KINDS = ("segmentation", "depth", "normals")
@@ -62,22 +62,22 @@ class Task:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ConfigError(
-                f"task name {self.name!r} is not a valid identifier; use letters, digits and _ "
-                "(it names the model output)."
+                f"task name {shown(self.name)} is not a valid identifier; use letters, digits "
+                "and _ (it names the model output)."
             )
         if keyword.iskeyword(self.name):
             raise ConfigError(
-                f"task name {self.name!r} is a Python keyword, which the derived model's "
+                f"task name {shown(self.name)} is a Python keyword, which the derived model's "
                 "generated code cannot use as a name; rename the task (e.g. 'cls')."
             )
         if self.name in RESERVED_NAMES:
             raise ConfigError(
-                f"task name {self.name!r} is the exported model's input name; rename the task."
+                f"task name {shown(self.name)} is the exported model's input name; rename the task."
             )
         kind = _ALIASES.get(str(self.kind).lower(), str(self.kind).lower())
         if kind not in KINDS:
             raise ConfigError(
-                f"task '{self.name}': unknown kind {self.kind!r}; "
+                f"task '{self.name}': unknown kind {shown(self.kind)}; "
                 f"expected one of {', '.join(KINDS)}."
             )
         self.kind = kind
@@ -98,6 +98,11 @@ class Task:
             )
         if self.num_outputs < 1 or (kind == "segmentation" and self.num_outputs < 2):
             raise ConfigError(f"task '{self.name}': num_outputs={self.num_outputs} is too small.")
+        expected = {"head": "a head name, a factory or a module", "loss": "a name or a callable"}
+        for key, what in expected.items():
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, str) or callable(value)):
+                raise ConfigError(f"task '{self.name}': {key}={shown(value)}; expected {what}.")
         if not isinstance(self.weight, int | float) or self.weight < 0:
             raise ConfigError(f"task '{self.name}': weight must be a number >= 0.")
         self.weight = float(self.weight)
@@ -132,8 +137,8 @@ class Task:
         unknown = sorted(set(data) - set(_FIELDS))
         if unknown:
             raise ConfigError(
-                f"{where}: task {data.get('name', '?')!r} has unknown key(s) {', '.join(unknown)}; "
-                f"allowed: {', '.join(_FIELDS)}."
+                f"{where}: task {shown(data.get('name', '?'))} has unknown key(s) "
+                f"{', '.join(unknown)}; allowed: {', '.join(_FIELDS)}."
             )
         for key in ("name", "kind"):
             if key not in data:

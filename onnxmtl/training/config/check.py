@@ -9,7 +9,7 @@ import types
 from dataclasses import Field, field, fields, is_dataclass
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
-from onnxmtl.errors import ConfigError
+from onnxmtl.errors import ConfigError, shown
 
 T = TypeVar("T")
 
@@ -47,10 +47,13 @@ def literal_fields(cls: type) -> dict[str, tuple[Any, ...]]:
     return found
 
 
+MAX_STRING = 4096  # characters in a string option (a path, a device, a name)
+
+
 def refuse_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> ConfigError:
     """The error for option `name` given `value` outside `allowed`."""
     return ConfigError(
-        f"config: {name}={value!r}; expected one of {', '.join(str(a) for a in allowed)}."
+        f"config: {name}={shown(value)}; expected one of {', '.join(str(a) for a in allowed)}."
     )
 
 
@@ -67,13 +70,17 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
                 value = float(value)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value) if isinstance(value, int) and int not in allowed else value
-        raise ConfigError(f"config: {name}={value!r}; expected a number.")
+        raise ConfigError(f"config: {name}={shown(value)}; expected a number.")
     for kind in (bool, int, str, dict):
         if kind in allowed:
+            if isinstance(value, str) and len(value) > MAX_STRING:
+                raise ConfigError(
+                    f"config: {name} is {len(value):,} characters long; at most {MAX_STRING}."
+                )
             if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
                 return value
             words = {bool: "true or false", int: "an integer", str: "a string", dict: "a mapping"}
-            raise ConfigError(f"config: {name}={value!r}; expected {words[kind]}.")
+            raise ConfigError(f"config: {name}={shown(value)}; expected {words[kind]}.")
     return value
 
 
