@@ -22,7 +22,7 @@ from onnxmtl.compiler import load_supermodel
 from onnxmtl.data import load_dataset, split_indices
 from onnxmtl.data.fashion_mnist import DEBIAN_DIR, load_fashion_mnist
 from onnxmtl.data.labelled_folder import LabelledFolder
-from onnxmtl.errors import DataError
+from onnxmtl.errors import DataError, RunFolderError
 from onnxmtl.runtime import session
 from onnxmtl.training import SearchConfig, Trainer
 from tests.conftest import ROOT
@@ -478,3 +478,26 @@ def test_one_split_file_makes_the_other_split_the_rest_and_overlap_is_refused(tm
     (root / "splits" / "train.txt").write_text("item001.png\nitem002.png\n")
     with pytest.raises(DataError, match="train.txt and test.txt both list 1 image"):
         load_dataset(root, "train")
+
+
+def test_an_image_that_is_a_fifo_is_refused_rather_than_waited_on(tmp_path):
+    root, _, _ = write_folder(tmp_path / "shop")
+    (root / "images" / "item004.png").unlink()
+    os.mkfifo(root / "images" / "item004.png")
+    with pytest.raises(DataError, match=r"item004.png: not a regular file"):
+        for split in ("train", "test"):
+            load_dataset(root, split)
+
+
+def test_resuming_after_the_labels_changed_is_refused(tiny_export, tmp_path):
+    root, _, _ = write_folder(tmp_path / "shop")
+    config = {"batch_size": 4, "warmup_steps": 1, "search_steps": 1, "post_train_steps": 1}
+    config.update({"select_steps": 0, "select_batches": 1, "batchnorm_batches": 1})
+    model = tiny_export("legacy17", fold_bn=True)
+    out = tmp_path / "run"
+    assert onnxmtl.search(model, root, out, config=config, progress=False).policy
+    rows = _rows(root)
+    rows[0]["item"] = str((int(rows[0]["item"]) + 1) % 10)
+    _write_rows(root, rows)
+    with pytest.raises(RunFolderError, match="other settings \\(the data's files\\)"):
+        onnxmtl.search(model, root, out, config=config, resume=True, progress=False)

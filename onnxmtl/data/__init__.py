@@ -4,6 +4,7 @@ from onnxmtl.data.base import SPLITS, MultiTaskDataset, split_indices
 from onnxmtl.data.fashion_edges import FashionEdges
 from onnxmtl.data.fashion_locate import FashionLocate
 from onnxmtl.data.fashion_mnist import CLASSES, find_fashion_mnist, load_fashion_mnist
+from onnxmtl.data.fingerprint import data_fingerprint
 from onnxmtl.data.folders import FolderDataset
 from onnxmtl.data.idx import read_idx
 from onnxmtl.data.multi_fashion import MultiFashion
@@ -14,6 +15,7 @@ __all__ = [
     "CLASSES",
     "DATASETS",
     "SPLITS",
+    "data_fingerprint",
     "FashionEdges",
     "FashionLocate",
     "FolderDataset",

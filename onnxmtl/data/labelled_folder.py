@@ -217,6 +217,8 @@ class LabelledFolder(ArrayDataset):
 
     def _open(self, name: str) -> Image.Image:
         path = _inside(self.root / "images", name)
+        if path.exists() and not path.is_file():  # a FIFO or a device would block the read
+            raise DataError(f"{path}: not a regular file.", "unreadable image")
         try:
             image = Image.open(path)
             image.load()

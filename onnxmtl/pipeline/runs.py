@@ -21,7 +21,7 @@ from onnxmtl.compiler import (
     save_supermodel,
 )
 from onnxmtl.cost import cost_factory, make_cost
-from onnxmtl.data import MultiTaskDataset, load_dataset, split_indices
+from onnxmtl.data import MultiTaskDataset, data_fingerprint, load_dataset, split_indices
 from onnxmtl.data.torch_dataset import DataSource, data_label, torch_splits
 from onnxmtl.errors import ConfigError, RunFolderError
 from onnxmtl.io_utils import atomic_write_text
@@ -90,6 +90,7 @@ def run_info(
         "model": str(model_path),
         "model_sha256": file_hash(model_path),
         "data": data_label(data),
+        "data_sha256": data_fingerprint(data),
         "tasks": [t.to_dict() for t in tasks],
         "config": config.to_dict(),
     }
@@ -119,9 +120,10 @@ def check_resume(out: Path, info: dict[str, Any]) -> None:
     stored = read_run(out)
     given_config, stored_config = info["config"], stored.get("config", {})
     differ: list[tuple[str, Any, Any]] = []
-    for key in ("kind", "model_sha256", "policy_sha256", "data", "tasks"):
+    for key in ("kind", "model_sha256", "policy_sha256", "data", "data_sha256", "tasks"):
         if key in stored and stored[key] != info.get(key):
             name = {"model_sha256": "model", "policy_sha256": "policy"}.get(key, key)
+            name = "the data's files" if key == "data_sha256" else name
             differ.append((name, stored.get(key), info.get(key)))
     defaults = SearchConfig().to_dict()
     for key in sorted(set(given_config) | set(stored_config)):
@@ -131,9 +133,9 @@ def check_resume(out: Path, info: dict[str, Any]) -> None:
             differ.append((key, stored_config.get(key), given_config.get(key)))
     if not differ:
         return
+    named = ("model", "policy", "tasks", "the data's files")  # said by name, not by value
     details = ", ".join(
-        name if name in ("model", "policy", "tasks") else f"{name} {old!r} -> {new!r}"
-        for name, old, new in differ
+        name if name in named else f"{name} {old!r} -> {new!r}" for name, old, new in differ
     )
     raise RunFolderError(
         f"{out}: holds a run started with other settings ({details}); to continue it give "

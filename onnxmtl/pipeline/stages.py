@@ -24,6 +24,7 @@ from onnxmtl.compiler import (
     unshared_pairs,
 )
 from onnxmtl.compiler.supermodel import SuperModel
+from onnxmtl.data import data_fingerprint
 from onnxmtl.data.torch_dataset import DataSource, data_label
 from onnxmtl.errors import ConfigError, ModelFileError
 from onnxmtl.io_utils import atomic_write_text
@@ -174,6 +175,7 @@ def run_info(model: str | Path, data: DataSource, config: SearchConfig) -> dict[
         "model": str(model),
         "model_sha256": file_hash(model),
         "data": data_label(data),
+        "data_sha256": data_fingerprint(data),
         "config": config.to_dict(),
     }
     return json.loads(json.dumps(info, default=str))
