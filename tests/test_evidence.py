@@ -14,9 +14,11 @@ import pytest
 from onnxmtl.compiler import LAST_K_POLICIES
 from onnxmtl.errors import ConfigError
 from onnxmtl.pipeline.evidence import (
+    baseline_differences,
     check_reusable,
     paired_interval,
     policy_agreement,
+    same_candidate,
     summarize,
     to_markdown,
 )
@@ -130,3 +132,26 @@ def test_evidence_script_refuses_a_stale_run_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "results.json" in lines[0]
     assert not (tmp_path / "docs").exists()  # nothing half-written
+
+
+def test_baselines_are_reused_only_across_options_they_never_read():
+    config = SearchConfig().with_options(post_train_init="backbone")
+    stored = config.to_dict()
+    searchish = config.with_options(
+        derive="argmax", select_steps=3, search_steps=7, warmup_steps=2, cost="params"
+    )
+    assert baseline_differences(stored, searchish.to_dict()) == []
+    other = config.with_options(batch_size=8, skip_projection="none", derive="argmax")
+    assert baseline_differences(stored, other.to_dict()) == ["batch_size", "skip_projection"]
+    # post-trained from the search's weights, the baselines' length follows the search's
+    from_search = {**stored, "post_train_init": "search"}
+    assert "search_steps" in baseline_differences(
+        from_search, {**searchish.to_dict(), "post_train_init": "search"}
+    )
+
+
+def test_the_same_candidate_counts_the_seeds_that_chose_the_most_frequent_one():
+    a, b = {"x": "skip-last-3", "y": "all-shared"}, {"x": "skip-last-5", "y": "all-shared"}
+    assert same_candidate([a, dict(reversed(list(a.items()))), b]) == 2
+    assert same_candidate([a, b]) == 1
+    assert same_candidate([a, None]) is None and same_candidate([]) is None

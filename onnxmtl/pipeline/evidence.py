@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -165,6 +166,7 @@ def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
                 "better_baseline": better,
                 "deployed": runs[seed]["deploy"]["model"],
                 "policy_counts": runs[seed]["policy"]["counts"],
+                "selected": _selected(runs[seed]),
             }
         )
     gaps = {}
@@ -203,8 +205,26 @@ def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
         "gaps": gaps,
         "deployed_searched": sum(row["deployed"] == "searched" for row in per_seed),
         "policy_agreement": policy_agreement([runs[s]["policy"]["choices"] for s in seeds]),
+        "same_candidate": same_candidate([row["selected"] for row in per_seed]),
         "per_seed": per_seed,
     }
+
+
+def _selected(results: dict[str, Any]) -> dict[str, str] | None:
+    """Each task's option in the candidate derive 'halving' chose (None for other methods)."""
+    selection = results["policy"].get("selection")
+    if not selection:
+        return None
+    return dict(zip((t["name"] for t in results["tasks"]), selection["chosen"]))
+
+
+def same_candidate(selected: list[dict[str, str] | None]) -> int | None:
+    """In how many seeds the selection chose its most frequent candidate (None where a seed's
+    run did not select)."""
+    if not selected or any(s is None for s in selected):
+        return None
+    counts = Counter(tuple(sorted(s.items())) for s in selected if s is not None)
+    return counts.most_common(1)[0][1]
 
 
 def _key(split: str) -> str:
@@ -267,14 +287,24 @@ def to_markdown(name: str, summary: dict[str, Any], meta: dict[str, Any]) -> str
         f"- The searched policies agree on {summary['policy_agreement']:.0%} of their (task, "
         "unit) choices, averaged over pairs of seeds (which differ in data, initial heads and "
         "Gumbel noise).",
+    ]
+    if summary.get("same_candidate") is not None:
+        lines.append(
+            f"- The selection (derive 'halving') chose the same candidate in "
+            f"{summary['same_candidate']} of {n} seeds."
+        )
+    lines += [
         "",
-        "| seed | deployed | best last-k (val) | searched policy: shared / own / skip |",
-        "|---|---|---|---|",
+        "| seed | deployed | best last-k (val) | searched policy: shared / own / skip | "
+        "selected (per task) |",
+        "|---|---|---|---|---|",
     ]
     for row in summary["per_seed"]:
         c = row["policy_counts"]
+        picks = row.get("selected")
+        chosen = ", ".join(f"{t}: {p}" for t, p in picks.items()) if picks else "-"
         lines.append(
             f"| {row['seed']} | {row['deployed']} | {row['best_last_k']} | "
-            f"{c['shared']} / {c['specific']} / {c['skip']} |"
+            f"{c['shared']} / {c['specific']} / {c['skip']} | {chosen} |"
         )
     return "\n".join(lines) + "\n"
