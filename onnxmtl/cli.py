@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from onnxmtl.choices import OPENVINO_PRECISIONS, RUNTIMES
+from onnxmtl.choices import OPENVINO_PRECISIONS, PRECISIONS, RUNTIMES, SKIP_PROJECTIONS
 from onnxmtl.errors import ConfigError, OnnxMtlError
 from onnxmtl.version import __version__
 
@@ -387,7 +387,7 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16", "fp16"],
+        choices=PRECISIONS,
         help="training precision (default auto: bf16 autocast on CUDA, fp32 on the CPU)",
     )
     parser.add_argument(
@@ -434,7 +434,7 @@ def _compile_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--skip-projection",
-        choices=["grouped", "full", "none"],
+        choices=SKIP_PROJECTIONS,
         default="grouped",
         help="skip of a unit that changes shape: grouped 1x1 (cheap), full 1x1 (AutoMTL) or "
         "none (identity skips only, as in AdaShare; a faster soft search step)",

@@ -286,9 +286,6 @@ class Projection(nn.Module):
         return self.norm(self.proj(x))
 
 
-SKIP_PROJECTIONS = ("grouped", "full", "none")
-
-
 def make_skip(
     unit: Unit, conv: ConvGeometry | None, projection: str = "grouped"
 ) -> nn.Module | None:

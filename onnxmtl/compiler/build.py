@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
+from onnxmtl.choices import SKIP_PROJECTIONS
 from onnxmtl.compiler.backbone import build_backbone
-from onnxmtl.compiler.branches import SKIP_PROJECTIONS, ConvGeometry, UnitBranches, make_skip
+from onnxmtl.compiler.branches import ConvGeometry, UnitBranches, make_skip
 from onnxmtl.compiler.policy import SKIP, SPECIFIC
 from onnxmtl.compiler.supermodel import SuperModel
 from onnxmtl.errors import ConfigError, ShapeError

@@ -25,8 +25,6 @@ from collections.abc import Mapping
 
 import torch
 
-SOFT_MIXES = ("outputs", "parameters")
-
 
 def mixed_parameters(
     shared: Mapping[str, torch.Tensor],

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.func import functional_call
 
+from onnxmtl.choices import SOFT_MIXES
 from onnxmtl.compiler.backbone import output_values, unit_index
 from onnxmtl.compiler.branches import Renorm, UnitBranches, UnitOps, run_for, weight_holder
 from onnxmtl.compiler.head_output import head_output
-from onnxmtl.compiler.mixing import SOFT_MIXES, mixed_parameters
+from onnxmtl.compiler.mixing import mixed_parameters
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.errors import ConfigError
 from onnxmtl.ir import Graph

@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Literal, get_args
 
 import torch
 
+from onnxmtl.choices import PRECISIONS
 from onnxmtl.errors import ConfigError
 
-PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
-PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

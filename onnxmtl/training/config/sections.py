@@ -6,14 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from onnxmtl.choices import PrecisionName, SkipProjection, SoftMix
 from onnxmtl.errors import ConfigError
 from onnxmtl.training.config.check import check_fields, option, refuse_choice
-from onnxmtl.training.precision import PrecisionName
 from onnxmtl.training.weighting import WEIGHTINGS
 
 SearchMode = Literal["hard", "soft"]
-SoftMix = Literal["outputs", "parameters"]
-SkipProjection = Literal["grouped", "full", "none"]
 SearchUpdate = Literal["alternate", "joint"]
 DeriveMethod = Literal["argmax", "sample", "conflict", "halving"]
 LrSchedule = Literal["constant", "cosine"]
