@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -103,10 +104,16 @@ def select_policy(
         run.streams.pop("select", None)
     if not second:
         return searched, Selection(names, first, second, (SEARCHED,) * len(model.task_names))
-    best = max(second, key=lambda t: t.delta_m if t.delta_m == t.delta_m else -float("inf"))
+    best = max(second, key=_score)
     policy = compose(model, options, best.picks)
     policy.method = "selected"
     return policy, Selection(names, first, second, best.picks)
+
+
+def _score(trial: Trial) -> float:
+    """A trial's delta-m, with a missing or NaN one ranked last."""
+    value = trial.delta_m
+    return value if value is not None and not math.isnan(value) else -math.inf
 
 
 def _finalists(
