@@ -253,6 +253,7 @@ def to_markdown(name: str, summary: dict[str, Any], meta: dict[str, Any]) -> str
         f"- written: {meta['written']}",
         f"- seeds: {seeds} (the data drawn with the run's seed)",
         f"- {summary['delta_m_definition']}; reference: {summary['reference']}",
+        *([f"- baselines from: `{meta['baselines_from']}`"] if meta.get("baselines_from") else []),
         "",
         "## delta-m % by model (mean ± std over seeds)",
         "",
