@@ -92,6 +92,18 @@ def run_seed(size: int, data: str, tasks, config: SearchConfig, out: Path) -> di
     return result.results
 
 
+def training_length(config: SearchConfig) -> str:
+    """How long every final model trains, in steps and in epochs of the training split where
+    the config gives the data's count."""
+    steps, batch = config.baseline_length, config.dataset.batch_size
+    text = f"{steps} steps of {batch} images"
+    count = config.dataset.options.get("count")
+    if count:
+        epochs = steps * batch / (count * (1 - config.dataset.val_fraction))
+        text += f", {epochs:.2f} epochs of the training split"
+    return text
+
+
 def reuse_baselines(source: Path, out: Path, model: Path, data: str, config: SearchConfig) -> None:
     """Start `out` from the finished run in `source`: its baselines (all but those sized on
     the searched policy) and a run.json for `config`. Refused where the model or data differ
@@ -140,6 +152,7 @@ def main() -> int:
     )
     if args.reuse_baselines:
         meta["baselines_from"] = str(args.reuse_baselines)
+    meta["training"] = training_length(base)
     try:
         for data in args.datasets:
             tasks, name = headed_tasks(data, args.head, base)

@@ -178,3 +178,37 @@ def test_the_report_says_what_each_task_took_and_lists_the_finalists():
     assert "| skip-last-1 | all-shared | 30 | 4.5 |" in text
     assert "| all-shared | all-shared | 30 | 0.25 |" in text
     assert selection_section({"tasks": tasks, "policy": {"selection": None}}) == ""
+
+
+def test_under_a_parameter_budget_only_candidates_within_it_are_measured(tiny_export, tmp_path):
+    """cost: params with cost_budget 0.6 of the all-specific model: the second rung holds only
+    combinations whose parameters the cost model puts within the budget, and the chosen
+    policy is one of them."""
+    from onnxmtl.cost import make_cost
+    from onnxmtl.training.regularizers import cost_regularizer
+
+    train = Scenes("train", count=64, size=32, cache_dir=tmp_path / "data")
+    config = SearchConfig().with_options(
+        batch_size=4, warmup_steps=2, search_steps=2, post_train_steps=1, select_steps=1,
+        select_keep=3, select_batches=2, select_batchnorm_batches=1, cost="params",
+        cost_budget=0.6,
+    )  # fmt: skip
+    model = _model(tiny_export, train.tasks())
+    cost = make_cost(model, config, progress=False)
+    result = Trainer(model, train, config, tmp_path / "run", progress=False, cost=cost).run()
+    saved = json.loads((tmp_path / "run" / "selection.json").read_text())
+    options = task_options(model, None)
+
+    def over(picks) -> float:
+        rows = [options[p][t] if p != SEARCHED else None for t, p in enumerate(picks)]
+        if None in rows:
+            return 0.0  # the searched rows are checked through the chosen policy below
+        onehot = torch.nn.functional.one_hot(torch.tensor(rows), 3).float()
+        return float(cost_regularizer(onehot, cost.unit, cost.skip, 0.6, None, cost.base))
+
+    assert saved["second"], "some combination fits 0.6 of the all-specific parameters"
+    assert all(over(t["picks"]) <= 0 for t in saved["second"])
+    onehot = torch.nn.functional.one_hot(torch.tensor(result.policy.choices), 3).float()
+    assert float(cost_regularizer(onehot, cost.unit, cost.skip, 0.6, None, cost.base)) <= 0
+    # every first-rung option was measured, within the budget or not
+    assert len(saved["first"]) == len(saved["options"])

@@ -191,6 +191,7 @@ def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return {
         "delta_m_definition": DELTA_M_DEFINITION,
         "reference": "the single-task models' metrics averaged over the seeds",
+        "reference_metrics": reference,
         "seeds": seeds,
         "methods": {
             m: {
@@ -254,6 +255,7 @@ def to_markdown(name: str, summary: dict[str, Any], meta: dict[str, Any]) -> str
         f"- seeds: {seeds} (the data drawn with the run's seed)",
         f"- {summary['delta_m_definition']}; reference: {summary['reference']}",
         *([f"- baselines from: `{meta['baselines_from']}`"] if meta.get("baselines_from") else []),
+        *([f"- every final model trains {meta['training']}"] if meta.get("training") else []),
         "",
         "## delta-m % by model (mean ± std over seeds)",
         "",
@@ -263,9 +265,15 @@ def to_markdown(name: str, summary: dict[str, Any], meta: dict[str, Any]) -> str
     for method, row in summary["methods"].items():
         cells = [f"{row[s]['mean']:+.2f} ± {row[s]['std']:.2f}" for s in SPLITS]
         lines.append(f"| {method} | {cells[0]} | {cells[1]} | {row['param_share']:.2f} |")
+    reference = summary.get("reference_metrics", {}).get("test", {})
+    measured = "; ".join(
+        f"{task} " + ", ".join(f"{name} {value:.3f}" for name, value in metrics.items())
+        for task, metrics in reference.items()
+    )
     lines += [
         "",
-        "The single-task row's spread is that of the reference models themselves.",
+        "The single-task row's spread is that of the reference models themselves"
+        + (f"; their test metrics, averaged over the seeds: {measured}." if measured else "."),
         "",
         "## Paired gaps of the searched model (delta-m points, mean [95% t interval])",
         "",
