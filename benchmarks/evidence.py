@@ -84,6 +84,9 @@ def run_seed(size: int, data: str, tasks, config: SearchConfig, out: Path) -> di
     if results_file.exists():
         results = json.loads(results_file.read_text())
         check_reusable(results, config.to_dict(), str(results_file))
+        selection = out / "search" / "selection.json"  # results.json holds it since 6ffa08d
+        if selection.exists() and not results["policy"].get("selection"):
+            results["policy"]["selection"] = json.loads(selection.read_text())
         return results
     result = run(
         backbone(size), data, out, tasks, config=config, baselines=BASELINES, bench_repeats=10,

@@ -267,6 +267,7 @@ def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tm
         cost_weight=1.0,
         cost_budget=0.4,
         log_format="csv",
+        derive="argmax",  # the selection's fine-tuning steps would count as the search's
     )
     model = _model(tiny_export, train.tasks())
     trainer = Trainer(model, train, config, tmp_path, progress=False, cost=make_cost(model, config))
