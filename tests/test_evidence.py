@@ -155,3 +155,21 @@ def test_the_same_candidate_counts_the_seeds_that_chose_the_most_frequent_one():
     assert same_candidate([a, dict(reversed(list(a.items()))), b]) == 2
     assert same_candidate([a, b]) == 1
     assert same_candidate([a, None]) is None and same_candidate([]) is None
+
+
+def test_the_training_length_is_given_in_epochs_of_the_training_split():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evidence", ROOT / "benchmarks" / "evidence.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    config = SearchConfig().with_options(
+        post_train_steps=150, batch_size=32, data={"count": 8000}, val_fraction=0.1
+    )
+    # 150 * 32 images over 8,000 * 0.9 training images
+    assert (
+        script.training_length(config)
+        == "150 steps of 32 images, 0.67 epochs of the training split"
+    )
+    assert script.training_length(SearchConfig()) == "200 steps of 32 images"
