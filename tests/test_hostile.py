@@ -463,7 +463,7 @@ CASES = [
     Case(
         "alias-bomb-in-a-head",
         _alias_bomb_in_a_head,
-        ("tasks.yaml", "task 'a': head=[[", "expected a head name"),
+        ("tasks.yaml", "task 'a': head=[[", "neither a head name"),
         _short_and_nothing_written,
     ),
     Case(

@@ -47,7 +47,9 @@ def test_quantize_a_run_records_each_tasks_metrics_and_both_latencies(finished_r
     proc = run_cli("quantize", str(finished_run), "--count", "8", "--tolerance", "1000")
     assert proc.returncode == 0, proc.stderr
     record = json.loads((finished_run / "quantize.json").read_text())
-    int8 = onnx.load(finished_run / "models" / "searched.int8.onnx")
+    deployed = json.loads((finished_run / "results.json").read_text())["deploy"]["model"]
+    name = "searched" if deployed == "single-task" else deployed
+    int8 = onnx.load(finished_run / "models" / f"{name}.int8.onnx")
     assert any(n.op_type == "QuantizeLinear" for n in int8.graph.node)
     assert record["within"] and record["excluded"] == [] and len(record["tries"]) == 1
     assert set(record["fp32"]) == set(record["int8"]) == {"seg", "depth", "normal"}

@@ -16,7 +16,7 @@ from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig, Trainer
 from onnxmtl.training.derive_policy import derive_policy
-from onnxmtl.training.selection import Trial, _finalists, select_policy
+from onnxmtl.training.selection import Trial, _finalists, _steps, select_policy
 
 
 def _model(tiny_export, tasks, skips: str = "grouped"):
@@ -105,7 +105,7 @@ def _searched_trainer(tiny_export, tmp_path, **options):
         batch_size=4,
         warmup_steps=2,
         search_steps=2,
-        post_train_steps=1,
+        post_train_steps=3,
         post_train_init="search",
         derive="halving",
         select_steps=1,
@@ -212,3 +212,10 @@ def test_under_a_parameter_budget_only_candidates_within_it_are_measured(tiny_ex
     assert float(cost_regularizer(onehot, cost.unit, cost.skip, 0.6, None, cost.base)) <= 0
     # every first-rung option was measured, within the budget or not
     assert len(saved["first"]) == len(saved["options"])
+
+
+def test_a_candidate_never_trains_longer_than_the_final_model():
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(config=SearchConfig().with_options(post_train_steps=4))
+    assert _steps(run, 10) == 4 and _steps(run, 3) == 3

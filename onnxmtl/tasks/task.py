@@ -98,11 +98,13 @@ class Task:
             )
         if self.num_outputs < 1 or (kind == "segmentation" and self.num_outputs < 2):
             raise ConfigError(f"task '{self.name}': num_outputs={self.num_outputs} is too small.")
-        expected = {"head": "a head name, a factory or a module", "loss": "a name or a callable"}
+        expected = {"head": "a factory or a module", "loss": "a callable"}
         for key, what in expected.items():
             value = getattr(self, key)
             if value is not None and not (isinstance(value, str) or callable(value)):
-                raise ConfigError(f"task '{self.name}': {key}={shown(value)}; expected {what}.")
+                raise ConfigError(
+                    f"task '{self.name}': {key}={shown(value)} is neither a {key} name nor {what}."
+                )
         if not isinstance(self.weight, int | float) or self.weight < 0:
             raise ConfigError(f"task '{self.name}': weight must be a number >= 0.")
         self.weight = float(self.weight)

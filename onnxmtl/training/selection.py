@@ -78,9 +78,10 @@ def select_policy(
     bar = run.bar(len(names), "select")
     try:
         first = []
+        steps = _steps(run, c.steps)
         for name in names:
             picks = (name,) * len(model.task_names)
-            first.append(_trial(run, compose(model, options, picks), picks, c.steps, saved))
+            first.append(_trial(run, compose(model, options, picks), picks, steps, saved))
             bar.update(1)
         reference = next(t.metrics for t in first if t.picks[0] == "all-shared")
         for trial in first:
@@ -91,8 +92,8 @@ def select_policy(
         bar.total = len(names) + len(finalists)
         second = []
         for picks in finalists:
-            steps = c.steps * RUNG_GROWTH
-            trial = _trial(run, compose(model, options, picks), picks, steps, saved)
+            longer = _steps(run, c.steps * RUNG_GROWTH)
+            trial = _trial(run, compose(model, options, picks), picks, longer, saved)
             trial.delta_m = delta_m(trial.metrics, reference)
             second.append(trial)
             bar.update(1)
@@ -108,6 +109,12 @@ def select_policy(
     policy = compose(model, options, best.picks)
     policy.method = "selected"
     return policy, Selection(names, first, second, best.picks)
+
+
+def _steps(run: Session, wanted: int) -> int:
+    """A candidate's fine-tuning steps: `wanted`, but never more than the final model's own
+    post-training, so that a short run's selection stays short."""
+    return min(wanted, run.config.post_train.steps)
 
 
 def _score(trial: Trial) -> float:
@@ -168,6 +175,7 @@ def _trial(
 
     recompute_batchnorm(model, forward, c.batchnorm_batches)
     batch = run.config.dataset.batch_size
-    indices = run.splits["train2"][: c.batches * batch]
+    batches = min(c.batches, run.config.evaluation.batches or c.batches)
+    indices = run.splits["train2"][: batches * batch]
     metrics = evaluate(model, run.train_set, indices, batch, "fixed", None, policy)
     return Trial(picks, steps, metrics)

@@ -168,11 +168,11 @@ class SelectOptions:
 
     steps: int = option(10, flat="select_steps", at_least=0)  # fine-tuning steps of every
     # candidate at the first rung (each task's options); the second rung (their best
-    # combinations) takes three times as many
+    # combinations) takes three times as many; neither more than post_train_steps
     keep: int = option(2, flat="select_keep", at_least=1)  # options each task keeps for the
     # second rung
     batches: int = option(15, flat="select_batches", at_least=1)  # batches of train2 every
-    # candidate is scored on
+    # candidate is scored on (at most eval_batches, where that is set)
     batchnorm_batches: int = option(4, flat="select_batchnorm_batches", at_least=1)  # batches
     # of train1 over which each candidate's BatchNorm statistics are re-estimated
 
