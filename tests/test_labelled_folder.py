@@ -57,10 +57,7 @@ def write_folder(root, labels: str = "csv", size: int = 28):
         Image.fromarray((item > 0).astype(np.uint8)).save(root / "shape" / f"item{i:03d}.png")
         rows.append({"image": name, "item": int(classes[i]), "ink": float((item > 0).mean())})
     if labels == "csv":
-        with open(root / "labels.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, ["image", "item", "ink"])
-            writer.writeheader()
-            writer.writerows(rows)
+        _write_rows(root, rows)
     else:
         (root / "labels.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     return root, images[:COUNT], classes[:COUNT]
@@ -404,25 +401,27 @@ def _duplicate_row(root):
     return f"labels.csv: rows 4 and {len(rows) + 1} both label image 'item003.png'"
 
 
-def _class_past_the_last(root):
-    rows = _rows(root)
-    rows[5]["item"] = "10"
-    _write_rows(root, rows)
-    return "image 'item005.png', task 'item': cannot read '10' as a classification label"
+def _class_of_item005(value: str, message: str):
+    """A case that labels item005.png's class `value`, refused with `message`."""
+
+    def break_it(root):
+        rows = _rows(root)
+        rows[5]["item"] = value
+        _write_rows(root, rows)
+        return message
+
+    return break_it
 
 
-def _class_too_big_for_int64(root):
-    rows = _rows(root)
-    rows[5]["item"] = str(10**23)
-    _write_rows(root, rows)
-    return f"cannot read '{10**23}' as a classification label"
-
-
-def _fractional_class(root):
-    rows = _rows(root)
-    rows[5]["item"] = "1.7"
-    _write_rows(root, rows)
-    return "cannot read '1.7' as a classification label (\\'1.7\\' is not a whole number)"
+_class_past_the_last = _class_of_item005(
+    "10", "image 'item005.png', task 'item': cannot read '10' as a classification label"
+)
+_class_too_big_for_int64 = _class_of_item005(
+    str(10**23), f"cannot read '{10**23}' as a classification label"
+)
+_fractional_class = _class_of_item005(
+    "1.7", "cannot read '1.7' as a classification label (\\'1.7\\' is not a whole number)"
+)
 
 
 def _no_label_for_a_task(root):

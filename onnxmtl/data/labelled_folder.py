@@ -198,7 +198,7 @@ class LabelledFolder(ArrayDataset):
             n_test = max(1, round(len(pool) * test_fraction))
             picked = order[:n_test] if split == "test" else order[n_test:]
             chosen = [pool[i] for i in sorted(picked)]
-        test = set(chosen if split == "test" else self._listed("test", names) or [])
+        test = set(chosen if split == "test" else other or [])  # other: test.txt's list
         if test & set(self._val):
             raise DataError(
                 f"{self.root / 'splits' / 'val.txt'}: lists test image(s), e.g. "

@@ -345,7 +345,7 @@ def _results(
             "method": policy.method,
             "seed": policy.seed,
             "choices": policy.choices,
-            "selection": _read_json(out.search.path / RunFolder.SELECTION),
+            "selection": _read_json(out.search.selection),
         },
         "delta_m": DELTA_M_DEFINITION,
         "methods": methods,

@@ -27,8 +27,7 @@ import torch
 from onnxmtl.compiler import Policy
 from onnxmtl.compiler.candidates import SEARCHED, compose, task_options
 from onnxmtl.tasks import delta_m, task_deltas
-from onnxmtl.training.batchnorm import recompute_batchnorm
-from onnxmtl.training.evaluate import evaluate, fit_input
+from onnxmtl.training.evaluate import evaluate
 from onnxmtl.training.session import Session
 
 Metrics = dict[str, dict[str, float]]
@@ -106,9 +105,7 @@ def select_policy(
     if not second:
         return searched, Selection(names, first, second, (SEARCHED,) * len(model.task_names))
     best = max(second, key=_score)
-    policy = compose(model, options, best.picks)
-    policy.method = "selected"
-    return policy, Selection(names, first, second, best.picks)
+    return compose(model, options, best.picks), Selection(names, first, second, best.picks)
 
 
 def _steps(run: Session, wanted: int) -> int:
@@ -130,12 +127,10 @@ def _finalists(
     the mean of their tasks' deltas there (what the combination would score if the tasks did
     not interact)."""
     tasks = run.model.task_names
+    deltas = [task_deltas(trial.metrics, reference) for trial in first]
     per_task: list[list[tuple[float, str]]] = []
     for t, name in enumerate(tasks):
-        scored = []
-        for trial in first:
-            delta = task_deltas({name: trial.metrics[name]}, {name: reference[name]})
-            scored.append((delta.get(name, -float("inf")), trial.picks[t]))
+        scored = [(d.get(name, -math.inf), trial.picks[t]) for d, trial in zip(deltas, first)]
         scored.sort(key=lambda s: -s[0])
         per_task.append(scored[:keep])
     combos = [
@@ -166,14 +161,7 @@ def _trial(
         model.train()
         for _ in range(steps):
             run.weight_step(optimizer, "select", "fixed")
-    norm_stream = run.stream("select-batchnorm", "train1")
-
-    def forward() -> None:
-        images = fit_input(norm_stream.next()[0].to(run.device), model)
-        with run.precision.autocast():
-            model(images, mode="fixed", policy=policy)
-
-    recompute_batchnorm(model, forward, c.batchnorm_batches)
+    run.recompute_batchnorm(policy, "select-batchnorm", "train1", c.batchnorm_batches)
     batch = run.config.dataset.batch_size
     batches = min(c.batches, run.config.evaluation.batches or c.batches)
     indices = run.splits["train2"][: batches * batch]

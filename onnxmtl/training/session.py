@@ -15,6 +15,7 @@ from onnxmtl.data import MultiTaskDataset
 from onnxmtl.run_folder import RunFolder
 from onnxmtl.tasks import Task, loss_fn
 from onnxmtl.training import distributed
+from onnxmtl.training.batchnorm import recompute_batchnorm
 from onnxmtl.training.config import SearchConfig
 from onnxmtl.training.conflict import ConflictMeter
 from onnxmtl.training.cost_model import CostModel
@@ -154,6 +155,24 @@ class Session:
         """One optimiser step on gradients averaged over the processes (under torchrun)."""
         distributed.average_gradients(params)
         self.precision.step(optimizer)
+        distributed.average_buffers(self.model)
+
+    def recompute_batchnorm(
+        self, policy: Policy | None, name: str, split: str, batches: int, bar: tqdm | None = None
+    ) -> None:
+        """Precise BatchNorm statistics for `policy`, from `batches` batches of `split` in an
+        order of their own (`name`); under torchrun each process measures its share and the
+        statistics are averaged, so every process keeps the same model."""
+        stream = self.stream(name, split)
+
+        def forward() -> None:
+            images = fit_input(stream.next()[0].to(self.device), self.model)
+            with self.precision.autocast():
+                self.model(images, mode="fixed", policy=policy)
+            if bar is not None:
+                bar.update(1)
+
+        recompute_batchnorm(self.model, forward, batches)
         distributed.average_buffers(self.model)
 
     def loss_scale(self) -> float:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import torch
 
-from onnxmtl.training import distributed
-from onnxmtl.training.batchnorm import recompute_batchnorm
-from onnxmtl.training.evaluate import fit_input
 from onnxmtl.training.phases.phase import Optimizers, Phase
 
 
@@ -48,19 +45,8 @@ class PostTrain(Phase):
 
     def recompute_batchnorm(self) -> None:
         """Precise BatchNorm statistics for the trained policy, from batches of the training
-        split in an order of their own; under torchrun each process measures its share and
-        the statistics are averaged."""
+        split in an order of their own."""
         run = self.run
         batches = run.config.post_train.batchnorm_batches
-        stream = run.stream("batchnorm", "train")
-        bar = run.bar(batches, "batchnorm statistics")
-
-        def forward() -> None:
-            images = fit_input(stream.next()[0].to(run.device), run.model)
-            with run.precision.autocast():
-                run.model(images, mode="fixed", policy=run.policy)
-            bar.update(1)
-
-        with bar:
-            recompute_batchnorm(run.model, forward, batches)
-        distributed.average_buffers(run.model)
+        with run.bar(batches, "batchnorm statistics") as bar:
+            run.recompute_batchnorm(run.policy, "batchnorm", "train", batches, bar)
