@@ -85,3 +85,66 @@ def test_the_trainer_ends_with_precise_statistics(tiny_export, tmp_path_factory,
     assert gap(precise) < 0.2 * gap(kept)
     saved = json.loads((tmp_path / "32" / "metrics.json").read_text())
     assert set(saved) == {"val"}
+
+
+def _norm_buffers(model) -> dict[str, torch.Tensor]:
+    return {
+        k: v.clone()
+        for k, v in model.state_dict().items()
+        if k.endswith(("running_mean", "running_var"))
+    }
+
+
+def test_frozen_statistics_are_estimated_before_training_and_held(
+    tiny_export, tmp_path_factory, tmp_path
+):
+    """'frozen': the statistics are re-estimated before the first step and no step moves
+    them, while the weights train; 'batch' moves them at every step."""
+    train = Scenes("train", count=64, size=32, cache_dir=tmp_path_factory.mktemp("scenes"))
+    path = tiny_export("legacy17", fold_bn=True)
+
+    def trainer(mode: str, steps: int) -> Trainer:
+        model = onnxmtl.compile(onnxmtl.load(path), train.tasks())
+        config = SearchConfig().with_options(
+            batch_size=16,
+            post_train_steps=steps,
+            post_train_lr=0.05,
+            batchnorm_batches=2,
+            post_train_batchnorm=mode,
+        )
+        policy = model.uniform_policy(SHARED)
+        return Trainer(
+            model, train, config, tmp_path / f"{mode}{steps}", fixed_policy=policy, progress=False
+        )
+
+    frozen = trainer("frozen", 4)
+    start = _norm_buffers(frozen.model)
+    weights = {k: v.clone() for k, v in frozen.model.named_parameters()}
+    assert frozen.run(stop_after=1) is None
+    calibrated = _norm_buffers(frozen.model)
+    assert any(not torch.equal(calibrated[k], start[k]) for k in start)  # estimated at step 0
+    frozen.run(resume=True)
+    for k, v in _norm_buffers(frozen.model).items():
+        assert torch.equal(v, calibrated[k]), k
+    assert any(not torch.equal(v, weights[k]) for k, v in frozen.model.named_parameters())
+
+    batch = trainer("batch", 4)
+    batch.run(stop_after=1)
+    after_one = _norm_buffers(batch.model)
+    batch.run(resume=True)
+    assert any(not torch.equal(v, after_one[k]) for k, v in _norm_buffers(batch.model).items())
+
+
+def test_frozen_without_training_still_ends_with_precise_statistics(
+    tiny_export, tmp_path_factory, tmp_path
+):
+    train = Scenes("train", count=64, size=32, cache_dir=tmp_path_factory.mktemp("scenes"))
+    model = onnxmtl.compile(onnxmtl.load(tiny_export("legacy17", fold_bn=True)), train.tasks())
+    before = _norm_buffers(model)
+    config = SearchConfig().with_options(
+        batch_size=16, post_train_steps=0, batchnorm_batches=1, post_train_batchnorm="frozen"
+    )
+    Trainer(
+        model, train, config, tmp_path, fixed_policy=model.uniform_policy(SHARED), progress=False
+    ).run()
+    assert any(not torch.equal(v, before[k]) for k, v in _norm_buffers(model).items())
