@@ -1,11 +1,12 @@
-"""Fixed-batch ONNX files: make a static batch of 1 symbolic, and prove the rewrite right.
+"""Fixed-batch ONNX files: make a static batch symbolic, and prove the rewrite right.
 
-Many published files were exported with a batch of 1 and no dynamic axis, so their Reshape
-targets carry that 1 as a constant (`[1, 128, 14, 14]`, or merged with the heads of an
-attention block: `[64, 2, 4]` = length, batch*heads, head size). Training needs batches, so
-the load stage makes the batch symbolic where it can show, on onnxruntime, that the
-rewritten graph on a batch equals the original file run image by image; elsewhere it stops
-with one line saying how to re-export the model.
+Many published files were exported with a batch of 1 (older ones with 64) and no dynamic axis,
+so their Reshape targets carry that batch as a constant (`[1, 128, 14, 14]`, `[64, -1]` in
+front of a classifier, or merged with the heads of an attention block: `[64, 2, 4]` = length,
+batch*heads, head size). Training needs batches of any size, so the load stage makes the batch
+symbolic where it can show, on onnxruntime, that the rewritten graph on a batch equals the
+original file run on the batches it was made for; elsewhere it stops with one line saying how
+to re-export the model.
 """
 
 from __future__ import annotations
@@ -24,28 +25,29 @@ from onnxmtl.ir.values import dims_of, name_of, node_name, required_input
 from onnxmtl.runtime import session
 
 BATCH_SYMBOL = "N"
-PROBE_BATCH = 97  # a batch no real size equals, so the dims it scales stand out
+PROBE_BATCH = 97  # a factor no real size holds, so the dims the batch scales stand out
 CHECK_BATCH = 2
 CHECK_RTOL = 1e-4
 MAX_PROBES = 512  # candidate targets tried before giving up
 FIX = (
     "re-export the model with a dynamic batch axis (torch.onnx.export(..., dynamic_axes="
-    "{'input': {0: 'N'}})); see the README section 'Fixed-batch ONNX files'"
+    "{'input': {0: 'N'}})); see 'Fixed-batch files' in docs/backbones.md"
 )
 _ORT_ERRORS = (Fail, InvalidArgument, RuntimeException)
 
 
 class MakeBatchDynamicPass(ir.passes.InPlacePass):
-    """Point every Reshape whose constant target holds the batch-1 size at the batch, leaving
+    """Point every Reshape whose constant target holds the file's `batch` at the batch, leaving
     the model's other sizes as they are (the image input's batch is already symbolic).
 
     `rewritten` lists the Reshape nodes whose target changed, for messages.
     """
 
-    def __init__(self, input_name: str, label: str):
+    def __init__(self, input_name: str, label: str, batch: int = 1):
         super().__init__()
         self.input_name = input_name
         self.label = label
+        self.batch = batch
         self.rewritten: list[str] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -60,50 +62,64 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
                 else f"no Reshape holds it, yet {self.lost or 'an output'} loses it, and nothing"
             )
             raise FixedBatchError(
-                f"{self.label}: fixed batch of 1 that cannot be made dynamic: {where} keeps the "
-                f"batch first in every output; {FIX}."
+                f"{self.label}: fixed batch of {self.batch} that cannot be made dynamic: {where} "
+                f"keeps the batch first in every output; {FIX}."
             )
         return ir.passes.PassResult(model, modified=bool(self.rewritten))
 
     def _fix_from_here(self, model: ir.Model, value: ir.Value) -> bool:
-        """Repoint the first Reshape that drops the batch, trying each place the batch may go
-        (depth first), until every output carries the batch in its first axis."""
-        one = _probe_shapes(model, value, 1)
-        many = _probe_shapes(model, value, PROBE_BATCH)
+        """Repoint the first Reshape that drops the batch (or, where none does yet an output
+        loses it, the first whose -1 takes it in), trying each place the batch may go (depth
+        first), until every output carries the batch in its first axis."""
+        one = _probe_shapes(model, value, self.batch)
+        many = _probe_shapes(model, value, PROBE_BATCH * self.batch)
         node = next((n for n in model.graph if _drops_batch(n, one, many)), None)
         if node is None:  # outputs of unknown shape are left to the onnxruntime check
-            kept = all(
+            if all(
                 _keeps_batch(one.get(name_of(o)), many.get(name_of(o))) for o in model.graph.outputs
-            )
-            if not kept and self.lost is None:
-                self.lost = _batch_lost_at(model, one, many)
-            return kept
+            ):
+                return not self.rewritten or self._consistent(model, value)
+            self.lost = self.lost or _batch_lost_at(model, one, many)
+            node = next((n for n in model.graph if _absorbs_batch(n, one, many)), None)
+            if node is None:
+                return False
+        elif not self.rewritten:
+            self.first = node_name(node)
+        if node_name(node) in self.rewritten:  # its rewrite on this path did not free the batch
+            return False
         original = required_input(node, 1)
-        self.first = self.first or node_name(node)
         self.rewritten.append(node_name(node))
         out = one[name_of(node.outputs[0])]
         assert out is not None  # _drops_batch found it known
-        for position in _batch_positions(node, one, many, self.label):
+        for position in _batch_positions(node, one, many, self.label, self.batch):
             self.budget -= 1
             if self.budget < 0:
                 return False
             _set_target(model.graph, node, out, position)
-            try:
-                _probe_shapes(model, value, PROBE_BATCH, strict=True)
-                if self._fix_from_here(model, value):
-                    return True
-            except onnx.shape_inference.InferenceError:
-                pass
+            if self._consistent(model, value) and self._fix_from_here(model, value):
+                return True
             rejected = required_input(node, 1)
             node.replace_input_with(1, original)
             model.graph.initializers.pop(name_of(rejected))
         self.rewritten.pop()
         return False
 
+    def _consistent(self, model: ir.Model, value: ir.Value) -> bool:
+        """Whether the shapes inferred at a grown batch agree everywhere, or disagree only
+        while a Reshape still holds the batch as a constant (a branch it feeds keeps the file's
+        batch until its own rewrite, which comes next)."""
+        batch = PROBE_BATCH * self.batch
+        try:
+            _probe_shapes(model, value, batch, strict=True)
+        except onnx.shape_inference.InferenceError:
+            one, many = _probe_shapes(model, value, self.batch), _probe_shapes(model, value, batch)
+            return any(_drops_batch(n, one, many) for n in model.graph)
+        return True
+
 
 def _keeps_batch(one: tuple | None, many: tuple | None) -> bool:
-    """Whether an output of shape `one` at batch 1 (`many` at PROBE_BATCH) carries the batch
-    in its first axis; True where either shape is unknown."""
+    """Whether an output of shape `one` at the file's batch (`many` at PROBE_BATCH times it)
+    carries the batch in its first axis; True where either shape is unknown."""
     return not one or not many or many[0] == PROBE_BATCH * one[0] > 0
 
 
@@ -137,9 +153,9 @@ def _forget_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def at_input_size(original: onnx.ModelProto, value: ir.Value) -> onnx.ModelProto:
-    """`original` (batch 1) taking images of the channels and size of the image input `value`,
-    without the shapes inferred at its declared size: the reference for the rewrite when
-    `load` was given another input size."""
+    """`original` (at its fixed batch) taking images of the channels and size of the image
+    input `value`, without the shapes inferred at its declared size: the reference for the
+    rewrite when `load` was given another input size."""
     dims = _input(original, name_of(value)).type.tensor_type.shape.dim
     for dim, size in zip(dims[1:], dims_of(value)[1:], strict=True):
         if not isinstance(size, int):  # fix_input_shape made C, H and W concrete
@@ -147,6 +163,25 @@ def at_input_size(original: onnx.ModelProto, value: ir.Value) -> onnx.ModelProto
         dim.Clear()
         dim.dim_value = size
     return _forget_shapes(original)
+
+
+def outputs_at(original: onnx.ModelProto, names: list[str] | None) -> onnx.ModelProto:
+    """`original` computing the values `names` only (None: its own outputs), the rest pruned."""
+    if names is None:
+        return original
+    needed, kept = set(names), []
+    for node in reversed(original.graph.node):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(node.input)
+    pruned = onnx.ModelProto()
+    pruned.CopyFrom(original)
+    del pruned.graph.node[:], pruned.graph.output[:]
+    pruned.graph.node.extend(reversed(kept))
+    pruned.graph.output.extend(
+        onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names
+    )
+    return pruned
 
 
 def _drops_batch(node: ir.Node, one: dict, many: dict) -> bool:
@@ -161,9 +196,25 @@ def _drops_batch(node: ir.Node, one: dict, many: dict) -> bool:
     return math.prod(after) != math.prod(before) and math.prod(target) == math.prod(size)
 
 
+def _absorbs_batch(node: ir.Node, one: dict, many: dict) -> bool:
+    """A Reshape whose constant target has a -1 that takes the batch in: its input grows with
+    the batch, and its output does too, but not in its first axis (`[1, -1]` in front of a
+    classifier)."""
+    target = required_input(node, 1).const_value if node.op_type == "Reshape" else None
+    if target is None or -1 not in target.numpy().tolist():
+        return False
+    data, out = name_of(required_input(node, 0)), name_of(node.outputs[0])
+    before, after = one.get(data), many.get(data)
+    size, grown = one.get(out), many.get(out)
+    if before is None or after is None or size is None or grown is None:
+        return False
+    return math.prod(after) != math.prod(before) and not _keeps_batch(size, grown)
+
+
 def _batch_lost_at(model: ir.Model, one: dict, many: dict) -> str | None:
     """'<op> node <name>': the first node (not a shape query) whose input grows with the batch
-    but whose output does not, where a batch of 1 is held other than in a Reshape target."""
+    but whose output does not, where the file's batch is held other than in a Reshape
+    target."""
     for node in model.graph:
         if node.op_type in ("Shape", "Size") or not node.outputs:
             continue
@@ -177,7 +228,7 @@ def _batch_lost_at(model: ir.Model, one: dict, many: dict) -> str | None:
     return None
 
 
-def _batch_positions(node: ir.Node, one: dict, many: dict, label: str) -> list[int]:
+def _batch_positions(node: ir.Node, one: dict, many: dict, label: str, batch: int) -> list[int]:
     """The target axes the batch may join, most likely first.
 
     The batch sits between the per-image elements in front of it and those behind it: the
@@ -189,27 +240,31 @@ def _batch_positions(node: ir.Node, one: dict, many: dict, label: str) -> list[i
     before, after, out = one[data], many[data], one[name_of(node.outputs[0])]
     moved = [j for j, (a, b) in enumerate(zip(before, after)) if a != b]
     if len(moved) != 1 or after[moved[0]] != PROBE_BATCH * before[moved[0]]:
-        raise FixedBatchError(_unsafe(label, node, "its input carries the batch in no one axis"))
+        raise FixedBatchError(
+            _unsafe(label, batch, node, "its input carries the batch in no one axis")
+        )
     positions: list[int] = []
     for outer in (math.prod(before[: moved[0]]), math.prod(before[: moved[0] + 1])):
         starts = [i for i in range(len(out)) if math.prod(out[:i]) == outer]
         ends = [i for i in range(len(out)) if math.prod(out[: i + 1]) == outer]
         positions += [i for i in starts[:1] + ends[-1:] if i not in positions]
     if not positions:
-        raise FixedBatchError(_unsafe(label, node, "no axis of its target can carry the batch"))
+        raise FixedBatchError(
+            _unsafe(label, batch, node, "no axis of its target can carry the batch")
+        )
     return positions
 
 
 def _set_target(graph: ir.Graph, node: ir.Node, out: tuple, position: int) -> None:
-    new = list(out)  # batch-1 sizes, none 0, so `allowzero` reads the target the same way
+    new = list(out)  # the sizes at the file's batch, none 0: `allowzero` reads them the same
     new[position] = -1
     name = f"{node.name}_batch_shape_{position}"
     node.replace_input_with(1, _add_initializer(graph, name, np.array(new, np.int64)))
 
 
-def _unsafe(label: str, node: ir.Node, why: str) -> str:
+def _unsafe(label: str, batch: int, node: ir.Node, why: str) -> str:
     return (
-        f"{label}: fixed batch of 1 that cannot be made dynamic: {node.op_type} node "
+        f"{label}: fixed batch of {batch} that cannot be made dynamic: {node.op_type} node "
         f"'{node.name}' holds it as a constant and {why}; {FIX}."
     )
 
@@ -217,9 +272,10 @@ def _unsafe(label: str, node: ir.Node, why: str) -> str:
 def make_batch_dynamic(
     model: ir.Model, value: ir.Value, original: onnx.ModelProto, label: str
 ) -> None:
-    """Point the batch-1 constants of `model` (folded, its image input `value` made symbolic)
-    at the batch, and check the result against the `original` file on onnxruntime."""
-    rewrite = MakeBatchDynamicPass(name_of(value), label)
+    """Point the fixed-batch constants of `model` (folded, its image input `value` made
+    symbolic) at the batch, and check the result against the `original` file on onnxruntime."""
+    batch = _input(original, name_of(value)).type.tensor_type.shape.dim[0].dim_value
+    rewrite = MakeBatchDynamicPass(name_of(value), label, batch)
     rewrite(model)
     rewritten = _forget_shapes(ir.serde.serialize_model(model))
     check_batch_rewrite(original, rewritten, name_of(value), label, rewrite.rewritten)
@@ -232,41 +288,53 @@ def check_batch_rewrite(
     label: str,
     rewrites: list[str],
 ) -> None:
-    """Raise FixedBatchError unless `rewritten` on a random batch equals `original` run on
-    each image of it alone, every output with the batch as its leading axis."""
+    """Raise FixedBatchError unless `rewritten` on a random batch of CHECK_BATCH equals
+    `original` run on batches of its own fixed size holding those images first (each image
+    alone, for a batch of 1), every output with the batch as its leading axis."""
     shape = [d.dim_value for d in _input(original, input_name).type.tensor_type.shape.dim]
-    x = np.random.default_rng(0).standard_normal([CHECK_BATCH, *shape[1:]]).astype(np.float32)
+    batch = shape[0]
+    runs = -(-CHECK_BATCH // batch)
+    pool = np.random.default_rng(0).standard_normal([runs * batch, *shape[1:]])
+    pool = pool.astype(np.float32)
+    x = pool[:CHECK_BATCH]
     where = f" (rewritten: {', '.join(rewrites[:3])})" if rewrites else ""
     reference = session(original, ["CPUExecutionProvider"])
     names = [o.name for o in reference.get_outputs()]
-    singles = [reference.run(names, {input_name: x[i : i + 1]}) for i in range(CHECK_BATCH)]
+    chunks = [
+        reference.run(names, {input_name: pool[i * batch : (i + 1) * batch]}) for i in range(runs)
+    ]
     try:
         got = session(rewritten, ["CPUExecutionProvider"]).run(names, {input_name: x})
     except _ORT_ERRORS as exc:
         first = str(exc).strip().splitlines()[0]
         raise FixedBatchError(
-            _failed(label, f"onnxruntime fails on a batch of {CHECK_BATCH}{where}: {first}")
+            _failed(label, batch, f"onnxruntime fails on a batch of {CHECK_BATCH}{where}: {first}")
         ) from exc
     for k, name in enumerate(names):
-        parts = [s[k] for s in singles]
-        if parts[0].ndim == 0 or parts[0].shape[0] != 1 or got[k].shape[0] != CHECK_BATCH:
+        parts = [c[k] for c in chunks]
+        if parts[0].ndim == 0 or parts[0].shape[0] != batch or got[k].shape[0] != CHECK_BATCH:
             raise FixedBatchError(
-                _failed(label, f"output '{name}' does not carry the batch in its first axis{where}")
+                _failed(
+                    label,
+                    batch,
+                    f"output '{name}' does not carry the batch in its first axis{where}",
+                )
             )
-        expected = np.concatenate(parts)
+        expected = np.concatenate(parts)[:CHECK_BATCH]
         scale = max(float(np.max(np.abs(expected))), 1e-12) if expected.size else 1.0
         if got[k].shape != expected.shape or np.max(np.abs(got[k] - expected)) > CHECK_RTOL * scale:
             raise FixedBatchError(
                 _failed(
                     label,
-                    f"output '{name}' on a batch of {CHECK_BATCH} differs from the images run "
-                    f"one by one{where}",
+                    batch,
+                    f"output '{name}' on a batch of {CHECK_BATCH} differs from the file run on "
+                    f"batches of {batch}{where}",
                 )
             )
 
 
-def _failed(label: str, why: str) -> str:
-    return f"{label}: fixed batch of 1 that cannot be made dynamic: {why}; {FIX}."
+def _failed(label: str, batch: int, why: str) -> str:
+    return f"{label}: fixed batch of {batch} that cannot be made dynamic: {why}; {FIX}."
 
 
 def _input(proto: onnx.ModelProto, name: str) -> onnx.ValueInfoProto:

@@ -44,7 +44,7 @@ class Graph:
     adaptations: list[str] = field(default_factory=list)  # what load rewrote so that the
     # backbone trains at any size and batch (one line each, for `inspect`)
     static_batch: bool = False  # the file declares a fixed batch size
-    batch_made_dynamic: bool = False  # ... of 1, which the load stage made symbolic
+    batch_made_dynamic: bool = False  # ... which the load stage made symbolic
 
     @property
     def graph(self) -> ir.Graph:

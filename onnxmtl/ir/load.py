@@ -14,7 +14,7 @@ import torch
 
 from onnxmtl.errors import FeatureError, ModelFileError
 from onnxmtl.ir.autopad import explicit_pads
-from onnxmtl.ir.batch import BATCH_SYMBOL, at_input_size, make_batch_dynamic
+from onnxmtl.ir.batch import BATCH_SYMBOL, at_input_size, make_batch_dynamic, outputs_at
 from onnxmtl.ir.features import auto_features, cut_at
 from onnxmtl.ir.from_torch import export_module
 from onnxmtl.ir.graph import Graph
@@ -39,6 +39,7 @@ from onnxmtl.ir.values import dims_of, name_of
 
 Features = str | Sequence[str] | None
 MAX_FOLD_ROUNDS = 64
+MIN_IR_VERSION = 4  # the first in which initializers need not be graph inputs
 
 
 def load(
@@ -52,7 +53,8 @@ def load(
     `features` is "auto" (cut at the last feature map before global pooling or flatten), one
     value name or several (multi-scale), or None to keep the model's own outputs.
     `input_shape` (N, C, H, W) fixes H and W where the model leaves them symbolic.
-    A static batch of 1 is made symbolic (see `onnxmtl.ir.batch`), so the graph takes batches.
+    A static batch (1, or the 64 of old files) is made symbolic (see `onnxmtl.ir.batch`), so
+    the graph takes batches of any size.
     A `torch.nn.Module` is exported first (`export_module`, traced on `example_input`, which
     may also be given second: `load(module, images)`).
     """
@@ -70,11 +72,14 @@ def load(
     model, label = read_model(source)
     original_counts = dict(Counter(n.op_type for n in model.graph))
     common.RemoveInitializersFromInputsPass()(model)
+    # IR 3 wants every initializer among the inputs, and onnxruntime refuses the graph without
+    # them: the version that made them optional holds the same graph.
+    model.ir_version = max(model.ir_version, MIN_IR_VERSION)
     value, adaptations = to_channels_first(model, image_input(model.graph, label))
     adaptations += globalize_pools(model, label)
     dims = dims_of(value)
     static_batch = isinstance(dims[0], int)
-    original = ir.serde.serialize_model(model) if dims[0] == 1 else None
+    original = ir.serde.serialize_model(model) if static_batch else None
     if original is not None:
         value.shape = ir.Shape([BATCH_SYMBOL, *dims[1:]])
     fix_input_shape(value, input_shape, label)
@@ -90,15 +95,15 @@ def load(
         if not changed:
             break
     adaptations += explicit_pads(model)  # attributes only: the shapes hold
-    if original is not None:
-        make_batch_dynamic(model, value, original, label)
-        infer_shapes(model, label)  # the batch-1 constants now follow the input's batch
-    DropComputedZeroBiasPass()(model)
-
     original_outputs = [(name_of(v), shape_of(v)) for v in model.graph.outputs]
     names = _feature_names(model.graph, features, label)
-    if names is not None:
-        cut_at(model.graph, names, label)
+    if names is not None:  # before the batch is freed: a classifier sized for the declared
+        cut_at(model.graph, names, label)  # input cannot run at another, and goes anyway
+        clean_up(model)
+    if original is not None:
+        make_batch_dynamic(model, value, outputs_at(original, names), label)
+        infer_shapes(model, label)  # the fixed-batch constants now follow the input's batch
+    DropComputedZeroBiasPass()(model)
     UntieInitializersPass()(model)
     clean_up(model)  # what the dropped biases and the cut left unused
 

@@ -24,7 +24,7 @@ NORMALIZATION_TEXT = {
 def batch_text(graph: Graph) -> str:
     """How the file declares the batch size, and what loading did with it."""
     if graph.batch_made_dynamic:
-        return "fixed at 1 in the file, made dynamic (checked on onnxruntime)"
+        return "fixed in the file, made dynamic (checked on onnxruntime)"
     return "fixed in the file" if graph.static_batch else "dynamic"
 
 
