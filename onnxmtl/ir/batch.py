@@ -12,6 +12,7 @@ to re-export the model.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -29,6 +30,7 @@ PROBE_BATCH = 97  # a factor no real size holds, so the dims the batch scales st
 CHECK_BATCH = 2
 CHECK_RTOL = 1e-4
 MAX_PROBES = 512  # candidate targets tried before giving up
+MAX_CHECKS = 8  # complete rewrites checked on onnxruntime before giving up
 FIX = (
     "re-export the model with a dynamic batch axis (torch.onnx.export(..., dynamic_axes="
     "{'input': {0: 'N'}})); see 'Fixed-batch files' in docs/backbones.md"
@@ -40,22 +42,38 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
     """Point every Reshape whose constant target holds the file's `batch` at the batch, leaving
     the model's other sizes as they are (the image input's batch is already symbolic).
 
-    `rewritten` lists the Reshape nodes whose target changed, for messages.
+    `rewritten` lists the Reshape nodes whose target changed, for messages. `accept` judges a
+    complete rewrite (every output carries the batch first, the shapes agree); where it says
+    no, the search goes on to the next place the batch may go.
     """
 
-    def __init__(self, input_name: str, label: str, batch: int = 1):
+    def __init__(
+        self,
+        input_name: str,
+        label: str,
+        batch: int = 1,
+        accept: Callable[[ir.Model, list[str]], bool] | None = None,
+    ):
         super().__init__()
         self.input_name = input_name
         self.label = label
         self.batch = batch
+        self.accept = accept or (lambda model, rewritten: True)
         self.rewritten: list[str] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         value = next(v for v in model.graph.inputs if v.name == self.input_name)
-        self.budget = MAX_PROBES
         self.first: str | None = None
         self.lost: str | None = None
-        if not self._fix_from_here(model, value):
+        # First every rewrite must leave the shapes consistent; then a rewrite may wait for a
+        # later one (a branch that joins another before its own Reshape frees the batch).
+        found = False
+        for self.defer in (False, True):
+            self.budget = MAX_PROBES
+            found = self._fix_from_here(model, value)
+            if found:
+                break
+        if not found:
             where = (
                 f"no rewrite of the Reshape targets from node '{self.first}' on"
                 if self.first
@@ -68,30 +86,37 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(self.rewritten))
 
     def _fix_from_here(self, model: ir.Model, value: ir.Value) -> bool:
-        """Repoint the first Reshape that drops the batch (or, where none does yet an output
-        loses it, the first whose -1 takes it in), trying each place the batch may go (depth
-        first), until every output carries the batch in its first axis."""
+        """Repoint the first Reshape that drops the batch (or, once none does, the first whose
+        -1 takes it in), trying each place the batch may go (depth first), until every output
+        carries the batch in its first axis and `accept` takes the result."""
         one = _probe_shapes(model, value, self.batch)
         many = _probe_shapes(model, value, PROBE_BATCH * self.batch)
         node = next((n for n in model.graph if _drops_batch(n, one, many)), None)
         if node is None:  # outputs of unknown shape are left to the onnxruntime check
-            if all(
+            kept = all(
                 _keeps_batch(one.get(name_of(o)), many.get(name_of(o))) for o in model.graph.outputs
-            ):
-                return not self.rewritten or self._consistent(model, value)
-            self.lost = self.lost or _batch_lost_at(model, one, many)
-            node = next((n for n in model.graph if _absorbs_batch(n, one, many)), None)
+            )
+            if not kept:
+                self.lost = self.lost or _batch_lost_at(model, one, many)
+            node = next((n for n in model.graph if _absorbs_batch(n, one, many, self.batch)), None)
             if node is None:
-                return False
+                consistent = not self.rewritten or self._consistent(model, value)
+                return kept and consistent and self.accept(model, self.rewritten)
         elif not self.rewritten:
             self.first = node_name(node)
         if node_name(node) in self.rewritten:  # its rewrite on this path did not free the batch
+            return False
+        try:
+            positions = _batch_positions(node, one, many, self.label, self.batch)
+        except FixedBatchError:  # said at once where it is the first Reshape tried
+            if not self.rewritten:
+                raise
             return False
         original = required_input(node, 1)
         self.rewritten.append(node_name(node))
         out = one[name_of(node.outputs[0])]
         assert out is not None  # _drops_batch found it known
-        for position in _batch_positions(node, one, many, self.label, self.batch):
+        for position in positions:
             self.budget -= 1
             if self.budget < 0:
                 return False
@@ -105,15 +130,20 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
         return False
 
     def _consistent(self, model: ir.Model, value: ir.Value) -> bool:
-        """Whether the shapes inferred at a grown batch agree everywhere, or disagree only
-        while a Reshape still holds the batch as a constant (a branch it feeds keeps the file's
-        batch until its own rewrite, which comes next)."""
+        """Whether the shapes inferred at a grown batch agree everywhere, or (`defer`)
+        disagree only while a Reshape still holds the batch as a constant or takes it into its
+        -1 (a branch it feeds keeps the file's batch until its own rewrite, which comes next)."""
         batch = PROBE_BATCH * self.batch
         try:
             _probe_shapes(model, value, batch, strict=True)
         except onnx.shape_inference.InferenceError:
+            if not self.defer:
+                return False
             one, many = _probe_shapes(model, value, self.batch), _probe_shapes(model, value, batch)
-            return any(_drops_batch(n, one, many) for n in model.graph)
+            return any(
+                _drops_batch(n, one, many) or _absorbs_batch(n, one, many, self.batch)
+                for n in model.graph
+            )
         return True
 
 
@@ -196,19 +226,20 @@ def _drops_batch(node: ir.Node, one: dict, many: dict) -> bool:
     return math.prod(after) != math.prod(before) and math.prod(target) == math.prod(size)
 
 
-def _absorbs_batch(node: ir.Node, one: dict, many: dict) -> bool:
-    """A Reshape whose constant target has a -1 that takes the batch in: its input grows with
-    the batch, and its output does too, but not in its first axis (`[1, -1]` in front of a
-    classifier)."""
+def _absorbs_batch(node: ir.Node, one: dict, many: dict, batch: int) -> bool:
+    """A Reshape whose constant target starts with the file's batch and has a -1 that takes
+    the batch in (`[1, -1]` in front of a classifier, `[1, tokens, heads, -1]` in an attention
+    block, `[1, -1, C]` after a norm over batch*tokens): its input grows with the batch, and its
+    output too, but not in its first axis."""
     target = required_input(node, 1).const_value if node.op_type == "Reshape" else None
-    if target is None or -1 not in target.numpy().tolist():
-        return False
     data, out = name_of(required_input(node, 0)), name_of(node.outputs[0])
     before, after = one.get(data), many.get(data)
     size, grown = one.get(out), many.get(out)
-    if before is None or after is None or size is None or grown is None:
+    if target is None or before is None or after is None or size is None or grown is None:
         return False
-    return math.prod(after) != math.prod(before) and not _keeps_batch(size, grown)
+    dims = target.numpy().tolist()
+    grows = math.prod(after) != math.prod(before)
+    return grows and -1 in dims and dims[0] == batch and not _keeps_batch(size, grown)
 
 
 def _batch_lost_at(model: ir.Model, one: dict, many: dict) -> str | None:
@@ -274,11 +305,27 @@ def make_batch_dynamic(
 ) -> None:
     """Point the fixed-batch constants of `model` (folded, its image input `value` made
     symbolic) at the batch, and check the result against the `original` file on onnxruntime."""
-    batch = _input(original, name_of(value)).type.tensor_type.shape.dim[0].dim_value
-    rewrite = MakeBatchDynamicPass(name_of(value), label, batch)
-    rewrite(model)
-    rewritten = _forget_shapes(ir.serde.serialize_model(model))
-    check_batch_rewrite(original, rewritten, name_of(value), label, rewrite.rewritten)
+    name = name_of(value)
+    batch = _input(original, name).type.tensor_type.shape.dim[0].dim_value
+    refused: list[FixedBatchError] = []
+
+    def accept(candidate: ir.Model, rewrites: list[str]) -> bool:
+        if len(refused) >= MAX_CHECKS:
+            return False
+        rewritten = _forget_shapes(ir.serde.serialize_model(candidate))
+        try:
+            check_batch_rewrite(original, rewritten, name, label, rewrites)
+        except FixedBatchError as exc:
+            refused.append(exc)
+            return False
+        return True
+
+    try:
+        MakeBatchDynamicPass(name, label, batch, accept)(model)
+    except FixedBatchError:
+        if refused:  # the first complete rewrite, and why onnxruntime refused it
+            raise refused[0] from None
+        raise
 
 
 def check_batch_rewrite(
