@@ -52,12 +52,3 @@ def recompute_batchnorm(model: nn.Module, forward: Callable[[], object], batches
         for key in ("running_mean", "running_var", "num_batches_tracked"):
             getattr(m, key)[~reached] = saved[name][0][key][~reached]
     return done
-
-
-def hold_batchnorm(model: nn.Module) -> None:
-    """Put every BatchNorm of `model` in eval mode, the rest left as it is: a training step then
-    normalises with the running statistics the deployed model will use, and leaves them as
-    they are."""
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            m.eval()

@@ -27,7 +27,6 @@ import torch
 from onnxmtl.compiler import Policy
 from onnxmtl.compiler.candidates import SEARCHED, compose, task_options
 from onnxmtl.tasks import delta_m, task_deltas
-from onnxmtl.training.batchnorm import hold_batchnorm
 from onnxmtl.training.evaluate import evaluate
 from onnxmtl.training.session import Session
 
@@ -149,27 +148,20 @@ def _trial(
     steps: int,
     start: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
 ) -> Trial:
-    """Fine-tune `policy` for `steps` from the `start` weights on train1's first batches, its
-    BatchNorm statistics estimated after (or, as post-training holds them, before) and score
-    it on train2."""
+    """Fine-tune `policy` for `steps` from the `start` weights on train1's first batches,
+    re-estimate its BatchNorm statistics and score it on train2."""
     c, model = run.config.select, run.model
     model.load_state_dict(start[0])
     run.weighting.load_state_dict(start[1])
     run.policy = policy
     stream = run.stream("select", "train1")
     run.streams["select"] = stream
-    frozen = run.config.post_train.batchnorm == "frozen"  # fine-tuned as post-training will
-    if frozen:
-        run.recompute_batchnorm(policy, "select-batchnorm", "train1", c.batchnorm_batches)
     if steps:
         optimizer = torch.optim.Adam(run.weights(), lr=run.config.post_train.lr)
         model.train()
-        if frozen:
-            hold_batchnorm(model)
         for _ in range(steps):
             run.weight_step(optimizer, "select", "fixed")
-    if not frozen:
-        run.recompute_batchnorm(policy, "select-batchnorm", "train1", c.batchnorm_batches)
+    run.recompute_batchnorm(policy, "select-batchnorm", "train1", c.batchnorm_batches)
     batch = run.config.dataset.batch_size
     batches = min(c.batches, run.config.evaluation.batches or c.batches)
     indices = run.splits["train2"][: batches * batch]

@@ -19,7 +19,6 @@ PostTrainSchedule = Literal["step", "cosine"]
 SharingPrior = Literal["depth", "conflict"]
 ConflictScore = Literal["share", "cosine"]
 PostTrainInit = Literal["backbone", "search"]
-BatchNormMode = Literal["batch", "frozen"]
 LogFormat = Literal["jsonl", "csv"]
 LatencyProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
 
@@ -241,12 +240,8 @@ class PostTrainOptions:
     # derived model's post-training (or, with init 'search', as many weight updates as the
     # whole search run)
     batchnorm_batches: int = option(32, at_least=0)  # batches over which every BatchNorm's
-    # statistics are re-estimated (precise BN): with the final weights before evaluation and
-    # export ('batch'), or before the first step ('frozen'); 0 keeps the statistics there are
-    batchnorm: BatchNormMode = option("batch", flat="post_train_batchnorm")  # 'batch': each
-    # BatchNorm normalises with its batch's statistics while training and with running ones
-    # once deployed; 'frozen': with the statistics estimated before the first step, held while
-    # training, so the trained and the deployed model normalise alike
+    # statistics are re-estimated with the final weights before evaluation and export
+    # (precise BN); 0 keeps the running averages of training
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -1,11 +1,10 @@
-"""`PostTrain`: the weights trained under one fixed policy (the derived or a baseline's), with
-precise BatchNorm statistics for it: estimated after training, or before and held."""
+"""`PostTrain`: the weights trained under one fixed policy (the derived or a baseline's),
+then precise BatchNorm statistics for it."""
 
 from __future__ import annotations
 
 import torch
 
-from onnxmtl.training.batchnorm import hold_batchnorm
 from onnxmtl.training.phases.phase import Optimizers, Phase
 
 
@@ -32,16 +31,7 @@ class PostTrain(Phase):
             scheduler = torch.optim.lr_scheduler.StepLR(opt, c.lr_step, gamma=0.5)
         return Optimizers(opt, scheduler=scheduler)
 
-    @property
-    def frozen(self) -> bool:
-        """Whether the BatchNorm statistics are estimated before the first step and held."""
-        return self.run.config.post_train.batchnorm == "frozen"
-
     def step(self) -> dict[str, float]:
-        if self.frozen:
-            if self.run.step == 0 and self.run.config.post_train.batchnorm_batches:
-                self.recompute_batchnorm()
-            hold_batchnorm(self.run.model)
         scheduler = self.optimizers.scheduler
         assert scheduler is not None  # make_optimizers gives post-training one
         lr = float(scheduler.get_last_lr()[0])
@@ -50,13 +40,12 @@ class PostTrain(Phase):
         return {**record, "lr": lr}
 
     def finish(self) -> None:
-        held = self.frozen and self.length() > 0  # the statistics the weights were trained with
-        if self.run.config.post_train.batchnorm_batches and not held:
+        if self.run.config.post_train.batchnorm_batches:
             self.recompute_batchnorm()
 
     def recompute_batchnorm(self) -> None:
-        """Precise BatchNorm statistics for the policy with the weights as they are, from
-        batches of the training split in an order of their own."""
+        """Precise BatchNorm statistics for the trained policy, from batches of the training
+        split in an order of their own."""
         run = self.run
         batches = run.config.post_train.batchnorm_batches
         with run.bar(batches, "batchnorm statistics") as bar:
