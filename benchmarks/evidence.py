@@ -39,6 +39,7 @@ from converters import export_backbones  # noqa: E402
 from onnxmtl.data import load_dataset  # noqa: E402
 from onnxmtl.errors import ConfigError, OnnxMtlError  # noqa: E402
 from onnxmtl.pipeline import run  # noqa: E402
+from onnxmtl.pipeline.end_to_end import expand_baselines  # noqa: E402
 from onnxmtl.pipeline.evidence import (  # noqa: E402
     SEARCH_DEPENDENT,
     baseline_differences,
@@ -46,7 +47,7 @@ from onnxmtl.pipeline.evidence import (  # noqa: E402
     summarize,
     to_markdown,
 )
-from onnxmtl.pipeline.stages import expand_baselines, run_info  # noqa: E402
+from onnxmtl.pipeline.run_folders import run_info  # noqa: E402
 from onnxmtl.run_folder import PipelineFolder  # noqa: E402
 from onnxmtl.training import SearchConfig  # noqa: E402
 
@@ -118,7 +119,10 @@ def reuse_baselines(source: Path, out: Path, model: Path, data: str, config: Sea
             f"{source}: its baselines were trained with other options ({', '.join(differ)}); "
             "they cannot stand for this config's."
         )
-    info = {**run_info(model, data, config), "baselines": list(expand_baselines(BASELINES))}
+    info = {
+        **run_info("pipeline", model, data, None, config),
+        "baselines": list(expand_baselines(BASELINES)),
+    }
     old = json.loads(PipelineFolder(source).run_file.read_text())
     if (old["model_sha256"], old["data"]) != (info["model_sha256"], info["data"]):
         raise ConfigError(f"{source}: a run of another backbone or dataset.")

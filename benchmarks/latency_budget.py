@@ -42,7 +42,8 @@ from onnxmtl.data import load_dataset  # noqa: E402
 from onnxmtl.derived import derive, load_derived, perturb_weights, save_derived  # noqa: E402
 from onnxmtl.exporter import export  # noqa: E402
 from onnxmtl.pipeline.demo import CPU_CONFIG  # noqa: E402
-from onnxmtl.pipeline.runs import finished, search  # noqa: E402
+from onnxmtl.pipeline.run_folders import finished  # noqa: E402
+from onnxmtl.pipeline.stages import search  # noqa: E402
 from onnxmtl.runtime import session  # noqa: E402
 from onnxmtl.training import SearchConfig  # noqa: E402
 

@@ -7,7 +7,7 @@ from onnxmtl.errors import OnnxMtlError
 from onnxmtl.exporter import export
 from onnxmtl.ir import Graph, Unit, load
 from onnxmtl.pipeline import demo, run
-from onnxmtl.pipeline.runs import search, train_baseline
+from onnxmtl.pipeline.stages import search, train_baseline
 from onnxmtl.tasks import Task, load_tasks
 from onnxmtl.training import SearchConfig
 from onnxmtl.version import __version__

@@ -17,7 +17,7 @@ from onnxmtl.compiler import (
     unshared_pairs,
 )
 from onnxmtl.errors import ConfigError
-from onnxmtl.pipeline.stages import DEFAULT_BASELINES, expand_baselines
+from onnxmtl.pipeline.end_to_end import DEFAULT_BASELINES, expand_baselines
 from onnxmtl.tasks import Task
 
 TASKS = [Task("seg", "segmentation", 3), Task("depth", "depth")]

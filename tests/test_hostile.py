@@ -33,7 +33,8 @@ from onnxmtl.data.base import normalize_image
 from onnxmtl.derived import derive, save_derived
 from onnxmtl.errors import DataError, RunFolderError, TrainingError
 from onnxmtl.io_utils import atomic_write_text
-from onnxmtl.pipeline.runs import LAYOUT, search
+from onnxmtl.pipeline.run_folders import LAYOUT
+from onnxmtl.pipeline.stages import search
 from onnxmtl.run_folder import LOCK_FILE, clear_run, foreign_entries, locked
 from onnxmtl.training import SearchConfig, Trainer
 from tests.helpers import image, make_model, output, rand
@@ -123,9 +124,9 @@ def _pipeline_resumes_a_malicious_checkpoint(env: Env) -> list[str]:
     marker.path = str(env.tmp / "MARKER")
     with open(folder / "search" / "checkpoint.pt", "wb") as f:
         pickle.dump({"phase": marker}, f)
-    from onnxmtl.pipeline.stages import run_info  # the pipeline's own record, as `run` writes it
+    from onnxmtl.pipeline.run_folders import run_info  # the pipeline's record, as `run` writes it
 
-    info = run_info(env.model, "scenes", SearchConfig.load(env.config))
+    info = run_info("pipeline", env.model, "scenes", None, SearchConfig.load(env.config))
     (folder / "run.json").write_text(json.dumps(info))
     args = env.search(folder)
     args[0] = "run"

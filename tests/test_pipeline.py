@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 import onnxmtl
-from onnxmtl.pipeline import stages as run_module
+from onnxmtl.pipeline import end_to_end as run_module
 from onnxmtl.run_folder import foreign_entries
 from tests.conftest import ROOT
 from tests.test_cli import assert_clean_error, run_cli
@@ -186,7 +186,7 @@ def test_run_force_redoes_a_finished_pipeline_folder(tiny_export, tmp_path, cach
 
 def test_a_run_started_before_an_option_existed_resumes_at_its_default(tmp_path):
     from onnxmtl.errors import RunFolderError
-    from onnxmtl.pipeline.runs import check_resume
+    from onnxmtl.pipeline.run_folders import check_resume
     from onnxmtl.training import SearchConfig
 
     config = SearchConfig().to_dict()

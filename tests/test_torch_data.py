@@ -18,7 +18,7 @@ import onnxmtl
 from onnxmtl.errors import ConfigError, DataError, ModelFileError
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import run_module
-from onnxmtl.pipeline.runs import evaluate_run
+from onnxmtl.pipeline.stages import evaluate_run
 from onnxmtl.tasks import Task
 from tests.conftest import ROOT
 

@@ -10,7 +10,7 @@ from onnxmtl.cli.arguments import parse_sizes, search_config
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from onnxmtl.pipeline.runs import search
+    from onnxmtl.pipeline.stages import search
     from onnxmtl.tasks import format_metrics
 
     result = search(
@@ -34,7 +34,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from onnxmtl.pipeline.runs import train_baseline
+    from onnxmtl.pipeline.stages import train_baseline
     from onnxmtl.tasks import format_metrics
 
     results = train_baseline(
@@ -76,7 +76,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from onnxmtl.pipeline.runs import evaluate_run
+    from onnxmtl.pipeline.stages import evaluate_run
     from onnxmtl.tasks import format_metrics
 
     metrics = evaluate_run(args.run_dir, args.split)

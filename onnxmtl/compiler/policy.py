@@ -82,3 +82,44 @@ class Policy:
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
         return policy
+
+
+def checked_choices(
+    policy: Policy | list[list[int]] | None,
+    tasks: list[str],
+    units: list[str],
+    skips: list[bool],
+) -> list[list[int]]:
+    """A policy's branch choices (tasks x units), checked against a supermodel of `tasks` and
+    `units` whose unit u has a skip branch where `skips[u]`; None (the policy of a supermodel
+    saved before policies were saved with it) is refused."""
+    if policy is None:
+        raise ConfigError(
+            "this supermodel carries no policy (it was saved before policies were saved "
+            "with it); pass one, e.g. the run's policy.json."
+        )
+    if isinstance(policy, Policy):
+        if policy.tasks != tasks or len(policy.units) != len(units):
+            raise ConfigError(
+                f"policy is for tasks {policy.tasks} and {len(policy.units)} units; this "
+                f"supermodel has tasks {tasks} and {len(units)} units."
+            )
+        if policy.units != units:
+            u = next((i for i, (a, b) in enumerate(zip(policy.units, units)) if a != b), 0)
+            raise ConfigError(
+                f"policy is for other units than this supermodel's (unit {u}: "
+                f"{policy.units[u]!r} in the policy, {units[u]!r} here); it was "
+                "made for another backbone or feature cut, so it is not applied."
+            )
+        choices = policy.choices
+    else:
+        choices = [list(row) for row in policy]
+        Policy(tasks, units, choices)
+    for row in choices:
+        for u, b in enumerate(row):
+            if b == SKIP and not skips[u]:
+                raise ConfigError(
+                    f"policy skips unit '{units[u]}', which has no skip branch "
+                    "(its shape change has no 1x1 projection)."
+                )
+    return choices

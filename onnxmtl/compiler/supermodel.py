@@ -16,8 +16,9 @@ from onnxmtl.choices import SOFT_MIXES
 from onnxmtl.compiler.backbone import output_values, unit_index
 from onnxmtl.compiler.branches import Renorm, UnitBranches, UnitOps, run_for, weight_holder
 from onnxmtl.compiler.head_output import head_output
+from onnxmtl.compiler.interpreted import Values, for_task, last_uses
 from onnxmtl.compiler.mixing import mixed_parameters
-from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
+from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy, checked_choices
 from onnxmtl.errors import ConfigError
 from onnxmtl.ir import Graph
 from onnxmtl.tasks import Task
@@ -25,7 +26,6 @@ from onnxmtl.tasks import Task
 MODES = ("warmup", "soft", "hard", "fixed")
 Choices = list[list[int]]
 PolicyLike = Policy | Choices | torch.Tensor
-Values = dict[fx.Node, list[torch.Tensor]]  # per backbone node, per task (while read later)
 
 
 class _Gate(torch.autograd.Function):
@@ -97,7 +97,7 @@ class SuperModel(nn.Module):
 
     def _index_backbone(self) -> None:
         """The tables the forward pass reads, keyed by the backbone's nodes."""
-        self._last_uses = _last_uses(self.backbone)
+        self._last_uses = last_uses(self.backbone)
         self._fetch: dict[fx.Node, Callable[[nn.Module], object]] = {
             n: attrgetter(n.target)
             for n in self.backbone.nodes
@@ -273,7 +273,7 @@ class SuperModel(nn.Module):
         for t in range(num_tasks):
             key = tuple(id(vals[n][t]) for n in inputs)
             if key not in cache:
-                args, kwargs = _for_task(node.args, vals, t), _for_task(node.kwargs, vals, t)
+                args, kwargs = for_task(node.args, vals, t), for_task(node.kwargs, vals, t)
                 cache[key] = fn(*args, **kwargs)
             out.append(cache[key])
         return out
@@ -350,40 +350,12 @@ class SuperModel(nn.Module):
         return out
 
     def choices_of(self, policy: PolicyLike | None) -> Choices:
-        """A policy's branch choices (tasks x units), checked against this supermodel; None
-        (the policy of a supermodel saved before policies were saved with it) is refused."""
-        if policy is None:
-            raise ConfigError(
-                "this supermodel carries no policy (it was saved before policies were saved "
-                "with it); pass one, e.g. the run's policy.json."
-            )
-        if isinstance(policy, Policy):
-            if policy.tasks != self.task_names or len(policy.units) != len(self.units):
-                raise ConfigError(
-                    f"policy is for tasks {policy.tasks} and {len(policy.units)} units; this "
-                    f"supermodel has tasks {self.task_names} and {len(self.units)} units."
-                )
-            if policy.units != self.unit_names:
-                u = next(
-                    (i for i, (a, b) in enumerate(zip(policy.units, self.unit_names)) if a != b), 0
-                )
-                raise ConfigError(
-                    f"policy is for other units than this supermodel's (unit {u}: "
-                    f"{policy.units[u]!r} in the policy, {self.unit_names[u]!r} here); it was "
-                    "made for another backbone or feature cut, so it is not applied."
-                )
-            choices = policy.choices
-        else:
-            choices = torch.as_tensor(policy).tolist()
-            Policy(self.task_names, self.unit_names, choices)
-        for row in choices:
-            for u, b in enumerate(row):
-                if b == SKIP and not self._allowed[u][SKIP]:
-                    raise ConfigError(
-                        f"policy skips unit '{self.unit_names[u]}', which has no skip branch "
-                        "(its shape change has no 1x1 projection)."
-                    )
-        return choices
+        """A policy's branch choices (tasks x units), checked against this supermodel (see
+        `checked_choices`)."""
+        if policy is not None and not isinstance(policy, Policy):
+            policy = torch.as_tensor(policy).tolist()
+        skips = [allowed[SKIP] for allowed in self._allowed]
+        return checked_choices(policy, self.task_names, self.unit_names, skips)
 
     def renorms(self) -> list[tuple[int, Renorm]]:
         """(unit index, Renorm) of the shared branch of every re-normalised unit."""
@@ -413,24 +385,3 @@ class SuperModel(nn.Module):
                 assert isinstance(branch, UnitOps) and branch.renorm is not None  # copies of shared
                 branch.renorm.copy_from(r, 0)
         self.calibration = "data"
-
-
-def _for_task(arg: fx.node.Argument, vals: Values, t: int) -> Any:
-    """`arg` with each node replaced by task `t`'s value of it."""
-    return fx.map_arg(arg, lambda n: vals[n][t])
-
-
-def _last_uses(graph: fx.Graph) -> dict[fx.Node, list[fx.Node]]:
-    """For each node, the nodes it is the last to read (their values can be dropped after it);
-    the output node drops nothing."""
-    last: dict[fx.Node, fx.Node] = {}
-    for node in graph.nodes:
-        for read in node.all_input_nodes:
-            last[read] = node
-    uses: dict[fx.Node, list[fx.Node]] = {
-        n: [n] if not n.users and n.op != "output" else [] for n in graph.nodes
-    }
-    for read, node in last.items():
-        if node.op != "output":
-            uses[node].append(read)
-    return uses

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from onnxmtl.errors import ModelFileError
-from onnxmtl.pipeline.stages import RunResult, run
+from onnxmtl.pipeline.end_to_end import RunResult, run
 
 DEMO_DATA = "fashion-locate"
 DEMO_MODEL = Path("models/efficientnet_lite0.64.onnx")

@@ -1,370 +1,322 @@
-"""`run`: from an ONNX backbone to an exported multi-task model, its baselines and a report.
-
-Every stage writes into its own part of the run folder and is skipped when its output is
-there, so a run that was interrupted continues where it stopped.
-"""
+"""Single stages as the CLI starts them: a search, the baselines, and evaluating a run folder."""
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from onnxmtl.benchmark import BenchResult, bench
 from onnxmtl.compiler import (
-    LAST_K_POLICIES,
+    POLICY_BASELINES,
     Policy,
+    SuperModel,
+    baseline_policy,
+    compile,
+    is_policy_baseline,
     load_supermodel,
-    matched_random_policy,
-    policy_params,
-    unshared_pairs,
+    save_supermodel,
 )
-from onnxmtl.compiler.supermodel import SuperModel
-from onnxmtl.data import data_fingerprint
-from onnxmtl.data.torch_dataset import DataSource, data_label
-from onnxmtl.errors import ConfigError, ModelFileError
-from onnxmtl.io_utils import atomic_write_text
-from onnxmtl.pipeline.choose import choose_model
-from onnxmtl.pipeline.exports import (
-    Jobs,
-    export_models,
-    input_contract,
-    one_model_baselines,
-    run_models,
-    self_check,
-)
-from onnxmtl.pipeline.quantize_run import quantize_file
-from onnxmtl.pipeline.report import write_report
-from onnxmtl.pipeline.runs import (
-    Backbone,
-    backbone_file,
+from onnxmtl.cost import cost_factory, make_cost
+from onnxmtl.data import MultiTaskDataset, load_dataset, split_indices
+from onnxmtl.data.torch_dataset import DataSource, torch_splits
+from onnxmtl.errors import ConfigError
+from onnxmtl.ir import load
+from onnxmtl.ir.from_torch import export_module
+from onnxmtl.pipeline.run_folders import (
     check_resume,
-    file_hash,
     finished,
-    has_checkpoint,
-    load_splits,
-    search,
-    start,
-    test_image,
-    train_baseline,
+    prepare_dir,
+    record,
+    run_info,
     writing,
 )
-from onnxmtl.run_folder import (
-    Layout,
-    PipelineFolder,
-    RunFolder,
-    check_fresh,
-    clear_run,
-    is_run,
-)
+from onnxmtl.run_folder import RunFolder
 from onnxmtl.runtime import cpu_threads
-from onnxmtl.tasks import DELTA_M_DEFINITION, Task, delta_m
-from onnxmtl.training import SearchConfig, distributed
+from onnxmtl.tasks import Task, load_tasks
+from onnxmtl.training import distributed
+from onnxmtl.training.config import SearchConfig, as_config
+from onnxmtl.training.evaluate import evaluate
+from onnxmtl.training.result import SearchResult
+from onnxmtl.training.trainer import Trainer
 
-# The models `run` trains beside the search, by default: the ones a person would try without
-# a search. All of them compete with the searched model on the validation split.
-DEFAULT_BASELINES = ("all-shared", "single-task", *LAST_K_POLICIES)
-# Besides the fixed-policy baselines (`compiler.is_policy_baseline`) and single-task: all-shared
-# trained with uncertainty weighting (a tuned scalarisation), and a random policy that leaves
-# the shared branch at as many (task, unit) pairs as the searched policy does.
-EXTRA_BASELINES = {"all-shared-uncertainty": {"weighting": "uncertainty"}, "random-matched": {}}
-RUN_BASELINES = (*DEFAULT_BASELINES, "random", *EXTRA_BASELINES)
-GROUPS = {"last-k": LAST_K_POLICIES}  # a name that stands for several baselines
+BASELINES = ("single-task", *POLICY_BASELINES)  # what `train_baseline` trains by name
 
 
-def expand_baselines(names: tuple[str, ...]) -> tuple[str, ...]:
-    """`names` with each group name (`GROUPS`) replaced by its baselines, duplicates dropped,
-    checked against `RUN_BASELINES`."""
-    expanded = [b for name in names for b in GROUPS.get(name, (name,))]
-    unknown = sorted(set(expanded) - set(RUN_BASELINES))
-    if unknown:
-        raise ConfigError(
-            f"baselines must be among {', '.join(RUN_BASELINES)} (or {', '.join(GROUPS)}); "
-            f"got {', '.join(unknown)}."
-        )
-    return tuple(dict.fromkeys(expanded))
+def load_splits(
+    data: DataSource, config: SearchConfig, tasks: str | Path | list[Task] | None
+) -> tuple[MultiTaskDataset, MultiTaskDataset]:
+    """The (train, test) splits of a named dataset or folder, or of a user's pair of torch
+    Datasets (labelled for `tasks`; any other sequence is refused by `torch_splits`)."""
+    if isinstance(data, str | Path):
+        options = config.dataset.options
+        return load_dataset(data, "train", **options), load_dataset(data, "test", **options)
+    return torch_splits(data, load_tasks(tasks) if isinstance(tasks, str | Path) else tasks)
 
 
-LAYOUT: Layout = PipelineFolder.layout(RUN_BASELINES)
+def test_image(
+    data: DataSource, config: SearchConfig, tasks: str | Path | list[Task] | None
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The first image of the test split as a batch of one, at the size the data come in,
+    and how the dataset preprocessed it: what a deployed model takes."""
+    _, test = load_splits(data, config, tasks)
+    image, _ = test[0]
+    return image.unsqueeze(0), test.preprocessing
 
 
-@dataclass
-class RunResult:
-    """Where everything is, and the figures the report shows."""
+def _tasks(
+    tasks: str | Path | list[Task] | None,
+    dataset: MultiTaskDataset,
+    test: MultiTaskDataset | None = None,
+) -> list[Task]:
+    """The tasks to train (the dataset's own by default), after checking that the dataset
+    labels them and that its splits hold data they can train on."""
+    if tasks is None:
+        task_list = dataset.tasks()
+    else:
+        task_list = load_tasks(tasks) if isinstance(tasks, str | Path) else tasks
+        labelled = {t.name for t in dataset.tasks()}
+        missing = [t.name for t in task_list if t.name not in labelled]
+        if missing:
+            raise ConfigError(
+                f"tasks {', '.join(missing)} are not labelled by dataset '{dataset.name}' (it "
+                f"has {', '.join(sorted(labelled))}); rename them or leave --tasks out."
+            )
+    for split in (dataset, test):
+        if split is not None:
+            split.check(task_list)
+    return task_list
 
-    out: Path
-    report: Path
-    results: dict[str, Any]
+
+def start(config: SearchConfig | dict | str | Path | None) -> SearchConfig:
+    """The config, after checking that its cost is a registered one and its device is here,
+    and joining torchrun's process group if there is one."""
+    config = as_config(config)
+    if config.cost.model is not None:
+        cost_factory(config.cost.model)
+    device = torch.device(config.runtime.device)
+    check_device(device)
+    distributed.setup(distributed.local_device(device))
+    return config
 
 
-def _train_stage(folder: Path, subfolders: list[str], start) -> None:
-    """Run a training stage unless every folder it writes holds a finished run; resume it
-    from its checkpoints where it has some."""
-    targets = [folder / name for name in subfolders] or [folder]
-    if all(finished(t) is not None for t in targets):
+def check_device(device: torch.device) -> None:
+    """A ConfigError unless `device` exists on this machine."""
+    if device.type != "cuda":
         return
-    resume = has_checkpoint(folder)
-    start(resume=resume, force=not resume)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(
+            f"config: device {str(device)!r}, but this machine has no CUDA device torch can "
+            "use; set device: cpu (or --device cpu)."
+        )
+    if device.index is not None and device.index >= count:
+        raise ConfigError(
+            f"config: device {str(device)!r}, but this machine has {count} CUDA device(s) "
+            f"(cuda:0 to cuda:{count - 1})."
+        )
 
 
-def run(
-    model: Backbone,
+Backbone = str | Path | torch.nn.Module
+
+
+def backbone_file(model: Backbone, out: Path, example_input: torch.Tensor | None = None) -> Path:
+    """The backbone's ONNX file: `model` itself, or a PyTorch module exported (traced on
+    `example_input`) into the run folder (`RunFolder.backbone`), where run.json's hash of it
+    lets --resume tell whether the module changed."""
+    if not isinstance(model, torch.nn.Module):
+        return Path(model)
+    if example_input is None:
+        raise ConfigError(
+            f"{type(model).__name__}: a PyTorch module as the backbone needs example_input, an "
+            "(N, C, H, W) image tensor at the data's size, to export it with."
+        )
+    path = RunFolder(out).backbone
+    if distributed.is_main():
+        export_module(model, example_input, path)
+    distributed.barrier()
+    return path
+
+
+def _compile(model_path: Path, tasks: list[Task], config: SearchConfig) -> SuperModel:
+    """The supermodel a run trains, compiled with the config's options (searches and
+    baselines alike, so that a policy of one fits the other)."""
+    return compile(
+        load(model_path), tasks, seed=config.runtime.seed, skip_projection=config.search.skips
+    )
+
+
+def _save(model: SuperModel, path: Path) -> None:
+    if distributed.is_main():
+        save_supermodel(model, path)
+    distributed.barrier()
+
+
+def search(
+    model_path: Backbone,
     data: DataSource,
     out: str | Path,
     tasks: str | Path | list[Task] | None = None,
     config: SearchConfig | dict | str | Path | None = None,
-    baselines: tuple[str, ...] = DEFAULT_BASELINES,
-    batch_sizes: tuple[int, ...] = (1, 8),
-    bench_repeats: int = 50,
+    resume: bool = False,
     force: bool = False,
     progress: bool = True,
     example_input: torch.Tensor | None = None,
-) -> RunResult:
-    """Compile, warm up, search, derive and post-train on `data`; train the baselines with
-    the same trainer and budget; export every model to ONNX; time them with onnxruntime; write
-    `report.md`, `results.json` and the plots into `out`. An unfinished `out` is resumed; a
-    finished one is returned as it is unless `force` (which starts over). The backbone is an
-    ONNX file or a PyTorch module, exported (traced on `example_input`) into `out`.
-    `baselines` are among `RUN_BASELINES` or `GROUPS`; the model to deploy is the best of them
-    and the searched model on the validation split (`choose_model`)."""
+) -> SearchResult:
+    """Compile, warm up, search, derive and post-train; the run folder gets policy.json,
+    supermodel.pt, metrics.json(l), config.json, run.json and checkpoint.pt. The backbone is
+    an ONNX file or a PyTorch module (exported on `example_input`)."""
     out = Path(out)
-    files = PipelineFolder(out)
-    if not isinstance(model, torch.nn.Module) and not Path(model).is_file():
-        raise ModelFileError(f"{model}: ONNX model not found.")
-    baselines = expand_baselines(baselines)
-    if files.results.exists() and not force:
-        if progress:
-            print(f"{out} holds a finished run; --force runs it again", flush=True)
-        results = json.loads(files.results.read_text())
-        return RunResult(out, files.report, results)
     config = start(config)
-    with writing(out, LAYOUT), cpu_threads(config.runtime.threads):
-        if force:
-            distributed.barrier()
-            if distributed.is_main():
-                clear_run(out, LAYOUT)
-            distributed.barrier()
-        elif not is_run(out):
-            check_fresh(out)  # before the backbone is exported into it
-        model = backbone_file(model, out, example_input)
-        info = {**run_info(model, data, config), "baselines": list(baselines)}
-        if not force and is_run(out):
+    with writing(out), cpu_threads(config.runtime.threads):
+        resume = prepare_dir(out, resume, force)
+        model_path = backbone_file(model_path, out, example_input)
+        train, test = load_splits(data, config, tasks)
+        task_list = _tasks(tasks, train, test)
+        info = run_info("search", model_path, data, task_list, config)
+        if resume:
             check_resume(out, info)
-        if not distributed.is_main():
-            return _run(
-                out, model, data, tasks, config, baselines, batch_sizes, bench_repeats, progress
-            )
-        atomic_write_text(files.run_file, json.dumps(info, indent=1))
-        started = time.time()
-        try:
-            return _run(
-                out, model, data, tasks, config, baselines, batch_sizes, bench_repeats, progress
-            )
-        finally:
-            _active_seconds(out, time.time() - started)
+        model = _compile(model_path, task_list, config)
+        cost = make_cost(model, config, progress)
+        trainer = Trainer(model, train, config, out, test=test, progress=progress, cost=cost)
+        record(out, info)
+        result = trainer.run(resume=resume)
+        _save(model, RunFolder(out).supermodel)
+    return result
 
 
-def run_info(model: str | Path, data: DataSource, config: SearchConfig) -> dict[str, Any]:
-    """What the pipeline's run.json records (the stages' folders record their tasks)."""
-    info = {
-        "kind": "pipeline",
-        "model": str(model),
-        "model_sha256": file_hash(model),
-        "data": data_label(data),
-        "data_sha256": data_fingerprint(data),
-        "config": config.to_dict(),
-    }
-    return json.loads(json.dumps(info, default=str))
-
-
-def _run(
-    out: Path,
-    model: str | Path,
+def train_baseline(
+    model_path: Backbone,
     data: DataSource,
-    tasks: str | Path | list[Task] | None,
-    config: SearchConfig,
-    baselines: tuple[str, ...],
-    batch_sizes: tuple[int, ...],
-    bench_repeats: int,
-    progress: bool,
-) -> RunResult:
-    started = time.time()
-    files = PipelineFolder(out)
-
-    search_dir = files.search.path
-    _train_stage(
-        search_dir,
-        [],
-        lambda **kw: search(
-            model, data, search_dir, tasks=tasks, config=config, progress=progress, **kw
-        ),
-    )
-    supermodel = load_supermodel(files.search.supermodel)
-    policy = supermodel.policy or Policy.from_json(files.search.policy)  # saved without: older
-    for name in baselines:
-        folder = files.baseline(name).path
-        kind, fixed, options = name, None, EXTRA_BASELINES.get(name, {})
-        if name == "random-matched":
-            seed = config.runtime.seed
-            kind, fixed = name, matched_random_policy(supermodel, unshared_pairs(policy), seed)
-        elif name in EXTRA_BASELINES:
-            kind = "all-shared"
-        _train_stage(
-            folder,
-            supermodel.task_names if name == "single-task" else [],
-            lambda folder=folder, kind=kind, fixed=fixed, options=options, **kw: train_baseline(
-                model,
-                data,
-                folder,
-                kind,
-                tasks=tasks,
-                config=config.with_options(**options) if options else config,
-                policy=fixed,
-                progress=progress,
-                **kw,
-            ),
+    out: str | Path,
+    baseline: str,
+    tasks: str | Path | list[Task] | None = None,
+    config: SearchConfig | dict | str | Path | None = None,
+    policy: str | Path | Policy | None = None,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    example_input: torch.Tensor | None = None,
+) -> dict[str, SearchResult]:
+    """Train a baseline from the same trainer: 'all-shared' (hard parameter sharing),
+    'single-task' (one model per task, in out/TASK), 'random' (a seeded random policy) or a
+    hand-made 'own-last-K' / 'skip-last-K' (the last K units task-specific or skipped); or
+    post-train a given policy (`policy`: a policy.json or a `Policy`). The backbone is an ONNX
+    file or a PyTorch module (exported on `example_input`)."""
+    if policy is None and baseline != "single-task" and not is_policy_baseline(baseline):
+        raise ConfigError(
+            f"--baseline must be one of {', '.join(BASELINES)} (or own-last-K, skip-last-K), "
+            f"got {baseline!r}."
         )
-    if not distributed.is_main():  # under torchrun, rank 0 exports, benches and reports
-        return RunResult(out, files.report, {})
-    image, preprocessing = test_image(data, config, tasks)
-    models = run_models(supermodel, policy, files, baselines)
-    exported = export_models(models, files, image, preprocessing, progress)
-    checked = self_check(models, exported, image)
-    if config.cost.latency_budget_ms is not None:  # the budget's batch is timed too
-        batch_sizes = tuple(sorted({*batch_sizes, config.cost.latency_batch}))
-    timing = bench(
-        exported,
-        batch_sizes=batch_sizes,
-        repeats=bench_repeats,
-        warmup=5,
-        memory=True,
-        threads=config.runtime.threads,
-    )
-    results = _results(files, models, supermodel, policy, baselines, timing, model, data, config)
-    results["input"] = input_contract(exported[files.SEARCHED])
-    results["self_check"] = checked
-    previous = json.loads(files.times.read_text()) if files.times.exists() else []
-    results["wall_seconds"] = sum(previous) + time.time() - started
-    if config.deploy.quantize:
-        results["quantize"] = _quantize(files, results["deploy"]["model"], data, tasks, config)
-    report = write_report(results, out)
-    atomic_write_text(files.results, json.dumps(results, indent=1))
-    return RunResult(out, report, results)
+    out = Path(out)
+    config = start(config)
+    config = config.with_options(post_train_steps=config.baseline_length)
+    with writing(out), cpu_threads(config.runtime.threads):
+        return _train_baseline(
+            model_path,
+            data,
+            out,
+            baseline,
+            tasks,
+            config,
+            policy,
+            resume,
+            force,
+            progress,
+            example_input,
+        )
 
 
-def _quantize(
-    files: PipelineFolder,
-    deployed: str,
+def _train_baseline(
+    model_path: Backbone,
     data: DataSource,
+    out: Path,
+    baseline: str,
     tasks: str | Path | list[Task] | None,
     config: SearchConfig,
-) -> dict[str, Any]:
-    """The deployed model (the searched one where that is several files) as INT8, with each
-    task's test metrics before and after (`quantize_file`), recorded in quantize.json."""
-    name = files.SEARCHED if deployed == "single-task" else deployed
+    policy: str | Path | Policy | None,
+    resume: bool,
+    force: bool,
+    progress: bool,
+    example_input: torch.Tensor | None,
+) -> dict[str, SearchResult]:
+    resume = prepare_dir(out, resume, force)
+    model_path = backbone_file(model_path, out, example_input)
     train, test = load_splits(data, config, tasks)
-    d = config.deploy
-    summary = quantize_file(
-        files.onnx(name), train, test, config.runtime.seed, d.quantize_tolerance,
-        d.quantize_count, threads=config.runtime.threads,
-    )  # fmt: skip
-    atomic_write_text(files.quantize, json.dumps(summary, indent=1))
-    return summary
-
-
-def _metrics(folder: RunFolder, split: str = "test") -> dict[str, dict[str, float]]:
-    return json.loads(folder.metrics.read_text())[split]
-
-
-def _entry(folder: RunFolder, job: tuple[SuperModel, Policy, list[str] | None]) -> dict[str, Any]:
-    """Test and validation metrics and parameters of the model a run folder trained (`job`:
-    its supermodel and policy, as `run_models` loaded them)."""
-    model, policy, _ = job
-    return {
-        "metrics": _metrics(folder),
-        "val_metrics": _metrics(folder, "val"),
-        "params": policy_params(model, policy.choices),
-        "policy": policy.method,
-    }
-
-
-def _results(
-    out: PipelineFolder,
-    jobs: Jobs,
-    supermodel: SuperModel,
-    policy: Policy,
-    baselines: tuple[str, ...],
-    timing: BenchResult,
-    model: str | Path,
-    data: DataSource,
-    config: SearchConfig,
-) -> dict[str, Any]:
-    methods: dict[str, dict[str, Any]] = {"searched": _entry(out.search, jobs[out.SEARCHED])}
-    for name in one_model_baselines(baselines):
-        methods[name] = _entry(out.baseline(name), jobs[name])
-    if "single-task" in baselines:
-        folder = out.baseline("single-task")
-        entries = [_entry(folder.task(t), jobs[f"single-{t}"]) for t in supermodel.task_names]
-        methods["single-task"] = {
-            "metrics": {k: v for e in entries for k, v in e["metrics"].items()},
-            "val_metrics": {k: v for e in entries for k, v in e["val_metrics"].items()},
-            "params": sum(e["params"] for e in entries),
-            "policy": "single-task",
-        }
-        single = methods["single-task"]
-        for entry in methods.values():
-            entry["delta_m"] = delta_m(entry["metrics"], single["metrics"])
-            entry["param_share"] = entry["params"] / single["params"]
-    reference = "single-task" if "single-task" in methods else "all-shared"
-    reference = reference if reference in methods else "searched"
-    for entry in methods.values():
-        entry["val_delta_m"] = delta_m(entry["val_metrics"], methods[reference]["val_metrics"])
-    infos = timing.models
-    batch = config.cost.latency_batch if config.cost.latency_budget_ms is not None else 1
-    p50 = timing.p50_ms(batch)
-    latency: dict[str, float] = {}
-    for name, entry in methods.items():
-        if name == "single-task":
-            entry["macs"] = sum(v.macs for k, v in infos.items() if k.startswith("single-"))
-            latency[name] = sum(v for k, v in p50.items() if k.startswith("single-"))
+    task_list = _tasks(tasks, train, test)
+    groups = [[t] for t in task_list] if baseline == "single-task" else [task_list]
+    results = {}
+    kind = baseline if policy is None else "policy"
+    info = run_info(kind, model_path, data, task_list, config, policy)
+    if resume:
+        check_resume(out, info)
+    if isinstance(policy, str | Path):
+        Policy.from_json(policy)  # a file that is not a policy is refused before run.json
+    record(out, info)
+    for group in groups:
+        folder = out / group[0].name if baseline == "single-task" else out
+        done = finished(folder) if resume else None
+        if done is not None:
+            results[folder.name] = done
+            continue
+        model = _compile(model_path, group, config)
+        if isinstance(policy, Policy):
+            model.choices_of(policy)  # one for another model is refused
+            fixed = policy
+        elif policy is not None:
+            fixed = Policy.for_model(policy, model)  # one for another model is refused
+        elif baseline == "single-task":
+            fixed = baseline_policy(model, "all-shared", config.runtime.seed)
         else:
-            entry["macs"] = infos[name].macs
-            latency[name] = p50[name]
-    choice = choose_model(methods, latency, config, reference)
-    return {
-        "model": str(model),
-        "data": data_label(data),
-        "tasks": [t.to_dict() for t in supermodel.tasks],
-        "units": len(supermodel.units),
-        "policy": {
-            "counts": policy.counts(),
-            "method": policy.method,
-            "seed": policy.seed,
-            "choices": policy.choices,
-            "selection": _read_json(out.search.selection),
-        },
-        "delta_m": DELTA_M_DEFINITION,
-        "methods": methods,
-        "bench": timing.to_dict(),
-        "config": config.to_dict(),
-        "latency_budget": _read_json(out.search.cost_report),
-        "deploy": choice.to_dict(),
-    }
+            fixed = baseline_policy(model, baseline, config.runtime.seed)
+        label = f"{baseline} {group[0].name}" if baseline == "single-task" else baseline
+        trainer = Trainer(
+            model,
+            train,
+            config,
+            folder,
+            test=test,
+            fixed_policy=fixed,
+            progress=progress,
+            label=label if policy is None else "policy",
+        )
+        resume_here = resume and RunFolder(folder).checkpoint.exists()
+        results[folder.name] = trainer.run(resume=resume_here)
+        _save(model, RunFolder(folder).supermodel)
+    return results
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _active_seconds(out: Path, seconds: float) -> float:
-    """Add this call's seconds to the run's log of calls; the total over every call (a run
-    that was interrupted and resumed counts only the time it was running)."""
-    path = PipelineFolder(out).times
-    times = json.loads(path.read_text()) if path.exists() else []
-    times.append(round(seconds, 2))
-    atomic_write_text(path, json.dumps(times))
-    return sum(times)
+def evaluate_run(run_dir: str | Path, split: str = "test") -> dict[str, dict[str, float]]:
+    """The metrics of a finished run folder's model (its policy) on `split`."""
+    run_dir = Path(run_dir)
+    info_path = RunFolder(run_dir).run_file
+    if not info_path.exists():
+        raise ConfigError(f"{run_dir}: not a run folder (no {info_path.name}).")
+    info = json.loads(info_path.read_text())
+    if info["data"].startswith("python:"):
+        raise ConfigError(
+            f"{run_dir}: trained on Python datasets ({info['data'].removeprefix('python:')}), "
+            "which a run folder cannot reload; evaluate it from Python with "
+            "onnxmtl.training.evaluate."
+        )
+    config = SearchConfig.from_dict(info["config"], str(info_path))
+    folders = RunFolder(run_dir).tasks() or [RunFolder(run_dir)]
+    dataset = load_dataset(
+        info["data"], "test" if split == "test" else "train", **config.dataset.options
+    )
+    indices = None
+    if split != "test":
+        indices = split_indices(
+            len(dataset), config.runtime.seed, config.dataset.val_fraction, dataset.val_indices()
+        )["val"]
+    metrics: dict[str, dict[str, float]] = {}
+    for folder in folders:
+        if not folder.supermodel.exists():
+            raise ConfigError(
+                f"{folder.path}: no {folder.supermodel.name}; the run has not finished."
+            )
+        model = load_supermodel(folder.supermodel)
+        policy = model.policy or Policy.from_json(folder.policy)  # saved without it: older
+        metrics.update(evaluate(model, dataset, indices, config.dataset.batch_size, policy=policy))
+    return metrics
