@@ -265,7 +265,7 @@ def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tm
         weighting="uncertainty",
         cost="macs",
         cost_weight=1.0,
-        cost_budget=0.4,
+        cost_budget=0.2,
         log_format="csv",
         derive="argmax",  # the selection's fine-tuning steps would count as the search's
     )
@@ -289,7 +289,10 @@ def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tm
     header = rows[0].split(",")
     assert "cost" in header and len(rows) == 1 + 12
     search_rows = [dict(zip(header, r.split(","))) for r in rows[1:]][3:9]
-    assert all(float(r["cost"]) >= 0 for r in search_rows)
+    costs = [float(r["cost"]) for r in search_rows]
+    # the budget binds (no policy of this short search gets its expected MAC share to 0.2):
+    # the regulariser logs the excess over it, a fraction of the full model's MACs
+    assert all(0 < c < 0.8 for c in costs)
     assert trainer.weighting.log_var.abs().sum() > 0
 
 
