@@ -1,4 +1,5 @@
-"""Shared fixtures: small backbones exported by the real torch exporters, and the corpus."""
+"""Shared fixtures: small backbones exported by the real torch exporters, the corpus, and a
+small scenes dataset."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+
+from onnxmtl.data import Scenes
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS_DIR = ROOT / ".cache" / "corpus"
@@ -100,3 +103,11 @@ def corpus():
         return converters.export_backbone(name, exporter, CORPUS_DIR)
 
     return get
+
+
+@pytest.fixture
+def scenes(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("scenes")
+    return Scenes("train", count=48, size=32, cache_dir=cache), Scenes(
+        "test", count=8, size=32, cache_dir=cache
+    )

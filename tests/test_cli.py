@@ -16,22 +16,7 @@ from onnxmtl.cli import main
 from onnxmtl.derived import load_derived
 from onnxmtl.lower import registry
 from onnxmtl.lower.ops.common import result
-from tests.helpers import image, make_model, rand
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "onnxmtl.cli", *args], capture_output=True, text=True, timeout=300
-    )
-
-
-def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+from tests.helpers import assert_clean_error, image, make_model, rand, run_cli
 
 
 def test_verify_json_on_a_real_export(tiny_export):

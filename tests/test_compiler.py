@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
@@ -23,40 +22,13 @@ from onnxmtl.compiler import (
 )
 from onnxmtl.errors import ConfigError
 from onnxmtl.lower import lower
-from onnxmtl.runtime import session
-from onnxmtl.tasks import Task, loss_fn
-from tests.conftest import EXPORTERS
-
-# Relative to the output scale (float32 through a dozen layers).
-TOLERANCE = 1e-4
-
-
-def tasks() -> list[Task]:
-    return [
-        Task("seg", "segmentation", 5, head="conv"),
-        Task("depth", "depth"),
-        Task("cls", "classification", 10),
-    ]
-
-
-def ort_features(graph, x: torch.Tensor) -> list[np.ndarray]:
-    sess = session(graph.to_proto(), ["CPUExecutionProvider"])
-    return sess.run(graph.features, {graph.input_name: x.numpy()})
-
-
-def assert_close(actual: torch.Tensor, expected, what: str) -> None:
-    expected = torch.as_tensor(np.asarray(expected))
-    scale = max(float(expected.abs().max()), 1e-6)
-    diff = float((actual.detach() - expected).abs().max()) / scale
-    assert diff <= TOLERANCE, f"{what}: relative diff {diff:.3g}"
+from onnxmtl.tasks import Task
+from tests.helpers import EXPORTS, assert_close, losses, ort_features, tasks
 
 
 @pytest.fixture
 def x() -> torch.Tensor:
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-
-
-EXPORTS = [(e, False) for e in EXPORTERS] + [("dynamo", True), ("legacy17", True)]
 
 
 @pytest.mark.parametrize(
@@ -217,20 +189,9 @@ def test_parameter_count_matches_the_units(tiny_export):
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
-def _losses(model, x, mode, device="cpu"):
-    out = model(x, mode=mode)
-    gen = torch.Generator().manual_seed(0)
-    targets = {
-        "seg": torch.randint(0, 5, (2, 32, 32), generator=gen),
-        "depth": torch.rand(2, 1, 32, 32, generator=gen) + 0.5,
-        "cls": torch.randint(0, 10, (2,), generator=gen),
-    }
-    return sum(loss_fn(t)(out[t.name], targets[t.name].to(device)) for t in model.tasks)
-
-
 def test_soft_mode_gradients_reach_every_branch_and_logit(tiny_export, x):
     model = compile(onnxmtl.load(tiny_export("dynamo")), tasks()).train()
-    _losses(model, x, "soft").backward()
+    losses(model, x, "soft").backward()
     for i, b in enumerate(model.units):
         for name, module in [
             ("shared", b.shared),
@@ -292,7 +253,7 @@ def test_hard_mode_runs_sampled_branches_and_reaches_logits(tiny_export, x):
     model = compile(onnxmtl.load(tiny_export("legacy17")), tasks(), shared_prefix=2).train()
     torch.manual_seed(0)
     calls = _count_calls(model)
-    _losses(model, x, "hard").backward()
+    losses(model, x, "hard").backward()
     choices = model.last_choices
     for u in range(len(model.units)):
         specific = sum(row[u] == SPECIFIC for row in choices)

@@ -12,7 +12,7 @@ import torch
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, compile
-from tests.test_compiler import _losses, assert_close, tasks
+from tests.helpers import assert_close, losses, tasks
 
 pytestmark = [
     pytest.mark.gpu,
@@ -48,7 +48,7 @@ def test_cuda_search_step_reaches_logits(tiny_export, mode):
     model = compile(onnxmtl.load(tiny_export("legacy17")), tasks()).cuda().train()
     x = torch.randn(2, 3, 32, 32, device="cuda")
     torch.manual_seed(0)
-    loss = _losses(model, x, mode, device="cuda")
+    loss = losses(model, x, mode, device="cuda")
     loss.backward()
     grad = model.policy_logits.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0

@@ -19,9 +19,13 @@ from onnxmtl.lower import lower
 from onnxmtl.lower.verify import verify
 from onnxmtl.tasks import loss_fn
 from tests.conftest import converters
-from tests.helpers import assert_gradients_reach_every_parameter
-from tests.test_compiler import assert_close, ort_features, tasks
-from tests.test_derive_export import assert_random_policy_derives_and_exports
+from tests.helpers import (
+    assert_close,
+    assert_gradients_reach_every_parameter,
+    assert_random_policy_derives_and_exports,
+    ort_features,
+    tasks,
+)
 
 # Relative to the output scale; float32 through 50+ layers stays far below it.
 TOLERANCE = 1e-4

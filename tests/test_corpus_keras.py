@@ -24,8 +24,7 @@ from onnxmtl.lower.verify import run_module, verify
 from onnxmtl.runtime import session
 from onnxmtl.tasks import loss_fn
 from tests.conftest import ROOT
-from tests.test_compiler import assert_close, tasks
-from tests.test_derive_export import assert_random_policy_derives_and_exports
+from tests.helpers import assert_close, assert_random_policy_derives_and_exports, tasks
 
 sys.path.insert(0, str(ROOT))
 

@@ -23,6 +23,7 @@ from onnxmtl.data.fashion_locate import CANVAS, ITEM, SPREAD, place, tight_boxes
 from onnxmtl.data.multi_fashion import GROUP_OF_CLASS, compose
 from onnxmtl.data.scenes import GROUND, SKY, generate
 from onnxmtl.errors import DataError
+from tests.helpers import make_folder
 
 
 def write_idx(path, array: np.ndarray, compress: bool = True) -> None:
@@ -201,22 +202,6 @@ def test_scenes_dataset_is_cached(tmp_path):
     assert image.shape == (3, 32, 32) and targets["normal"].shape == (3, 32, 32)
     test = Scenes("test", count=3, size=32, seed=0, cache_dir=tmp_path)
     assert not np.array_equal(test.rgb, first.rgb)
-
-
-def make_folder(root, split: str, n: int, nyu: bool, size=(6, 8)) -> None:
-    rng = np.random.default_rng(0)
-    label_dir = "label" if nyu else "label_7"
-    for sub in ["image", label_dir, "depth"] + (["normal"] if nyu else []):
-        (root / split / sub).mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        np.save(root / split / "image" / f"{i}.npy", rng.random((*size, 3)).astype(np.float32))
-        label = rng.integers(-1, 13 if nyu else 7, size)
-        np.save(root / split / label_dir / f"{i}.npy", label.astype(np.float32))
-        np.save(root / split / "depth" / f"{i}.npy", rng.random((*size, 1)).astype(np.float32))
-        if nyu:
-            normal = rng.normal(size=(*size, 3))
-            normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
-            np.save(root / split / "normal" / f"{i}.npy", normal.astype(np.float32))
 
 
 @pytest.mark.parametrize("nyu", [True, False], ids=["nyuv2", "cityscapes"])

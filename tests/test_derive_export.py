@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import onnx
@@ -19,42 +18,12 @@ from onnxmtl.exporter import POLICY_KEY, export
 from onnxmtl.runtime import session
 from onnxmtl.tasks import Task
 from tests.conftest import EXPORTERS, converters
-from tests.test_compiler import EXPORTS, assert_close, tasks
+from tests.helpers import EXPORTS, random_choices, tasks
 
 # Derived and supermodel run the same modules in the same order: equal up to float rounding.
 SAME = 1e-6
 # onnxruntime against PyTorch, relative to the output scale.
 TOLERANCE = 1e-4
-
-
-def random_choices(model, seed: int) -> list[list[int]]:
-    rng = random.Random(seed)
-    return [
-        [
-            rng.choice([b for b in range(3) if model.branch_mask[u, b]])
-            for u in range(len(model.units))
-        ]
-        for _ in model.tasks
-    ]
-
-
-def assert_random_policy_derives_and_exports(
-    model, x: torch.Tensor, folder, label: str = "", sizes=(None,), batch=None
-) -> None:
-    """A seeded random policy's derived model computes what the supermodel computes under that
-    policy, and its ONNX export (at each of `sizes`; None: the model's own) what the derived
-    model computes, within the compiler's TOLERANCE."""
-    choices = random_choices(model, 0)
-    derived = derive(model, choices).eval()
-    with torch.no_grad():
-        want, got = model(x, mode="fixed", policy=choices), derived(x)
-    for task in model.task_names:
-        assert_close(got[task], want[task], f"{label} derived {task}".strip())
-    for size in sizes:
-        path = folder / f"derived{size or ''}.onnx"
-        shape = None if size is None else (size, size)
-        report = export(derived, path, shape, tolerance=TOLERANCE, batch=batch)
-        assert report.max_rel_diff <= TOLERANCE, f"{label} exported at {size}"
 
 
 def n_params(module: nn.Module) -> int:

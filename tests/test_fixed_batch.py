@@ -19,9 +19,13 @@ from onnxmtl.compiler import SHARED, compile
 from onnxmtl.errors import FixedBatchError
 from onnxmtl.lower import lower
 from onnxmtl.runtime import session
-from tests.test_cli import assert_clean_error, run_cli
-from tests.test_compiler import assert_close, tasks
-from tests.test_derive_export import assert_random_policy_derives_and_exports
+from tests.helpers import (
+    assert_clean_error,
+    assert_close,
+    assert_random_policy_derives_and_exports,
+    run_cli,
+    tasks,
+)
 
 # Relative to the output's largest magnitude.
 TOLERANCE = 1e-4

@@ -37,9 +37,7 @@ from onnxmtl.pipeline.run_folders import LAYOUT
 from onnxmtl.pipeline.stages import search
 from onnxmtl.run_folder import LOCK_FILE, clear_run, foreign_entries, locked
 from onnxmtl.training import SearchConfig, Trainer
-from tests.helpers import image, make_model, output, rand
-from tests.test_cli import assert_clean_error, run_cli
-from tests.test_data import make_folder
+from tests.helpers import assert_clean_error, image, make_folder, make_model, output, rand, run_cli
 
 CONFIG = """batch_size: 4
 warmup_steps: 1
@@ -700,7 +698,6 @@ def test_a_supermodel_whose_onnx_points_to_outside_data_is_refused(tiny_export, 
     locations must not map another file into the backbone's weights."""
     from onnxmtl.compiler import compile, save_supermodel
     from onnxmtl.tasks import Task
-    from tests.test_cli import assert_clean_error, run_cli
 
     marker = tmp_path / "secret.bin"
     marker.write_bytes(np.arange(4096, dtype=np.float32).tobytes())

@@ -17,8 +17,7 @@ from onnxmtl.errors import ModelFileError
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import run_module
 from onnxmtl.runtime import session
-from tests.helpers import IR_VERSION, image, make_model, output, rand
-from tests.test_compiler import assert_close
+from tests.helpers import IR_VERSION, assert_close, image, make_model, output, rand
 
 # Relative to the output scale (float32 through a few layers).
 TOLERANCE = 1e-4

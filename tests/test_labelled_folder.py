@@ -26,7 +26,7 @@ from onnxmtl.errors import DataError, RunFolderError
 from onnxmtl.runtime import session
 from onnxmtl.training import SearchConfig, Trainer
 from tests.conftest import ROOT
-from tests.test_cli import assert_clean_error, run_cli
+from tests.helpers import assert_clean_error, run_cli
 
 pytestmark = pytest.mark.skipif(
     not (DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists(),

@@ -26,7 +26,7 @@ from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig, Trainer, cost_regularizer, expected_cost
 from onnxmtl.training.regularizers import current_policy, expected_runs, full_cost
-from tests.test_cli import assert_clean_error, run_cli
+from tests.helpers import assert_clean_error, run_cli
 
 TASKS = [Task("a", "depth"), Task("b", "normals"), Task("c", "depth")]
 TINY = dict(batch_size=4, warmup_steps=2, search_steps=6, post_train_steps=2)

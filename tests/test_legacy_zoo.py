@@ -16,9 +16,11 @@ from onnxmtl.lower import lower
 from onnxmtl.lower.verify import run_module, verify
 from onnxmtl.runtime import session
 from onnxmtl.tasks import Task, loss_fn
-from tests.helpers import assert_gradients_reach_every_parameter
+from tests.helpers import (
+    assert_gradients_reach_every_parameter,
+    assert_random_policy_derives_and_exports,
+)
 from tests.legacy_zoo import IR_VERSION, NETS, SIZE
-from tests.test_derive_export import assert_random_policy_derives_and_exports
 
 TOLERANCE = 1e-4
 # Reshape targets that hold the spatial size (ShuffleNet's channel shuffle) keep it: at another

@@ -17,9 +17,7 @@ from onnxmtl.errors import LoweringError
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import max_diffs, run_module, verify
 from onnxmtl.runtime import session
-from tests.helpers import rand
-from tests.test_compiler import tasks
-from tests.test_derive_export import assert_random_policy_derives_and_exports
+from tests.helpers import assert_random_policy_derives_and_exports, rand, tasks
 
 TOLERANCE = 1e-4
 I64 = np.int64

@@ -14,7 +14,7 @@ import onnxmtl
 from onnxmtl.pipeline import end_to_end as run_module
 from onnxmtl.run_folder import foreign_entries
 from tests.conftest import ROOT
-from tests.test_cli import assert_clean_error, run_cli
+from tests.helpers import assert_clean_error, run_cli
 
 TINY = {
     "batch_size": 4,

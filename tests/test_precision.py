@@ -11,7 +11,7 @@ import torch
 from onnxmtl.errors import ConfigError
 from onnxmtl.training import SearchConfig, Trainer
 from onnxmtl.training.precision import Precision, resolve_precision
-from tests.test_search import TINY, _model, scenes  # noqa: F401
+from tests.helpers import TINY, tiny_model
 
 
 def test_auto_is_fp32_on_the_cpu_and_names_are_checked():
@@ -28,13 +28,15 @@ def test_auto_is_fp32_on_the_cpu_and_names_are_checked():
 
 def _first_losses(tiny_export, train, tmp_path, precision: str) -> tuple[list[dict], Trainer]:
     config = SearchConfig().with_options(**TINY, precision=precision)
-    trainer = Trainer(_model(tiny_export, train.tasks()), train, config, tmp_path, progress=False)
+    trainer = Trainer(
+        tiny_model(tiny_export, train.tasks()), train, config, tmp_path, progress=False
+    )
     trainer.run()
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     return rows, trainer
 
 
-def test_bf16_autocast_tracks_fp32(tiny_export, scenes, tmp_path):  # noqa: F811
+def test_bf16_autocast_tracks_fp32(tiny_export, scenes, tmp_path):
     """Same seed, same batches: the first loss (before any update) agrees within bf16's
     precision (2^-8 relative per rounding; 3% allowed over a whole network), and the
     weights stay fp32."""
@@ -47,17 +49,17 @@ def test_bf16_autocast_tracks_fp32(tiny_export, scenes, tmp_path):  # noqa: F811
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in bf16)
 
 
-def test_fp16_scaler_state_is_checkpointed_and_resumed(tiny_export, scenes, tmp_path):  # noqa: F811
+def test_fp16_scaler_state_is_checkpointed_and_resumed(tiny_export, scenes, tmp_path):
     train, _ = scenes
     config = SearchConfig().with_options(**TINY, precision="fp16")
-    whole = _model(tiny_export, train.tasks())
+    whole = tiny_model(tiny_export, train.tasks())
     Trainer(whole, train, config, tmp_path / "a", progress=False).run()
-    first = _model(tiny_export, train.tasks())
+    first = tiny_model(tiny_export, train.tasks())
     stopped = Trainer(first, train, config, tmp_path / "b", progress=False)
     stopped.run(stop_after=5)
     state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
     assert state["scaler"] == stopped.session.precision.scaler.state_dict()
-    resumed = _model(tiny_export, train.tasks())
+    resumed = tiny_model(tiny_export, train.tasks())
     Trainer(resumed, train, config, tmp_path / "b", progress=False).run(resume=True)
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
@@ -66,13 +68,13 @@ def test_fp16_scaler_state_is_checkpointed_and_resumed(tiny_export, scenes, tmp_
 @pytest.mark.parametrize("precision", ["auto", "fp16"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_search_under_autocast(tiny_export, scenes, tmp_path, precision):  # noqa: F811
+def test_cuda_search_under_autocast(tiny_export, scenes, tmp_path, precision):
     train, _ = scenes
     config = SearchConfig().with_options(**TINY, device="cuda", precision=precision)
     rows, _ = _first_losses(tiny_export, train, tmp_path / "cpu", "fp32")
     expected = "fp16" if precision == "fp16" or not torch.cuda.is_bf16_supported() else "bf16"
     cuda = Trainer(
-        _model(tiny_export, train.tasks()), train, config, tmp_path / "cuda", progress=False
+        tiny_model(tiny_export, train.tasks()), train, config, tmp_path / "cuda", progress=False
     )
     assert cuda.session.precision.name == expected
     cuda.run()

@@ -11,7 +11,7 @@ import pytest
 import onnxmtl
 from onnxmtl.data import load_dataset
 from onnxmtl.quantize import evaluate_onnx, quantize_model
-from tests.test_cli import assert_clean_error, run_cli
+from tests.helpers import assert_clean_error, run_cli
 
 TINY = {
     "batch_size": 4,

@@ -9,10 +9,8 @@ import math
 import pytest
 import torch
 
-import onnxmtl
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.cost import make_cost
-from onnxmtl.data import Scenes
 from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import Task
 from onnxmtl.training import (
@@ -33,14 +31,7 @@ from onnxmtl.training import (
 )
 from onnxmtl.training.attribution import attribution_record, policy_gradients
 from onnxmtl.training.weighting import WEIGHTINGS
-
-TINY = dict(
-    batch_size=4,
-    warmup_steps=3,
-    search_steps=6,
-    post_train_steps=3,
-    checkpoint_every=2,
-)
+from tests.helpers import TINY, tiny_model
 
 
 @pytest.mark.parametrize("steps", [2, 150, 20000])
@@ -145,20 +136,8 @@ def test_bad_configs_name_the_option(tmp_path, text, message):
         SearchConfig.load(tmp_path / "missing.yaml")
 
 
-@pytest.fixture
-def scenes(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("scenes")
-    return Scenes("train", count=48, size=32, cache_dir=cache), Scenes(
-        "test", count=8, size=32, cache_dir=cache
-    )
-
-
-def _model(tiny_export, tasks):
-    return onnxmtl.compile(onnxmtl.load(tiny_export("legacy17", fold_bn=True)), tasks)
-
-
 def test_derive_policy_respects_the_mask_and_the_seed(tiny_export):
-    model = _model(tiny_export, [Task("a", "depth"), Task("b", "depth")])
+    model = tiny_model(tiny_export, [Task("a", "depth"), Task("b", "depth")])
     with torch.no_grad():
         model.policy_logits.normal_()
         model.policy_logits[..., SKIP] += 100
@@ -171,7 +150,7 @@ def test_derive_policy_respects_the_mask_and_the_seed(tiny_export):
 
 def test_search_end_to_end_writes_the_run(tiny_export, scenes, tmp_path):
     train, test = scenes
-    model = _model(tiny_export, train.tasks())
+    model = tiny_model(tiny_export, train.tasks())
     result = Trainer(
         model, train, SearchConfig().with_options(**TINY), tmp_path, test=test, progress=False
     ).run()
@@ -191,13 +170,13 @@ def test_search_end_to_end_writes_the_run(tiny_export, scenes, tmp_path):
 def test_resume_continues_exactly(tiny_export, scenes, tmp_path, stop):
     train, _ = scenes
     config = SearchConfig().with_options(**TINY, weighting="dwa", dwa_window=2)
-    whole = _model(tiny_export, train.tasks())
+    whole = tiny_model(tiny_export, train.tasks())
     Trainer(whole, train, config, tmp_path / "a", progress=False).run()
-    first = _model(tiny_export, train.tasks())
+    first = tiny_model(tiny_export, train.tasks())
     assert (
         Trainer(first, train, config, tmp_path / "b", progress=False).run(stop_after=stop) is None
     )
-    resumed = _model(tiny_export, train.tasks())
+    resumed = tiny_model(tiny_export, train.tasks())
     Trainer(resumed, train, config, tmp_path / "b", progress=False).run(resume=True)
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
@@ -216,7 +195,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_
         post_train_lr_schedule="cosine",
         cost="params",
     )
-    whole = _model(tiny_export, train.tasks())
+    whole = tiny_model(tiny_export, train.tasks())
     Trainer(
         whole, train, config, tmp_path / "a", progress=False, cost=make_cost(whole, config)
     ).run()
@@ -231,13 +210,13 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_
         return original(self)
 
     monkeypatch.setattr(Trainer, "_run_step", dies_at_step_8)
-    killed = _model(tiny_export, train.tasks())
+    killed = tiny_model(tiny_export, train.tasks())
     with pytest.raises(KeyboardInterrupt):
         Trainer(
             killed, train, config, tmp_path / "b", progress=False, cost=make_cost(killed, config)
         ).run()
     monkeypatch.setattr(Trainer, "_run_step", original)
-    resumed = _model(tiny_export, train.tasks())
+    resumed = tiny_model(tiny_export, train.tasks())
     cost = make_cost(resumed, config)
     Trainer(resumed, train, config, tmp_path / "b", progress=False, cost=cost).run(resume=True)
     assert torch.equal(resumed.policy_logits, whole.policy_logits)
@@ -269,7 +248,7 @@ def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tm
         log_format="csv",
         derive="argmax",  # the selection's fine-tuning steps would count as the search's
     )
-    model = _model(tiny_export, train.tasks())
+    model = tiny_model(tiny_export, train.tasks())
     trainer = Trainer(model, train, config, tmp_path, progress=False, cost=make_cost(model, config))
     steps: dict[str, int] = {}
     step = trainer.session.optimizer_step
@@ -299,13 +278,13 @@ def test_cost_budget_uncertainty_soft_and_per_task_steps(tiny_export, scenes, tm
 def test_post_training_starts_from_the_backbone_weights(tiny_export, scenes, tmp_path):
     train, _ = scenes
     config = SearchConfig().with_options(**{**TINY, "post_train_steps": 0, "batchnorm_batches": 0})
-    model = _model(tiny_export, train.tasks())
+    model = tiny_model(tiny_export, train.tasks())
     Trainer(model, train, config, tmp_path, progress=False).run()
     initial = torch.load(tmp_path / "initial.pt", weights_only=True)
     final = model.state_dict()
     assert not torch.equal(final["policy_logits"], initial["policy_logits"])
     assert all(torch.equal(final[k], v) for k, v in initial.items() if k != "policy_logits")
-    kept = _model(tiny_export, train.tasks())
+    kept = tiny_model(tiny_export, train.tasks())
     config = SearchConfig().with_options(
         **{**TINY, "post_train_steps": 0, "post_train_init": "search"}
     )
@@ -319,9 +298,9 @@ def test_post_training_matches_a_baseline_trained_with_the_same_policy(
 ):
     train, _ = scenes
     config = SearchConfig().with_options(**TINY)
-    searched = _model(tiny_export, train.tasks())
+    searched = tiny_model(tiny_export, train.tasks())
     policy = Trainer(searched, train, config, tmp_path / "s", progress=False).run().policy
-    baseline = _model(tiny_export, train.tasks())
+    baseline = tiny_model(tiny_export, train.tasks())
     Trainer(baseline, train, config, tmp_path / "b", fixed_policy=policy, progress=False).run()
     want = baseline.state_dict()
     for name, tensor in searched.state_dict().items():
@@ -333,7 +312,7 @@ def _policy_trainer(tiny_export, scenes, tmp_path, **options) -> Trainer:
     """A trainer on the tiny model, switched to the search phase."""
     train, _ = scenes
     config = SearchConfig().with_options(**{**TINY, **options})
-    model = _model(tiny_export, train.tasks())
+    model = tiny_model(tiny_export, train.tasks())
     cost = make_cost(model, config)
     trainer = Trainer(model, train, config, tmp_path, progress=False, cost=cost)
     trainer.current = [p.name for p in trainer.phases].index("search")
@@ -416,7 +395,7 @@ def test_without_regularisers_the_tasks_give_the_whole_policy_gradient(
 ):
     train, _ = scenes
     config = SearchConfig().with_options(**TINY, sharing_weight=0.0)
-    Trainer(_model(tiny_export, train.tasks()), train, config, tmp_path, progress=False).run()
+    Trainer(tiny_model(tiny_export, train.tasks()), train, config, tmp_path, progress=False).run()
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     search = [r for r in rows if r["phase"] == "search"]
     assert all(r["grad_sharing"] == 0 and r["grad_task"] > 0 for r in search)

@@ -14,7 +14,7 @@ from onnxmtl.errors import ConfigError
 from onnxmtl.runtime import cpu_threads
 from onnxmtl.tasks.heads import HEADS
 from onnxmtl.training import SearchConfig
-from tests.test_cli import assert_clean_error, run_cli
+from tests.helpers import assert_clean_error, run_cli
 
 TINY = dict(batch_size=4, warmup_steps=1, search_steps=1, post_train_steps=1)
 DATA = dict(count=12, size=32)

@@ -14,9 +14,7 @@ from onnxmtl.compiler import compile
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import run_module
 from onnxmtl.runtime import session
-from tests.test_cli import run_cli
-from tests.test_compiler import assert_close, tasks
-from tests.test_derive_export import assert_random_policy_derives_and_exports
+from tests.helpers import assert_close, assert_random_policy_derives_and_exports, run_cli, tasks
 
 
 class ChannelsLast(nn.Module):
