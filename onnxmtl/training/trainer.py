@@ -20,6 +20,7 @@ from onnxmtl.training.config import SearchConfig
 from onnxmtl.training.conflict import ConflictMeter
 from onnxmtl.training.cost_model import CostModel
 from onnxmtl.training.evaluate import evaluate, fit_input
+from onnxmtl.training.fair_share import FairShare
 from onnxmtl.training.log import MetricsLog
 from onnxmtl.training.phases import DONE, Phase, PostTrain, Search, Warmup
 from onnxmtl.training.precision import Precision
@@ -137,13 +138,29 @@ class Trainer:
 
     def run(self, resume: bool = False, stop_after: int | None = None) -> SearchResult | None:
         """Run (or resume) to the end; `stop_after` N steps returns None early (for tests
-        and for splitting work), leaving a checkpoint to resume from."""
+        and for splitting work), leaving a checkpoint to resume from. On the CPU with no thread
+        count pinned, torch's threads follow the cores other processes leave idle
+        (`FairShare`)."""
         run = self.session
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume and run.folder.checkpoint.exists():
             self.current = self.checkpointer.restore(self.phases, DONE)
         else:
             self._start()
+        share = self._fair_share()
+        try:
+            return self._run_phases(stop_after, share)
+        finally:
+            if share is not None:
+                share.close()
+
+    def _fair_share(self) -> FairShare | None:
+        """A FairShare of the CPU while no thread count is pinned (`threads: 0`)."""
+        run = self.session
+        return FairShare() if run.device.type == "cpu" and not run.config.runtime.threads else None
+
+    def _run_phases(self, stop_after: int | None, share: FairShare | None) -> SearchResult | None:
+        run = self.session
         done = 0
         while (phase := self.phase) is not None:
             length = phase.length()
@@ -155,6 +172,8 @@ class Trainer:
                     self.checkpointer.save(phase, DONE)
                     return None
                 record = self._run_step()
+                if share is not None:
+                    share.step()
                 if run.world > 1:
                     record = dict(zip(record, distributed.mean(list(record.values()), run.device)))
                 phase.check_finite(record)
