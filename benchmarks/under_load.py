@@ -107,9 +107,11 @@ def main() -> None:
     print(f"shared alone / pinned alone: {ratio:.2f}x (goal: slowdown <= 2.5x, alone <= 1.0x)")
     result = {
         **provenance("under_load.py", "every core unless the fair share gives some up"),
-        "steps": args.steps,
-        "cases": cases,
-        "shared_alone_vs_pinned_alone": round(ratio, 2),
+        "results": {
+            "steps": args.steps,
+            "cases": cases,
+            "shared_alone_vs_pinned_alone": round(ratio, 2),
+        },
     }
     RESULT.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {RESULT.relative_to(ROOT)}")

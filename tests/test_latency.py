@@ -11,6 +11,7 @@ import torch
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, Projection, save_supermodel
+from onnxmtl.compiler.policy_cost import expected_runs, full_cost
 from onnxmtl.cost import (
     ancestor_matrix,
     cache,
@@ -25,7 +26,7 @@ from onnxmtl.derived import derive
 from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig, Trainer, cost_regularizer, expected_cost
-from onnxmtl.training.regularizers import current_policy, expected_runs, full_cost
+from onnxmtl.training.regularizers import current_policy
 from tests.helpers import assert_clean_error, run_cli
 
 TASKS = [Task("a", "depth"), Task("b", "normals"), Task("c", "depth")]

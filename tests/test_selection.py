@@ -184,8 +184,8 @@ def test_under_a_parameter_budget_only_candidates_within_it_are_measured(tiny_ex
     """cost: params with cost_budget 0.6 of the all-specific model: the second rung holds only
     combinations whose parameters the cost model puts within the budget, and the chosen
     policy is one of them."""
+    from onnxmtl.compiler.policy_cost import cost_regularizer
     from onnxmtl.cost import make_cost
-    from onnxmtl.training.regularizers import cost_regularizer
 
     train = Scenes("train", count=64, size=32, cache_dir=tmp_path / "data")
     config = SearchConfig().with_options(

@@ -426,7 +426,8 @@ BENCHMARKS = DOCS / "benchmarks"
 
 def benchmark_results(folder: Path = BENCHMARKS) -> str:
     """Every result file a benchmark script wrote under docs/benchmarks/ (int8.py,
-    runtimes.py), as tables, each with the command, commit and machine that made it."""
+    runtimes.py, under_load.py), as tables, each with the command, commit and machine that
+    made it."""
     from onnxmtl.benchmark import BenchResult, to_markdown
     from onnxmtl.pipeline.quantize_run import quantize_table
 
@@ -441,7 +442,9 @@ def benchmark_results(folder: Path = BENCHMARKS) -> str:
             f"{record['machine']}, {record['written']}.\n"
         )
         results = record["results"]
-        if isinstance(results, list):  # int8.py: one quantisation per model and tolerance
+        if isinstance(results, dict) and "cases" in results:  # under_load.py
+            parts.append(_under_load_table(results))
+        elif isinstance(results, list):  # int8.py: one quantisation per model and tolerance
             for row in results:
                 parts.append(
                     f"**{row['model']}, tolerance {row['tolerance']:g}%**\n\n"
@@ -452,6 +455,19 @@ def benchmark_results(folder: Path = BENCHMARKS) -> str:
                 table = to_markdown(BenchResult.from_dict(result))
                 parts.append(f"**{label}**\n\n{table}\n")
     return "\n".join(parts)
+
+
+def _under_load_table(results: dict[str, Any]) -> str:
+    """under_load.py's median search step alone and beside a second search, per setting."""
+    rows = [
+        "| threads | alone (ms) | beside another (ms) | slowdown |",
+        "|---|---|---|---|",
+    ]
+    for setting, case in results["cases"].items():
+        beside = " / ".join(f"{t:.0f}" for t in case["beside_another_ms"])
+        rows.append(f"| {setting} | {case['alone_ms']:.0f} | {beside} | {case['slowdown']:.2f}x |")
+    ratio = results["shared_alone_vs_pinned_alone"]
+    return "\n".join(rows) + f"\n\nShared alone against pinned alone: {ratio:.2f}x.\n"
 
 
 # ------------------------------------------------------------------------ MkDocs hooks

@@ -1,6 +1,7 @@
 """Costs the search can penalise: parameters, MACs and onnxruntime latency measured here (a
 latency table: timing, cache, fit), each a `CostModel` the trainer is given, by name."""
 
+from onnxmtl.compiler.policy_cost import CostModel
 from onnxmtl.cost.ancestors import ancestor_matrix, model_ancestors
 from onnxmtl.cost.budget import fit_to_budget
 from onnxmtl.cost.cache import latency_table
@@ -10,7 +11,6 @@ from onnxmtl.cost.latency import LatencyCost, latency_cost
 from onnxmtl.cost.measure import measure_latency_table
 from onnxmtl.cost.registry import COSTS, cost_factory, make_cost, register_cost
 from onnxmtl.cost.table import LatencyTable
-from onnxmtl.training.cost_model import CostModel
 
 __all__ = [
     "COSTS",

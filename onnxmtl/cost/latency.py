@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from onnxmtl.compiler import SHARED, SPECIFIC, Policy, SuperModel
+from onnxmtl.compiler.policy_cost import full_cost
 from onnxmtl.cost.budget import fit_to_budget
 from onnxmtl.cost.cache import latency_table
 from onnxmtl.cost.table import LatencyTable
@@ -17,7 +18,6 @@ from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.run_folder import RunFolder
 from onnxmtl.training import SearchConfig, distributed
-from onnxmtl.training.regularizers import full_cost
 
 
 @dataclass

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from onnxmtl.benchmark.bench import resolve_providers
 from onnxmtl.compiler import SKIP, SuperModel
 from onnxmtl.compiler.branches import one_row
+from onnxmtl.compiler.policy_cost import expected_cost
 from onnxmtl.cost.ancestors import ancestor_matrix, model_ancestors
 from onnxmtl.cost.fit import fit_coefficients
 from onnxmtl.cost.key import device_name, table_key
@@ -19,7 +20,6 @@ from onnxmtl.cost.table import CALIBRATION, LatencyTable
 from onnxmtl.cost.timing import Timer, time_models
 from onnxmtl.derived import derive
 from onnxmtl.errors import ConfigError
-from onnxmtl.training.regularizers import expected_cost
 
 
 def measure_latency_table(

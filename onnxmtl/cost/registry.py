@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from onnxmtl.compiler import SuperModel
+from onnxmtl.compiler.policy_cost import CostModel
 from onnxmtl.cost.counted import mac_cost, param_cost
 from onnxmtl.cost.latency import latency_cost
 from onnxmtl.errors import ConfigError
 from onnxmtl.registry import add
 from onnxmtl.training import SearchConfig
-from onnxmtl.training.cost_model import CostModel
 
 CostFactory = Callable[[SuperModel, SearchConfig, bool], CostModel]
 

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from onnxmtl.compiler import SHARED, SKIP, SPECIFIC
+from onnxmtl.compiler.policy_cost import expected_cost
 from onnxmtl.cost.ancestors import ancestor_matrix
-from onnxmtl.training.regularizers import expected_cost
 
 TABLE_VERSION = 7
 CALIBRATION = {"all-shared": SHARED, "all-specific": SPECIFIC, "all-skip": SKIP}

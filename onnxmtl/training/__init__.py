@@ -1,17 +1,11 @@
 """Search: train the supermodel's weights and policy, derive a policy, post-train it."""
 
+from onnxmtl.compiler.policy_cost import CostModel, cost_regularizer, expected_cost
 from onnxmtl.training.batchnorm import recompute_batchnorm
 from onnxmtl.training.config import SearchConfig, as_config, policy_lr_at, tau_at
-from onnxmtl.training.cost_model import CostModel
 from onnxmtl.training.derive_policy import derive_policy
 from onnxmtl.training.evaluate import evaluate
-from onnxmtl.training.regularizers import (
-    conflict_weights,
-    cost_regularizer,
-    depth_weights,
-    expected_cost,
-    sharing_regularizer,
-)
+from onnxmtl.training.regularizers import conflict_weights, depth_weights, sharing_regularizer
 from onnxmtl.training.result import SearchResult
 from onnxmtl.training.trainer import Trainer
 from onnxmtl.training.weighting import (

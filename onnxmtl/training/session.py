@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from onnxmtl.compiler import Policy, SuperModel
+from onnxmtl.compiler.policy_cost import CostModel
 from onnxmtl.data import MultiTaskDataset
 from onnxmtl.run_folder import RunFolder
 from onnxmtl.tasks import Task, loss_fn
@@ -18,7 +19,6 @@ from onnxmtl.training import distributed
 from onnxmtl.training.batchnorm import recompute_batchnorm
 from onnxmtl.training.config import SearchConfig
 from onnxmtl.training.conflict import ConflictMeter
-from onnxmtl.training.cost_model import CostModel
 from onnxmtl.training.evaluate import fit_input, fit_output
 from onnxmtl.training.precision import Precision
 from onnxmtl.training.stream import BatchStream

@@ -10,6 +10,7 @@ from typing import overload
 import torch
 
 from onnxmtl.compiler import Policy, SuperModel
+from onnxmtl.compiler.policy_cost import CostModel
 from onnxmtl.data import MultiTaskDataset, split_indices
 from onnxmtl.errors import ConfigError
 from onnxmtl.io_utils import atomic_write_text
@@ -18,7 +19,6 @@ from onnxmtl.training import distributed
 from onnxmtl.training.checkpoint import Checkpointer
 from onnxmtl.training.config import SearchConfig
 from onnxmtl.training.conflict import ConflictMeter
-from onnxmtl.training.cost_model import CostModel
 from onnxmtl.training.evaluate import evaluate, fit_input
 from onnxmtl.training.fair_share import FairShare
 from onnxmtl.training.log import MetricsLog

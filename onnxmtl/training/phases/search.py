@@ -8,6 +8,7 @@ import json
 import torch
 
 from onnxmtl.compiler import BRANCHES, Policy
+from onnxmtl.compiler.policy_cost import cost_regularizer, expected_cost
 from onnxmtl.io_utils import atomic_write_text
 from onnxmtl.training.attribution import (
     attribution_record,
@@ -22,10 +23,8 @@ from onnxmtl.training.finite import check_weights
 from onnxmtl.training.phases.phase import Optimizers, Phase
 from onnxmtl.training.regularizers import (
     conflict_weights,
-    cost_regularizer,
     current_policy,
     depth_weights,
-    expected_cost,
     sharing_regularizer,
 )
 from onnxmtl.training.selection import select_policy
