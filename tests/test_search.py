@@ -21,9 +21,9 @@ from onnxmtl.training import (
     conflict_weights,
     cost_regularizer,
     depth_weights,
-    derive_policy,
     expected_cost,
     make_weighting,
+    policy_from_logits,
     policy_lr_at,
     register_weighting,
     sharing_regularizer,
@@ -136,15 +136,15 @@ def test_bad_configs_name_the_option(tmp_path, text, message):
         SearchConfig.load(tmp_path / "missing.yaml")
 
 
-def test_derive_policy_respects_the_mask_and_the_seed(tiny_export):
+def test_the_policy_read_from_the_logits_respects_the_mask_and_the_seed(tiny_export):
     model = tiny_model(tiny_export, [Task("a", "depth"), Task("b", "depth")])
     with torch.no_grad():
         model.policy_logits.normal_()
         model.policy_logits[..., SKIP] += 100
-    argmax = derive_policy(model, "argmax")
+    argmax = policy_from_logits(model, "argmax")
     no_skip = [u for u in range(len(model.units)) if not model.branch_mask[u, SKIP]]
     assert all(argmax.choices[t][u] != SKIP for t in range(2) for u in no_skip)
-    a, b = derive_policy(model, "sample", seed=3), derive_policy(model, "sample", seed=3)
+    a, b = policy_from_logits(model, "sample", seed=3), policy_from_logits(model, "sample", seed=3)
     assert a.choices == b.choices and a.seed == 3
 
 

@@ -15,7 +15,7 @@ from onnxmtl.data import Scenes
 from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig, Trainer
-from onnxmtl.training.derive_policy import derive_policy
+from onnxmtl.training.read_logits import policy_from_logits
 from onnxmtl.training.selection import Trial, _finalists, _steps, select_policy
 
 
@@ -124,7 +124,7 @@ def test_selection_measures_every_option_and_leaves_the_weights_as_they_were(tin
     run = trainer.session
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     streams = {k: s.state_dict() for k, s in run.streams.items()}
-    searched = derive_policy(run.model, "argmax")
+    searched = policy_from_logits(run.model, "argmax")
     policy, selection = select_policy(run, searched)
     after = run.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -142,7 +142,7 @@ def test_selection_measures_every_option_and_leaves_the_weights_as_they_were(tin
 def test_with_no_candidate_within_budget_the_searched_policy_stays(tiny_export, tmp_path):
     trainer = _searched_trainer(tiny_export, tmp_path)
     trainer.run(stop_after=4)
-    searched = derive_policy(trainer.session.model, "argmax")
+    searched = policy_from_logits(trainer.session.model, "argmax")
     policy, selection = select_policy(trainer.session, searched, lambda p: False)
     assert policy is searched and selection.second == []
     assert selection.chosen == (SEARCHED,) * len(trainer.session.tasks)

@@ -3,8 +3,8 @@
 from onnxmtl.compiler.policy_cost import CostModel, cost_regularizer, expected_cost
 from onnxmtl.training.batchnorm import recompute_batchnorm
 from onnxmtl.training.config import SearchConfig, as_config, policy_lr_at, tau_at
-from onnxmtl.training.derive_policy import derive_policy
 from onnxmtl.training.evaluate import evaluate
+from onnxmtl.training.read_logits import policy_from_logits
 from onnxmtl.training.regularizers import conflict_weights, depth_weights, sharing_regularizer
 from onnxmtl.training.result import SearchResult
 from onnxmtl.training.trainer import Trainer
@@ -28,7 +28,7 @@ __all__ = [
     "conflict_weights",
     "cost_regularizer",
     "depth_weights",
-    "derive_policy",
+    "policy_from_logits",
     "evaluate",
     "expected_cost",
     "make_weighting",

@@ -18,9 +18,9 @@ from onnxmtl.training.attribution import (
 from onnxmtl.training.checkpoint import Checkpointer
 from onnxmtl.training.config import policy_lr_at, tau_at
 from onnxmtl.training.conflict import conflict_policy
-from onnxmtl.training.derive_policy import derive_policy
 from onnxmtl.training.finite import check_weights
 from onnxmtl.training.phases.phase import Optimizers, Phase
+from onnxmtl.training.read_logits import policy_from_logits
 from onnxmtl.training.regularizers import (
     conflict_weights,
     current_policy,
@@ -204,10 +204,10 @@ class Search(Phase):
         if c.search.derive == "conflict":
             policy = conflict_policy(run.model, run.conflict.ranking(), c.search.conflict_share)
         elif c.search.derive == "halving":
-            argmax = derive_policy(run.model, "argmax")
+            argmax = policy_from_logits(run.model, "argmax")
             policy, selection = select_policy(run, argmax, self.within_budget)
         else:
-            policy = derive_policy(run.model, c.search.derive, c.runtime.seed)
+            policy = policy_from_logits(run.model, c.search.derive, c.runtime.seed)
         searched = policy
         if run.cost is not None:
             policy = run.cost.fit(policy, run.model.masked_logits())

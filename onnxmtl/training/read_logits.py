@@ -1,4 +1,5 @@
-"""The policy a search derives from its logits."""
+"""`policy_from_logits`: the policy a search reads from its logits (argmax or a seeded
+sample), which `derive` then turns into a model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from onnxmtl.compiler import Policy, SuperModel
 from onnxmtl.errors import ConfigError
 
 
-def derive_policy(model: SuperModel, method: str = "argmax", seed: int = 0) -> Policy:
+def policy_from_logits(model: SuperModel, method: str = "argmax", seed: int = 0) -> Policy:
     """One branch per (task, unit) from the policy logits: the most likely one, or a sample
     from their softmax with a recorded seed."""
     logits = model.masked_logits().detach().cpu()
