@@ -16,6 +16,7 @@ file's graph and only turns the batch in Reshape targets into -1, so the ratio s
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import onnxmtl  # noqa: E402
+from benchmarks.provenance import provenance  # noqa: E402
 from converters import export_backbones  # noqa: E402
 from converters.export_backbones import STATIC_BATCH  # noqa: E402
 from onnxmtl.benchmark.timing import interleaved_medians  # noqa: E402
@@ -32,6 +34,7 @@ from onnxmtl.compiler import compile  # noqa: E402
 from onnxmtl.tasks import Task, loss_fn  # noqa: E402
 
 CORPUS = ROOT / ".cache" / "corpus"
+RESULT = ROOT / "docs" / "benchmarks" / "fixed_batch.json"
 BACKBONES = ("timm_levit_128s", "timm_edgenext_xx_small", "timm_efficientvit_b0")
 TASKS = [Task("cls", "classification", 10), Task("seg", "segmentation", 4, head="conv")]
 
@@ -69,8 +72,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print("| backbone | dynamic export (ms) | freed batch-1 file (ms) | ratio |")
-    print("|---|---|---|---|")
+    rows = []
     for name in BACKBONES:
         dynamic = export_backbones.export_backbone(name, "legacy17", CORPUS)
         freed = export_backbones.export_backbone(name, STATIC_BATCH, CORPUS)
@@ -79,11 +81,21 @@ def main() -> None:
         freed_step, features = make_step(freed, args.batch)
         steps = {"dynamic": make_step(dynamic, args.batch, features)[0], "freed": freed_step}
         ms = {k: 1000 * v for k, v in interleaved_medians(steps, args.repeats, 2).items()}
-        print(
-            f"| {name} | {ms['dynamic']:.0f} | {ms['freed']:.0f} | "
-            f"{ms['freed'] / ms['dynamic']:.2f} |",
-            flush=True,
+        rows.append(
+            {
+                "backbone": name,
+                "dynamic export (ms)": round(ms["dynamic"], 1),
+                "freed batch-1 file (ms)": round(ms["freed"], 1),
+                "ratio": round(ms["freed"] / ms["dynamic"], 2),
+            }
         )
+        print(json.dumps(rows[-1]), flush=True)
+    record = {
+        **provenance("fixed_batch.py", f"{args.threads} torch threads"),
+        "results": {"rows": rows},
+    }
+    RESULT.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {RESULT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -426,7 +426,7 @@ BENCHMARKS = DOCS / "benchmarks"
 
 def benchmark_results(folder: Path = BENCHMARKS) -> str:
     """Every result file a benchmark script wrote under docs/benchmarks/ (int8.py,
-    runtimes.py, under_load.py), as tables, each with the command, commit and machine that
+    runtimes.py, under_load.py, fixed_batch.py), as tables, each with the command, commit and machine that
     made it."""
     from onnxmtl.benchmark import BenchResult, to_markdown
     from onnxmtl.pipeline.quantize_run import quantize_table
@@ -444,6 +444,8 @@ def benchmark_results(folder: Path = BENCHMARKS) -> str:
         results = record["results"]
         if isinstance(results, dict) and "cases" in results:  # under_load.py
             parts.append(_under_load_table(results))
+        elif isinstance(results, dict) and "rows" in results:  # fixed_batch.py: one row each
+            parts.append(_rows_table(results["rows"]))
         elif isinstance(results, list):  # int8.py: one quantisation per model and tolerance
             for row in results:
                 parts.append(
@@ -455,6 +457,14 @@ def benchmark_results(folder: Path = BENCHMARKS) -> str:
                 table = to_markdown(BenchResult.from_dict(result))
                 parts.append(f"**{label}**\n\n{table}\n")
     return "\n".join(parts)
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> str:
+    """A table of `rows`, their keys as the header."""
+    header = list(rows[0]) if rows else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(row[k]) for k in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _under_load_table(results: dict[str, Any]) -> str:
