@@ -426,8 +426,8 @@ BENCHMARKS = DOCS / "benchmarks"
 
 def benchmark_results(folder: Path = BENCHMARKS) -> str:
     """Every result file a benchmark script wrote under docs/benchmarks/ (int8.py,
-    runtimes.py, under_load.py, fixed_batch.py), as tables, each with the command, commit and machine that
-    made it."""
+    runtimes.py, under_load.py, fixed_batch.py), as tables, each with the command, commit and
+    machine that made it."""
     from onnxmtl.benchmark import BenchResult, to_markdown
     from onnxmtl.pipeline.quantize_run import quantize_table
 
