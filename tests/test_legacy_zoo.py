@@ -12,6 +12,7 @@ import torch
 
 import onnxmtl
 from onnxmtl.compiler import compile
+from onnxmtl.errors import FixedBatchError
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import run_module, verify
 from onnxmtl.runtime import session
@@ -98,3 +99,15 @@ def test_loads_at_another_input_size(name, tmp_path):
     graph = onnxmtl.load(path, input_shape=(1, 3, 2 * SIZE, 2 * SIZE))
     assert graph.batch_made_dynamic and graph.input_shape == ("N", 3, 2 * SIZE, 2 * SIZE)
     assert verify(graph, lower(graph), tolerance=TOLERANCE).ok
+
+
+def test_a_file_onnxruntime_refuses_at_another_size_is_one_error_and_nothing_logged(
+    tmp_path, capfd
+):
+    """VGG's whole graph at twice its size: its classifier cannot take the larger map, so the
+    file itself fails on onnxruntime; the error says so once, and onnxruntime logs nothing."""
+    path, _ = _file(tmp_path, "vgg", 1)
+    with pytest.raises(FixedBatchError, match="the file itself fails on onnxruntime") as info:
+        onnxmtl.load(path, features=None, input_shape=(1, 3, 2 * SIZE, 2 * SIZE))
+    assert "\n" not in str(info.value)
+    assert capfd.readouterr().err == ""

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 import onnx_ir as ir
+from onnxruntime import RunOptions
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
 from onnxmtl.errors import FixedBatchError, ShapeError
@@ -345,13 +346,25 @@ def check_batch_rewrite(
     pool = pool.astype(np.float32)
     x = pool[:CHECK_BATCH]
     where = f" (rewritten: {', '.join(rewrites[:3])})" if rewrites else ""
+    quiet = RunOptions()
+    quiet.log_severity_level = 4  # a failure is said in one line, not logged too
     reference = session(original, ["CPUExecutionProvider"])
     names = [o.name for o in reference.get_outputs()]
-    chunks = [
-        reference.run(names, {input_name: pool[i * batch : (i + 1) * batch]}) for i in range(runs)
-    ]
     try:
-        got = session(rewritten, ["CPUExecutionProvider"]).run(names, {input_name: x})
+        chunks = [
+            reference.run(names, {input_name: pool[i * batch : (i + 1) * batch]}, quiet)
+            for i in range(runs)
+        ]
+    except _ORT_ERRORS as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise FixedBatchError(
+            f"{label}: the file itself fails on onnxruntime at input {list(pool.shape[1:])}, so "
+            f"no rewrite of its batch can be checked ({first}); load it at its declared size, "
+            "or cut it at its features (a classifier sized for the declared input cannot run "
+            "at another)."
+        ) from exc
+    try:
+        got = session(rewritten, ["CPUExecutionProvider"]).run(names, {input_name: x}, quiet)
     except _ORT_ERRORS as exc:
         first = str(exc).strip().splitlines()[0]
         raise FixedBatchError(
