@@ -37,6 +37,8 @@ FIX = (
     "{'input': {0: 'N'}})); see 'Fixed-batch files' in docs/backbones.md"
 )
 _ORT_ERRORS = (Fail, InvalidArgument, RuntimeException)
+Shapes = dict[str, tuple | None]  # every value's inferred shape (None: unknown)
+Probes = tuple[Shapes, Shapes]  # at the file's batch, at PROBE_BATCH times it
 
 
 class MakeBatchDynamicPass(ir.passes.InPlacePass):
@@ -71,7 +73,7 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
         found = False
         for self.defer in (False, True):
             self.budget = MAX_PROBES
-            found = self._fix_from_here(model, value)
+            found = self._fix_from_here(model, value, self._probes(model, value))
             if found:
                 break
         if not found:
@@ -86,12 +88,12 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
             )
         return ir.passes.PassResult(model, modified=bool(self.rewritten))
 
-    def _fix_from_here(self, model: ir.Model, value: ir.Value) -> bool:
+    def _fix_from_here(self, model: ir.Model, value: ir.Value, probes: Probes) -> bool:
         """Repoint the first Reshape that drops the batch (or, once none does, the first whose
         -1 takes it in), trying each place the batch may go (depth first), until every output
-        carries the batch in its first axis and `accept` takes the result."""
-        one = _probe_shapes(model, value, self.batch)
-        many = _probe_shapes(model, value, PROBE_BATCH * self.batch)
+        carries the batch in its first axis and `accept` takes the result. `probes` are the
+        model's shapes as they are now (`_probes`)."""
+        one, many = probes
         node = next((n for n in model.graph if _drops_batch(n, one, many)), None)
         if node is None:  # outputs of unknown shape are left to the onnxruntime check
             kept = all(
@@ -100,9 +102,8 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
             if not kept:
                 self.lost = self.lost or _batch_lost_at(model, one, many)
             node = next((n for n in model.graph if _absorbs_batch(n, one, many, self.batch)), None)
-            if node is None:
-                consistent = not self.rewritten or self._consistent(model, value)
-                return kept and consistent and self.accept(model, self.rewritten)
+            if node is None:  # no Reshape waits, so `_consistent` found the shapes agree
+                return kept and self.accept(model, self.rewritten)
         elif not self.rewritten:
             self.first = node_name(node)
         if node_name(node) in self.rewritten:  # its rewrite on this path did not free the batch
@@ -122,7 +123,8 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
             if self.budget < 0:
                 return False
             _set_target(model.graph, node, out, position)
-            if self._consistent(model, value) and self._fix_from_here(model, value):
+            consistent = self._consistent(model, value)
+            if consistent is not None and self._fix_from_here(model, value, consistent):
                 return True
             rejected = required_input(node, 1)
             node.replace_input_with(1, original)
@@ -130,22 +132,28 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
         self.rewritten.pop()
         return False
 
-    def _consistent(self, model: ir.Model, value: ir.Value) -> bool:
-        """Whether the shapes inferred at a grown batch agree everywhere, or (`defer`)
-        disagree only while a Reshape still holds the batch as a constant or takes it into its
-        -1 (a branch it feeds keeps the file's batch until its own rewrite, which comes next)."""
-        batch = PROBE_BATCH * self.batch
+    def _probes(self, model: ir.Model, value: ir.Value) -> Probes:
+        """Every value's shape at the file's batch and at PROBE_BATCH times it."""
+        one = _probe_shapes(model, value, self.batch)
+        return one, _probe_shapes(model, value, PROBE_BATCH * self.batch)
+
+    def _consistent(self, model: ir.Model, value: ir.Value) -> Probes | None:
+        """The model's `_probes` where the shapes inferred at a grown batch agree everywhere,
+        or (`defer`) disagree only while a Reshape still holds the batch as a constant or takes
+        it into its -1 (a branch it feeds keeps the file's batch until its own rewrite, which
+        comes next); None where they do not."""
         try:
-            _probe_shapes(model, value, batch, strict=True)
+            many = _probe_shapes(model, value, PROBE_BATCH * self.batch, strict=True)
         except onnx.shape_inference.InferenceError:
             if not self.defer:
-                return False
-            one, many = _probe_shapes(model, value, self.batch), _probe_shapes(model, value, batch)
-            return any(
+                return None
+            one, many = self._probes(model, value)
+            waits = any(
                 _drops_batch(n, one, many) or _absorbs_batch(n, one, many, self.batch)
                 for n in model.graph
             )
-        return True
+            return (one, many) if waits else None
+        return _probe_shapes(model, value, self.batch), many
 
 
 def _keeps_batch(one: tuple | None, many: tuple | None) -> bool:
@@ -154,9 +162,7 @@ def _keeps_batch(one: tuple | None, many: tuple | None) -> bool:
     return not one or not many or many[0] == PROBE_BATCH * one[0] > 0
 
 
-def _probe_shapes(
-    model: ir.Model, value: ir.Value, batch: int, strict: bool = False
-) -> dict[str, tuple | None]:
+def _probe_shapes(model: ir.Model, value: ir.Value, batch: int, strict: bool = False) -> Shapes:
     """Every value's inferred shape with the image input's batch set to `batch`; `strict`
     raises onnx's InferenceError where two shapes disagree."""
     saved = value.shape
@@ -166,7 +172,7 @@ def _probe_shapes(
     finally:
         value.shape = saved
     inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=strict, data_prop=True)
-    shapes: dict[str, tuple | None] = {}
+    shapes: Shapes = {}
     for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         typed = info.type.tensor_type if info.type.HasField("tensor_type") else None
         dims = typed.shape.dim if typed is not None and typed.HasField("shape") else None
