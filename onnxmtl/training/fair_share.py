@@ -58,21 +58,20 @@ class FairShare:
         self._since: tuple[float, float, float] | None = None
         self.changes: list[int] = []  # the thread counts it set, in order
 
-    def _snapshot(self) -> tuple[float, float, float] | None:
-        busy = _busy_seconds(self.cores)
-        return None if busy is None else (time.monotonic(), busy, time.process_time())
-
     def step(self) -> None:
-        """Re-measure the share if CHECK_SECONDS have passed since the last measure."""
-        now = self._snapshot()
-        if now is None:
+        """Re-measure the share if CHECK_SECONDS have passed since the last measure (the
+        machine's busy time is read only then)."""
+        wall_now = time.monotonic()
+        if self._since is not None and wall_now - self._since[0] < self.every:
             return
+        busy = _busy_seconds(self.cores)
+        if busy is None:
+            return
+        now = (wall_now, busy, time.process_time())
         if self._since is None:
             self._since = now
             return
         wall = now[0] - self._since[0]
-        if wall < self.every:
-            return
         others = max(0.0, (now[1] - self._since[1]) - (now[2] - self._since[2])) / wall
         self._since = now
         threads = max(1, min(self.most, int(self.cores - others + SLACK)))
