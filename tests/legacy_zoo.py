@@ -62,6 +62,11 @@ class Net:
     def conv_bn_relu(self, x: str, cin: int, cout: int, k: int = 3, stride: int = 1) -> str:
         return self.op("Relu", [self.bn(self.conv(x, cin, cout, k, stride), cout)])
 
+    def stem(self, cout: int) -> str:
+        """A strided 3x3 convolution, BatchNorm and Relu on the image, then a 3x3 MaxPool."""
+        x = self.conv_bn_relu("data", 3, cout, 3, 2)
+        return self.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+
     def classifier(self, x: str, features: int, batch: int, classes: int = 10) -> str:
         """Dropout, Reshape to [batch, -1] (the batch a constant), Gemm and Softmax."""
         x = self.op("Dropout", [x], ratio=0.5)
@@ -98,13 +103,7 @@ class Net:
 def resnet(batch: int) -> onnx.ModelProto:
     """Stem, MaxPool, two residual blocks joined by Sum, a fixed 4x4 AveragePool."""
     n = Net(1)
-    x = n.op(
-        "MaxPool",
-        [n.conv_bn_relu("data", 3, 8, 3, 2)],
-        kernel_shape=[3, 3],
-        strides=[2, 2],
-        pads=[1, 1, 1, 1],
-    )
+    x = n.stem(8)
     for cin, cout, stride in ((8, 8, 1), (8, 16, 2)):
         y = n.bn(n.conv(n.conv_bn_relu(x, cin, cout, 3, stride), cout, cout), cout)
         short = x if (cin, stride) == (cout, 1) else n.bn(n.conv(x, cin, cout, 1, stride), cout)
@@ -117,13 +116,7 @@ def shufflenet(batch: int) -> onnx.ModelProto:
     """Grouped 1x1 convolutions and a channel shuffle (Reshape to [batch, groups, C/groups, H,
     W], Transpose, Reshape back), branches joined by Concat, a fixed AveragePool."""
     n = Net(2)
-    x = n.op(
-        "MaxPool",
-        [n.conv_bn_relu("data", 3, 12, 3, 2)],
-        kernel_shape=[3, 3],
-        strides=[2, 2],
-        pads=[1, 1, 1, 1],
-    )
+    x = n.stem(12)
     size, groups = SIZE // 4, 3
     for stride in (2, 1):
         y = n.conv_bn_relu(x, 12, 12, 1)
