@@ -15,11 +15,26 @@ from onnxmtl.compiler.policy import SKIP, SPECIFIC
 from onnxmtl.compiler.supermodel import SuperModel
 from onnxmtl.errors import ConfigError, ShapeError
 from onnxmtl.ir import Graph, Unit, load
+from onnxmtl.ir.multiscale import with_early_feature
 from onnxmtl.lower import lower
-from onnxmtl.tasks import Task, check_tasks, is_custom_head, load_tasks, make_head
+from onnxmtl.tasks import Task, check_tasks, is_custom_head, load_tasks, make_head, reads_early_map
 
 RENORM_OPS = ("Conv", "ConvTranspose")
 CALIBRATION_BATCH = 8
+
+
+def _feature_channels(graph: Graph) -> tuple[int, ...]:
+    """The channel count of each feature value, for a head that reads an early map."""
+    counts = []
+    for name, shape in zip(graph.features, graph.feature_shapes):
+        channels = shape[1] if shape is not None and len(shape) > 1 else None
+        if not isinstance(channels, int):
+            raise ShapeError(
+                f"{graph.source}: the feature value '{name}' has shape {shape}; heads need a "
+                "known channel count."
+            )
+        counts.append(channels)
+    return tuple(counts)
 
 
 def renormalized_units(graph: Graph, renormalize: bool | str = "auto") -> list[int]:
@@ -74,6 +89,8 @@ def compile(
         tasks = load_tasks(tasks)
     tasks = list(tasks)
     check_tasks(tasks)
+    if any(reads_early_map(t) for t in tasks):
+        graph = with_early_feature(graph)
     if not isinstance(shared_prefix, int) or not 0 <= shared_prefix <= len(graph.units):
         raise ConfigError(
             f"shared_prefix must be between 0 and the number of units ({len(graph.units)}), "
@@ -113,7 +130,12 @@ def compile(
                 mask[i, SKIP] = False
             if i < shared_prefix:
                 mask[i, SPECIFIC] = mask[i, SKIP] = False
-        heads = {t.name: make_head(t, feature_shape[1]) for t in tasks}
+        heads = {
+            t.name: make_head(
+                t, _feature_channels(graph) if reads_early_map(t) else feature_shape[1]
+            )
+            for t in tasks
+        }
     options = {
         "renormalize": renormalize,
         "shared_prefix": shared_prefix,

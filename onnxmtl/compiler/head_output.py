@@ -9,15 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onnxmtl.tasks import Task, is_custom_head
+from onnxmtl.tasks import Task, reads_all_features
 
 V = TypeVar("V")  # a feature value: a tensor, or the fx node computing one
 
 
 def head_input(task: Task, feats: Sequence[V]) -> V | tuple[V, ...]:
     """Heads given by name read the last feature value; custom heads (a factory or a module)
-    read all of them (a tuple) when there are several."""
-    return tuple(feats) if is_custom_head(task) and len(feats) > 1 else feats[-1]
+    and registered heads that read an early map read all of them (a tuple) when there are
+    several."""
+    return tuple(feats) if reads_all_features(task) and len(feats) > 1 else feats[-1]
 
 
 def fit_to_image(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

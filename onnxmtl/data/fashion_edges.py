@@ -5,9 +5,11 @@ negative transfer: naming the item wants deep features that stay the same when i
 tracing its edges wants early, full-resolution ones that move with every pixel. Each 28x28
 item lands at a uniformly drawn place on a 40x40 canvas. Tasks: `item`, its class (10), and
 `edges`, a per-pixel mask (segmentation, 2 classes: 1 = edge) of the canvas pixels whose Sobel
-gradient magnitude exceeds THRESHOLD. The mask stays at the 40x40 canvas resolution whatever
-`size` the image is resized to (training and evaluation resize a dense prediction to its
-target's resolution), so it is exact rather than a resampled 1-pixel-thin line.
+gradient magnitude exceeds THRESHOLD, read by a `deeplab` head (an early map beside the last:
+a small backbone input leaves the last map a few pixels wide). The mask stays at the 40x40
+canvas resolution whatever `size` the image is resized to (training and evaluation resize a
+dense prediction to its target's resolution), so it is exact rather than a resampled
+1-pixel-thin line.
 """
 
 from __future__ import annotations
@@ -63,4 +65,7 @@ class FashionEdges(FashionCanvas):
         return canvas, {"item": item, "edges": edges(canvas)}
 
     def tasks(self) -> list[Task]:
-        return [Task("item", "classification", 10), Task("edges", "segmentation", 2)]
+        return [
+            Task("item", "classification", 10),
+            Task("edges", "segmentation", 2, head="deeplab"),
+        ]

@@ -6,10 +6,13 @@ from onnxmtl.tasks.heads import (
     HEADS,
     ASPPHead,
     ConvHead,
+    DeepLabHead,
     LinearHead,
     head_factory,
     is_custom_head,
     make_head,
+    reads_all_features,
+    reads_early_map,
     register_head,
 )
 from onnxmtl.tasks.losses import LOSSES, loss_fn
@@ -20,6 +23,7 @@ __all__ = [
     "DELTA_M_DEFINITION",
     "ASPPHead",
     "ConvHead",
+    "DeepLabHead",
     "HEADS",
     "HIGHER_IS_BETTER",
     "HeadFactory",
@@ -38,6 +42,8 @@ __all__ = [
     "make_head",
     "make_metric",
     "mean_metrics",
+    "reads_all_features",
+    "reads_early_map",
     "register_head",
     "task_deltas",
 ]

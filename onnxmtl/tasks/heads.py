@@ -3,7 +3,9 @@
 Heads are built by factories, (task, in_channels) -> a fresh nn.Module, registered by name in
 `HEADS`, so that every compiled model (the search's and each baseline's) owns its head. Dense
 heads return a map at the feature resolution; the supermodel resizes it to the input
-resolution, so a custom head need not know the image size.
+resolution, so a custom head need not know the image size. A head registered as reading an
+early map (`deeplab`) also gets the backbone's low-level, high-resolution map: its factory
+receives (early channels, last channels) and its module (early map, ..., last map).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from onnxmtl.errors import ConfigError
@@ -51,6 +54,29 @@ class ASPPHead(nn.Module):
         return self.classifier(self.project(y))
 
 
+class DeepLabHead(nn.Module):
+    """A DeepLabv3+ decoder, narrow: the ASPP of the last map, upsampled to the early map's
+    size and joined with a 1x1 projection of it, then a 3x3 conv-BN-ReLU and a classifier.
+    The early map brings back the detail (edges, boundaries) that a stride-32 map lost."""
+
+    def __init__(
+        self, channels: tuple[int, int], num_outputs: int, width: int = 64, early_width: int = 32
+    ) -> None:
+        super().__init__()
+        early_channels, last_channels = channels
+        self.aspp = ASPPHead(last_channels, num_outputs, width)
+        self.early = _conv_bn_relu(early_channels, early_width)
+        self.fuse = _conv_bn_relu(width + early_width, width, 3)
+        self.classifier = nn.Conv2d(width, num_outputs, 1)
+
+    def forward(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        early, last = feats[0], feats[-1]
+        pooled = self.aspp.image_pool(last).expand(-1, -1, last.shape[2], last.shape[3])
+        deep = self.aspp.project(torch.cat([b(last) for b in self.aspp.branches] + [pooled], 1))
+        deep = F.interpolate(deep, size=early.shape[2:], mode="bilinear", align_corners=False)
+        return self.classifier(self.fuse(torch.cat([deep, self.early(early)], dim=1)))
+
+
 class ConvHead(nn.Module):
     """A 3x3 conv-BN-ReLU followed by a 1x1 classifier."""
 
@@ -80,14 +106,26 @@ HEADS: dict[str, HeadFactory] = {
     "conv": lambda task, in_channels: ConvHead(in_channels, task.outputs),
     "conv1x1": lambda task, in_channels: nn.Conv2d(in_channels, task.outputs, 1),
     "linear": lambda task, in_channels: LinearHead(in_channels, task.outputs),
+    "deeplab": lambda task, channels: DeepLabHead(channels, task.outputs),  # type: ignore[arg-type]
 }
+# The registered heads that read an early map beside the last one.
+EARLY_MAP_HEADS: set[str] = {"deeplab"}
 
 
-def register_head(name: str, factory: HeadFactory, override: bool = False) -> None:
+def register_head(
+    name: str, factory: HeadFactory, override: bool = False, early_map: bool = False
+) -> None:
     """Make `head: NAME` in a task build `factory(task, in_channels)`, a fresh module for each
     model compiled (a name registered already is refused unless `override`). A registered
-    head reads the last feature value, which must be an (N, C, H, W) map for a dense task."""
+    head reads the last feature value, which must be an (N, C, H, W) map for a dense task;
+    with `early_map` it reads (early map, ..., last map) instead and its factory gets the two
+    maps' channel counts, the early one first (the compiler adds an early map, see
+    `onnxmtl.ir.multiscale`, where the backbone was cut at one feature value)."""
     add(HEADS, name, factory, "head", override)
+    if early_map:
+        EARLY_MAP_HEADS.add(name)
+    else:
+        EARLY_MAP_HEADS.discard(name)
 
 
 def is_custom_head(task: Task) -> bool:
@@ -95,6 +133,16 @@ def is_custom_head(task: Task) -> bool:
     receives every feature value (a tuple) when the graph has several, and whatever shape they
     have."""
     return task.head is not None and not isinstance(task.head, str)
+
+
+def reads_early_map(task: Task) -> bool:
+    """Whether `task`'s head is a registered one that reads an early map beside the last."""
+    return isinstance(task.head, str) and task.head in EARLY_MAP_HEADS
+
+
+def reads_all_features(task: Task) -> bool:
+    """Whether `task`'s head receives every feature value (a tuple) rather than the last."""
+    return is_custom_head(task) or reads_early_map(task)
 
 
 def head_factory(task: Task) -> HeadFactory:
@@ -120,9 +168,21 @@ def head_factory(task: Task) -> HeadFactory:
     )
 
 
-def make_head(task: Task, in_channels: int) -> nn.Module:
-    """A fresh head module for `task` on a feature map with `in_channels` channels."""
-    head = head_factory(task)(task, in_channels)
+def make_head(task: Task, in_channels: int | tuple[int, ...]) -> nn.Module:
+    """A fresh head module for `task` on feature maps with `in_channels` channels (one count,
+    or one per feature value, the last map's last): a head that reads an early map gets the
+    first and the last count, any other the last."""
+    channels = in_channels if isinstance(in_channels, tuple) else (in_channels,)
+    if reads_early_map(task):
+        if len(channels) < 2:
+            raise ConfigError(
+                f"task '{task.name}': head {task.head!r} reads an early feature map beside the "
+                "last, but the backbone hands out one feature value; compile it (which adds "
+                "one) or name both with --features EARLY,LAST."
+            )
+        head = head_factory(task)(task, (channels[0], channels[-1]))  # type: ignore[arg-type]
+    else:
+        head = head_factory(task)(task, channels[-1])
     if not isinstance(head, nn.Module):
         raise ConfigError(
             f"task '{task.name}': the head factory returned {type(head).__name__}, "
