@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
+from onnx import helper
 
 import onnxmtl
 from onnxmtl.compiler import (
@@ -20,10 +22,19 @@ from onnxmtl.compiler import (
     load_supermodel,
     save_supermodel,
 )
-from onnxmtl.errors import ConfigError
+from onnxmtl.errors import ConfigError, ShapeError
 from onnxmtl.lower import lower
 from onnxmtl.tasks import Task
-from tests.helpers import EXPORTS, assert_close, losses, ort_features, tasks
+from tests.helpers import (
+    EXPORTS,
+    assert_close,
+    image,
+    losses,
+    make_model,
+    ort_features,
+    output,
+    tasks,
+)
 
 
 @pytest.fixture
@@ -466,3 +477,19 @@ def test_same_padding_geometry_with_a_symbolic_output_size():
     assert geometry is not None
     assert geometry.strides == (2, 2) and geometry.groups == 1
     assert geometry.offsets == (1, 1)  # 3x3 centre tap; padding 0 for 'h', 1 // 2 = 0 for 8
+
+
+def test_a_batch_at_another_size_than_the_compiled_one_names_both_sizes():
+    """A valid-padded convolution's skip reads a crop fixed at the compiled size, so a batch
+    of another size cannot be mixed: a ShapeError names both sizes and the two ways out,
+    instead of torch's raw size mismatch; at the compiled size the same model runs."""
+    rng = np.random.default_rng(0)
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3])
+    relu = helper.make_node("Relu", ["c"], ["y"])
+    weights = {"w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32)}
+    model = make_model([conv, relu], [image("x", ("N", 3, 16, 16))], [output()], weights)
+    supermodel = compile(onnxmtl.load(model), [Task("d", "depth")])
+    with torch.no_grad():
+        assert supermodel(torch.randn(2, 3, 16, 16), mode="warmup")["d"].shape == (2, 1, 16, 16)
+        with pytest.raises(ShapeError, match=r"compiled for 16x16 images.*on 20x20 ones.*resize"):
+            supermodel(torch.randn(2, 3, 20, 20), mode="warmup")

@@ -19,7 +19,7 @@ from onnxmtl.compiler.head_output import head_output
 from onnxmtl.compiler.interpreted import Values, for_task, last_uses
 from onnxmtl.compiler.mixing import mixed_parameters
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy, checked_choices
-from onnxmtl.errors import ConfigError
+from onnxmtl.errors import ConfigError, ShapeError
 from onnxmtl.ir import Graph
 from onnxmtl.tasks import Task
 
@@ -42,6 +42,10 @@ class _Gate(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         gate_grad = (grad * x).sum() if ctx.needs_input_grad[1] else None
         return grad, gate_grad
+
+
+def _size(dims: tuple) -> str:
+    return "x".join(str(d) for d in dims)
 
 
 class SuperModel(nn.Module):
@@ -227,7 +231,21 @@ class SuperModel(nn.Module):
                 probs = None
         self.last_choices = choices
         by_parameters = mode == "soft" and self.soft_mix == "parameters" and self.training
-        return self._interpret(x, probs, choices, delta, by_parameters)
+        try:
+            return self._interpret(x, probs, choices, delta, by_parameters)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:
+            compiled = tuple(self.graph.input_shape[2:])
+            if x.dim() < 3 or tuple(x.shape[2:]) == compiled:
+                raise
+            raise ShapeError(
+                f"{self.graph.source}: the supermodel was compiled for {_size(compiled)} "
+                f"images and cannot run on {_size(tuple(x.shape[2:]))} ones "
+                f"({str(exc).splitlines()[0]}); resize the images to {_size(compiled)} "
+                "(onnxmtl.training.evaluate.fit_input does), or load the backbone at that "
+                "size (input_shape=...) and compile it again."
+            ) from exc
 
     def _interpret(
         self,
