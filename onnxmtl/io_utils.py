@@ -1,11 +1,12 @@
-"""File I/O: atomic writes (a crash or Ctrl-C never leaves a half-written file behind) and
-YAML files read with one-line errors."""
+"""File I/O: atomic writes (a crash or Ctrl-C never leaves a half-written file behind), the
+list of files written into a folder, and YAML files read with one-line errors."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,75 @@ def default_cache() -> Path:
     return Path(os.environ.get("ONNXMTL_CACHE", Path.home() / ".cache" / "onnxmtl"))
 
 
+FILE_LIST = ".onnxmtl-files"  # in a listed folder: every path written there, one a line
+
+# The folders whose writes this process lists (`listing_writes`), outermost first, each with
+# the paths its list holds.
+_listed: list[tuple[Path, set[str]]] = []
+
+
+def read_file_list(folder: Path) -> list[str]:
+    """The paths (relative, '/'-separated) that `folder`'s file list names, in order; empty
+    where it has none."""
+    try:
+        text = (Path(folder) / FILE_LIST).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return list(dict.fromkeys(line for line in text.splitlines() if line))
+
+
+@contextlib.contextmanager
+def listing_writes(folder: Path) -> Iterator[None]:
+    """While the block runs, every file this process writes under `folder` (`atomic_write`,
+    `note_write`) is first added to `folder`'s file list, so that the folder can later tell
+    what onnxmtl wrote from what a user put there. A listed folder inside another is itself
+    noted in the outer one's list (by its own list's path)."""
+    folder = Path(folder).absolute()
+    note_write(folder / FILE_LIST)
+    _listed.append((folder, set(read_file_list(folder))))
+    try:
+        yield
+    finally:
+        _listed.pop()
+
+
+def note_write(path: Path) -> None:
+    """Add `path`, about to be written, to the file list of the innermost folder that
+    `listing_writes` holds around it (nothing where none does)."""
+    path = Path(path).absolute()
+    for folder, names in reversed(_listed):
+        if path == folder / FILE_LIST or not path.is_relative_to(folder):
+            continue
+        name = path.relative_to(folder).as_posix()
+        if name not in names:
+            try:
+                with open(folder / FILE_LIST, "a", encoding="utf-8") as f:
+                    f.write(name + "\n")
+            except OSError as exc:
+                raise OutputError(f"{folder / FILE_LIST}: cannot write ({exc.strerror}).") from exc
+            names.add(name)
+        return
+
+
+def forget_file_list(folder: Path) -> None:
+    """Delete `folder`'s file list (its files are gone), here and in this process's memory."""
+    folder = Path(folder).absolute()
+    (folder / FILE_LIST).unlink(missing_ok=True)
+    for listed, names in _listed:
+        if listed == folder:
+            names.clear()
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call `write(tmp)` on a temporary file next to `path`, then rename it into place with
-    the permissions the umask gives new files. A path that is a folder, a folder that cannot
+    the permissions the umask gives new files; the path is first noted in the file list of
+    the folder being written (`note_write`). A path that is a folder, a folder that cannot
     be written and a full disk are OutputErrors naming the path; the temporary file is
     removed whatever happens."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give the path of a file to write.")
+    note_write(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

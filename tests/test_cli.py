@@ -225,7 +225,12 @@ def test_search_train_and_eval_commands(tiny_export, tmp_path, monkeypatch):
     assert_clean_error(run_cli("search", model, *args, "--out", str(run)), "--resume", "--force")
     proc = run_cli("eval", str(run), "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == json.loads((run / "metrics.json").read_text())["test"]
+    stored = json.loads((run / "metrics.json").read_text())["test"]
+    # the same model and images; the thread count may differ (a fair share of a busy machine),
+    # which reorders float sums: equal within 1e-6 relative
+    assert json.loads(proc.stdout) == {
+        task: pytest.approx(values, rel=1e-6) for task, values in stored.items()
+    }
     proc = run_cli("derive", str(run), "-o", str(tmp_path / "derived.pt"))
     assert proc.returncode == 0, proc.stderr
     searched = json.loads((run / "policy.json").read_text())

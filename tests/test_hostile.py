@@ -32,8 +32,7 @@ from onnxmtl.data import Scenes, load_dataset
 from onnxmtl.data.base import normalize_image
 from onnxmtl.derived import derive, save_derived
 from onnxmtl.errors import DataError, RunFolderError, TrainingError
-from onnxmtl.io_utils import atomic_write_text
-from onnxmtl.pipeline.run_folders import LAYOUT
+from onnxmtl.io_utils import FILE_LIST, atomic_write_text, read_file_list
 from onnxmtl.pipeline.stages import search
 from onnxmtl.run_folder import LOCK_FILE, clear_run, foreign_entries, locked
 from onnxmtl.training import SearchConfig, Trainer
@@ -495,30 +494,31 @@ def test_hostile_input_fails_in_one_line(case: Case, shared, tmp_path) -> None:
 def test_force_clears_every_file_a_run_writes_and_nothing_else(shared, tmp_path):
     run = Env(*shared, tmp_path).copy_run()
     (run / ".metrics.json.abc123.tmp").write_text("{")  # an interrupted atomic write
-    assert foreign_entries(run, LAYOUT) == []
-    clear_run(run, LAYOUT)
+    assert foreign_entries(run) == []
+    clear_run(run)
     assert [p.name for p in run.iterdir()] == [LOCK_FILE]  # kept: a process may hold it
     (run / "notes.txt").write_text("mine")
     with pytest.raises(RunFolderError, match="not a run folder"):
-        clear_run(run, LAYOUT)
+        clear_run(run)
     assert (run / "notes.txt").read_text() == "mine"
 
 
 def test_the_lock_removes_stray_temporary_files_and_is_released(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
+    (run / FILE_LIST).write_text("checkpoint.pt\n")  # an earlier start listed it
     stray = run / ".checkpoint.pt.k2j3h4.tmp"
     stray.write_bytes(b"half a checkpoint")
     users = run / ".draft.tmp"
     users.write_text("not onnxmtl's")
-    with locked(run, LAYOUT):
+    with locked(run):
         assert not stray.exists() and users.exists()
-        with pytest.raises(RunFolderError, match="another onnxmtl process"), locked(run, LAYOUT):
+        with pytest.raises(RunFolderError, match="another onnxmtl process"), locked(run):
             pass
-    with locked(run, LAYOUT):  # released on exit
+    with locked(run):  # released on exit
         pass
     fresh = tmp_path / "fresh"
-    with pytest.raises(KeyError), locked(fresh, LAYOUT):
+    with pytest.raises(KeyError), locked(fresh):
         raise KeyError("a failed start")
     assert not fresh.exists()
 
@@ -719,33 +719,39 @@ def test_a_supermodel_whose_onnx_points_to_outside_data_is_refused(tiny_export, 
     assert_clean_error(run_cli("inspect", str(path)), "points to data in a file")
 
 
-def test_force_keeps_a_users_backbone_and_subfolders_and_clears_an_exported_one(tmp_path):
-    """--force deletes what the run wrote, judged by the run itself: a backbone.onnx only where
-    onnxmtl exported it from a module, task folders only by the run's task names."""
-    from onnxmtl.ir.from_torch import export_module
-    from tests.conftest import TinyNet
-
+def test_force_deletes_what_the_file_list_names_and_nothing_else(tmp_path):
+    """--force judges by the run's file list, not by names: a user's file called like a run
+    file (metrics.csv, backbone.onnx) or a folder of them is refused and kept, as is a list
+    entry that would leave the folder; what onnxmtl wrote, in subfolders too, goes."""
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "run.json").write_text(json.dumps({"kind": "search", "tasks": [{"name": "seg"}]}))
-    (run / "config.json").write_text("{}")
-    user = run / "backbone.onnx"
-    onnx.save(make_model([helper.make_node("Relu", ["x"], ["y"])], [image()], [output()]), user)
-    with pytest.raises(RunFolderError, match=r"did not write \(backbone.onnx\)"):
-        clear_run(run, LAYOUT)
-    assert user.exists() and (run / "config.json").exists()  # nothing deleted
-    export_module(TinyNet().eval(), torch.zeros(1, 3, 32, 32), user)  # now onnxmtl's export
+    with locked(run):
+        atomic_write_text(run / "run.json", json.dumps({"kind": "search"}))
+        atomic_write_text(run / "config.json", "{}")
+        atomic_write_text(run / "seg" / "metrics.json", "{}")
+        with locked(run / "stage"):  # a pipeline's stage: its own lock and list
+            atomic_write_text(run / "stage" / "policy.json", "{}")
+    assert sorted(read_file_list(run)) == [
+        "config.json", "run.json", "seg/metrics.json", f"stage/{FILE_LIST}"
+    ]  # fmt: skip
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    with open(run / FILE_LIST, "a") as f:  # a crafted list
+        f.write(f"../outside.txt\n{outside}\n")
+    for name in ("metrics.csv", "backbone.onnx"):
+        (run / name).write_text("the user's")
+        with pytest.raises(RunFolderError, match=rf"did not write \({name}\)"):
+            clear_run(run)
+        assert (run / name).read_text() == "the user's" and (run / "config.json").exists()
+        (run / name).unlink()
     mine = run / "my_experiment"
     mine.mkdir()
-    (mine / "config.json").write_text("{}")  # a run-file name, in the user's own folder
+    (mine / "config.json").write_text("{}")
     with pytest.raises(RunFolderError, match="my_experiment"):
-        clear_run(run, LAYOUT)
-    assert (mine / "config.json").exists()
+        clear_run(run)
     shutil.rmtree(mine)
-    (run / "seg").mkdir()  # the run's own task folder
-    (run / "seg" / "metrics.json").write_text("{}")
-    clear_run(run, LAYOUT)
-    assert sorted(p.name for p in run.iterdir()) == []
+    clear_run(run)
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]
+    assert outside.read_text() == "keep"
 
 
 @pytest.mark.parametrize("command", ["search", "run"])

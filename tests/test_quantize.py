@@ -11,6 +11,7 @@ import pytest
 import onnxmtl
 from onnxmtl.data import load_dataset
 from onnxmtl.quantize import evaluate_onnx, quantize_model
+from onnxmtl.run_folder import foreign_entries
 from tests.helpers import assert_clean_error, run_cli
 
 TINY = {
@@ -55,6 +56,7 @@ def test_quantize_a_run_records_each_tasks_metrics_and_both_latencies(finished_r
     assert set(record["fp32"]) == set(record["int8"]) == {"seg", "depth", "normal"}
     assert set(record["latency_p50_ms"]) == {"1", "8"}
     assert "| seg | miou |" in proc.stdout and "speed-up" in proc.stdout
+    assert foreign_entries(finished_run) == []  # both files listed: --force may clear them
 
 
 def test_a_strict_tolerance_keeps_measured_nodes_in_float(finished_run, tmp_path):

@@ -9,12 +9,10 @@ import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-import onnx
 import torch
 
 from onnxmtl.errors import ModelFileError, OutputError
 from onnxmtl.io_utils import atomic_write
-from onnxmtl.run_folder.ownership import EXPORTED_KEY
 
 OPSET = 17
 
@@ -48,9 +46,6 @@ def export_module(module: torch.nn.Module, example_input: torch.Tensor, path: Pa
                 input_names=["input"],
                 dynamic_axes={"input": {0: "batch"}},
             )
-        proto = onnx.load(str(tmp))
-        onnx.helper.set_model_props(proto, {EXPORTED_KEY: name})  # onnxmtl wrote this file
-        onnx.save(proto, str(tmp))
 
     try:
         atomic_write(Path(path), write)

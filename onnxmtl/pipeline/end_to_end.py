@@ -55,7 +55,6 @@ from onnxmtl.pipeline.stages import (
     train_baseline,
 )
 from onnxmtl.run_folder import (
-    Layout,
     PipelineFolder,
     RunFolder,
     check_fresh,
@@ -88,9 +87,6 @@ def expand_baselines(names: tuple[str, ...]) -> tuple[str, ...]:
             f"got {', '.join(unknown)}."
         )
     return tuple(dict.fromkeys(expanded))
-
-
-LAYOUT: Layout = PipelineFolder.layout(RUN_BASELINES)
 
 
 @dataclass
@@ -143,11 +139,11 @@ def run(
         results = json.loads(files.results.read_text())
         return RunResult(out, files.report, results)
     config = start(config)
-    with writing(out, LAYOUT), cpu_threads(config.runtime.threads):
+    with writing(out), cpu_threads(config.runtime.threads):
         if force:
             distributed.barrier()
             if distributed.is_main():
-                clear_run(out, LAYOUT)
+                clear_run(out)
             distributed.barrier()
         elif not is_run(out):
             check_fresh(out)  # before the backbone is exported into it

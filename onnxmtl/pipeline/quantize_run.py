@@ -3,6 +3,7 @@ test metrics before and after and the two models' latency side by side."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from onnxmtl.data.torch_dataset import DataSource
 from onnxmtl.errors import ConfigError, ModelFileError
 from onnxmtl.exporter.onnx_export import read_metadata
 from onnxmtl.io_utils import atomic_write_text
+from onnxmtl.pipeline.run_folders import writing
 from onnxmtl.quantize import DEFAULT_TOLERANCE, quantize_model
 from onnxmtl.run_folder import PipelineFolder
 from onnxmtl.tasks import Task
@@ -42,11 +44,13 @@ def quantize(
         raise ConfigError("quantize reads named datasets and dataset folders; give --data.")
     train = load_dataset(source, "train", **options)
     test = load_dataset(source, "test", **options)
-    summary = quantize_file(
-        path, train, test, seed, tolerance, count, batch_sizes, repeats, threads
-    )
-    if record is not None:
-        atomic_write_text(record, json.dumps(summary, indent=1))
+    # a run's folder is held (and its file list kept) while the INT8 model is written into it
+    with writing(Path(target)) if record is not None else contextlib.nullcontext():
+        summary = quantize_file(
+            path, train, test, seed, tolerance, count, batch_sizes, repeats, threads
+        )
+        if record is not None:
+            atomic_write_text(record, json.dumps(summary, indent=1))
     return summary
 
 

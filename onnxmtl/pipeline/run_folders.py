@@ -14,13 +14,12 @@ from onnxmtl.data import data_fingerprint
 from onnxmtl.data.torch_dataset import DataSource, data_label
 from onnxmtl.errors import ConfigError, RunFolderError
 from onnxmtl.io_utils import atomic_write_text
-from onnxmtl.run_folder import Layout, RunFolder, check_fresh, clear_run, locked, read_run
+from onnxmtl.run_folder import RunFolder, check_fresh, clear_run, locked, read_run
 from onnxmtl.tasks import Task
 from onnxmtl.training import distributed
 from onnxmtl.training.config import SearchConfig
 from onnxmtl.training.result import SearchResult
 
-LAYOUT: Layout = RunFolder.layout()
 RESUME_FREE = ("device", "threads", "checkpoint_every", "latency_cache")  # may change on --resume
 
 
@@ -32,7 +31,7 @@ def prepare_dir(out: Path, resume: bool, force: bool) -> bool:
     distributed.barrier()  # every process has looked before rank 0 writes or deletes
     if force:
         if distributed.is_main():
-            clear_run(out, LAYOUT)
+            clear_run(out)
         distributed.barrier()
         return False
     if holds_run and not resume:
@@ -46,10 +45,10 @@ def prepare_dir(out: Path, resume: bool, force: bool) -> bool:
     return resume
 
 
-def writing(out: Path, layout: Layout = LAYOUT) -> contextlib.AbstractContextManager:
-    """The run folder's lock (`locked`) in the process that writes files; nothing in the
-    others (under torchrun)."""
-    return locked(out, layout) if distributed.is_main() else contextlib.nullcontext()
+def writing(out: Path) -> contextlib.AbstractContextManager:
+    """The run folder's lock (`locked`), which also lists the files written, in the process
+    that writes files; nothing in the others (under torchrun)."""
+    return locked(out) if distributed.is_main() else contextlib.nullcontext()
 
 
 def has_checkpoint(out: Path) -> bool:

@@ -2,12 +2,13 @@
 --force, and a lock while a process writes to one."""
 
 from onnxmtl.run_folder.lock import locked
-from onnxmtl.run_folder.names import LOCK_FILE, RUN_FILE, Layout, PipelineFolder, RunFolder
+from onnxmtl.run_folder.names import LOCK_FILE, RUN_FILE, PipelineFolder, RunFolder
 from onnxmtl.run_folder.ownership import (
     check_fresh,
     clear_run,
     foreign_entries,
     is_run,
+    own_files,
     read_run,
     remove_stray_temps,
 )
@@ -16,13 +17,13 @@ __all__ = [
     "check_fresh",
     "LOCK_FILE",
     "RUN_FILE",
-    "Layout",
     "PipelineFolder",
     "RunFolder",
     "clear_run",
     "foreign_entries",
     "is_run",
     "locked",
+    "own_files",
     "read_run",
     "remove_stray_temps",
 ]

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from onnxmtl.errors import RunFolderError
-from onnxmtl.run_folder.names import LOCK_FILE, Layout
+from onnxmtl.io_utils import FILE_LIST, listing_writes
+from onnxmtl.run_folder.names import LOCK_FILE
 from onnxmtl.run_folder.ownership import remove_stray_temps
 
 try:
@@ -20,12 +21,13 @@ else:
 
 
 @contextlib.contextmanager
-def locked(folder: Path, layout: Layout) -> Iterator[None]:
+def locked(folder: Path) -> Iterator[None]:
     """Hold an OS lock on `folder` (on its .onnxmtl.lock file) while the block runs, after
-    removing stray temporary files. A second process asking for the same folder gets a
-    RunFolderError at once; the OS releases the lock when the holder exits, even when it is
-    killed, so no stale lock remains. A folder this call created and that is still empty
-    afterwards (a failed start) is removed again."""
+    removing stray temporary files, and list every file written into it meanwhile
+    (`listing_writes`). A second process asking for the same folder gets a RunFolderError at
+    once; the OS releases the lock when the holder exits, even when it is killed, so no stale
+    lock remains. A folder this call created and that is still empty afterwards (a failed
+    start) is removed again."""
     folder = Path(folder)
     created = not folder.exists()
     try:
@@ -46,10 +48,12 @@ def locked(folder: Path, layout: Layout) -> Iterator[None]:
                     "for it to finish or give another --out."
                 ) from exc
         try:
-            remove_stray_temps(folder, layout)
-            yield
+            remove_stray_temps(folder)
+            with listing_writes(folder):
+                yield
         finally:
-            if not [p for p in folder.iterdir() if p.name != LOCK_FILE]:
+            if not [p for p in folder.iterdir() if p.name not in (LOCK_FILE, FILE_LIST)]:
+                (folder / FILE_LIST).unlink(missing_ok=True)
                 (folder / LOCK_FILE).unlink(missing_ok=True)
                 if created:
                     folder.rmdir()

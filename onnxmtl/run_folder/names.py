@@ -2,22 +2,19 @@
 
 `RunFolder` is one training run's folder (a search, a baseline, or one task's folder of the
 single-task baseline); `PipelineFolder` is the folder `onnxmtl.run` fills, which holds such
-folders. Code that reads or writes a run's file asks these objects for its path, and
-`layout` lists the same names for --force (`clear_run`), so a new file cannot be written
-without --force knowing it as onnxmtl's.
+folders. Code that reads or writes a run's file asks these objects for its path. Which files
+--force may delete is not judged by these names but by the folder's file list
+(`onnxmtl.run_folder.ownership`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Union
+from typing import ClassVar
 
 RUN_FILE = "run.json"  # what makes a folder a run (`is_run`)
 LOCK_FILE = ".onnxmtl.lock"
-
-# name pattern -> None for a file, or the layout of a folder by that name
-Layout = dict[str, Union["Layout", None]]
 
 
 @dataclass(frozen=True)
@@ -107,15 +104,6 @@ class RunFolder:
         """Whether this folder, or one of its task folders, holds a checkpoint."""
         return self.checkpoint.exists() or any(self.path.glob(f"*/{self.CHECKPOINT}"))
 
-    @classmethod
-    def layout(cls) -> Layout:
-        """Every file a training run writes, and the same in one folder per task."""
-        names = [RUN_FILE, cls.BACKBONE, cls.CONFIG, cls.CHECKPOINT, cls.INITIAL, cls.METRICS]
-        names += [*cls.LOGS.values(), cls.POLICY, cls.SUPERMODEL, cls.COST_REPORT, cls.CONFLICT]
-        names.append(cls.SELECTION)
-        files: Layout = dict.fromkeys(names)
-        return {**files, "*": files}
-
 
 @dataclass(frozen=True)
 class PipelineFolder:
@@ -133,12 +121,6 @@ class PipelineFolder:
     MODELS: ClassVar[str] = "models"
     SEARCHED: ClassVar[str] = "searched"  # the searched model's name among the models
     QUANTIZE: ClassVar[str] = "quantize.json"  # what `onnxmtl quantize` measured
-    MODEL_FILES: ClassVar[tuple[str, ...]] = (
-        "searched.onnx",
-        "searched.pt",
-        "single-*.onnx",
-        "*.int8.onnx",
-    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -193,19 +175,3 @@ class PipelineFolder:
     def derived(self) -> Path:
         """The searched model as a derived PyTorch model (`save_derived`)."""
         return self.models / f"{self.SEARCHED}.pt"
-
-    @classmethod
-    def layout(cls, baselines: tuple[str, ...]) -> Layout:
-        """Every file `run` writes, with a run folder for the search and each of `baselines`
-        (and the exported model of each but single-task's, whose models are `single-TASK`)."""
-        trainer = RunFolder.layout()
-        models = [*cls.MODEL_FILES, *(f"{b}.onnx" for b in baselines if b != "single-task")]
-        return {
-            **dict.fromkeys(
-                [RUN_FILE, RunFolder.BACKBONE, cls.RESULTS, cls.TIMES, cls.REPORT, cls.QUANTIZE]
-            ),
-            **dict.fromkeys(cls.PLOTS),
-            cls.SEARCH: trainer,
-            cls.BASELINES: dict.fromkeys(baselines, trainer),
-            cls.MODELS: dict.fromkeys(models),
-        }

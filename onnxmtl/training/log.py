@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from onnxmtl.compiler import BRANCHES
-from onnxmtl.io_utils import atomic_write_text
+from onnxmtl.io_utils import atomic_write_text, note_write
 from onnxmtl.run_folder import RunFolder
 from onnxmtl.tasks import Task
 from onnxmtl.training import distributed
@@ -31,6 +31,7 @@ class MetricsLog:
         self.history.append(row)
         if not self.main:
             return
+        note_write(self.path)
         if not self.csv:
             with open(self.path, "a") as f:
                 f.write(json.dumps(row) + "\n")
