@@ -231,6 +231,12 @@ def _task_named_image(env: Env) -> list[str]:
     return ["compile", str(env.model), "--tasks", str(tasks), "-o", str(env.tmp / "s.pt")]
 
 
+def _absurd_num_outputs(env: Env) -> list[str]:
+    tasks = env.tmp / "tasks.yaml"
+    tasks.write_text("tasks: [{name: c, kind: classification, num_outputs: 100000000000}]\n")
+    return ["compile", str(env.model), "--tasks", str(tasks), "-o", str(env.tmp / "s.pt")]
+
+
 # A YAML alias bomb: six levels of nine references, 9^6 strings once expanded.
 _LEVELS = ["&a [" + ", ".join(['"lol"'] * 9) + "]"] + [
     f"&{b} [" + ", ".join([f"*{a}"] * 9) + "]" for a, b in zip("abcde", "bcdef")
@@ -451,6 +457,12 @@ CASES = [
     ),
     Case("if-reads-outer-scope", _if_reading_an_outer_value, ("if.onnx", "If-17", "converter")),
     Case("absurd-input-size", _absurd_input_size, ("out of memory", "smaller")),
+    Case(
+        "absurd-num-outputs",  # torch's allocator fails with a RuntimeError, not MemoryError
+        _absurd_num_outputs,
+        ("out of memory", "tried to allocate", "num_outputs"),
+        _nothing_but_inputs,
+    ),
     Case("task-named-image", _task_named_image, ("tasks.yaml", "'image'", "input name")),
     Case(
         "alias-bomb-in-an-option",

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 
 from onnxmtl.cli.parser import build_parser
 from onnxmtl.errors import OnnxMtlError
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` says memory ran out: Python's MemoryError, or torch's allocator failing
+    (a RuntimeError, or its OutOfMemoryError subclass on a GPU), which MemoryError misses."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,11 +32,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except MemoryError:
-        if args.debug:
+    except (MemoryError, RuntimeError) as exc:
+        if args.debug or not out_of_memory(exc):
             raise
+        tried = re.search(r"tried to allocate ([\d.]+ ?[KMGT]?i?B|\d+ bytes)", str(exc))
+        detail = f" (tried to allocate {tried.group(1)})" if tried else ""
         print(
-            "error: out of memory; use smaller sizes (batch_size, data size, --batch-sizes).",
+            f"error: out of memory{detail}; use smaller sizes (batch_size, data size, "
+            "--batch-sizes, a task's num_outputs).",
             file=sys.stderr,
         )
         return 2
