@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import onnx
 import onnxruntime as ort
+
+from onnxmtl.errors import ConfigError
+
+# More threads than this many per usable core only wait on each other, and far more than
+# the system allows kill the process inside the OpenMP runtime instead of raising.
+THREADS_PER_CORE = 4
+
+
+def checked_threads(threads: int) -> int:
+    """`threads`, refused with a ConfigError where it is more than THREADS_PER_CORE per
+    usable core of this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    most = THREADS_PER_CORE * (cores or 1)
+    if threads > most:
+        raise ConfigError(
+            f"threads={threads} on a machine with {cores} usable core(s); give at most {most} "
+            "(0: every core)."
+        )
+    return threads
 
 
 def available_providers(prefer_cuda: bool = True) -> list[str]:
@@ -35,7 +55,7 @@ def session(
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = checked_threads(threads)
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
@@ -53,7 +73,7 @@ def cpu_threads(threads: int) -> Iterator[None]:
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(checked_threads(threads))
     try:
         yield
     finally:

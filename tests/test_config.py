@@ -158,6 +158,13 @@ def test_yaml_numbers_read_as_strings_are_numbers_and_wrong_types_are_refused(tm
         ({"cost": 5}, "cost=5; expected a string"),
         ({"data": [1]}, "data=[1]; expected a mapping"),
         ({"eval_batches": 0}, "eval_batches must be >= 1"),
+        ({"weight_lr": -0.1}, "weight_lr=-0.1; expected a number >= 0"),
+        ({"weight_decay": "-1e-4"}, "weight_decay=-0.0001; expected a number >= 0"),
+        ({"post_train_lr_step": 0}, "post_train_lr_step must be an integer >= 1"),
+        ({"seed": -5}, "seed must be an integer >= 0"),
+        ({"cost_weight": -1}, "cost_weight=-1.0; expected a number >= 0"),
+        ({"device": "cuda:-1"}, "device='cuda:-1'; expected 'cpu', 'cuda' or 'cuda:N'"),
+        ({"device": "cudax"}, "device='cudax'"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             SearchConfig.from_dict(options)

@@ -237,6 +237,10 @@ def _absurd_num_outputs(env: Env) -> list[str]:
     return ["compile", str(env.model), "--tasks", str(tasks), "-o", str(env.tmp / "s.pt")]
 
 
+def _absurd_thread_count(env: Env) -> list[str]:
+    return ["bench", str(env.model), "--threads", "100000"]  # OpenMP would abort the process
+
+
 # A YAML alias bomb: six levels of nine references, 9^6 strings once expanded.
 _LEVELS = ["&a [" + ", ".join(['"lol"'] * 9) + "]"] + [
     f"&{b} [" + ", ".join([f"*{a}"] * 9) + "]" for a, b in zip("abcde", "bcdef")
@@ -463,6 +467,7 @@ CASES = [
         ("out of memory", "tried to allocate", "num_outputs"),
         _nothing_but_inputs,
     ),
+    Case("absurd-thread-count", _absurd_thread_count, ("threads=100000", "at most")),
     Case("task-named-image", _task_named_image, ("tasks.yaml", "'image'", "input name")),
     Case(
         "alias-bomb-in-an-option",

@@ -14,10 +14,10 @@ from onnxmtl.errors import ConfigError, shown
 T = TypeVar("T")
 
 
-def option(default: T, *, flat: str | None = None, at_least: int | None = None) -> T:
+def option(default: T, *, flat: str | None = None, at_least: float | None = None) -> T:
     """A section field with `default`. `flat`: its name in a flat config (the option's name
     in messages, config.json and flat YAML) where that is not the field's own name;
-    `at_least`: the field is an integer no smaller than this."""
+    `at_least`: the field is no smaller than this (an integer field: an integer)."""
     metadata: dict[str, Any] = {}
     if flat is not None:
         metadata["flat"] = flat
@@ -100,7 +100,10 @@ def check_fields(section: Any) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"config: {name}={value}; expected a finite number.")
         least = f.metadata.get("at_least")
-        if least is not None and (not isinstance(value, int) or value < least):
+        if least is not None and isinstance(value, float):
+            if value < least:
+                raise ConfigError(f"config: {name}={value}; expected a number >= {least}.")
+        elif least is not None and (not isinstance(value, int) or value < least):
             raise ConfigError(f"config: {name} must be an integer >= {least}.")
         if name in choices and value not in choices[name]:
             raise refuse_choice(name, value, choices[name])

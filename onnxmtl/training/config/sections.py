@@ -3,11 +3,12 @@ own options when built; an option is named in messages by its flat name (`option
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from onnxmtl.choices import PrecisionName, SkipProjection, SoftMix
-from onnxmtl.errors import ConfigError
+from onnxmtl.errors import ConfigError, shown
 from onnxmtl.training.config.check import check_fields, option, refuse_choice
 from onnxmtl.training.weighting import WEIGHTINGS
 
@@ -27,7 +28,9 @@ LatencyProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
 class RuntimeOptions:
     """Where and how a run executes, and what it writes as it goes."""
 
-    seed: int = 0  # seeds weights, data order, Gumbel noise and the derived policy
+    seed: int = option(
+        0, at_least=0
+    )  # seeds weights, data order, Gumbel noise and the derived policy
     device: str = "cpu"  # 'cpu', 'cuda' or 'cuda:N'
     threads: int = option(0, at_least=0)  # CPU threads of torch and onnxruntime during a run
     # (0: their defaults, every core); set it when other jobs share the machine
@@ -38,8 +41,11 @@ class RuntimeOptions:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ConfigError(f"config: device={self.device!r}; expected 'cpu' or 'cuda[:N]'.")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(
+                f"config: device={shown(self.device)}; expected 'cpu', 'cuda' or 'cuda:N' (N a "
+                "device index from 0)."
+            )
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ class WarmupOptions:
     per unit, how often two tasks' gradients point apart (conflict.json)."""
 
     steps: int = option(50, flat="warmup_steps", at_least=0)
-    lr: float = option(1e-3, flat="warmup_lr")
+    lr: float = option(1e-3, flat="warmup_lr", at_least=0)
     conflict_every: int = option(5, at_least=0)  # measure on every this many warm-up steps
     # (0: never); each measurement costs one extra backward pass per task
     conflict_threshold: float = 0.0  # a pair of tasks conflicts on a unit where the cosine of
@@ -112,17 +118,21 @@ class SearchOptions:
     # policy from one forward and backward pass on a batch of the training split) or
     # 'alternate' (AutoMTL's: weight steps on train1, then policy steps on train2; twice the
     # passes)
-    weight_lr: float = 0.01  # SGD, momentum 0.9
-    weight_decay: float = 1e-4
-    policy_lr: float = 0.1  # Adam's learning rate on the policy logits at the first policy
+    weight_lr: float = option(0.01, at_least=0)  # SGD, momentum 0.9
+    weight_decay: float = option(1e-4, at_least=0)
+    policy_lr: float = option(
+        0.1, at_least=0
+    )  # Adam's learning rate on the policy logits at the first policy
     # step (Adam moves a logit by about this much per step: 0.1 lets 100 steps commit)
     policy_lr_schedule: LrSchedule = "cosine"  # 'cosine' (down to 0 at the last policy step,
     # whatever the length of the search) or 'constant'
-    policy_weight_decay: float = 5e-4
+    policy_weight_decay: float = option(5e-4, at_least=0)
     tau: float = 5.0  # Gumbel-softmax temperature at the first policy step ...
     tau_end: float = 0.5  # ... annealed geometrically to this at the last one, so that short
     # and long searches both end with nearly one-hot samples
-    sharing_weight: float = 0.05  # AutoMTL's weighted sharing regulariser (lambda)
+    sharing_weight: float = option(
+        0.05, at_least=0
+    )  # AutoMTL's weighted sharing regulariser (lambda)
     sharing_scale: float = 6.0  # its softplus sharpness s
     sharing_prior: SharingPrior = "depth"  # how hard it pushes each unit towards sharing:
     # 'depth' (AutoMTL: shallow units hardest, the deepest not at all) or 'conflict' (by the
@@ -187,7 +197,7 @@ class CostOptions:
     name: str | None = option(None, flat="cost")  # each branch's 'params', 'macs', measured
     # onnxruntime 'latency' or a name given to onnxmtl.cost.register_cost (checked against
     # those when the search starts); None: no cost unless latency_budget_ms is set
-    weight: float = option(1.0, flat="cost_weight")
+    weight: float = option(1.0, flat="cost_weight", at_least=0)
     budget: float | None = option(None, flat="cost_budget")  # fraction of the all-specific
     # cost; None: plain penalty
     latency_budget_ms: float | None = None  # a deadline for the derived model (a 'latency'
@@ -227,12 +237,12 @@ class PostTrainOptions:
     every final model is evaluated and exported with."""
 
     steps: int = option(200, flat="post_train_steps", at_least=0)
-    lr: float = option(1e-3, flat="post_train_lr")  # Adam's learning rate at the first
+    lr: float = option(1e-3, flat="post_train_lr", at_least=0)  # Adam's learning rate at the first
     # post-training step,
     lr_schedule: PostTrainSchedule = option("step", flat="post_train_lr_schedule")  # halved
     # every lr_step steps ('step') or decayed on a cosine to 0 by the last step ('cosine',
     # whatever the length: at the demo's 150 steps it trained less and scored worse)
-    lr_step: int = option(1000, flat="post_train_lr_step")
+    lr_step: int = option(1000, flat="post_train_lr_step", at_least=1)
     init: PostTrainInit = option("backbone", flat="post_train_init")  # post-train from the
     # backbone's weights (so every final model starts alike and differs only by its
     # architecture) or 'search' (keep the weights trained during warm-up and search)
@@ -266,7 +276,9 @@ class DeployOptions:
 
     quantize: bool = False  # also write the deployed model as static INT8 (`onnxmtl quantize`)
     # with every task's test metrics before and after, in the report
-    quantize_tolerance: float = 1.0  # each task's largest loss against fp32, in % of its
+    quantize_tolerance: float = option(
+        1.0, at_least=0
+    )  # each task's largest loss against fp32, in % of its
     # metrics; nodes stay in float until every task is within it
     quantize_count: int = option(64, at_least=1)  # training images to calibrate on
 
