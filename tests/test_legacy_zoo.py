@@ -24,8 +24,9 @@ from tests.helpers import (
 from tests.legacy_zoo import IR_VERSION, NETS, SIZE
 
 TOLERANCE = 1e-4
-# Reshape targets that hold the spatial size (ShuffleNet's channel shuffle) keep it: at another
-# input size they would need targets computed from the input's shape, which load does not write.
+# Reshape targets that hold the spatial size (ShuffleNet's channel shuffle) follow the size the
+# backbone is loaded at (`onnxmtl.ir.spatial`), and are constants of that size afterwards: its
+# derived model exports at that size only.
 SIZE_FIXED = {"shufflenet"}
 CASES = [(name, batch) for name in NETS for batch in (1, 64)]
 IDS = [f"{name}-batch{batch}" for name, batch in CASES]
@@ -91,14 +92,18 @@ def test_compiles_trains_and_exports_at_two_sizes(name, batch, tmp_path):
     assert_random_policy_derives_and_exports(model, x, tmp_path, f"{name}-batch{batch}", sizes)
 
 
-@pytest.mark.parametrize("name", sorted(set(NETS) - SIZE_FIXED))
-def test_loads_at_another_input_size(name, tmp_path):
-    """A larger input than the file declares: the backbone's fixed pools adapt and its batch
-    still frees (a classifier sized for the declared input is cut away)."""
-    path, _ = _file(tmp_path, name, 1)
+@pytest.mark.parametrize(("name", "batch"), CASES, ids=IDS)
+def test_loads_at_another_input_size(name, batch, tmp_path):
+    """A larger input than the file declares: the backbone's fixed pools adapt, Reshape
+    targets holding the map's height and width follow it, and its batch still frees (a
+    classifier sized for the declared input is cut away); onnxruntime agrees with the lowered
+    model at that size."""
+    path, _ = _file(tmp_path, name, batch)
     graph = onnxmtl.load(path, input_shape=(1, 3, 2 * SIZE, 2 * SIZE))
     assert graph.batch_made_dynamic and graph.input_shape == ("N", 3, 2 * SIZE, 2 * SIZE)
     assert verify(graph, lower(graph), tolerance=TOLERANCE).ok
+    spatial = [a for a in graph.adaptations if a.startswith("Reshape ")]
+    assert len(spatial) == (4 if name == "shufflenet" else 0), spatial  # two shuffles
 
 
 def test_a_file_onnxruntime_refuses_at_another_size_is_one_error_and_nothing_logged(

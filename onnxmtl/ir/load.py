@@ -34,6 +34,7 @@ from onnxmtl.ir.shapes import (
     known_shape,
     shape_of,
 )
+from onnxmtl.ir.spatial import free_spatial_reshapes
 from onnxmtl.ir.units import find_units
 from onnxmtl.ir.values import dims_of, name_of
 
@@ -78,6 +79,8 @@ def load(
     value, adaptations = to_channels_first(model, image_input(model.graph, label))
     adaptations += globalize_pools(model, label)
     dims = dims_of(value)
+    if input_shape is not None and tuple(input_shape[2:]) != tuple(dims[2:]):
+        adaptations += free_spatial_reshapes(model, label)  # read at the declared size
     static_batch = isinstance(dims[0], int)
     original = ir.serde.serialize_model(model) if static_batch else None
     if original is not None:
