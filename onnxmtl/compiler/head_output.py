@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from onnxmtl.tasks import Task, reads_all_features
 
@@ -27,6 +27,11 @@ def fit_to_image(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if y.dim() == x.dim() and y.shape[2:] != x.shape[2:]:
         return F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=False)
     return y
+
+
+# A derived model traced from the supermodel calls it as one function (its size test needs
+# real tensors).
+fx.wrap("fit_to_image")
 
 
 def head_output(

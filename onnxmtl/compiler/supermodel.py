@@ -14,7 +14,7 @@ from torch.func import functional_call
 
 from onnxmtl.choices import SOFT_MIXES
 from onnxmtl.compiler.backbone import output_values, unit_index
-from onnxmtl.compiler.branches import Renorm, UnitBranches, UnitOps, run_for, weight_holder
+from onnxmtl.compiler.branches import Renorm, UnitBranches, UnitOps, weight_holder
 from onnxmtl.compiler.head_output import head_output
 from onnxmtl.compiler.interpreted import Values, for_task, last_uses
 from onnxmtl.compiler.mixing import mixed_parameters
@@ -205,8 +205,11 @@ class SuperModel(nn.Module):
         mode: str | None = None,
         tau: float | None = None,
         policy: PolicyLike | None = None,
+        tasks: Sequence[int] | None = None,
     ) -> list[tuple[torch.Tensor, ...]]:
-        """Per task, the backbone's feature value(s) under the given mode."""
+        """Per task, the backbone's feature value(s) under the given mode; in 'fixed' mode,
+        for the tasks indexed by `tasks` only where given (a shared branch then uses their
+        statistics only)."""
         mode = mode or self.mode
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}.")
@@ -229,10 +232,13 @@ class SuperModel(nn.Module):
                     chosen = probs.gather(-1, index).squeeze(-1)
                     delta = chosen - chosen.detach()  # (tasks, units), value 0
                 probs = None
+        if tasks is not None and mode != "fixed":
+            raise ConfigError(f"a subset of the tasks runs in 'fixed' mode only, not {mode!r}.")
         self.last_choices = choices
         by_parameters = mode == "soft" and self.soft_mix == "parameters" and self.training
+        run = list(range(len(self.tasks)) if tasks is None else tasks)
         try:
-            return self._interpret(x, probs, choices, delta, by_parameters)
+            return self._interpret(x, probs, choices, delta, by_parameters, run)
         except torch.OutOfMemoryError:
             raise
         except RuntimeError as exc:
@@ -253,13 +259,14 @@ class SuperModel(nn.Module):
         probs: torch.Tensor | None,
         choices: Choices | None,
         delta: torch.Tensor | None,
-        by_parameters: bool = False,
+        by_parameters: bool,
+        tasks: list[int],
     ) -> list[tuple[torch.Tensor, ...]]:
-        """Per task, the backbone's outputs: unit nodes mixed by `probs` (their outputs, or
-        `by_parameters`) or choosing by `choices`; every other node run once per distinct
-        tuple of inputs."""
+        """Per task of `tasks` (every task where `probs` mixes), the backbone's outputs: unit
+        nodes mixed by `probs` (their outputs, or `by_parameters`) or choosing by `choices`;
+        every other node run once per distinct tuple of inputs."""
         mix = self._mix_parameters if by_parameters else self._mix
-        num_tasks = len(self.tasks)
+        num_tasks = len(tasks)
         vals: Values = {}
         for node in self.backbone.nodes:
             if node.op == "placeholder":
@@ -277,7 +284,8 @@ class SuperModel(nn.Module):
                     vals[node] = mix(u, vals[node.all_input_nodes[0]], probs)
                 else:
                     assert choices is not None  # 'fixed' and 'hard' modes choose branches
-                    vals[node] = self._select(u, vals[node.all_input_nodes[0]], choices, delta)
+                    xs = vals[node.all_input_nodes[0]]
+                    vals[node] = self._select(u, xs, choices, delta, tasks)
             for done in self._last_uses[node]:
                 del vals[done]
         raise AssertionError("the backbone graph has no output node")
@@ -305,23 +313,31 @@ class SuperModel(nn.Module):
         module = unit.shared if branch == SHARED else unit.skip
         if module is None:
             raise ConfigError(f"unit '{self.unit_names[u]}' has no skip branch.")
-        return run_for(module, tasks)(x)
+        return module(x) if isinstance(module, nn.Identity) else module(x, rows=tuple(tasks))
 
     def _select(
-        self, u: int, xs: list[torch.Tensor], choices: Choices, delta: torch.Tensor | None
+        self,
+        u: int,
+        xs: list[torch.Tensor],
+        choices: Choices,
+        delta: torch.Tensor | None,
+        tasks: list[int],
     ) -> list[torch.Tensor]:
-        groups: dict[tuple[int, int], list[int]] = {}
-        for t, x in enumerate(xs):
+        """Unit `u`'s output for each of `tasks` (reading `xs`, in the same order): one run
+        of a branch for every group of tasks that chose it on the same input."""
+        groups: dict[tuple[int, int], list[int]] = {}  # (branch, task or input) -> positions
+        for k, (t, x) in enumerate(zip(tasks, xs)):
             b = choices[t][u]
-            groups.setdefault((b, t if b == SPECIFIC else id(x)), []).append(t)
+            groups.setdefault((b, t if b == SPECIFIC else id(x)), []).append(k)
         out: dict[int, torch.Tensor] = {}
         for (b, _), members in groups.items():
-            y = self._branch(u, b, members, xs[members[0]])
+            rows = [tasks[k] for k in members]
+            y = self._branch(u, b, rows, xs[members[0]])
             if delta is not None:
-                y = _Gate.apply(y, sum(delta[t, u] for t in members))
-            for t in members:
-                out[t] = y
-        return [out[t] for t in range(len(xs))]
+                y = _Gate.apply(y, sum(delta[t, u] for t in rows))
+            for k in members:
+                out[k] = y
+        return [out[k] for k in range(len(xs))]
 
     def _per_input(self, u: int, branch: int, xs: list[torch.Tensor]) -> dict[int, torch.Tensor]:
         """Branch `branch` of unit `u` run once on each distinct input in `xs` (for the tasks

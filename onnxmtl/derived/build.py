@@ -1,4 +1,4 @@
-"""`derive`: the supermodel's backbone graph under one policy, written out as a torch.fx graph."""
+"""`derive`: the supermodel's fixed mode under one policy, traced into a torch.fx graph."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any
 
+import torch
 from torch import fx, nn
 
-from onnxmtl.compiler.backbone import output_values, unit_index
-from onnxmtl.compiler.head_output import fit_to_image, head_input
+from onnxmtl.compiler.head_output import head_output
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.compiler.supermodel import Choices, PolicyLike, SuperModel
 from onnxmtl.derived.model import DerivedModel, UnitBranch
@@ -19,104 +19,95 @@ from onnxmtl.errors import ConfigError
 INPUT = "image"
 
 
-class _Writer:
-    """Writes the backbone's nodes for the kept tasks into one fx graph: a node, or a unit
-    branch that tasks run on the same value, becomes one node for all of them."""
+class _FixedRun(nn.Module):
+    """The supermodel's fixed mode for the kept tasks, as the module the tracer records."""
 
     def __init__(self, model: SuperModel, choices: Choices, keep: list[int]) -> None:
+        super().__init__()
         self.model, self.choices, self.keep = model, choices, keep
-        self.graph = fx.Graph()
-        self.image = self.graph.placeholder(INPUT)
-        self.objects: dict[str, Any] = {}  # target -> the supermodel's module or weight
-        self.branches: dict[str, UnitBranch] = {}
-        self.made: dict[tuple, fx.Node] = {}
-        self.rows: dict[fx.Node, list[int]] = {}  # a shared branch's call -> the tasks it serves
-        self.heads: dict[str, str] = {}  # task name -> its head's target
 
-    def unit(self, u: int, task: int, x: fx.Node) -> fx.Node:
-        """The node computing unit `u` for supermodel task `task` on `x`."""
-        branch = self.choices[task][u]
-        branches = self.model.unit_branches(u)
-        if branch == SKIP and isinstance(branches.skip, nn.Identity):
-            return x
-        module: nn.Module | None
-        if branch == SPECIFIC:
-            ref = UnitBranch(u, BRANCHES[branch], self.model.task_names[task])
-            module = branches.specific[task]
-        else:
-            ref = UnitBranch(u, BRANCHES[branch])
-            module = branches.shared if branch == SHARED else branches.skip
-            assert module is not None  # choices_of allows skips only where present
-        self.objects[ref.target] = module
-        self.branches[ref.target] = ref
-        key = (ref.target, x)
-        if key not in self.made:
-            self.made[key] = self.graph.call_module(ref.target, (x,))
-        node = self.made[key]
-        if branch != SPECIFIC:
-            self.rows.setdefault(node, []).append(task)  # the run's statistics are its tasks'
-        return node
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        model = self.model
+        feats = model.features(image, "fixed", policy=self.choices, tasks=self.keep)
+        return {
+            model.tasks[t].name: head_output(
+                model.tasks[t], model.heads[model.tasks[t].name], f, image
+            )
+            for t, f in zip(self.keep, feats)
+        }
 
-    def node(self, node: fx.Node, inputs: dict[fx.Node, fx.Node]) -> fx.Node:
-        """The copy of backbone node `node` reading `inputs` (by backbone node)."""
-        key = (node, tuple(inputs[n] for n in node.all_input_nodes))
-        if key not in self.made:
-            if isinstance(node.target, str):  # a module or a weight of the supermodel
-                self.objects[node.target] = attrgetter(node.target)(self.model)
-            self.made[key] = self.graph.node_copy(node, inputs.__getitem__)
-        return self.made[key]
 
-    def head(self, task: int, feats: list[fx.Node]) -> fx.Node:
-        """The node computing supermodel task `task`'s output from its feature values."""
-        spec = self.model.tasks[task]
-        target = self.heads[spec.name] = f"heads.{spec.name}"
-        self.objects[target] = self.model.heads[spec.name]
-        y = self.graph.call_module(target, (head_input(spec, feats),))
-        if not spec.dense:
-            return y
-        fitted = (y, self.image)
-        return self.graph.create_node("call_function", fit_to_image, fitted, name=spec.name)
+class _Tracer(fx.Tracer):
+    """Records the backbone's operators, the unit branches and the heads as calls, without
+    looking inside them."""
 
-    def finish(self) -> None:
-        """Give every shared-branch call its tasks, and drop what no output depends on."""
-        for node, rows in self.rows.items():
-            node.kwargs = {"rows": tuple(rows)}
-        # every node but the input and the output is pure: its value is all it gives
-        self.graph.eliminate_dead_code(lambda node: node.op in ("placeholder", "output"))
-        self.graph.lint()
+    def __init__(self, leaves: set[int]) -> None:
+        super().__init__()
+        self.leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return id(m) in self.leaves or super().is_leaf_module(m, module_qualified_name)
+
+
+def _unit_branches(model: SuperModel) -> dict[int, UnitBranch]:
+    """What each unit-branch module of `model` is, by identity."""
+    found: dict[int, UnitBranch] = {}
+    for u in range(len(model.units)):
+        unit = model.unit_branches(u)
+        found[id(unit.shared)] = UnitBranch(u, BRANCHES[SHARED])
+        if unit.skip is not None:
+            found[id(unit.skip)] = UnitBranch(u, BRANCHES[SKIP])
+        for name, module in zip(model.task_names, unit.specific):
+            found[id(module)] = UnitBranch(u, BRANCHES[SPECIFIC], name)
+    return found
 
 
 def derive(
     model: SuperModel, policy: PolicyLike | None = None, tasks: Sequence[str] | None = None
 ) -> DerivedModel:
     """The multi-task model `policy` implies on `model` (default: the model's policy), for
-    all its tasks or the named subset (a single-task model is `tasks=[name]`). Weights are
-    copied, so training either model leaves the other alone."""
+    all its tasks or the named subset (a single-task model is `tasks=[name]`): the
+    supermodel's fixed mode traced, so that it computes what the supermodel does by
+    construction. Each unit branch, backbone operator and head is one call; identity skips
+    are gone. Weights are copied, so training either model leaves the other alone."""
     policy = model.policy if policy is None else policy
     choices = model.choices_of(policy)
     keep = _kept(model, tasks)
-    writer = _Writer(model, choices, keep)
-    values: dict[fx.Node, list[fx.Node]] = {}  # backbone node -> per kept task
-    for node in model.backbone.nodes:
-        u = unit_index(node)
-        if node.op == "placeholder":
-            values[node] = [writer.image] * len(keep)
-        elif node.op == "output":
-            features = [[values[r][k] for r in output_values(node)] for k in range(len(keep))]
-        elif u is not None:
-            xs = values[node.all_input_nodes[0]]
-            values[node] = [writer.unit(u, t, x) for t, x in zip(keep, xs)]
-        else:
-            values[node] = [
-                writer.node(node, {n: values[n][k] for n in node.all_input_nodes})
-                for k in range(len(keep))
-            ]
-    outputs = {model.task_names[t]: writer.head(t, features[k]) for k, t in enumerate(keep)}
-    writer.graph.output(outputs)
-    writer.finish()
+    runner = _FixedRun(model, choices, keep)
+    units = _unit_branches(model)
+    leaves = (
+        set(units) | {id(m) for m in model.ops.values()} | {id(m) for m in model.heads.values()}
+    )
+    last_choices = model.last_choices
+    try:
+        graph = _Tracer(leaves).trace(runner)
+    finally:
+        model.last_choices = last_choices
 
-    used = {n.target for n in writer.graph.nodes if n.op in ("call_module", "get_attr")}
-    names = _qualified_names(model)
+    objects: dict[str, Any] = {}  # target -> the supermodel's module or weight
+    sources: dict[str, str] = {}  # target -> its qualified name in the supermodel
+    branches: dict[str, UnitBranch] = {}
+    heads = {model.tasks[t].name: f"heads.{model.tasks[t].name}" for t in keep}
+    for node in list(graph.nodes):
+        if node.op not in ("call_module", "get_attr"):
+            continue
+        obj = attrgetter(node.target)(runner)
+        source = node.target.removeprefix("model.")
+        ref = units.get(id(obj)) if node.op == "call_module" else None
+        if isinstance(obj, nn.Identity) and ref is not None:  # a skip that changes nothing
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+            continue
+        node.target = ref.target if ref is not None else source
+        objects[node.target], sources[node.target] = obj, source
+        if ref is not None:
+            branches[node.target] = ref
+    # every node but the input and the output is pure: its value is all it gives
+    graph.eliminate_dead_code(lambda node: node.op in ("placeholder", "output"))
+    _readable(graph)
+    graph.lint()
+
+    used = {n.target for n in graph.nodes if n.op in ("call_module", "get_attr")}
     kept = [model.tasks[t] for t in keep]
     derived_policy = Policy(
         [t.name for t in kept],
@@ -126,15 +117,29 @@ def derive(
         seed=policy.seed if isinstance(policy, Policy) else None,
     )
     return DerivedModel(
-        {t: copy.deepcopy(writer.objects[t]) for t in used},
-        writer.graph,
+        {t: copy.deepcopy(objects[t]) for t in used},
+        graph,
         kept,
         derived_policy,
-        {t: b for t, b in writer.branches.items() if t in used},
-        writer.heads,
-        {t: names[id(writer.objects[t])] for t in used},
+        {t: b for t, b in branches.items() if t in used},
+        heads,
+        {t: sources[t] for t in used},
         model.graph.input_shape,
     )
+
+
+def _readable(graph: fx.Graph) -> None:
+    """Names that read as the derived model's own: a call by its target, an output by its
+    task, no tracing annotations."""
+    for node in graph.nodes:
+        node.type = None
+        if node.op in ("call_module", "get_attr"):
+            node._rename(str(node.target).replace(".", "_"))
+        elif node.op == "call_function":
+            node._rename(node.name.removeprefix("model_"))
+    (output,) = (n for n in graph.nodes if n.op == "output")
+    for task, value in output.args[0].items():
+        value._rename(task)
 
 
 def _kept(model: SuperModel, tasks: Sequence[str] | None) -> list[int]:
@@ -146,9 +151,3 @@ def _kept(model: SuperModel, tasks: Sequence[str] | None) -> list[int]:
     if unknown or not tasks:
         raise ConfigError(f"cannot derive tasks {list(tasks)}: the supermodel has tasks {names}.")
     return [names.index(t) for t in tasks]
-
-
-def _qualified_names(model: nn.Module) -> dict[int, str]:
-    """The qualified name of each module, parameter and buffer of `model`, by identity."""
-    named = [*model.named_modules(), *model.named_parameters(), *model.named_buffers()]
-    return {id(obj): name for name, obj in named}
