@@ -169,7 +169,9 @@ def test_search_end_to_end_writes_the_run(tiny_export, scenes, tmp_path):
 @pytest.mark.parametrize("stop", [2, 5, 10], ids=["warmup", "search", "post"])
 def test_resume_continues_exactly(tiny_export, scenes, tmp_path, stop):
     train, _ = scenes
-    config = SearchConfig().with_options(**TINY, weighting="dwa", dwa_window=2)
+    # pinned threads: the fair share would follow the machine's load, and float sums taken
+    # over another thread count round differently
+    config = SearchConfig().with_options(**TINY, weighting="dwa", dwa_window=2, threads=1)
     whole = tiny_model(tiny_export, train.tasks())
     Trainer(whole, train, config, tmp_path / "a", progress=False).run()
     first = tiny_model(tiny_export, train.tasks())
@@ -194,6 +196,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_export, scenes, tmp_
         sharing_prior="conflict",
         post_train_lr_schedule="cosine",
         cost="params",
+        threads=1,  # bit for bit: no fair share following the machine's load
     )
     whole = tiny_model(tiny_export, train.tasks())
     Trainer(
@@ -297,7 +300,7 @@ def test_post_training_matches_a_baseline_trained_with_the_same_policy(
     tiny_export, scenes, tmp_path
 ):
     train, _ = scenes
-    config = SearchConfig().with_options(**TINY)
+    config = SearchConfig().with_options(**TINY, threads=1)  # bit for bit: threads pinned
     searched = tiny_model(tiny_export, train.tasks())
     policy = Trainer(searched, train, config, tmp_path / "s", progress=False).run().policy
     baseline = tiny_model(tiny_export, train.tasks())

@@ -1,5 +1,6 @@
 """What `SuperModel` keeps while it interprets the backbone graph: each node's value per task,
-and when a value is read for the last time."""
+and when a value is read for the last time; the straight-through gate of 'hard' mode; and
+the error for images of another size than the one compiled for."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from typing import Any
 
 import torch
 from torch import fx
+
+from onnxmtl.errors import ShapeError
+from onnxmtl.ir import Graph
 
 Values = dict[fx.Node, list[torch.Tensor]]  # per backbone node, per task (while read later)
 
@@ -30,3 +34,35 @@ def last_uses(graph: fx.Graph) -> dict[fx.Node, list[fx.Node]]:
         if node.op != "output":
             uses[node].append(read)
     return uses
+
+
+class Gate(torch.autograd.Function):
+    """Straight-through gate: returns `x` unchanged; `gate` (value 0, a sum of p - p.detach())
+    receives the gradient that y = x * (1 + gate) would give it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        gate_grad = (grad * x).sum() if ctx.needs_input_grad[1] else None
+        return grad, gate_grad
+
+
+def size_mismatch(graph: Graph, x: torch.Tensor, exc: RuntimeError) -> None:
+    """Raise a ShapeError naming both sizes where `exc` met images `x` of another size than
+    `graph` was compiled for (a valid-padded convolution's skip reads a crop fixed at that
+    size); nothing where the sizes agree."""
+    compiled, given = tuple(graph.input_shape[2:]), tuple(x.shape[2:])
+    if x.dim() < 3 or given == compiled:
+        return
+    size = "x".join(str(d) for d in compiled)
+    raise ShapeError(
+        f"{graph.source}: the supermodel was compiled for {size} images and cannot run on "
+        f"{'x'.join(str(d) for d in given)} ones ({str(exc).splitlines()[0]}); resize the "
+        f"images to {size} (onnxmtl.training.evaluate.fit_input does), or load the backbone "
+        "at that size (input_shape=...) and compile it again."
+    ) from exc

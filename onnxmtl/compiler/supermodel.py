@@ -16,36 +16,16 @@ from onnxmtl.choices import SOFT_MIXES
 from onnxmtl.compiler.backbone import output_values, unit_index
 from onnxmtl.compiler.branches import Renorm, UnitBranches, UnitOps, weight_holder
 from onnxmtl.compiler.head_output import head_output
-from onnxmtl.compiler.interpreted import Values, for_task, last_uses
+from onnxmtl.compiler.interpreted import Gate, Values, for_task, last_uses, size_mismatch
 from onnxmtl.compiler.mixing import mixed_parameters
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy, checked_choices
-from onnxmtl.errors import ConfigError, ShapeError
+from onnxmtl.errors import ConfigError
 from onnxmtl.ir import Graph
 from onnxmtl.tasks import Task
 
 MODES = ("warmup", "soft", "hard", "fixed")
 Choices = list[list[int]]
 PolicyLike = Policy | Choices | torch.Tensor
-
-
-class _Gate(torch.autograd.Function):
-    """Straight-through gate: returns `x` unchanged; `gate` (value 0, a sum of p - p.detach())
-    receives the gradient that y = x * (1 + gate) would give it."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        gate_grad = (grad * x).sum() if ctx.needs_input_grad[1] else None
-        return grad, gate_grad
-
-
-def _size(dims: tuple) -> str:
-    return "x".join(str(d) for d in dims)
 
 
 class SuperModel(nn.Module):
@@ -242,16 +222,8 @@ class SuperModel(nn.Module):
         except torch.OutOfMemoryError:
             raise
         except RuntimeError as exc:
-            compiled = tuple(self.graph.input_shape[2:])
-            if x.dim() < 3 or tuple(x.shape[2:]) == compiled:
-                raise
-            raise ShapeError(
-                f"{self.graph.source}: the supermodel was compiled for {_size(compiled)} "
-                f"images and cannot run on {_size(tuple(x.shape[2:]))} ones "
-                f"({str(exc).splitlines()[0]}); resize the images to {_size(compiled)} "
-                "(onnxmtl.training.evaluate.fit_input does), or load the backbone at that "
-                "size (input_shape=...) and compile it again."
-            ) from exc
+            size_mismatch(self.graph, x, exc)
+            raise
 
     def _interpret(
         self,
@@ -334,7 +306,7 @@ class SuperModel(nn.Module):
             rows = [tasks[k] for k in members]
             y = self._branch(u, b, rows, xs[members[0]])
             if delta is not None:
-                y = _Gate.apply(y, sum(delta[t, u] for t in rows))
+                y = Gate.apply(y, sum(delta[t, u] for t in rows))
             for k in members:
                 out[k] = y
         return [out[k] for k in range(len(xs))]

@@ -20,8 +20,9 @@ import onnx_ir as ir
 from onnxruntime import RunOptions
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
-from onnxmtl.errors import FixedBatchError, ShapeError
+from onnxmtl.errors import FixedBatchError
 from onnxmtl.ir.normalize import _add_initializer
+from onnxmtl.ir.reference import forget_shapes, graph_input
 from onnxmtl.ir.shapes import shape_only_proto
 from onnxmtl.ir.values import dims_of, name_of, node_name, required_input
 from onnxmtl.runtime import session
@@ -168,7 +169,7 @@ def _probe_shapes(model: ir.Model, value: ir.Value, batch: int, strict: bool = F
     saved = value.shape
     value.shape = ir.Shape([batch, *dims_of(value)[1:]])
     try:
-        proto = _forget_shapes(shape_only_proto(model))
+        proto = forget_shapes(shape_only_proto(model))
     finally:
         value.shape = saved
     inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=strict, data_prop=True)
@@ -179,46 +180,6 @@ def _probe_shapes(model: ir.Model, value: ir.Value, batch: int, strict: bool = F
         known = dims is not None and all(d.HasField("dim_value") for d in dims)
         shapes[info.name] = tuple(d.dim_value for d in dims) if dims is not None and known else None
     return shapes
-
-
-def _forget_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """`proto` without the shapes inferred for the batch of 1, which no longer hold."""
-    del proto.graph.value_info[:]
-    for output in proto.graph.output:
-        output.type.tensor_type.ClearField("shape")
-    return proto
-
-
-def at_input_size(original: onnx.ModelProto, value: ir.Value) -> onnx.ModelProto:
-    """`original` (at its fixed batch) taking images of the channels and size of the image
-    input `value`, without the shapes inferred at its declared size: the reference for the
-    rewrite when `load` was given another input size."""
-    dims = _input(original, name_of(value)).type.tensor_type.shape.dim
-    for dim, size in zip(dims[1:], dims_of(value)[1:], strict=True):
-        if not isinstance(size, int):  # fix_input_shape made C, H and W concrete
-            raise ShapeError(f"input '{value.name}' has symbolic size {size}.")
-        dim.Clear()
-        dim.dim_value = size
-    return _forget_shapes(original)
-
-
-def outputs_at(original: onnx.ModelProto, names: list[str] | None) -> onnx.ModelProto:
-    """`original` computing the values `names` only (None: its own outputs), the rest pruned."""
-    if names is None:
-        return original
-    needed, kept = set(names), []
-    for node in reversed(original.graph.node):
-        if needed.intersection(node.output):
-            kept.append(node)
-            needed.update(node.input)
-    pruned = onnx.ModelProto()
-    pruned.CopyFrom(original)
-    del pruned.graph.node[:], pruned.graph.output[:]
-    pruned.graph.node.extend(reversed(kept))
-    pruned.graph.output.extend(
-        onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names
-    )
-    return pruned
 
 
 def _drops_batch(node: ir.Node, one: dict, many: dict) -> bool:
@@ -313,13 +274,13 @@ def make_batch_dynamic(
     """Point the fixed-batch constants of `model` (folded, its image input `value` made
     symbolic) at the batch, and check the result against the `original` file on onnxruntime."""
     name = name_of(value)
-    batch = _input(original, name).type.tensor_type.shape.dim[0].dim_value
+    batch = graph_input(original, name).type.tensor_type.shape.dim[0].dim_value
     refused: list[FixedBatchError] = []
 
     def accept(candidate: ir.Model, rewrites: list[str]) -> bool:
         if len(refused) >= MAX_CHECKS:
             return False
-        rewritten = _forget_shapes(ir.serde.serialize_model(candidate))
+        rewritten = forget_shapes(ir.serde.serialize_model(candidate))
         try:
             check_batch_rewrite(original, rewritten, name, label, rewrites)
         except FixedBatchError as exc:
@@ -345,7 +306,7 @@ def check_batch_rewrite(
     """Raise FixedBatchError unless `rewritten` on a random batch of CHECK_BATCH equals
     `original` run on batches of its own fixed size holding those images first (each image
     alone, for a batch of 1), every output with the batch as its leading axis."""
-    shape = [d.dim_value for d in _input(original, input_name).type.tensor_type.shape.dim]
+    shape = [d.dim_value for d in graph_input(original, input_name).type.tensor_type.shape.dim]
     batch = shape[0]
     runs = -(-CHECK_BATCH // batch)
     pool = np.random.default_rng(0).standard_normal([runs * batch, *shape[1:]])
@@ -401,7 +362,3 @@ def check_batch_rewrite(
 
 def _failed(label: str, batch: int, why: str) -> str:
     return f"{label}: fixed batch of {batch} that cannot be made dynamic: {why}; {FIX}."
-
-
-def _input(proto: onnx.ModelProto, name: str) -> onnx.ValueInfoProto:
-    return next(v for v in proto.graph.input if v.name == name)

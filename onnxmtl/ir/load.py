@@ -14,7 +14,7 @@ import torch
 
 from onnxmtl.errors import FeatureError, ModelFileError
 from onnxmtl.ir.autopad import explicit_pads
-from onnxmtl.ir.batch import BATCH_SYMBOL, at_input_size, make_batch_dynamic, outputs_at
+from onnxmtl.ir.batch import BATCH_SYMBOL, make_batch_dynamic
 from onnxmtl.ir.features import auto_features, cut_at
 from onnxmtl.ir.from_torch import export_module
 from onnxmtl.ir.graph import Graph
@@ -27,6 +27,7 @@ from onnxmtl.ir.normalize import (
 )
 from onnxmtl.ir.pools import globalize_pools
 from onnxmtl.ir.read import read_model
+from onnxmtl.ir.reference import at_input_size, outputs_at
 from onnxmtl.ir.shapes import (
     fix_input_shape,
     image_input,
