@@ -83,7 +83,7 @@ def test_every_raised_error_is_on_the_troubleshooting_page():
     for site in sites:
         assert site["message"].replace("`", "'") in page
         assert site["class"] in docs_gen.FIXES
-    assert "config: device=…; expected 'cpu' or 'cuda[:N]'." in page
+    assert "config: device=…; expected 'cpu', 'cuda' or 'cuda:N' (N a device index from 0)." in page
 
 
 def test_the_readme_command_synopsis_matches_the_parser():
