@@ -709,6 +709,46 @@ def test_a_write_the_disk_refuses_is_one_line_and_leaves_nothing(shared, tmp_pat
     assert list(out.parent.iterdir()) == []  # no half-written file, no temporary
 
 
+_LOG_UNTIL_FULL = """
+import sys
+from pathlib import Path
+from onnxmtl.errors import OutputError
+from onnxmtl.run_folder import RunFolder
+from onnxmtl.tasks import Task
+from onnxmtl.training.log import MetricsLog
+log = MetricsLog(RunFolder(Path(sys.argv[1])), sys.argv[2], [Task("d", "depth")], main=True)
+try:
+    for step in range(1, 100000):
+        log.write("post", step, {"loss": 0.5, "loss_d": 0.25, "lr": 0.001})
+except OutputError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("log_format", ["jsonl", "csv"])
+def test_a_log_append_the_disk_refuses_is_one_line_and_no_half_row(tmp_path, log_format):
+    """metrics.jsonl (or .csv) on a full disk: an OutputError naming the log and saying to
+    resume, and the file ends with its last whole row."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOG_UNTIL_FULL, str(tmp_path), log_format],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_file_size_limit,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"metrics.{log_format}: cannot write" in proc.stdout and "--resume" in proc.stdout
+    text = (tmp_path / f"metrics.{log_format}").read_text()
+    assert 0 < len(text) <= 16 * 1024 and text.endswith("\n")
+    rows = text.splitlines()
+    if log_format == "jsonl":
+        assert [json.loads(r)["step"] for r in rows] == list(range(1, len(rows) + 1))
+    else:
+        assert rows[0].startswith("phase,step,") and all(
+            r.count(",") == rows[0].count(",") for r in rows
+        )
+
+
 @pytest.mark.parametrize("where", ["absolute", "dotdot"])
 def test_a_supermodel_whose_onnx_points_to_outside_data_is_refused(tiny_export, tmp_path, where):
     """A crafted supermodel.pt (safe for weights_only) whose embedded ONNX keeps external-data

@@ -3,12 +3,15 @@ and the same rows in memory as the run's history."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import time
 from typing import Any
 
 from onnxmtl.compiler import BRANCHES
+from onnxmtl.errors import OutputError
 from onnxmtl.io_utils import atomic_write_text, note_write
 from onnxmtl.run_folder import RunFolder
 from onnxmtl.tasks import Task
@@ -33,15 +36,32 @@ class MetricsLog:
             return
         note_write(self.path)
         if not self.csv:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            self._append(json.dumps(row) + "\n")
             return
-        new = not self.path.exists()
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self._fields(), extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=self._fields(), extrasaction="ignore")
+        if not self.path.exists():
+            writer.writeheader()
+        writer.writerow(row)
+        self._append(text.getvalue())
+
+    def _append(self, text: str) -> None:
+        """Append `text` whole or not at all: a write the disk refuses is cut back to the last
+        whole row and becomes one OutputError naming the log."""
+        data = text.encode()
+        with open(self.path, "ab", buffering=0) as f:
+            start = f.tell()
+            try:
+                done = 0
+                while done < len(data):
+                    done += f.write(data[done:]) or 0
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    f.truncate(start)
+                raise OutputError(
+                    f"{self.path}: cannot write ({exc.strerror or exc}); free space and resume "
+                    "the run (--resume) from its last checkpoint."
+                ) from exc
 
     def _fields(self) -> list[str]:
         """The CSV columns: every field a row of any phase may hold."""
