@@ -4,6 +4,7 @@ list of files written into a folder, and YAML files read with one-line errors.""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 import yaml
 
-from onnxmtl.errors import ConfigError, OutputError
+from onnxmtl.errors import ConfigError, OnnxMtlError, OutputError
 
 
 def default_cache() -> Path:
@@ -141,6 +142,16 @@ def _umask() -> int:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def read_json(path: Path, fix: str, error: type[OnnxMtlError] = ConfigError) -> Any:
+    """The data in a JSON file; one `error` naming the file where it cannot be read, is not
+    UTF-8 JSON or nests too deep for the parser (`fix` says what to do)."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        what = "nested too deep" if isinstance(exc, RecursionError) else str(exc)[:120]
+        raise error(f"{path}: cannot read it as JSON ({what}); {fix}") from exc
 
 
 def read_yaml(path: Path, missing: str) -> Any:

@@ -320,6 +320,20 @@ def _binary_policy(env: Env) -> list[str]:
     return ["derive", str(env.run), "--policy", str(policy), "-o", str(env.tmp / "d.pt")]
 
 
+def _deeply_nested_policy(env: Env) -> list[str]:
+    policy = env.tmp / "policy.json"
+    policy.write_text("[" * 100_000 + "]" * 100_000)  # deeper than the JSON parser recurses
+    return ["derive", str(env.run), "--policy", str(policy), "-o", str(env.tmp / "d.pt")]
+
+
+def _damaged_results(env: Env) -> list[str]:
+    run = env.tmp / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"kind": "pipeline"}))
+    (run / "results.json").write_text("{ half a results file")
+    return ["quantize", str(run)]
+
+
 def _policy_of_other_units(env: Env) -> list[str]:
     policy = json.loads((env.run / "policy.json").read_text())
     policy["units"] = list(reversed(policy["units"]))
@@ -431,6 +445,15 @@ CASES = [
     Case("output-under-a-file", _compile_to(_under_a_file), ("s.pt", "cannot write there")),
     Case("binary-yaml", _binary_tasks, ("tasks.yaml", "not a text file"), _nothing_but_inputs),
     Case("binary-policy", _binary_policy, ("policy.json", "cannot read"), _nothing_but_inputs),
+    Case(
+        "deeply-nested-policy",
+        _deeply_nested_policy,
+        ("policy.json", "nested too deep"),
+        _nothing_but_inputs,
+    ),
+    Case(
+        "damaged-results", _damaged_results, ("results.json", "cannot read it as JSON", "--force")
+    ),
     Case(
         "policy-other-units",
         _policy_of_other_units,

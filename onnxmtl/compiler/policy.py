@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onnxmtl.errors import ConfigError
-from onnxmtl.io_utils import atomic_write_text
+from onnxmtl.io_utils import atomic_write_text, read_json
 
 if TYPE_CHECKING:
     from onnxmtl.compiler.supermodel import SuperModel
@@ -60,13 +60,7 @@ class Policy:
     @classmethod
     def from_json(cls, source: str | Path) -> Policy:
         path = Path(source)
-        try:
-            data: Any = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:  # ValueError: not UTF-8 text or not JSON
-            raise ConfigError(
-                f"{path}: cannot read a policy ({type(exc).__name__}: {str(exc)[:120]}); give "
-                "a policy.json written by onnxmtl."
-            ) from exc
+        data: Any = read_json(path, "give a policy.json written by onnxmtl.")
         try:
             return cls(**data)
         except TypeError as exc:

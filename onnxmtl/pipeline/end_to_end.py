@@ -25,8 +25,8 @@ from onnxmtl.compiler import (
 )
 from onnxmtl.compiler.supermodel import SuperModel
 from onnxmtl.data.torch_dataset import DataSource, data_label
-from onnxmtl.errors import ConfigError, ModelFileError
-from onnxmtl.io_utils import atomic_write_text
+from onnxmtl.errors import ConfigError, ModelFileError, RunFolderError
+from onnxmtl.io_utils import atomic_write_text, read_json
 from onnxmtl.pipeline.choose import choose_model
 from onnxmtl.pipeline.exports import (
     Jobs,
@@ -136,7 +136,8 @@ def run(
     if files.results.exists() and not force:
         if progress:
             print(f"{out} holds a finished run; --force runs it again", flush=True)
-        results = json.loads(files.results.read_text())
+        fix = "run again with --force to redo the run."
+        results = read_json(files.results, fix, RunFolderError)
         return RunResult(out, files.report, results)
     config = start(config)
     with writing(out), cpu_threads(config.runtime.threads):

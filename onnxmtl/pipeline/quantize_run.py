@@ -13,9 +13,9 @@ import numpy as np
 from onnxmtl.benchmark import bench
 from onnxmtl.data import MultiTaskDataset, load_dataset, split_indices
 from onnxmtl.data.torch_dataset import DataSource
-from onnxmtl.errors import ConfigError, ModelFileError
+from onnxmtl.errors import ConfigError, ModelFileError, RunFolderError
 from onnxmtl.exporter.onnx_export import read_metadata
-from onnxmtl.io_utils import atomic_write_text
+from onnxmtl.io_utils import atomic_write_text, read_json
 from onnxmtl.pipeline.run_folders import writing
 from onnxmtl.quantize import DEFAULT_TOLERANCE, quantize_model
 from onnxmtl.run_folder import PipelineFolder
@@ -92,7 +92,8 @@ def _target(
     if target.is_dir():
         if not folder.results.exists():
             raise ConfigError(f"{target}: not a finished run (no {folder.results.name}).")
-        results = json.loads(folder.results.read_text())
+        fix = "the run's results are damaged: run it again with --force."
+        results = read_json(folder.results, fix, RunFolderError)
         config = SearchConfig.from_dict(results["config"], str(folder.results))
         deployed = results["deploy"]["model"]
         name = model or (folder.SEARCHED if deployed == "single-task" else deployed)
