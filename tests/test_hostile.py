@@ -36,7 +36,17 @@ from onnxmtl.io_utils import FILE_LIST, atomic_write_text, read_file_list
 from onnxmtl.pipeline.stages import search
 from onnxmtl.run_folder import LOCK_FILE, clear_run, foreign_entries, locked
 from onnxmtl.training import SearchConfig, Trainer
-from tests.helpers import assert_clean_error, image, make_folder, make_model, output, rand, run_cli
+from tests.helpers import (
+    TINY,
+    assert_clean_error,
+    image,
+    make_folder,
+    make_model,
+    output,
+    rand,
+    run_cli,
+    tiny_model,
+)
 
 CONFIG = """batch_size: 4
 warmup_steps: 1
@@ -845,3 +855,17 @@ def test_a_fresh_run_into_a_users_folder_is_refused_and_touches_nothing(shared, 
     args = [command, str(env.model), "--data", "scenes", "--config", str(env.config)]
     assert_clean_error(run_cli(*args, "--out", str(out)), "not an onnxmtl run", "empty or new")
     assert {p.name: p.read_text() for p in out.iterdir() if p.name != LOCK_FILE} == files
+
+
+def test_a_foreign_initial_checkpoint_on_resume_is_refused_naming_it(tiny_export, scenes, tmp_path):
+    """A run stopped in its search resumes; at the search's end it reloads initial.pt (for
+    post_train_init 'backbone'): one holding another model's weights is a RunFolderError
+    naming the file, not load_state_dict's traceback."""
+    train, _ = scenes
+    config = SearchConfig().with_options(**TINY, threads=1)
+    first = tiny_model(tiny_export, train.tasks())
+    Trainer(first, train, config, tmp_path, progress=False).run(stop_after=5)
+    torch.save({"conv.weight": torch.zeros(3, 3)}, tmp_path / "initial.pt")
+    resumed = tiny_model(tiny_export, train.tasks())
+    with pytest.raises(RunFolderError, match=r"initial\.pt: does not fit this run.*--force"):
+        Trainer(resumed, train, config, tmp_path, progress=False).run(resume=True)

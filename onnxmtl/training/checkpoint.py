@@ -101,8 +101,22 @@ class Checkpointer:
             atomic_save(self.run.folder.initial, self.run.model.state_dict())
 
     def initial_weights(self) -> dict[str, Any]:
-        """The weights `save_initial` kept."""
-        return read_checkpoint(self.run.folder.initial)
+        """The weights `save_initial` kept; a file whose weights are not this model's (other
+        names or shapes) is refused with a RunFolderError naming it."""
+        path = self.run.folder.initial
+        state = read_checkpoint(path)
+        own = self.run.model.state_dict()
+        wrong = [
+            name
+            for name, tensor in own.items()
+            if not isinstance(state.get(name), torch.Tensor) or state[name].shape != tensor.shape
+        ] + sorted(set(state) - set(own))
+        if wrong:
+            raise RunFolderError(
+                f"{path}: does not fit this run ({len(wrong)} weight(s) missing, extra or of "
+                f"another shape, such as '{wrong[0]}'); start over with --force."
+            )
+        return state
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
