@@ -121,7 +121,30 @@ def _bad_class(root):
     return "image 'item012.png', task 'item': cannot read 'shirt' as a classification label"
 
 
-@pytest.mark.parametrize("break_it", [_corrupt_image, _mask_of_another_size, _bad_class])
+def _rgb_mask(root):
+    mask = sorted((root / "shape").glob("*.png"))[0]
+    width, height = Image.open(mask).size
+    Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(mask)
+    return f"{mask.name}: a segmentation target must be one value per pixel"
+
+
+def _csv_field_over_the_parser_limit(root):
+    lines = (root / "labels.csv").read_text().splitlines()
+    lines[3] += "x" * 200_000  # csv's field limit is 131,072 characters
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return "labels.csv: not a readable CSV file"
+
+
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        _corrupt_image,
+        _mask_of_another_size,
+        _bad_class,
+        _rgb_mask,
+        _csv_field_over_the_parser_limit,
+    ],
+)
 def test_a_bad_file_or_label_is_named(tmp_path, break_it):
     root, _, _ = write_folder(tmp_path / "shop")
     message = break_it(root)

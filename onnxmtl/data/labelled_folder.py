@@ -129,7 +129,10 @@ class LabelledFolder(ArrayDataset):
         csv_path, jsonl_path = self.root / "labels.csv", self.root / "labels.jsonl"
         rows: list[dict[str, Any]] = []
         if csv_path.is_file():
-            rows = list(csv.DictReader(_text(csv_path).splitlines()))
+            try:
+                rows = list(csv.DictReader(_text(csv_path).splitlines()))
+            except csv.Error as exc:
+                raise DataError(f"{csv_path}: not a readable CSV file ({exc}).") from exc
             where = csv_path
         elif jsonl_path.is_file():
             where = jsonl_path
@@ -301,6 +304,13 @@ class LabelledFolder(ArrayDataset):
         rows = np.arange(self.size[0]) * array.shape[0] // self.size[0]
         cols = np.arange(self.size[1]) * array.shape[1] // self.size[1]
         array = array[rows][:, cols]  # nearest neighbours
+        if task.kind in ("segmentation", "depth") and array.ndim != 2:
+            raise DataError(
+                f"{path}: a {task.kind} target must be one value per pixel (a one-channel "
+                f"image or an (H, W) array), got shape {array.shape}; save class ids or depths "
+                "as a grayscale, palette or 16-bit PNG, not RGB.",
+                "bad target",
+            )
         if task.kind == "segmentation":
             array = array.astype(np.int64)
             array[(array == 255) | (array < 0)] = task.ignore_index
