@@ -16,11 +16,19 @@ from onnxmtl.errors import ConfigError
 THREADS_PER_CORE = 4
 
 
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def checked_threads(threads: int) -> int:
     """`threads`, refused with a ConfigError where it is more than THREADS_PER_CORE per
     usable core of this machine."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    most = THREADS_PER_CORE * (cores or 1)
+    cores = usable_cores()
+    most = THREADS_PER_CORE * cores
     if threads > most:
         raise ConfigError(
             f"threads={threads} on a machine with {cores} usable core(s); give at most {most} "

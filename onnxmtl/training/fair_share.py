@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from onnxmtl.runtime import usable_cores
+
 CHECK_SECONDS = 2.0  # how often the share is re-measured
 SLACK = 0.3  # cores of others' use that still count as idle (a shell, a browser tab)
 PROC_STAT = Path("/proc/stat")
@@ -35,14 +37,6 @@ def _busy_seconds(cores: int) -> float | None:
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 class FairShare:
