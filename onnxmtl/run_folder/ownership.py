@@ -46,7 +46,7 @@ def own_files(folder: Path) -> set[Path]:
     own: set[Path] = set()
     for name in read_file_list(folder):
         parts = PurePosixPath(name).parts
-        if not parts or PurePosixPath(name).is_absolute() or ".." in parts or "." in parts:
+        if not parts or PurePosixPath(name).is_absolute() or ".." in parts:
             continue
         path = folder.joinpath(*parts)
         if any(p.is_symlink() for p in [path, *path.parents] if p.is_relative_to(folder)):
@@ -70,7 +70,12 @@ def foreign_entries(folder: Path) -> list[Path]:
     file list (`own_files`), symbolic links, and folders holding such files. Empty folders
     are nobody's loss and are left out."""
     folder = Path(folder)
-    own = own_files(folder) | {folder / FILE_LIST, folder / LOCK_FILE}
+    return _foreign(folder, own_files(folder))
+
+
+def _foreign(folder: Path, own: set[Path]) -> list[Path]:
+    """`foreign_entries` of `folder`, whose list names the `own` files."""
+    own = own | {folder / FILE_LIST, folder / LOCK_FILE}
     dirs = {p for path in own for p in path.parents if p.is_relative_to(folder)}
 
     def walk(at: Path) -> list[Path]:
@@ -116,21 +121,19 @@ def clear_run(folder: Path) -> None:
             f"({FILE_LIST}), so --force cannot tell them from yours; delete the folder "
             "yourself or give another --out."
         )
-    foreign = foreign_entries(folder)
+    own = own_files(folder)
+    foreign = _foreign(folder, own)
     if foreign:
         raise RunFolderError(
             f"{folder}: holds files onnxmtl did not write ({_listing(folder, foreign)}); "
             "--force deletes only a run's own files: move them out or give another --out."
         )
-    own = own_files(folder)
     for path in own:
         if path.parent == folder and path.name in (LOCK_FILE, FILE_LIST):
             continue
         if path.is_file() and not path.is_symlink():
             path.unlink()
-    for path in folder.rglob(".*.tmp"):
-        if _is_temp_of(path, own) and path.is_file():
-            path.unlink()
+    _remove_temps_of(folder, own)
     for path in sorted({p for f in own for p in f.parents}, key=lambda p: -len(p.parts)):
         inside = path != folder and path.is_relative_to(folder)
         if inside and path.is_dir() and not any(path.iterdir()):
@@ -160,9 +163,12 @@ def remove_stray_temps(folder: Path) -> None:
     """Delete the temporary files of atomic writes that were interrupted (a killed process
     leaves `.NAME.XXXX.tmp` next to NAME) of the files `folder`'s list names."""
     folder = Path(folder)
-    if not folder.is_dir():
-        return
-    own = own_files(folder)
+    if folder.is_dir():
+        _remove_temps_of(folder, own_files(folder))
+
+
+def _remove_temps_of(folder: Path, own: set[Path]) -> None:
+    """Delete the atomic writes' temporary files of the `own` files, anywhere in `folder`."""
     for path in folder.rglob(".*.tmp"):
         if _is_temp_of(path, own) and path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
