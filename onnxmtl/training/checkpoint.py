@@ -66,11 +66,8 @@ class Checkpointer:
         state = read_checkpoint(path)
         try:
             return self._restore(state, phases, done)
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, ConfigError) as exc:
-            raise RunFolderError(
-                f"{path}: does not fit this run ({type(exc).__name__}: {_first_line(exc)}); "
-                "resume with the run's own model, tasks and config, or start over with --force."
-            ) from exc
+        except MISFIT as exc:
+            raise _does_not_fit(path, exc) from exc
 
     def _restore(self, state: dict[str, Any], phases: Sequence[Phase], done: str) -> int:
         run = self.run
@@ -100,23 +97,15 @@ class Checkpointer:
         if self.run.main:
             atomic_save(self.run.folder.initial, self.run.model.state_dict())
 
-    def initial_weights(self) -> dict[str, Any]:
-        """The weights `save_initial` kept; a file whose weights are not this model's (other
-        names or shapes) is refused with a RunFolderError naming it."""
+    def restore_initial(self, keep: dict[str, torch.Tensor]) -> None:
+        """Put back the weights `save_initial` kept, but `keep` (name -> tensor); a file whose
+        weights are not this model's is refused with a RunFolderError naming it, as a
+        checkpoint that does not fit is."""
         path = self.run.folder.initial
-        state = read_checkpoint(path)
-        own = self.run.model.state_dict()
-        wrong = [
-            name
-            for name, tensor in own.items()
-            if not isinstance(state.get(name), torch.Tensor) or state[name].shape != tensor.shape
-        ] + sorted(set(state) - set(own))
-        if wrong:
-            raise RunFolderError(
-                f"{path}: does not fit this run ({len(wrong)} weight(s) missing, extra or of "
-                f"another shape, such as '{wrong[0]}'); start over with --force."
-            )
-        return state
+        try:
+            self.run.model.load_state_dict({**read_checkpoint(path), **keep})
+        except MISFIT as exc:
+            raise _does_not_fit(path, exc) from exc
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -140,6 +129,17 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise RunFolderError(f"{path}: not a checkpoint written by onnxmtl; delete the file.")
     return state
+
+
+# What reading a saved state into a run raises where the state is another run's.
+MISFIT = (KeyError, TypeError, ValueError, RuntimeError, IndexError, ConfigError)
+
+
+def _does_not_fit(path: Path, exc: BaseException) -> RunFolderError:
+    return RunFolderError(
+        f"{path}: does not fit this run ({type(exc).__name__}: {_first_line(exc)}); "
+        "resume with the run's own model, tasks and config, or start over with --force."
+    )
 
 
 def _first_line(exc: BaseException) -> str:

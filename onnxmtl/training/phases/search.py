@@ -237,7 +237,5 @@ class Search(Phase):
         the learnt policy logits; the training batches then start over too, so the derived
         model sees the baselines' data in the baselines' order."""
         run = self.run
-        initial = self.checkpointer.initial_weights()
-        initial["policy_logits"] = run.model.policy_logits.detach()
-        run.model.load_state_dict(initial)
+        self.checkpointer.restore_initial({"policy_logits": run.model.policy_logits.detach()})
         run.streams["train"].load_state_dict({"epoch": 0, "offset": 0})
