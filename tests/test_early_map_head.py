@@ -13,7 +13,11 @@ from onnxmtl.errors import ConfigError, FeatureError
 from onnxmtl.ir.multiscale import with_early_feature
 from onnxmtl.runtime import session
 from onnxmtl.tasks import HEADS, DeepLabHead, Task, make_head, register_head
-from tests.helpers import assert_close, assert_random_policy_derives_and_exports
+from tests.helpers import (
+    assert_close,
+    assert_gradients_reach_every_parameter,
+    assert_random_policy_derives_and_exports,
+)
 
 SIZE = 64
 
@@ -79,6 +83,10 @@ def test_the_head_uses_the_early_map(mobilenet):
     row, col = np.unravel_index(int(change.argmax()), change.shape)
     assert abs(row - 3) <= 1 and abs(col - 12) <= 1
     assert float(change[12:, :6].max()) == 0.0  # beyond the 3x3 fuse's reach: unchanged
+    # no parameter is left unused (the ASPP's classifier reads the fused map)
+    assert_gradients_reach_every_parameter(
+        head, (early.repeat(2, 1, 1, 1), last.repeat(2, 1, 1, 1))
+    )
 
 
 def test_saved_supermodel_keeps_the_early_map(mobilenet, tmp_path):

@@ -48,16 +48,20 @@ class ASPPHead(nn.Module):
         self.project = _conv_bn_relu(width * (len(rates) + 1), width)
         self.classifier = nn.Conv2d(width, num_outputs, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pyramid(self, x: torch.Tensor) -> torch.Tensor:
+        """The branches and the image pooling of `x`, projected to `width` channels."""
         pooled = self.image_pool(x).expand(-1, -1, x.shape[2], x.shape[3])
-        y = torch.cat([b(x) for b in self.branches] + [pooled], dim=1)
-        return self.classifier(self.project(y))
+        return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pyramid(x))
 
 
 class DeepLabHead(nn.Module):
-    """A DeepLabv3+ decoder, narrow: the ASPP of the last map, upsampled to the early map's
-    size and joined with a 1x1 projection of it, then a 3x3 conv-BN-ReLU and a classifier.
-    The early map brings back the detail (edges, boundaries) that a stride-32 map lost."""
+    """A DeepLabv3+ decoder, narrow: the ASPP pyramid of the last map, upsampled to the early
+    map's size and joined with a 1x1 projection of it, then a 3x3 conv-BN-ReLU and the ASPP's
+    classifier. The early map brings back the detail (edges, boundaries) that a stride-32 map
+    lost."""
 
     def __init__(
         self, channels: tuple[int, int], num_outputs: int, width: int = 64, early_width: int = 32
@@ -67,14 +71,12 @@ class DeepLabHead(nn.Module):
         self.aspp = ASPPHead(last_channels, num_outputs, width)
         self.early = _conv_bn_relu(early_channels, early_width)
         self.fuse = _conv_bn_relu(width + early_width, width, 3)
-        self.classifier = nn.Conv2d(width, num_outputs, 1)
 
     def forward(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
         early, last = feats[0], feats[-1]
-        pooled = self.aspp.image_pool(last).expand(-1, -1, last.shape[2], last.shape[3])
-        deep = self.aspp.project(torch.cat([b(last) for b in self.aspp.branches] + [pooled], 1))
+        deep = self.aspp.pyramid(last)
         deep = F.interpolate(deep, size=early.shape[2:], mode="bilinear", align_corners=False)
-        return self.classifier(self.fuse(torch.cat([deep, self.early(early)], dim=1)))
+        return self.aspp.classifier(self.fuse(torch.cat([deep, self.early(early)], dim=1)))
 
 
 class ConvHead(nn.Module):
