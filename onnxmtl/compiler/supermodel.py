@@ -171,12 +171,15 @@ class SuperModel(nn.Module):
         mode: str | None = None,
         tau: float | None = None,
         policy: PolicyLike | None = None,
+        tasks: Sequence[int] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Every task's output for the image batch `x`, keyed by task name."""
-        features = self.features(x, mode, tau, policy)
+        """Every task's output for the image batch `x`, keyed by task name; in 'fixed' mode,
+        the outputs of the tasks indexed by `tasks` only where given (see `features`)."""
+        features = self.features(x, mode, tau, policy, tasks)
+        run = self.tasks if tasks is None else [self.tasks[t] for t in tasks]
         return {
             task.name: head_output(task, self.heads[task.name], feats, x)
-            for task, feats in zip(self.tasks, features)
+            for task, feats in zip(run, features)
         }
 
     def features(
@@ -193,6 +196,8 @@ class SuperModel(nn.Module):
         mode = mode or self.mode
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}.")
+        if tasks is not None and mode != "fixed":
+            raise ConfigError(f"a subset of the tasks runs in 'fixed' mode only, not {mode!r}.")
         tau = self.tau if tau is None else tau
         probs = delta = None
         choices: Choices | None = None
@@ -212,8 +217,6 @@ class SuperModel(nn.Module):
                     chosen = probs.gather(-1, index).squeeze(-1)
                     delta = chosen - chosen.detach()  # (tasks, units), value 0
                 probs = None
-        if tasks is not None and mode != "fixed":
-            raise ConfigError(f"a subset of the tasks runs in 'fixed' mode only, not {mode!r}.")
         self.last_choices = choices
         by_parameters = mode == "soft" and self.soft_mix == "parameters" and self.training
         run = list(range(len(self.tasks)) if tasks is None else tasks)

@@ -10,7 +10,6 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from onnxmtl.compiler.head_output import head_output
 from onnxmtl.compiler.policy import BRANCHES, SHARED, SKIP, SPECIFIC, Policy
 from onnxmtl.compiler.supermodel import Choices, PolicyLike, SuperModel
 from onnxmtl.derived.model import DerivedModel, UnitBranch
@@ -27,14 +26,7 @@ class _FixedRun(nn.Module):
         self.model, self.choices, self.keep = model, choices, keep
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        model = self.model
-        feats = model.features(image, "fixed", policy=self.choices, tasks=self.keep)
-        return {
-            model.tasks[t].name: head_output(
-                model.tasks[t], model.heads[model.tasks[t].name], f, image
-            )
-            for t, f in zip(self.keep, feats)
-        }
+        return self.model(image, "fixed", policy=self.choices, tasks=self.keep)
 
 
 class _Tracer(fx.Tracer):
