@@ -21,7 +21,7 @@ from onnxruntime import RunOptions
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
 from onnxmtl.errors import FixedBatchError
-from onnxmtl.ir.normalize import _add_initializer
+from onnxmtl.ir.normalize import add_initializer
 from onnxmtl.ir.reference import forget_shapes, graph_input
 from onnxmtl.ir.shapes import shape_only_proto
 from onnxmtl.ir.values import dims_of, name_of, node_name, required_input
@@ -258,7 +258,7 @@ def _set_target(graph: ir.Graph, node: ir.Node, out: tuple, position: int) -> No
     new = list(out)  # the sizes at the file's batch, none 0: `allowzero` reads them the same
     new[position] = -1
     name = f"{node.name}_batch_shape_{position}"
-    node.replace_input_with(1, _add_initializer(graph, name, np.array(new, np.int64)))
+    node.replace_input_with(1, add_initializer(graph, name, np.array(new, np.int64)))
 
 
 def _unsafe(label: str, batch: int, node: ir.Node, why: str) -> str:

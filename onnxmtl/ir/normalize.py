@@ -148,7 +148,7 @@ def _pin_reshape(graph: ir.Graph, node: ir.Node) -> int:
     if len(symbolic) != 1 or -1 in dims:
         return 0
     target = np.array([-1 if i == symbolic[0] else d for i, d in enumerate(dims)], np.int64)
-    node.replace_input_with(1, _add_initializer(graph, f"{node.name}_shape", target))
+    node.replace_input_with(1, add_initializer(graph, f"{node.name}_shape", target))
     return 1
 
 
@@ -203,7 +203,8 @@ def _attr_int(node: ir.Node, name: str, default: int) -> int:
     return default if attr is None else attr.as_int()
 
 
-def _add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """`array` as a new initializer of `graph` called `name`."""
     tensor = ir.Tensor(array, name=name)  # ir.tensor's result for an array, without its checks
     init = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype))
     init.const_value = tensor
@@ -214,7 +215,7 @@ def _add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
 def _replace_with_initializer(graph: ir.Graph, value: ir.Value, array: np.ndarray) -> None:
     name = name_of(value)
     value.name = None
-    init = _add_initializer(graph, name, array)
+    init = add_initializer(graph, name, array)
     init.meta[FOLDED] = True
     value.replace_all_uses_with(init)
 
@@ -257,7 +258,7 @@ class UntieInitializersPass(ir.passes.InPlacePass):
             array = const_of(value).numpy()  # read once: each read copies it out of its proto
             for i, (node, index) in enumerate(uses[1:], start=1):
                 copy = array.copy()
-                node.replace_input_with(index, _add_initializer(graph, f"{value.name}__{i}", copy))
+                node.replace_input_with(index, add_initializer(graph, f"{value.name}__{i}", copy))
                 count += 1
         return ir.passes.PassResult(model, modified=bool(count))
 

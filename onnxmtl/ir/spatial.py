@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxmtl.ir.normalize import add_initializer
 from onnxmtl.ir.shapes import infer_shapes
 from onnxmtl.ir.values import name_of
 
@@ -47,12 +48,12 @@ def free_spatial_reshapes(model: ir.Model, label: str) -> list[str]:
         for i, entry in enumerate(target):
             name = f"spatial_reshape{k}_{i}"
             if i in positions:
-                index = _initializer(graph, name, positions[i])
+                index = add_initializer(graph, name, np.array([positions[i]], np.int64))
                 gathered = ir.node("Gather", [size.outputs[0], index])
                 graph.insert_before(node, gathered)
                 parts.append(gathered.outputs[0])
             else:
-                parts.append(_initializer(graph, name, int(entry)))
+                parts.append(add_initializer(graph, name, np.array([entry], np.int64)))
         joined = ir.node("Concat", parts, attributes={"axis": 0})
         graph.insert_before(node, joined)
         node.replace_input_with(1, joined.outputs[0])
@@ -61,13 +62,3 @@ def free_spatial_reshapes(model: ir.Model, label: str) -> list[str]:
         )
         rewritten.append(f"Reshape '{node.name}': target ({dims}) follows '{name_of(data)}'")
     return rewritten
-
-
-def _initializer(graph: ir.Graph, name: str, entry: int) -> ir.Value:
-    """A one-element int64 initializer of `graph` holding `entry`."""
-    tensor = ir.tensor(np.array([entry], np.int64), name=name)
-    value = ir.Value(
-        name=name, const_value=tensor, shape=ir.Shape([1]), type=ir.TensorType(ir.DataType.INT64)
-    )
-    graph.register_initializer(value)
-    return value
