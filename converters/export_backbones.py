@@ -104,16 +104,15 @@ BACKBONES: dict[str, Backbone] = {
         # timm families beyond ResNet/MobileNet/ConvNeXt, hybrid convolution-attention ones
         # included; small input sizes keep them quick on a CPU. Those with attention biases
         # or position tables tied to the token grid (LeViT, EfficientFormer) keep 224. Their
-        # batch-1 files (STATIC_BATCH) load for LCNet, FastViT, LeViT, EdgeNeXt and
-        # EfficientViT; the other hybrids' fail with one line (tests/test_corpus_fixes.py lists
-        # them).
+        # batch-1 files (STATIC_BATCH) load for LCNet, FastViT, LeViT, EdgeNeXt, EfficientViT,
+        # EfficientFormer v2 and MobileViT.
         *[
             Backbone(f"timm_{arch}", _timm(arch), "timm", size, exporters)
             for arch, size, exporters in [
                 ("levit_128s", 224, ("legacy17", STATIC_BATCH)),
                 ("efficientformer_l1", 224, ("legacy17",)),
-                ("efficientformerv2_s0", 224, ("legacy17",)),
-                ("mobilevit_xxs", 128, ("legacy17",)),
+                ("efficientformerv2_s0", 224, ("legacy17", STATIC_BATCH)),
+                ("mobilevit_xxs", 128, ("legacy17", STATIC_BATCH)),
                 ("edgenext_xx_small", 128, ("legacy17", STATIC_BATCH)),
                 ("fastvit_t8", 128, ("legacy17", STATIC_BATCH)),
                 ("efficientvit_b0", 128, ("legacy17", STATIC_BATCH)),

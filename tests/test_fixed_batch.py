@@ -62,6 +62,29 @@ class Attention(nn.Module):
         return t.permute(1, 2, 0).reshape(1, c, h, w)
 
 
+class PatchAttention(nn.Module):
+    """MobileViT's unfolding: (B, C, H, W) to (B*patch area, patches, C), attention across the
+    patches, folded back. Traced at batch 1, the token target is `[patch area, patches, -1]`,
+    whose -1 would take the batch into the channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.LayerNorm(8)
+        self.mix = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        b, c, h, w = y.shape
+        nh, nw = h // 2, w // 2
+        t = y.reshape(b * c * nh, 2, nw, 2).transpose(1, 2)
+        t = t.reshape(b, c, nh * nw, 4).transpose(1, 3).reshape(b * 4, nh * nw, -1)
+        t = self.norm(t)
+        t = torch.softmax(t @ t.transpose(1, 2), dim=-1) @ self.mix(t)
+        t = t.contiguous().view(b, 4, nh * nw, -1).transpose(1, 3).reshape(b * c * nh, nw, 2, 2)
+        return t.transpose(1, 2).reshape(b, c, h, w)
+
+
 def export_batch_1(module: nn.Module, size: int) -> onnx.ModelProto:
     buffer = io.BytesIO()
     torch.onnx.export(module.eval(), torch.randn(1, 3, size, size), buffer, dynamo=False)
@@ -86,9 +109,10 @@ def relative_diff(got: np.ndarray, want: np.ndarray) -> float:
     [
         (ConvReshape, 8),
         (Attention, 8),
+        (PatchAttention, 8),
         (lambda: torchvision.models.mobilenet_v3_small(weights=None), 64),
     ],
-    ids=["conv-reshape", "attention", "mobilenet_v3_small"],
+    ids=["conv-reshape", "attention", "patch-attention", "mobilenet_v3_small"],
 )
 def test_lowered_batch_equals_the_original_per_image(make, size):
     torch.manual_seed(0)

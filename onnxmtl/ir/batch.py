@@ -90,22 +90,27 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(self.rewritten))
 
     def _fix_from_here(self, model: ir.Model, value: ir.Value, probes: Probes) -> bool:
-        """Repoint the first Reshape that drops the batch (or, once none does, the first whose
-        -1 takes it in), trying each place the batch may go (depth first), until every output
-        carries the batch in its first axis and `accept` takes the result. `probes` are the
-        model's shapes as they are now (`_probes`)."""
+        """Repoint the first Reshape that drops the batch or whose -1 takes it in, trying
+        each place the batch may go (depth first), until every output carries the batch in its
+        first axis and `accept` takes the result. `probes` are the model's shapes as they are
+        now (`_probes`)."""
         one, many = probes
-        node = next((n for n in model.graph if _drops_batch(n, one, many)), None)
+        node = next(
+            (
+                n
+                for n in model.graph
+                if _drops_batch(n, one, many) or _absorbs_batch(n, one, many, self.batch)
+            ),
+            None,
+        )
         if node is None:  # outputs of unknown shape are left to the onnxruntime check
             kept = all(
                 _keeps_batch(one.get(name_of(o)), many.get(name_of(o))) for o in model.graph.outputs
             )
             if not kept:
                 self.lost = self.lost or _batch_lost_at(model, one, many)
-            node = next((n for n in model.graph if _absorbs_batch(n, one, many, self.batch)), None)
-            if node is None:  # no Reshape waits, so `_consistent` found the shapes agree
-                return kept and self.accept(model, self.rewritten)
-        elif not self.rewritten:
+            return kept and self.accept(model, self.rewritten)
+        if not self.rewritten:
             self.first = node_name(node)
         if node_name(node) in self.rewritten:  # its rewrite on this path did not free the batch
             return False
@@ -197,8 +202,8 @@ def _drops_batch(node: ir.Node, one: dict, many: dict) -> bool:
 def _absorbs_batch(node: ir.Node, one: dict, many: dict, batch: int) -> bool:
     """A Reshape whose constant target starts with the file's batch and has a -1 that takes
     the batch in (`[1, -1]` in front of a classifier, `[1, tokens, heads, -1]` in an attention
-    block, `[1, -1, C]` after a norm over batch*tokens): its input grows with the batch, and its
-    output too, but not in its first axis."""
+    block, `[1, -1, C]` after a norm over batch*tokens), or any -1 where the batch leads its
+    input: its input grows with the batch, and its output too, but not in its first axis."""
     target = required_input(node, 1).const_value if node.op_type == "Reshape" else None
     data, out = name_of(required_input(node, 0)), name_of(node.outputs[0])
     before, after = one.get(data), many.get(data)
@@ -207,7 +212,18 @@ def _absorbs_batch(node: ir.Node, one: dict, many: dict, batch: int) -> bool:
         return False
     dims = target.numpy().tolist()
     grows = math.prod(after) != math.prod(before)
-    return grows and -1 in dims and dims[0] == batch and not _keeps_batch(size, grown)
+    if not grows or -1 not in dims or _keeps_batch(size, grown):
+        return False
+    return dims[0] == batch or _batch_alone_in_front(before, after, batch)
+
+
+def _batch_alone_in_front(before: tuple, after: tuple, batch: int) -> bool:
+    """Whether a value of shape `before` at the file's `batch` (`after` at PROBE_BATCH times
+    it) holds the batch alone in an axis with nothing in front of it: a Reshape keeps it
+    outermost, so the batch must start the first axis of its output (MobileViT's
+    `[patches, tokens, -1]` at batch 1 is batch*patches, not tokens*batch)."""
+    moved = [j for j, (a, b) in enumerate(zip(before, after)) if a != b]
+    return len(moved) == 1 and math.prod(before[: moved[0] + 1]) == batch
 
 
 def _batch_lost_at(model: ir.Model, one: dict, many: dict) -> str | None:
