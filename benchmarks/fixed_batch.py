@@ -3,7 +3,8 @@ against the same model exported with a dynamic batch.
 
     .venv/bin/python benchmarks/fixed_batch.py [--repeats 15] [--batch 8] [--threads 2]
 
-For each hybrid attention backbone whose batch-1 file loads (LeViT, EdgeNeXt, EfficientViT;
+For each hybrid attention backbone whose batch-1 file loads (LeViT, EdgeNeXt, EfficientViT,
+EfficientFormer v2, MobileViT;
 random timm weights, the corpus's `legacy17-b1` and `legacy17` exports, exported on first use
 into .cache/corpus), both files are loaded and compiled for two tasks (10-class
 classification, 4-class segmentation with a 3x3-conv head); one step is a forward in soft mode
@@ -35,7 +36,13 @@ from onnxmtl.tasks import Task, loss_fn  # noqa: E402
 
 CORPUS = ROOT / ".cache" / "corpus"
 RESULT = ROOT / "docs" / "benchmarks" / "fixed_batch.json"
-BACKBONES = ("timm_levit_128s", "timm_edgenext_xx_small", "timm_efficientvit_b0")
+BACKBONES = (
+    "timm_levit_128s",
+    "timm_edgenext_xx_small",
+    "timm_efficientvit_b0",
+    "timm_efficientformerv2_s0",
+    "timm_mobilevit_xxs",
+)
 TASKS = [Task("cls", "classification", 10), Task("seg", "segmentation", 4, head="conv")]
 
 

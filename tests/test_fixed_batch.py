@@ -13,6 +13,7 @@ import torch
 import torchvision
 from onnx import TensorProto, helper
 from torch import nn
+from torchvision.models.shufflenetv2 import channel_shuffle
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, compile
@@ -85,9 +86,29 @@ class PatchAttention(nn.Module):
         return t.transpose(1, 2).reshape(b, c, h, w)
 
 
-def export_batch_1(module: nn.Module, size: int) -> onnx.ModelProto:
+class ChannelShuffle(nn.Module):
+    """torchvision's ShuffleNet channel shuffle: torch's legacy exporter at a static batch,
+    folding nothing, writes its targets as Constant sizes joined by a Concat, the map's height
+    and width among them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(channel_shuffle(self.conv(x), 2))
+
+
+def export_batch_1(module: nn.Module, size: int, fold: bool = True) -> onnx.ModelProto:
+    """`module` through torch's legacy exporter at a static batch of 1; without `fold`, as
+    converters/export_backbones.py exports a model with BatchNorms (training mode preserved,
+    so the exporter folds no constants)."""
     buffer = io.BytesIO()
-    torch.onnx.export(module.eval(), torch.randn(1, 3, size, size), buffer, dynamo=False)
+    mode = torch.onnx.TrainingMode.EVAL if fold else torch.onnx.TrainingMode.PRESERVE
+    x = torch.randn(1, 3, size, size)
+    torch.onnx.export(
+        module.eval(), x, buffer, dynamo=False, training=mode, do_constant_folding=fold
+    )
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -200,3 +221,19 @@ def test_inspect_says_the_batch_was_made_dynamic(tmp_path):
     proc = run_cli("inspect", str(path))
     assert proc.returncode == 0, proc.stderr
     assert "batch          fixed in the file, made dynamic" in proc.stdout
+
+
+def test_a_static_batch_channel_shuffle_runs_at_another_size():
+    """A batch-1 file whose shuffle targets hold the declared 8x8 map, loaded at 16x16: the
+    targets follow the map and the batch frees; the lowered model on a batch of 3 equals the
+    PyTorch module it was exported from (any size) at 16x16."""
+    torch.manual_seed(0)
+    module = ChannelShuffle().eval()
+    proto = export_batch_1(module, 8, fold=False)
+    graph = onnxmtl.load(proto, features=None, input_shape=(1, 3, 16, 16))
+    assert graph.batch_made_dynamic
+    assert len([a for a in graph.adaptations if a.startswith("Reshape ")]) == 2
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        got, want = lower(graph).eval()(x), module(x)
+    assert relative_diff(got.numpy(), want.numpy()) <= TOLERANCE

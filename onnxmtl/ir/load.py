@@ -81,7 +81,7 @@ def load(
     adaptations += globalize_pools(model, label)
     dims = dims_of(value)
     if input_shape is not None and tuple(input_shape[2:]) != tuple(dims[2:]):
-        adaptations += free_spatial_reshapes(model, label)  # read at the declared size
+        adaptations += free_spatial_reshapes(model, value, label)  # read at the declared size
     static_batch = isinstance(dims[0], int)
     original = ir.serde.serialize_model(model) if static_batch else None
     if original is not None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+import onnx_ir.passes.common as common
 
-from onnxmtl.ir.normalize import add_initializer
+from onnxmtl.ir.normalize import FoldConstantsPass, add_initializer
 from onnxmtl.ir.shapes import infer_shapes
-from onnxmtl.ir.values import name_of
+from onnxmtl.ir.values import dims_of, name_of
+
+MAX_FOLD_ROUNDS = 16
 
 
 def _spatial_positions(data: tuple, target: np.ndarray) -> dict[int, int]:
@@ -23,11 +26,28 @@ def _spatial_positions(data: tuple, target: np.ndarray) -> dict[int, int]:
     return found
 
 
-def free_spatial_reshapes(model: ir.Model, label: str) -> list[str]:
+def _fold_size_free(model: ir.Model, image: ir.Value, label: str) -> None:
+    """Fold what the file computes from constants alone (a legacy export's Reshape target is
+    Constant sizes joined by a Concat), the image's height and width made symbolic meanwhile
+    so that nothing read from them is frozen at the declared size."""
+    common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    declared = image.shape
+    image.shape = ir.Shape([*dims_of(image)[:2], "height", "width"])
+    try:
+        for _ in range(MAX_FOLD_ROUNDS):
+            infer_shapes(model, label)
+            if not FoldConstantsPass()(model).modified:
+                break
+    finally:
+        image.shape = declared
+
+
+def free_spatial_reshapes(model: ir.Model, image: ir.Value, label: str) -> list[str]:
     """Rewrite every Reshape whose constant target copies its map's height and width (at the
     size the file declares) to read them from the map's shape instead, so that the graph
-    runs at other sizes; one line per Reshape rewritten, for `inspect`. Shapes are inferred
-    at the declared size first."""
+    runs at other sizes from its (N, C, H, W) `image` input; one line per Reshape rewritten,
+    for `inspect`. Shapes are inferred at the declared size first."""
+    _fold_size_free(model, image, label)
     infer_shapes(model, label)
     graph = model.graph
     rewritten: list[str] = []
