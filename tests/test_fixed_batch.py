@@ -237,3 +237,19 @@ def test_a_static_batch_channel_shuffle_runs_at_another_size():
     with torch.no_grad():
         got, want = lower(graph).eval()(x), module(x)
     assert relative_diff(got.numpy(), want.numpy()) <= TOLERANCE
+
+
+def test_a_batch_1_file_newer_than_onnxruntime_reads_still_frees_its_batch():
+    """IR version 14 (onnxruntime 1.31 reads at most 13): the rewrite's check runs the file at
+    the version the loaded graph is served at, as `verify` does, instead of failing with
+    onnxruntime's traceback; `inspect` still reports the file's own version."""
+    torch.manual_seed(0)
+    proto = export_batch_1(ConvReshape(), 8)
+    proto.ir_version = 14
+    graph = onnxmtl.load(proto, features=None)
+    assert graph.batch_made_dynamic and graph.ir_version == 14
+    x = np.random.default_rng(1).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        got = lower(graph).eval()(torch.from_numpy(x))
+    proto.ir_version = 10
+    assert relative_diff(got.numpy(), per_image(proto, x)[0]) <= TOLERANCE

@@ -21,6 +21,7 @@ from onnxruntime import RunOptions
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
 from onnxmtl.errors import FixedBatchError
+from onnxmtl.ir.graph import MAX_IR_VERSION
 from onnxmtl.ir.normalize import add_initializer
 from onnxmtl.ir.reference import forget_shapes, graph_input
 from onnxmtl.ir.shapes import shape_only_proto
@@ -331,7 +332,16 @@ def check_batch_rewrite(
     where = f" (rewritten: {', '.join(rewrites[:3])})" if rewrites else ""
     quiet = RunOptions()
     quiet.log_severity_level = 4  # a failure is said in one line, not logged too
-    reference = session(original, ["CPUExecutionProvider"])
+    for proto in (original, rewritten):  # as the loaded graph is served (Graph.to_proto)
+        proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    try:
+        reference = session(original, ["CPUExecutionProvider"])
+    except _ORT_ERRORS as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise FixedBatchError(
+            f"{label}: onnxruntime cannot open the file, so no rewrite of its fixed batch of "
+            f"{batch} can be checked ({first}); {FIX}."
+        ) from exc
     names = [o.name for o in reference.get_outputs()]
     try:
         chunks = [
