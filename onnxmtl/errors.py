@@ -26,7 +26,12 @@ class ModelFileError(OnnxMtlError):
 
 
 class FixedBatchError(ModelFileError):
-    """The file fixes the batch at 1 in a way the load stage cannot make dynamic safely."""
+    """The file fixes the batch at 1 in a way the load stage cannot make dynamic safely;
+    `node` names the first node the rewrite could not get past, where one is known."""
+
+    def __init__(self, message: str, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
 
 
 class UnsupportedOpError(OnnxMtlError):

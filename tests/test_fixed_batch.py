@@ -253,3 +253,18 @@ def test_a_batch_1_file_newer_than_onnxruntime_reads_still_frees_its_batch():
         got = lower(graph).eval()(torch.from_numpy(x))
     proto.ir_version = 10
     assert relative_diff(got.numpy(), per_image(proto, x)[0]) <= TOLERANCE
+
+
+def test_a_patch_grid_held_at_the_declared_size_is_named_at_another(tmp_path):
+    """A batch-1 file whose unfolding Reshapes hold the declared 8x8 map's patch grid frees its
+    batch at 8x8 but not at 16x16: the one line says the size is at fault and which size
+    loads, instead of telling the user to re-export with a dynamic batch."""
+    torch.manual_seed(0)
+    path = tmp_path / "patches.onnx"
+    onnx.save(export_batch_1(PatchAttention(), 8), path)
+    assert onnxmtl.load(path).batch_made_dynamic
+    proc = run_cli("verify", str(path), "--input-shape", "1,3,16,16")
+    assert_clean_error(
+        proc, "loads at its declared 8x8 but not at 16x16", "node '/Reshape'", "load it at 8x8"
+    )
+    assert "dynamic batch" not in proc.stderr

@@ -86,7 +86,8 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
             )
             raise FixedBatchError(
                 f"{self.label}: fixed batch of {self.batch} that cannot be made dynamic: {where} "
-                f"keeps the batch first in every output; {FIX}."
+                f"keeps the batch first in every output; {FIX}.",
+                node=self.first or self.lost,
             )
         return ir.passes.PassResult(model, modified=bool(self.rewritten))
 

@@ -12,7 +12,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 import torch
 
-from onnxmtl.errors import FeatureError, ModelFileError
+from onnxmtl.errors import FeatureError, FixedBatchError, ModelFileError, OnnxMtlError, ShapeError
 from onnxmtl.ir.autopad import explicit_pads
 from onnxmtl.ir.batch import BATCH_SYMBOL, make_batch_dynamic
 from onnxmtl.ir.features import auto_features, cut_at
@@ -80,7 +80,8 @@ def load(
     value, adaptations = to_channels_first(model, image_input(model.graph, label))
     adaptations += globalize_pools(model, label)
     dims = dims_of(value)
-    if input_shape is not None and tuple(input_shape[2:]) != tuple(dims[2:]):
+    resized = input_shape is not None and tuple(input_shape[2:]) != tuple(dims[2:])
+    if resized:
         adaptations += free_spatial_reshapes(model, value, label)  # read at the declared size
     static_batch = isinstance(dims[0], int)
     original = ir.serde.serialize_model(model) if static_batch else None
@@ -105,7 +106,13 @@ def load(
         cut_at(model.graph, names, label)  # input cannot run at another, and goes anyway
         clean_up(model)
     if original is not None:
-        make_batch_dynamic(model, value, outputs_at(original, names), label)
+        try:
+            make_batch_dynamic(model, value, outputs_at(original, names), label)
+        except FixedBatchError as exc:
+            if resized:
+                assert input_shape is not None  # `resized` says it is given
+                _refuse_held_size(source, features, (dims, input_shape), label, exc)
+            raise
         infer_shapes(model, label)  # the fixed-batch constants now follow the input's batch
     DropComputedZeroBiasPass()(model)
     UntieInitializersPass()(model)
@@ -140,3 +147,26 @@ def _feature_names(graph, features: Features, label: str) -> list[str] | None:
     if not names:
         raise FeatureError(f"{label}: empty feature list; give 'auto' or value names.")
     return names
+
+
+def _refuse_held_size(
+    source: str | Path | onnx.ModelProto,
+    features: Features,
+    sizes: tuple[Sequence, Sequence[int]],
+    label: str,
+    exc: FixedBatchError,
+) -> None:
+    """Raise a ShapeError where a fixed-batch file that fails at another size frees its batch
+    at the size it declares: its Reshape targets hold that size's feature grid (a patch grid,
+    a token count), which is what the user must hear, not how to free the batch."""
+    try:
+        load(source, features)
+    except OnnxMtlError:
+        return
+    declared, wanted = ("x".join(str(d) for d in size[2:]) for size in sizes)
+    where = f" (the batch rewrite stops at node '{exc.node}')" if exc.node else ""
+    raise ShapeError(
+        f"{label}: loads at its declared {declared} but not at {wanted}: Reshape targets hold "
+        f"the declared size's feature grid{where}; load it at {declared}, or re-export it at "
+        f"{wanted}."
+    ) from exc
