@@ -109,7 +109,7 @@ def load(
         try:
             make_batch_dynamic(model, value, outputs_at(original, names), label)
         except FixedBatchError as exc:
-            if resized:
+            if resized and exc.node:  # the rewrite, not the file, stopped at a node
                 assert input_shape is not None  # `resized` says it is given
                 _refuse_held_size(source, features, (dims, input_shape), label, exc)
             raise
