@@ -293,12 +293,14 @@ def make_batch_dynamic(
     symbolic) at the batch, and check the result against the `original` file on onnxruntime."""
     name = name_of(value)
     batch = graph_input(original, name).type.tensor_type.shape.dim[0].dim_value
+    original.ir_version = min(original.ir_version, MAX_IR_VERSION)  # as Graph.to_proto serves
     refused: list[FixedBatchError] = []
 
     def accept(candidate: ir.Model, rewrites: list[str]) -> bool:
         if len(refused) >= MAX_CHECKS:
             return False
         rewritten = forget_shapes(ir.serde.serialize_model(candidate))
+        rewritten.ir_version = min(rewritten.ir_version, MAX_IR_VERSION)
         try:
             check_batch_rewrite(original, rewritten, name, label, rewrites)
         except FixedBatchError as exc:
@@ -333,15 +335,12 @@ def check_batch_rewrite(
     where = f" (rewritten: {', '.join(rewrites[:3])})" if rewrites else ""
     quiet = RunOptions()
     quiet.log_severity_level = 4  # a failure is said in one line, not logged too
-    for proto in (original, rewritten):  # as the loaded graph is served (Graph.to_proto)
-        proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
     try:
         reference = session(original, ["CPUExecutionProvider"])
     except _ORT_ERRORS as exc:
-        first = str(exc).strip().splitlines()[0]
         raise FixedBatchError(
             f"{label}: onnxruntime cannot open the file, so no rewrite of its fixed batch of "
-            f"{batch} can be checked ({first}); {FIX}."
+            f"{batch} can be checked ({_first_line(exc)}); {FIX}."
         ) from exc
     names = [o.name for o in reference.get_outputs()]
     try:
@@ -350,20 +349,17 @@ def check_batch_rewrite(
             for i in range(runs)
         ]
     except _ORT_ERRORS as exc:
-        first = str(exc).strip().splitlines()[0]
         raise FixedBatchError(
             f"{label}: the file itself fails on onnxruntime at input {list(pool.shape[1:])}, so "
-            f"no rewrite of its batch can be checked ({first}); load it at its declared size, "
-            "or cut it at its features (a classifier sized for the declared input cannot run "
-            "at another)."
+            f"no rewrite of its batch can be checked ({_first_line(exc)}); load it at its "
+            "declared size, or cut it at its features (a classifier sized for the declared "
+            "input cannot run at another)."
         ) from exc
     try:
         got = session(rewritten, ["CPUExecutionProvider"]).run(names, {input_name: x}, quiet)
     except _ORT_ERRORS as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise FixedBatchError(
-            _failed(label, batch, f"onnxruntime fails on a batch of {CHECK_BATCH}{where}: {first}")
-        ) from exc
+        why = f"onnxruntime fails on a batch of {CHECK_BATCH}{where}: {_first_line(exc)}"
+        raise FixedBatchError(_failed(label, batch, why)) from exc
     for k, name in enumerate(names):
         parts = [c[k] for c in chunks]
         if parts[0].ndim == 0 or parts[0].shape[0] != batch or got[k].shape[0] != CHECK_BATCH:
@@ -385,6 +381,11 @@ def check_batch_rewrite(
                     f"batches of {batch}{where}",
                 )
             )
+
+
+def _first_line(exc: Exception) -> str:
+    """onnxruntime's message without its stack of frames."""
+    return str(exc).strip().splitlines()[0]
 
 
 def _failed(label: str, batch: int, why: str) -> str:

@@ -21,9 +21,9 @@ from onnxmtl.ir.graph import Graph
 from onnxmtl.ir.layout import to_channels_first
 from onnxmtl.ir.normalize import (
     DropComputedZeroBiasPass,
-    FoldConstantsPass,
     UntieInitializersPass,
     clean_up,
+    fold_until_stable,
 )
 from onnxmtl.ir.pools import globalize_pools
 from onnxmtl.ir.read import read_model
@@ -40,7 +40,6 @@ from onnxmtl.ir.units import find_units
 from onnxmtl.ir.values import dims_of, name_of
 
 Features = str | Sequence[str] | None
-MAX_FOLD_ROUNDS = 64
 MIN_IR_VERSION = 4  # the first in which initializers need not be graph inputs
 
 
@@ -93,12 +92,7 @@ def load(
 
     common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     common.IdentityEliminationPass()(model)
-    for _ in range(MAX_FOLD_ROUNDS):  # each round may resolve shapes that unlock the next
-        infer_shapes(model, label)
-        changed = FoldConstantsPass()(model).modified
-        clean_up(model)
-        if not changed:
-            break
+    fold_until_stable(model, label)
     adaptations += explicit_pads(model)  # attributes only: the shapes hold
     original_outputs = [(name_of(v), shape_of(v)) for v in model.graph.outputs]
     names = _feature_names(model.graph, features, label)

@@ -18,9 +18,11 @@ import onnx_ir.passes.common as common
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
+from onnxmtl.ir.shapes import infer_shapes
 from onnxmtl.ir.values import const_of, name_of
 
 FOLDED = "onnxmtl.folded"
+MAX_FOLD_ROUNDS = 64
 _NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike"}
 _NONDETERMINISTIC |= {"Multinomial", "Bernoulli", "Dropout"}
 
@@ -285,3 +287,14 @@ def clean_up(model: ir.Model) -> None:
     common.RemoveUnusedOpsetsPass()(model)
     common.TopologicalSortPass()(model)
     common.NameFixPass()(model)
+
+
+def fold_until_stable(model: ir.Model, label: str) -> None:
+    """Fold constants and clean up until nothing changes: each round's inferred shapes may
+    resolve reads that unlock the next."""
+    for _ in range(MAX_FOLD_ROUNDS):
+        infer_shapes(model, label)
+        changed = FoldConstantsPass()(model).modified
+        clean_up(model)
+        if not changed:
+            break

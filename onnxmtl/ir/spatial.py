@@ -6,11 +6,9 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
-from onnxmtl.ir.normalize import FoldConstantsPass, add_initializer
+from onnxmtl.ir.normalize import add_initializer, fold_until_stable
 from onnxmtl.ir.shapes import infer_shapes
 from onnxmtl.ir.values import dims_of, name_of
-
-MAX_FOLD_ROUNDS = 16
 
 
 def _spatial_positions(data: tuple, target: np.ndarray) -> dict[int, int]:
@@ -34,10 +32,7 @@ def _fold_size_free(model: ir.Model, image: ir.Value, label: str) -> None:
     declared = image.shape
     image.shape = ir.Shape([*dims_of(image)[:2], "height", "width"])
     try:
-        for _ in range(MAX_FOLD_ROUNDS):
-            infer_shapes(model, label)
-            if not FoldConstantsPass()(model).modified:
-                break
+        fold_until_stable(model, label)
     finally:
         image.shape = declared
 
