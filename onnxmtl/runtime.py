@@ -8,12 +8,20 @@ from collections.abc import Iterator
 
 import onnx
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
 from onnxmtl.errors import ConfigError
+
+ORT_ERRORS = (Fail, InvalidArgument, RuntimeException)  # what a session or a run raises
 
 # More threads than this many per usable core only wait on each other, and far more than
 # the system allows kill the process inside the OpenMP runtime instead of raising.
 THREADS_PER_CORE = 4
+
+
+def first_line(exc: Exception) -> str:
+    """onnxruntime's message without its stack of frames."""
+    return str(exc).strip().splitlines()[0]
 
 
 def usable_cores() -> int:

@@ -2,7 +2,9 @@
 flow, the compiled supermodel (three tasks) with an all-shared policy == onnxruntime, one
 hard-mode training step on a batch of 2 gives finite losses and changes the weights, and a
 model derived with a random policy == its supermodel and its ONNX export == PyTorch, both at
-the backbone's declared size and, where the architecture allows, at a smaller one.
+the backbone's declared size and at a smaller one: the same export where the graph follows
+the size, else the file loaded at that size, or refused there in one line where the file
+holds its declared size (attention biases, patch grids).
 
 A small default subset runs in `make test`; the whole corpus is marked slow
 (`pytest -m slow tests/test_corpus.py`). Exports are cached under .cache/corpus.
@@ -15,6 +17,7 @@ import torch
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, compile
+from onnxmtl.errors import OnnxMtlError
 from onnxmtl.lower import lower
 from onnxmtl.lower.verify import verify
 from onnxmtl.tasks import loss_fn
@@ -34,19 +37,31 @@ TOLERANCE = 1e-4
 # batch-1 file: torch's exporter fuses the Reshape back from its BatchNorm over batch*tokens
 # with the attention's and keeps the traced batch; not solved).
 STATIC_BATCH = {("timm_mobilevitv2_050", "dynamo"), ("timm_levit_128s", converters.STATIC_BATCH)}
-# Backbones that only run at their declared size, so the smaller-size export is skipped:
-# attention biases, position tables or patch reshapes sized for the declared input's grid.
-SIZE_FIXED = {
-    "efficientnet_lite0": "its SAME paddings are fixed Pads computed for 224 (odd at 160)",
-    "timm_levit_128s": "attention biases and Reshape targets sized for the 14x14/7x7/4x4 grids",
-    "timm_efficientformer_l1": "last stage's attention bias sized for its 7x7 token grid",
-    "timm_efficientformerv2_s0": "attention biases sized for the 14x14 and 7x7 token grids",
-    "timm_mobilevit_xxs": "its unfolding Reshapes hold the declared size's patch grid",
-    "timm_edgenext_xx_small": "its channel-attention Reshapes hold the declared token count",
-    "timm_efficientvit_b0": "its linear-attention Reshapes hold the declared token count",
-    "timm_poolformer_s12": "GroupNorm, exported as InstanceNorm between Reshapes, holds the size",
-    "shufflenet_v2_x1_0": "its channel-shuffle Reshapes hold the declared size's feature maps",
-    "timm_mobilevitv2_050": "its unfolding Reshapes hold the declared size's patch grid",
+# Backbones whose loaded graph holds the size it was loaded at (Reshape targets or pads folded
+# for it): one export runs at that size only, so the smaller size is checked by loading the
+# file there (`load(input_shape=...)`) and running the whole check again.
+LOADS_AT_SIZE = {
+    "efficientnet_lite0": "its SAME paddings are fixed Pads computed for the size loaded at",
+    "timm_levit_128s": "Reshape targets folded for the token grids of the size loaded at",
+    "timm_efficientformer_l1": "Reshape targets folded for the token grid of the size loaded at",
+    "timm_edgenext_xx_small": "channel-attention Reshapes folded for the size loaded at",
+    "timm_efficientvit_b0": "linear-attention Reshapes folded for the size loaded at",
+    "timm_poolformer_s12": "GroupNorm, exported as InstanceNorm between Reshapes, folded",
+    "shufflenet_v2_x1_0": "channel-shuffle Reshapes follow the map they shuffle",
+}
+# Files that load at their declared size only: attention biases or Reshape targets that hold
+# its patch or token grid as constants. At the smaller size load refuses them in one line.
+DECLARED_SIZE_ONLY = {
+    ("timm_efficientformerv2_s0", "legacy17"): "attention biases sized for 14x14 and 7x7",
+    ("timm_efficientformerv2_s0", converters.STATIC_BATCH): "attention biases, as above",
+    ("timm_mobilevit_xxs", "legacy17"): "unfolding Reshapes hold the declared patch grid",
+    ("timm_mobilevit_xxs", converters.STATIC_BATCH): "unfolding Reshapes, as above",
+    ("timm_mobilevitv2_050", "legacy17"): "unfolding Reshapes hold the declared patch grid",
+    ("timm_mobilevitv2_050", "legacy13"): "unfolding Reshapes, as above",
+    ("timm_mobilevitv2_050", "dynamo"): "unfolding Reshapes, as above",
+    ("timm_levit_128s", converters.STATIC_BATCH): "attention biases held as constants",
+    ("timm_edgenext_xx_small", converters.STATIC_BATCH): "token-count Reshapes held",
+    ("timm_efficientvit_b0", converters.STATIC_BATCH): "token-count Reshapes held",
 }
 DEFAULT = [
     ("squeezenet1_1", "dynamo"),
@@ -105,8 +120,10 @@ def _hard_training_step(model, x: torch.Tensor, what: str) -> None:
     model.eval()
 
 
-def _check(corpus, name: str, exporter: str, tmp_path) -> None:
-    graph = onnxmtl.load(corpus(name, exporter))
+def _check_at(path, name: str, exporter: str, tmp_path, input_shape=None) -> int:
+    """The whole check of the file at `path` loaded at `input_shape` (None: as declared);
+    the size it ran at."""
+    graph = onnxmtl.load(path, input_shape=input_shape)
     assert graph.units
     module = lower(graph)
     result = verify(graph, module, tolerance=TOLERANCE)
@@ -126,8 +143,25 @@ def _check(corpus, name: str, exporter: str, tmp_path) -> None:
     _hard_training_step(model, x, f"{name}/{exporter}")
 
     batch = 2 if (name, exporter) in STATIC_BATCH else None
-    sizes = [size] if name in SIZE_FIXED else [size, smaller_size(size)]
+    held = name in LOADS_AT_SIZE or (name, exporter) in DECLARED_SIZE_ONLY
+    sizes = [size] if held else [size, smaller_size(size)]
     assert_random_policy_derives_and_exports(model, x, tmp_path, f"{name}/{exporter}", sizes, batch)
+    return size
+
+
+def _check(corpus, name: str, exporter: str, tmp_path) -> None:
+    """The check at the declared size, and at a smaller one where the export alone does not
+    run there: loaded at it, or refused in one line where the file holds its own size."""
+    path = corpus(name, exporter)
+    size = _check_at(path, name, exporter, tmp_path)
+    smaller = (2, 3, smaller_size(size), smaller_size(size))
+    if (name, exporter) in DECLARED_SIZE_ONLY:
+        with pytest.raises(OnnxMtlError) as refused:
+            onnxmtl.load(path, input_shape=smaller)
+        said = str(refused.value)  # one line, naming where the size is held
+        assert "\n" not in said and ("node" in said or "output" in said), said
+    elif name in LOADS_AT_SIZE:
+        assert _check_at(path, name, exporter, tmp_path / "smaller", smaller) == smaller[2]
 
 
 @pytest.mark.parametrize(("name", "exporter"), DEFAULT, ids=[f"{n}-{e}" for n, e in DEFAULT])

@@ -112,6 +112,48 @@ def export_batch_1(module: nn.Module, size: int, fold: bool = True) -> onnx.Mode
     return onnx.load_from_string(buffer.getvalue())
 
 
+def shuffle_joining_the_batch(size: int, w: np.ndarray) -> onnx.ModelProto:
+    """A channel shuffle of 4 channels in 2 groups, then a 1x1 Conv of weights `w`, as torch's
+    dynamo exporter writes ShuffleNet's: each Reshape target joins the batch read from the
+    input to the declared size's constant sizes, so no target is a constant."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "one"], ["batch"]),
+        helper.make_node("Concat", ["batch", "split"], ["split_to"], axis=0),
+        helper.make_node("Reshape", ["x", "split_to"], ["groups"]),
+        helper.make_node("Transpose", ["groups"], ["swapped"], perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Concat", ["batch", "merge"], ["merge_to"], axis=0),
+        helper.make_node("Reshape", ["swapped", "merge_to"], ["shuffled"]),
+        helper.make_node("Conv", ["shuffled", "w"], ["y"]),
+    ]
+    ints = TensorProto.INT64
+    inits = [
+        helper.make_tensor("zero", ints, [1], [0]),
+        helper.make_tensor("one", ints, [1], [1]),
+        helper.make_tensor("split", ints, [4], [2, 2, size, size]),
+        helper.make_tensor("merge", ints, [3], [4, size, size]),
+        onnx.numpy_helper.from_array(w, "w"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "shuffle",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, size, size])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def export_dynamic_batch(module: nn.Module, size: int) -> onnx.ModelProto:
+    """`module` through torch's dynamo exporter with the batch dynamic: the sizes it computes
+    from the input's height and width are constants of the declared size."""
+    x = torch.randn(2, 3, size, size)
+    batch = {"x": {0: torch.export.Dim("N")}}
+    program = torch.onnx.export(module.eval(), (x,), dynamo=True, dynamic_shapes=batch)
+    assert program is not None
+    return program.model_proto
+
+
 def per_image(proto: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
     """onnxruntime of `proto` on each image of `x` alone, stacked: what a batch must give."""
     sess = session(proto, ["CPUExecutionProvider"])
@@ -268,3 +310,32 @@ def test_a_patch_grid_held_at_the_declared_size_is_named_at_another(tmp_path):
         proc, "loads at its declared 8x8 but not at 16x16", "node '/Reshape'", "load it at 8x8"
     )
     assert "dynamic batch" not in proc.stderr
+
+
+def test_a_shuffle_joining_the_batch_to_constant_sizes_runs_at_another_size():
+    """Reshape targets that join the batch read from the input to the declared 8x8 map's
+    constant sizes, loaded at 16x16: the constant sizes follow the map; the lowered model on a
+    batch of 3 equals torchvision's channel shuffle and the Conv at 16x16."""
+    w = np.random.default_rng(0).standard_normal((4, 4, 1, 1)).astype(np.float32)
+    graph = onnxmtl.load(shuffle_joining_the_batch(8, w), features=None, input_shape=(1, 4, 16, 16))
+    assert len([a for a in graph.adaptations if a.startswith("Reshape ")]) == 2
+    x = torch.randn(3, 4, 16, 16)
+    with torch.no_grad():
+        got = lower(graph).eval()(x)
+        want = nn.functional.conv2d(channel_shuffle(x, 2), torch.from_numpy(w))
+    assert relative_diff(got.numpy(), want.numpy()) <= TOLERANCE
+
+
+def test_a_dynamic_batch_file_whose_patch_grid_is_held_is_refused_at_another_size(tmp_path):
+    """A dynamic-batch file whose unfolding Reshapes hold the declared 8x8 map's patch grid
+    (their -1 takes in the batch) runs at 16x16, but hands back more rows than images: load
+    refuses it in one line naming the output and the size it declares, instead of handing
+    back a graph that computes something else."""
+    torch.manual_seed(0)
+    path = tmp_path / "patches.onnx"
+    onnx.save(export_dynamic_batch(PatchAttention(), 8), path)
+    assert onnxmtl.load(path).input_shape[2:] == (8, 8)  # loads at the size it declares
+    proc = run_cli("verify", str(path), "--input-shape", "1,3,16,16")
+    assert_clean_error(
+        proc, "does not run at 16x16 (it declares 8x8)", "gives 8 rows for 2", "load it at 8x8"
+    )

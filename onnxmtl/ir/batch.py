@@ -18,7 +18,6 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 from onnxruntime import RunOptions
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
 from onnxmtl.errors import FixedBatchError
 from onnxmtl.ir.graph import MAX_IR_VERSION
@@ -26,7 +25,7 @@ from onnxmtl.ir.normalize import add_initializer
 from onnxmtl.ir.reference import forget_shapes, graph_input
 from onnxmtl.ir.shapes import shape_only_proto
 from onnxmtl.ir.values import dims_of, name_of, node_name, required_input
-from onnxmtl.runtime import session
+from onnxmtl.runtime import ORT_ERRORS, first_line, session
 
 BATCH_SYMBOL = "N"
 PROBE_BATCH = 97  # a factor no real size holds, so the dims the batch scales stand out
@@ -38,7 +37,6 @@ FIX = (
     "re-export the model with a dynamic batch axis (torch.onnx.export(..., dynamic_axes="
     "{'input': {0: 'N'}})); see 'Fixed-batch files' in docs/backbones.md"
 )
-_ORT_ERRORS = (Fail, InvalidArgument, RuntimeException)
 Shapes = dict[str, tuple | None]  # every value's inferred shape (None: unknown)
 Probes = tuple[Shapes, Shapes]  # at the file's batch, at PROBE_BATCH times it
 
@@ -337,10 +335,10 @@ def check_batch_rewrite(
     quiet.log_severity_level = 4  # a failure is said in one line, not logged too
     try:
         reference = session(original, ["CPUExecutionProvider"])
-    except _ORT_ERRORS as exc:
+    except ORT_ERRORS as exc:
         raise FixedBatchError(
             f"{label}: onnxruntime cannot open the file, so no rewrite of its fixed batch of "
-            f"{batch} can be checked ({_first_line(exc)}); {FIX}."
+            f"{batch} can be checked ({first_line(exc)}); {FIX}."
         ) from exc
     names = [o.name for o in reference.get_outputs()]
     try:
@@ -348,17 +346,17 @@ def check_batch_rewrite(
             reference.run(names, {input_name: pool[i * batch : (i + 1) * batch]}, quiet)
             for i in range(runs)
         ]
-    except _ORT_ERRORS as exc:
+    except ORT_ERRORS as exc:
         raise FixedBatchError(
             f"{label}: the file itself fails on onnxruntime at input {list(pool.shape[1:])}, so "
-            f"no rewrite of its batch can be checked ({_first_line(exc)}); load it at its "
+            f"no rewrite of its batch can be checked ({first_line(exc)}); load it at its "
             "declared size, or cut it at its features (a classifier sized for the declared "
             "input cannot run at another)."
         ) from exc
     try:
         got = session(rewritten, ["CPUExecutionProvider"]).run(names, {input_name: x}, quiet)
-    except _ORT_ERRORS as exc:
-        why = f"onnxruntime fails on a batch of {CHECK_BATCH}{where}: {_first_line(exc)}"
+    except ORT_ERRORS as exc:
+        why = f"onnxruntime fails on a batch of {CHECK_BATCH}{where}: {first_line(exc)}"
         raise FixedBatchError(_failed(label, batch, why)) from exc
     for k, name in enumerate(names):
         parts = [c[k] for c in chunks]
@@ -381,11 +379,6 @@ def check_batch_rewrite(
                     f"batches of {batch}{where}",
                 )
             )
-
-
-def _first_line(exc: Exception) -> str:
-    """onnxruntime's message without its stack of frames."""
-    return str(exc).strip().splitlines()[0]
 
 
 def _failed(label: str, batch: int, why: str) -> str:

@@ -35,6 +35,7 @@ from onnxmtl.ir.shapes import (
     known_shape,
     shape_of,
 )
+from onnxmtl.ir.size_check import check_runs_at_size
 from onnxmtl.ir.spatial import free_spatial_reshapes
 from onnxmtl.ir.units import find_units
 from onnxmtl.ir.values import dims_of, name_of
@@ -108,6 +109,8 @@ def load(
                 _refuse_held_size(source, features, (dims, input_shape), label, exc)
             raise
         infer_shapes(model, label)  # the fixed-batch constants now follow the input's batch
+    elif resized:  # the batch check above ran the graph at this size already
+        check_runs_at_size(model, value, dims, label)
     DropComputedZeroBiasPass()(model)
     UntieInitializersPass()(model)
     clean_up(model)  # what the dropped biases and the cut left unused
