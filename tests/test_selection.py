@@ -16,7 +16,13 @@ from onnxmtl.errors import ConfigError
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig, Trainer
 from onnxmtl.training.read_logits import policy_from_logits
-from onnxmtl.training.selection import Trial, _finalists, _steps, select_policy
+from onnxmtl.training.selection import (
+    Trial,
+    _candidate_start,
+    _finalists,
+    _steps,
+    select_policy,
+)
 
 
 def _model(tiny_export, tasks, skips: str = "grouped"):
@@ -102,17 +108,19 @@ def test_the_finalists_combine_each_tasks_best_options_best_first(tiny_export):
 def _searched_trainer(tiny_export, tmp_path, **options):
     train = Scenes("train", count=64, size=32, cache_dir=tmp_path / "data")
     config = SearchConfig().with_options(
-        batch_size=4,
-        warmup_steps=2,
-        search_steps=2,
-        post_train_steps=3,
-        post_train_init="search",
-        derive="halving",
-        select_steps=1,
-        select_keep=1,
-        select_batches=2,
-        select_batchnorm_batches=1,
-        **options,
+        **{
+            "batch_size": 4,
+            "warmup_steps": 2,
+            "search_steps": 2,
+            "post_train_steps": 3,
+            "post_train_init": "search",
+            "derive": "halving",
+            "select_steps": 1,
+            "select_keep": 1,
+            "select_batches": 2,
+            "select_batchnorm_batches": 1,
+            **options,
+        }
     )
     model = _model(tiny_export, train.tasks())
     return Trainer(model, train, config, tmp_path / "run", progress=False)
@@ -137,6 +145,36 @@ def test_selection_measures_every_option_and_leaves_the_weights_as_they_were(tin
     assert len(selection.second) == 1 and selection.second[0].steps == 3
     assert selection.chosen == selection.second[0].picks
     assert policy.choices == compose(run.model, options, selection.chosen).choices
+
+
+@pytest.mark.parametrize("init", ["backbone", "search"])
+def test_candidates_start_with_copies_as_the_final_model_starts_them(tiny_export, tmp_path, init):
+    """Post-trained from the backbone, the final model's task copies start equal to the shared
+    weights, and so do the candidates' (the search trained them apart); post-trained from the
+    search's weights, the candidates keep those. The session's model is left as it was."""
+    trainer = _searched_trainer(tiny_export, tmp_path, post_train_init=init)
+    trainer.run(stop_after=4)
+    model = trainer.session.model
+    with torch.no_grad():  # the copies as a longer search leaves them: apart from the shared
+        for unit in model.units:
+            for own in unit.specific:
+                for weight in own.parameters():
+                    weight.add_(0.01 * torch.randn_like(weight))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    start = _candidate_start(trainer.session)
+    searched = policy_from_logits(model, "argmax")
+    select_policy(trainer.session, searched)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    moved = False
+    for u, unit in enumerate(model.units):
+        for name, _ in unit.shared.named_parameters():
+            shared = start[f"units.{u}.shared.{name}"]
+            assert torch.equal(shared, before[f"units.{u}.shared.{name}"])
+            for t in range(len(unit.specific)):
+                key = f"units.{u}.specific.{t}.{name}"
+                moved |= not torch.equal(before[key], shared)
+                assert torch.equal(start[key], shared if init == "backbone" else before[key])
+    assert moved
 
 
 def test_with_no_candidate_within_budget_the_searched_policy_stays(tiny_export, tmp_path):

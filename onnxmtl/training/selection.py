@@ -6,7 +6,9 @@ skipped, all shared, or the searched rows) is given to every task at once, fine-
 from those weights, and scored per task on held-out data. Each task keeps its best few
 options; their combinations are fine-tuned three times as long and the best on the
 task-balanced delta-m wins (successive halving). Every candidate sees the same batches from
-the same weights, so what separates them is the policy, not the noise of a Gumbel sample.
+the same weights, so what separates them is the policy, not the noise of a Gumbel sample;
+where the final model post-trains from the backbone, each task's copies start as the shared
+ones, as they do from the backbone.
 
 The fine-tuning uses the first half of the training split (train1) and the scores the
 second (train2): the validation split, on which `run` chooses among the searched model and
@@ -76,11 +78,12 @@ def select_policy(
     names = list(options)
     bar = run.bar(len(names), "select")
     try:
+        start = _candidate_start(run), saved[1]  # load_state_dict copies what it loads
         first = []
         steps = _steps(run, c.steps)
         for name in names:
             picks = (name,) * len(model.task_names)
-            first.append(_trial(run, compose(model, options, picks), picks, steps, saved))
+            first.append(_trial(run, compose(model, options, picks), picks, steps, start))
             bar.update(1)
         reference = next(t.metrics for t in first if t.picks[0] == "all-shared")
         for trial in first:
@@ -92,7 +95,7 @@ def select_policy(
         second = []
         for picks in finalists:
             longer = _steps(run, c.steps * RUNG_GROWTH)
-            trial = _trial(run, compose(model, options, picks), picks, longer, saved)
+            trial = _trial(run, compose(model, options, picks), picks, longer, start)
             trial.delta_m = delta_m(trial.metrics, reference)
             second.append(trial)
             bar.update(1)
@@ -106,6 +109,23 @@ def select_policy(
         return searched, Selection(names, first, second, (SEARCHED,) * len(model.task_names))
     best = max(second, key=_score)
     return compose(model, options, best.picks), Selection(names, first, second, best.picks)
+
+
+def _candidate_start(run: Session) -> dict[str, torch.Tensor]:
+    """The weights every candidate is fine-tuned from: the supermodel's, but where the final
+    model post-trains from the backbone (`post_train_init: backbone`), every task's copy of
+    a unit holds the shared copy's weights, as all copies start alike from the backbone. A
+    copy the search trained for its task alone would otherwise give the options that own
+    many units a head start the final model does not have, and the selection would favour
+    them for it (docs/concepts.md, the selection)."""
+    model = run.model
+    state = copy.deepcopy(model.state_dict())
+    if run.config.post_train.init == "backbone":
+        for u, unit in enumerate(model.units):
+            for name, _ in unit.shared.named_parameters():
+                for t in range(len(unit.specific)):
+                    state[f"units.{u}.specific.{t}.{name}"] = state[f"units.{u}.shared.{name}"]
+    return state
 
 
 def _steps(run: Session, wanted: int) -> int:
