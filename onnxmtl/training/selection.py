@@ -121,7 +121,8 @@ def _candidate_start(run: Session) -> dict[str, torch.Tensor]:
     model = run.model
     state = copy.deepcopy(model.state_dict())
     if run.config.post_train.init == "backbone":
-        for u, unit in enumerate(model.units):
+        for u in range(len(model.units)):
+            unit = model.unit_branches(u)
             for name, _ in unit.shared.named_parameters():
                 for t in range(len(unit.specific)):
                     state[f"units.{u}.specific.{t}.{name}"] = state[f"units.{u}.shared.{name}"]
