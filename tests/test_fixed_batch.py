@@ -86,6 +86,34 @@ class PatchAttention(nn.Module):
         return t.transpose(1, 2).reshape(b, c, h, w)
 
 
+class WindowAttention(nn.Module):
+    """TinyViT's, Swin's and EfficientViT's window attention: (B, H, W, C) cut into windows
+    of 2x2, a depthwise conv on each window, attention within each window over (B*windows,
+    tokens, C), the windows put back. Traced at batch 1, the conv's input is `[windows, -1, 2,
+    2]` and the head split `[windows, tokens, heads, -1]`: each -1 would take the batch into
+    the channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.local = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.qkv = nn.Linear(8, 24)
+        self.bias = nn.Parameter(torch.randn(2, 4, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x).permute(0, 2, 3, 1)
+        b, h, w, c = y.shape
+        t = y.view(b, h // 2, 2, w // 2, 2, c).transpose(2, 3).reshape(-1, 4, c)
+        windows, tokens, _ = t.shape
+        t = self.local(t.transpose(1, 2).reshape(windows, -1, 2, 2)).flatten(2).transpose(1, 2)
+        q, k, v = self.qkv(t).view(windows, tokens, 2, -1).split([4, 4, 4], dim=3)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        attn = torch.softmax(q @ k.transpose(-2, -1) + self.bias, dim=-1)
+        t = (attn @ v).transpose(1, 2).reshape(windows, tokens, c)
+        t = t.view(b, h // 2, w // 2, 2, 2, c).transpose(2, 3).reshape(b, h, w, c)
+        return t.permute(0, 3, 1, 2)
+
+
 class ChannelShuffle(nn.Module):
     """torchvision's ShuffleNet channel shuffle: torch's legacy exporter at a static batch,
     folding nothing, writes its targets as Constant sizes joined by a Concat, the map's height
@@ -173,9 +201,10 @@ def relative_diff(got: np.ndarray, want: np.ndarray) -> float:
         (ConvReshape, 8),
         (Attention, 8),
         (PatchAttention, 8),
+        (WindowAttention, 8),
         (lambda: torchvision.models.mobilenet_v3_small(weights=None), 64),
     ],
-    ids=["conv-reshape", "attention", "patch-attention", "mobilenet_v3_small"],
+    ids=["conv-reshape", "attention", "patch-attention", "window-attention", "mobilenet_v3_small"],
 )
 def test_lowered_batch_equals_the_original_per_image(make, size):
     torch.manual_seed(0)
@@ -339,3 +368,4 @@ def test_a_dynamic_batch_file_whose_patch_grid_is_held_is_refused_at_another_siz
     assert_clean_error(
         proc, "does not run at 16x16 (it declares 8x8)", "gives 8 rows for 2", "load it at 8x8"
     )
+

@@ -99,7 +99,8 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
             (
                 n
                 for n in model.graph
-                if _drops_batch(n, one, many) or _absorbs_batch(n, one, many, self.batch)
+                if _drops_batch(n, one, many)
+                or _absorbs_batch(n, one, many, self.batch, self.rewritten)
             ),
             None,
         )
@@ -155,7 +156,8 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
                 return None
             one, many = self._probes(model, value)
             waits = any(
-                _drops_batch(n, one, many) or _absorbs_batch(n, one, many, self.batch)
+                _drops_batch(n, one, many)
+                or _absorbs_batch(n, one, many, self.batch, self.rewritten)
                 for n in model.graph
             )
             return (one, many) if waits else None
@@ -199,11 +201,15 @@ def _drops_batch(node: ir.Node, one: dict, many: dict) -> bool:
     return math.prod(after) != math.prod(before) and math.prod(target) == math.prod(size)
 
 
-def _absorbs_batch(node: ir.Node, one: dict, many: dict, batch: int) -> bool:
+def _absorbs_batch(
+    node: ir.Node, one: dict, many: dict, batch: int, settled: list[str] | None = None
+) -> bool:
     """A Reshape whose constant target starts with the file's batch and has a -1 that takes
     the batch in (`[1, -1]` in front of a classifier, `[1, tokens, heads, -1]` in an attention
     block, `[1, -1, C]` after a norm over batch*tokens), or any -1 where the batch leads its
-    input: its input grows with the batch, and its output too, but not in its first axis."""
+    input: its input grows with the batch, and its output too, but not in its first axis. A
+    -1 that may hold the batch where another axis may too is open to the search once, unless
+    it is among the `settled` nodes this search has rewritten already."""
     target = required_input(node, 1).const_value if node.op_type == "Reshape" else None
     data, out = name_of(required_input(node, 0)), name_of(node.outputs[0])
     before, after = one.get(data), many.get(data)
@@ -214,7 +220,11 @@ def _absorbs_batch(node: ir.Node, one: dict, many: dict, batch: int) -> bool:
     grows = math.prod(after) != math.prod(before)
     if not grows or -1 not in dims or _keeps_batch(size, grown):
         return False
-    return dims[0] == batch or _batch_alone_in_front(before, after, batch)
+    if dims[0] == batch or _batch_alone_in_front(before, after, batch):
+        return True
+    if node_name(node) in (settled or []):
+        return False
+    return _leads_into_a_minus_one(dims, before, after, size)
 
 
 def _batch_alone_in_front(before: tuple, after: tuple, batch: int) -> bool:
@@ -224,6 +234,18 @@ def _batch_alone_in_front(before: tuple, after: tuple, batch: int) -> bool:
     `[patches, tokens, -1]` at batch 1 is batch*patches, not tokens*batch)."""
     moved = [j for j, (a, b) in enumerate(zip(before, after)) if a != b]
     return len(moved) == 1 and math.prod(before[: moved[0] + 1]) == batch
+
+
+def _leads_into_a_minus_one(dims: list[int], before: tuple, after: tuple, size: tuple) -> bool:
+    """Whether the input holds the batch in its first axis, merged with other sizes, and the
+    -1 need not be where the batch goes. The shapes cannot say whether the batch is outer or
+    inner there: TinyViT's `[windows, tokens, heads, -1]` at batch 1 takes batch*windows into
+    the head size, EfficientViT's `[windows, -1, 7, 7]` takes it into the channels, while the
+    -1 of `[length, -1, width]` after length*batch tokens (seq-first attention) is right."""
+    moved = [j for j, (a, b) in enumerate(zip(before, after)) if a != b]
+    if moved != [0] or after[0] != PROBE_BATCH * before[0]:
+        return False
+    return _target_axes(before, after, size) != [dims.index(-1)]
 
 
 def _batch_lost_at(model: ir.Model, one: dict, many: dict) -> str | None:
@@ -258,15 +280,28 @@ def _batch_positions(node: ir.Node, one: dict, many: dict, label: str, batch: in
         raise FixedBatchError(
             _unsafe(label, batch, node, "its input carries the batch in no one axis")
         )
-    positions: list[int] = []
-    for outer in (math.prod(before[: moved[0]]), math.prod(before[: moved[0] + 1])):
-        starts = [i for i in range(len(out)) if math.prod(out[:i]) == outer]
-        ends = [i for i in range(len(out)) if math.prod(out[: i + 1]) == outer]
-        positions += [i for i in starts[:1] + ends[-1:] if i not in positions]
+    positions = _target_axes(before, after, out)
+    own = required_input(node, 1).const_value
+    minus_one = own.numpy().tolist().index(-1) if own is not None and -1 in own.numpy() else None
+    if minus_one in positions:  # the file's own choice first
+        positions.remove(minus_one)
+        positions.insert(0, minus_one)
     if not positions:
         raise FixedBatchError(
             _unsafe(label, batch, node, "no axis of its target can carry the batch")
         )
+    return positions
+
+
+def _target_axes(before: tuple, after: tuple, out: tuple) -> list[int]:
+    """The axes of a Reshape's output `out` that may carry the batch its input holds in the
+    one axis where `before` and `after` differ, most likely first."""
+    axis = next(j for j, (a, b) in enumerate(zip(before, after)) if a != b)
+    positions: list[int] = []
+    for outer in (math.prod(before[:axis]), math.prod(before[: axis + 1])):
+        starts = [i for i in range(len(out)) if math.prod(out[:i]) == outer]
+        ends = [i for i in range(len(out)) if math.prod(out[: i + 1]) == outer]
+        positions += [i for i in starts[:1] + ends[-1:] if i not in positions]
     return positions
 
 
