@@ -369,3 +369,32 @@ def test_a_dynamic_batch_file_whose_patch_grid_is_held_is_refused_at_another_siz
         proc, "does not run at 16x16 (it declares 8x8)", "gives 8 rows for 2", "load it at 8x8"
     )
 
+
+class PositionBias(nn.Module):
+    """A learned bias per position of the declared 8x8 map, as ViTs add position embeddings
+    and LeViT or EfficientFormer add attention biases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.position = nn.Parameter(torch.randn(1, 8, 8, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x) + self.position)
+
+
+@pytest.mark.parametrize("export", [export_batch_1, export_dynamic_batch], ids=["b1", "dynamic"])
+def test_a_bias_per_declared_position_is_named_at_another_size(tmp_path, export):
+    """A file adding a constant sized to the declared 8x8 map loads at 8x8; at 16x16 the one
+    line names the node where the sizes part and says which size loads, instead of onnx's
+    shape inference message."""
+    torch.manual_seed(0)
+    path = tmp_path / "position.onnx"
+    onnx.save(export(PositionBias(), 8), path)
+    assert onnxmtl.load(path).input_shape[2:] == (8, 8)
+    proc = run_cli("verify", str(path), "--input-shape", "1,3,16,16")
+    assert_clean_error(
+        proc,
+        "loads at its declared 8x8 but not at 16x16: shape inference fails at Add node '",
+        "load it at 8x8, or re-export it at 16x16",
+    )

@@ -93,7 +93,13 @@ def load(
 
     common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     common.IdentityEliminationPass()(model)
-    fold_until_stable(model, label)
+    try:
+        fold_until_stable(model, label)
+    except ShapeError as exc:
+        if resized:
+            assert input_shape is not None  # `resized` says it is given
+            _refuse_held_size(source, features, (dims, input_shape), label, exc)
+        raise
     adaptations += explicit_pads(model)  # attributes only: the shapes hold
     original_outputs = [(name_of(v), shape_of(v)) for v in model.graph.outputs]
     names = _feature_names(model.graph, features, label)
@@ -151,19 +157,27 @@ def _refuse_held_size(
     features: Features,
     sizes: tuple[Sequence, Sequence[int]],
     label: str,
-    exc: FixedBatchError,
+    exc: FixedBatchError | ShapeError,
 ) -> None:
-    """Raise a ShapeError where a fixed-batch file that fails at another size frees its batch
-    at the size it declares: its Reshape targets hold that size's feature grid (a patch grid,
-    a token count), which is what the user must hear, not how to free the batch."""
+    """Raise a ShapeError where a file that fails at another size loads at the size it
+    declares: its Reshape targets or constants hold that size's feature grid (a patch grid, a
+    token count, an attention bias per position), which is what the user must hear, not how
+    to free the batch or what onnx's shape inference met."""
     try:
         load(source, features)
     except OnnxMtlError:
         return
     declared, wanted = ("x".join(str(d) for d in size[2:]) for size in sizes)
-    where = f" (the batch rewrite stops at node '{exc.node}')" if exc.node else ""
+    if isinstance(exc, FixedBatchError):
+        why = "Reshape targets hold the declared size's feature grid" + (
+            f" (the batch rewrite stops at node '{exc.node}')" if exc.node else ""
+        )
+    else:
+        why = (
+            f"{str(exc).removeprefix(f'{label}: ').rstrip('.')}, as a Reshape target or a "
+            "constant (a patch grid, an attention bias per position) holds the declared size"
+        )
     raise ShapeError(
-        f"{label}: loads at its declared {declared} but not at {wanted}: Reshape targets hold "
-        f"the declared size's feature grid{where}; load it at {declared}, or re-export it at "
-        f"{wanted}."
+        f"{label}: loads at its declared {declared} but not at {wanted}: {why}; load it at "
+        f"{declared}, or re-export it at {wanted}."
     ) from exc

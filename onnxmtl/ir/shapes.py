@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import onnx
@@ -84,6 +85,21 @@ def fix_input_shape(value: ir.Value, input_shape: Sequence[int] | None, label: s
     value.shape = ir.Shape(dims)
 
 
+# onnx's own words: "... (op_type:Add, node name: /blocks.0/Add): [ShapeInferenceError] why"
+_FAILED_NODE = re.compile(r"\(op_type:(\w+), node name: ([^)]*)\): \[\w+\] ([^\n]*)")
+
+
+def inference_failure(exc: Exception) -> str:
+    """One line saying where onnx's shape inference failed and why: the first failing node
+    and onnx's reason where its message names one, else its first line."""
+    text = str(exc).strip()
+    found = _FAILED_NODE.search(text)
+    if found is None:
+        return f"shape inference failed ({text.splitlines()[0] if text else type(exc).__name__})"
+    op, node, why = found.groups()
+    return f"shape inference fails at {op} node '{node}': {why.strip().rstrip('.')}"
+
+
 def infer_shapes(model: ir.Model, label: str) -> None:
     """Recompute every intermediate shape from the input shape and the weights."""
     graph = model.graph
@@ -94,8 +110,7 @@ def infer_shapes(model: ir.Model, label: str) -> None:
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ShapeError(f"{label}: shape inference failed ({first}).") from exc
+        raise ShapeError(f"{label}: {inference_failure(exc)}.") from exc
     known = {vi.name: vi for vi in inferred.graph.value_info}
     known.update({vi.name: vi for vi in inferred.graph.output})
     for node in graph:
