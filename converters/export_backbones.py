@@ -105,7 +105,7 @@ BACKBONES: dict[str, Backbone] = {
         # included; small input sizes keep them quick on a CPU. Those with attention biases
         # or position tables tied to the token grid (LeViT, EfficientFormer) keep 224. Their
         # batch-1 files (STATIC_BATCH) load for LCNet, FastViT, LeViT, EdgeNeXt, EfficientViT,
-        # EfficientFormer v2 and MobileViT.
+        # EfficientFormer v2, MobileViT and TinyViT (window attention: batch*windows).
         *[
             Backbone(f"timm_{arch}", _timm(arch), "timm", size, exporters)
             for arch, size, exporters in [
@@ -116,6 +116,7 @@ BACKBONES: dict[str, Backbone] = {
                 ("edgenext_xx_small", 128, ("legacy17", STATIC_BATCH)),
                 ("fastvit_t8", 128, ("legacy17", STATIC_BATCH)),
                 ("efficientvit_b0", 128, ("legacy17", STATIC_BATCH)),
+                ("tiny_vit_5m_224", 224, ("legacy17", STATIC_BATCH)),
                 ("repvit_m1", 128, ("legacy17",)),
                 ("mobileone_s0", 128, ("legacy17",)),
                 ("ghostnet_100", 128, ("legacy17",)),

@@ -62,6 +62,8 @@ DECLARED_SIZE_ONLY = {
     ("timm_levit_128s", converters.STATIC_BATCH): "attention biases held as constants",
     ("timm_edgenext_xx_small", converters.STATIC_BATCH): "token-count Reshapes held",
     ("timm_efficientvit_b0", converters.STATIC_BATCH): "token-count Reshapes held",
+    ("timm_tiny_vit_5m_224", "legacy17"): "a 14x14 window's attention biases at a 10x10 map",
+    ("timm_tiny_vit_5m_224", converters.STATIC_BATCH): "window padding folded for 28x28",
 }
 DEFAULT = [
     ("squeezenet1_1", "dynamo"),
