@@ -17,6 +17,14 @@ def shown(value: Any) -> str:
     return _SHORT.repr(value)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of `exc`'s message, or its type's name where it says nothing: the
+    libraries we call (onnx, onnxruntime, torch's exporter, YAML) put stacks of frames or
+    dumps after it, and an error of ours is one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class OnnxMtlError(Exception):
     """Base class of every error onnxmtl raises on bad input or an unmet expectation."""
 

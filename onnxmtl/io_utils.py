@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import yaml
 
-from onnxmtl.errors import ConfigError, OnnxMtlError, OutputError
+from onnxmtl.errors import ConfigError, OnnxMtlError, OutputError, first_line
 
 
 def default_cache() -> Path:
@@ -162,7 +162,7 @@ def read_yaml(path: Path, missing: str) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from exc
+        raise ConfigError(f"{path}: not valid YAML ({first_line(exc)}).") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a text file (not UTF-8); give a YAML file.") from exc
     except OSError as exc:

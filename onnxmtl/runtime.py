@@ -19,9 +19,11 @@ ORT_ERRORS = (Fail, InvalidArgument, RuntimeException)  # what a session or a ru
 THREADS_PER_CORE = 4
 
 
-def first_line(exc: Exception) -> str:
-    """onnxruntime's message without its stack of frames."""
-    return str(exc).strip().splitlines()[0]
+def quiet() -> ort.RunOptions:
+    """Run options that log nothing: where a run fails, the caller says so in one line."""
+    options = ort.RunOptions()
+    options.log_severity_level = 4
+    return options
 
 
 def usable_cores() -> int:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from onnxmtl.errors import ShapeError
+from onnxmtl.errors import ShapeError, first_line
 from onnxmtl.ir import Graph
 
 Values = dict[fx.Node, list[torch.Tensor]]  # per backbone node, per task (while read later)
@@ -62,7 +62,7 @@ def size_mismatch(graph: Graph, x: torch.Tensor, exc: RuntimeError) -> None:
     size = "x".join(str(d) for d in compiled)
     raise ShapeError(
         f"{graph.source}: the supermodel was compiled for {size} images and cannot run on "
-        f"{'x'.join(str(d) for d in given)} ones ({str(exc).splitlines()[0]}); resize the "
+        f"{'x'.join(str(d) for d in given)} ones ({first_line(exc)}); resize the "
         f"images to {size} (onnxmtl.training.evaluate.fit_input does), or load the backbone "
         "at that size (input_shape=...) and compile it again."
     ) from exc

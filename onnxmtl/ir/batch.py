@@ -17,15 +17,14 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 import onnx_ir as ir
-from onnxruntime import RunOptions
 
-from onnxmtl.errors import FixedBatchError
-from onnxmtl.ir.graph import MAX_IR_VERSION
+from onnxmtl.errors import FixedBatchError, first_line
+from onnxmtl.ir.graph import MAX_IR_VERSION, runnable_proto
 from onnxmtl.ir.normalize import add_initializer
 from onnxmtl.ir.reference import forget_shapes, graph_input
 from onnxmtl.ir.shapes import shape_only_proto
 from onnxmtl.ir.values import dims_of, name_of, node_name, required_input
-from onnxmtl.runtime import ORT_ERRORS, first_line, session
+from onnxmtl.runtime import ORT_ERRORS, quiet, session
 
 BATCH_SYMBOL = "N"
 PROBE_BATCH = 97  # a factor no real size holds, so the dims the batch scales stand out
@@ -332,8 +331,7 @@ def make_batch_dynamic(
     def accept(candidate: ir.Model, rewrites: list[str]) -> bool:
         if len(refused) >= MAX_CHECKS:
             return False
-        rewritten = forget_shapes(ir.serde.serialize_model(candidate))
-        rewritten.ir_version = min(rewritten.ir_version, MAX_IR_VERSION)
+        rewritten = forget_shapes(runnable_proto(candidate))
         try:
             check_batch_rewrite(original, rewritten, name, label, rewrites)
         except FixedBatchError as exc:
@@ -366,8 +364,6 @@ def check_batch_rewrite(
     pool = pool.astype(np.float32)
     x = pool[:CHECK_BATCH]
     where = f" (rewritten: {', '.join(rewrites[:3])})" if rewrites else ""
-    quiet = RunOptions()
-    quiet.log_severity_level = 4  # a failure is said in one line, not logged too
     try:
         reference = session(original, ["CPUExecutionProvider"])
     except ORT_ERRORS as exc:
@@ -378,7 +374,7 @@ def check_batch_rewrite(
     names = [o.name for o in reference.get_outputs()]
     try:
         chunks = [
-            reference.run(names, {input_name: pool[i * batch : (i + 1) * batch]}, quiet)
+            reference.run(names, {input_name: pool[i * batch : (i + 1) * batch]}, quiet())
             for i in range(runs)
         ]
     except ORT_ERRORS as exc:
@@ -389,7 +385,7 @@ def check_batch_rewrite(
             "input cannot run at another)."
         ) from exc
     try:
-        got = session(rewritten, ["CPUExecutionProvider"]).run(names, {input_name: x}, quiet)
+        got = session(rewritten, ["CPUExecutionProvider"]).run(names, {input_name: x}, quiet())
     except ORT_ERRORS as exc:
         why = f"onnxruntime fails on a batch of {CHECK_BATCH}{where}: {first_line(exc)}"
         raise FixedBatchError(_failed(label, batch, why)) from exc

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from onnxmtl.errors import ModelFileError, OutputError
+from onnxmtl.errors import ModelFileError, OutputError, first_line
 from onnxmtl.io_utils import atomic_write
 
 OPSET = 17
@@ -52,9 +52,8 @@ def export_module(module: torch.nn.Module, example_input: torch.Tensor, path: Pa
     except (ModelFileError, OutputError):
         raise
     except Exception as exc:  # the exporter raises many kinds; each becomes one line
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         op = re.search(r"(aten|prim|onnx)::\w+", str(exc))
-        what = f"it cannot export {op.group(0)}" if op else text
+        what = f"it cannot export {op.group(0)}" if op else first_line(exc)
         raise ModelFileError(
             f"{name}: the PyTorch ONNX exporter failed ({what}); replace that operation in the "
             "module, or export it yourself and pass the .onnx file."

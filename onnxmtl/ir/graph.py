@@ -113,9 +113,7 @@ class Graph:
 
     def to_proto(self) -> onnx.ModelProto:
         """The normalised, cut graph as a ModelProto that onnxruntime loads."""
-        proto = ir.serde.serialize_model(self.model)
-        proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
-        return proto
+        return runnable_proto(self.model)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Graph:
         # copy.deepcopy of the linked IR recurses node by node and overflows the stack on
@@ -129,3 +127,11 @@ class Graph:
         copied = replace(self, model=self.model.clone(), **others)
         memo[id(self)] = copied
         return copied
+
+
+def runnable_proto(model: ir.Model) -> onnx.ModelProto:
+    """`model` as a ModelProto that onnxruntime loads: its IR version capped at the newest
+    this onnxruntime reads."""
+    proto = ir.serde.serialize_model(model)
+    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    return proto

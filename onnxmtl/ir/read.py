@@ -11,7 +11,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 from onnx import helper
 
-from onnxmtl.errors import ModelFileError
+from onnxmtl.errors import ModelFileError, first_line
 from onnxmtl.ir.legacy import modernise
 
 MIN_OPSET = 9
@@ -63,9 +63,8 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[ir.Model, str]:
                 "next to the model."
             ) from exc
         except onnx.checker.ValidationError as exc:  # external data that may not be read
-            first_line = str(exc).strip().splitlines()[0]
             raise ModelFileError(
-                f"{label}: external data not read ({first_line}); keep the weight files in "
+                f"{label}: external data not read ({first_line(exc)}); keep the weight files in "
                 "the model's folder."
             ) from exc
         except OSError as exc:
@@ -86,9 +85,8 @@ def read_model(source: str | Path | onnx.ModelProto) -> tuple[ir.Model, str]:
         _check_initializers(proto.graph, label)
         onnx.checker.check_model(_without_weights(proto))
     except onnx.checker.ValidationError as exc:
-        first_line = str(exc).strip().splitlines()[0]
         raise ModelFileError(
-            f"{label}: invalid ONNX model ({first_line}); fix or re-export it."
+            f"{label}: invalid ONNX model ({first_line(exc)}); fix or re-export it."
         ) from exc
     return ir.serde.deserialize_model(proto), label
 

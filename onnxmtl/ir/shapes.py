@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import onnx
 import onnx_ir as ir
 
-from onnxmtl.errors import ModelFileError, ShapeError
+from onnxmtl.errors import ModelFileError, ShapeError, first_line
 from onnxmtl.ir.values import dims_of
 
 Dim = int | str
@@ -95,7 +95,7 @@ def inference_failure(exc: Exception) -> str:
     text = str(exc).strip()
     found = _FAILED_NODE.search(text)
     if found is None:
-        return f"shape inference failed ({text.splitlines()[0] if text else type(exc).__name__})"
+        return f"shape inference failed ({first_line(exc)})"
     op, node, why = found.groups()
     return f"shape inference fails at {op} node '{node}': {why.strip().rstrip('.')}"
 

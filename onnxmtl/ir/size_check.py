@@ -9,17 +9,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx_ir as ir
-from onnxruntime import RunOptions
 
-from onnxmtl.errors import ShapeError
-from onnxmtl.ir.graph import MAX_IR_VERSION
+from onnxmtl.errors import ShapeError, first_line
+from onnxmtl.ir.batch import CHECK_BATCH
+from onnxmtl.ir.graph import runnable_proto
 from onnxmtl.ir.values import dims_of, name_of
-from onnxmtl.runtime import ORT_ERRORS, first_line, session
+from onnxmtl.runtime import ORT_ERRORS, quiet, session
 
 _NODE = re.compile(r"node\. Name:'([^']*)'")
-
-
-CHECK_BATCH = 2
 
 
 def check_runs_at_size(model: ir.Model, image: ir.Value, declared: Sequence, label: str) -> None:
@@ -27,15 +24,12 @@ def check_runs_at_size(model: ir.Model, image: ir.Value, declared: Sequence, lab
     onnxruntime on CHECK_BATCH images of the size its `image` input now has, every output
     leading with that batch (a -1 that took in the patches a held grid left over would run,
     and hand back more rows than images); `declared` is the size the file gave."""
-    proto = ir.serde.serialize_model(model)
-    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    proto = runnable_proto(model)
     sizes = dims_of(image)[1:]  # fix_input_shape made C, H and W concrete
     shape = [CHECK_BATCH, *(d for d in sizes if isinstance(d, int))]
     if len(shape) != len(sizes) + 1:
         raise ShapeError(f"{label}: input '{image.name}' has a symbolic size {list(sizes)}.")
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    quiet = RunOptions()
-    quiet.log_severity_level = 4  # the failure is said in one line, not logged too
     wanted = "x".join(str(d) for d in shape[2:])
     held = "x".join(str(d) for d in declared[2:])
     fix = f"load it at {held}, or re-export it at {wanted}"
@@ -45,7 +39,7 @@ def check_runs_at_size(model: ir.Model, image: ir.Value, declared: Sequence, lab
     held_sizes = "its sizes held for the declared input (a patch grid or token count)"
     try:
         sess = session(proto, ["CPUExecutionProvider"])
-        outputs = sess.run(None, {name_of(image): x}, quiet)
+        outputs = sess.run(None, {name_of(image): x}, quiet())
     except ORT_ERRORS as exc:
         message = first_line(exc)
         found = _NODE.search(message)

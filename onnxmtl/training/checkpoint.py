@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from onnxmtl.compiler import Policy
-from onnxmtl.errors import ConfigError, RunFolderError
+from onnxmtl.errors import ConfigError, RunFolderError, first_line
 from onnxmtl.io_utils import atomic_save
 from onnxmtl.training.finite import check_weights
 from onnxmtl.training.log import MetricsLog
@@ -137,11 +137,6 @@ MISFIT = (KeyError, TypeError, ValueError, RuntimeError, IndexError, ConfigError
 
 def _does_not_fit(path: Path, exc: BaseException) -> RunFolderError:
     return RunFolderError(
-        f"{path}: does not fit this run ({type(exc).__name__}: {_first_line(exc)}); "
+        f"{path}: does not fit this run ({type(exc).__name__}: {first_line(exc)}); "
         "resume with the run's own model, tasks and config, or start over with --force."
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no detail"
