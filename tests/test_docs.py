@@ -214,12 +214,12 @@ def test_evidence_pages_reach_the_readme_table_and_the_navigation(tmp_path):
     evidence = tmp_path / "docs" / "evidence"
     evidence.mkdir(parents=True)
     summary = summarize({100: _run(100, 0.7), 101: _run(101, 0.65), 102: _run(102, 0.68)})
-    record = {"dataset": "toy", "config": {}, **summary}
+    record = {"dataset": "toy", "config": {}, "commit": "0123456789abcdef", **summary}
     (evidence / "toy.json").write_text(json.dumps(record))
     (evidence / "toy.md").write_text("# Evidence: toy\n")
     table = docs_gen.evidence_table(evidence)
     row = table.splitlines()[-1]
-    assert row.startswith("| toy | 3 | +") and "of 3 |" in row
+    assert row.startswith("| toy | 3: 100, 101, 102 | 0123456 | +") and "of 3 |" in row
     assert "[docs/evidence/toy.md](docs/evidence/toy.md)" in row
     assert "not generated" in docs_gen.evidence_table(tmp_path / "none")
     config = {"docs_dir": str(tmp_path / "docs"), "nav": [{"Evidence": "evidence.md"}]}

@@ -385,11 +385,12 @@ def _interval(gap: dict[str, Any] | None) -> str:
 
 
 def evidence_table(folder: Path = EVIDENCE) -> str:
-    """README's results table, one row per docs/evidence/NAME.json."""
+    """README's results table, one row per docs/evidence/NAME.json: which seeds and which
+    commit each row stands on, so a page from older code or reused seeds shows as such."""
     lines = [
-        "| task set | seeds | searched: test delta-m % (mean ± std) | searched − better of "
-        "all-shared and last-k (test, 95% interval) | `run` deployed searched | page |",
-        "|---|---|---|---|---|---|",
+        "| task set | seeds | commit | searched: test delta-m % (mean ± std) | searched − better "
+        "of all-shared and last-k (test, 95% interval) | `run` deployed searched | page |",
+        "|---|---|---|---|---|---|---|",
     ]
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
     for path in files:
@@ -400,14 +401,16 @@ def evidence_table(folder: Path = EVIDENCE) -> str:
             f"{test['mean']:+.2f} ± {test['std']:.2f}" if "mean" in test and "std" in test else "-"
         )
         gap = data.get("gaps", {}).get("searched - better of all-shared and last-k (on val)", {})
+        commit = str(data.get("commit", "-"))[:7] + (" (dirty)" if data.get("dirty") else "")
         lines.append(
-            f"| {data.get('dataset', path.stem)} | {len(seeds)} | {searched} | "
+            f"| {data.get('dataset', path.stem)} | {len(seeds)}: {', '.join(map(str, seeds))} | "
+            f"{commit} | {searched} | "
             f"{_interval(gap.get('test'))} | {data.get('deployed_searched', '-')} of {len(seeds)} "
             f"| [docs/evidence/{path.stem}.md](docs/evidence/{path.stem}.md) |"
         )
     if not files:
         lines.append(
-            "| fashion-locate | - | not generated yet | - | - | "
+            "| fashion-locate | - | - | not generated yet | - | - | "
             "[docs/evidence/fashion-locate.md](docs/evidence/fashion-locate.md) |"
         )
     return "\n".join(lines)
