@@ -200,9 +200,7 @@ def _drops_batch(node: ir.Node, one: dict, many: dict) -> bool:
     return math.prod(after) != math.prod(before) and math.prod(target) == math.prod(size)
 
 
-def _absorbs_batch(
-    node: ir.Node, one: dict, many: dict, batch: int, settled: list[str] | None = None
-) -> bool:
+def _absorbs_batch(node: ir.Node, one: dict, many: dict, batch: int, settled: list[str]) -> bool:
     """A Reshape whose constant target starts with the file's batch and has a -1 that takes
     the batch in (`[1, -1]` in front of a classifier, `[1, tokens, heads, -1]` in an attention
     block, `[1, -1, C]` after a norm over batch*tokens), or any -1 where the batch leads its
@@ -221,9 +219,15 @@ def _absorbs_batch(
         return False
     if dims[0] == batch or _batch_alone_in_front(before, after, batch):
         return True
-    if node_name(node) in (settled or []):
+    if node_name(node) in settled:
         return False
     return _leads_into_a_minus_one(dims, before, after, size)
+
+
+def _moved_axes(before: tuple, after: tuple) -> list[int]:
+    """The axes where a value's shape at the file's batch (`before`) and at PROBE_BATCH times
+    it (`after`) differ: those that carry the batch."""
+    return [j for j, (a, b) in enumerate(zip(before, after)) if a != b]
 
 
 def _batch_alone_in_front(before: tuple, after: tuple, batch: int) -> bool:
@@ -231,7 +235,7 @@ def _batch_alone_in_front(before: tuple, after: tuple, batch: int) -> bool:
     it) holds the batch alone in an axis with nothing in front of it: a Reshape keeps it
     outermost, so the batch must start the first axis of its output (MobileViT's
     `[patches, tokens, -1]` at batch 1 is batch*patches, not tokens*batch)."""
-    moved = [j for j, (a, b) in enumerate(zip(before, after)) if a != b]
+    moved = _moved_axes(before, after)
     return len(moved) == 1 and math.prod(before[: moved[0] + 1]) == batch
 
 
@@ -241,7 +245,7 @@ def _leads_into_a_minus_one(dims: list[int], before: tuple, after: tuple, size: 
     inner there: TinyViT's `[windows, tokens, heads, -1]` at batch 1 takes batch*windows into
     the head size, EfficientViT's `[windows, -1, 7, 7]` takes it into the channels, while the
     -1 of `[length, -1, width]` after length*batch tokens (seq-first attention) is right."""
-    moved = [j for j, (a, b) in enumerate(zip(before, after)) if a != b]
+    moved = _moved_axes(before, after)
     if moved != [0] or after[0] != PROBE_BATCH * before[0]:
         return False
     return _target_axes(before, after, size) != [dims.index(-1)]
@@ -274,17 +278,17 @@ def _batch_positions(node: ir.Node, one: dict, many: dict, label: str, batch: in
     """
     data = name_of(required_input(node, 0))
     before, after, out = one[data], many[data], one[name_of(node.outputs[0])]
-    moved = [j for j, (a, b) in enumerate(zip(before, after)) if a != b]
+    moved = _moved_axes(before, after)
     if len(moved) != 1 or after[moved[0]] != PROBE_BATCH * before[moved[0]]:
         raise FixedBatchError(
             _unsafe(label, batch, node, "its input carries the batch in no one axis")
         )
     positions = _target_axes(before, after, out)
     own = required_input(node, 1).const_value
-    minus_one = own.numpy().tolist().index(-1) if own is not None and -1 in own.numpy() else None
-    if minus_one in positions:  # the file's own choice first
-        positions.remove(minus_one)
-        positions.insert(0, minus_one)
+    dims = own.numpy().tolist() if own is not None else []
+    if -1 in dims and dims.index(-1) in positions:  # the file's own choice first
+        positions.remove(dims.index(-1))
+        positions.insert(0, dims.index(-1))
     if not positions:
         raise FixedBatchError(
             _unsafe(label, batch, node, "no axis of its target can carry the batch")
@@ -295,7 +299,7 @@ def _batch_positions(node: ir.Node, one: dict, many: dict, label: str, batch: in
 def _target_axes(before: tuple, after: tuple, out: tuple) -> list[int]:
     """The axes of a Reshape's output `out` that may carry the batch its input holds in the
     one axis where `before` and `after` differ, most likely first."""
-    axis = next(j for j, (a, b) in enumerate(zip(before, after)) if a != b)
+    axis = _moved_axes(before, after)[0]
     positions: list[int] = []
     for outer in (math.prod(before[:axis]), math.prod(before[: axis + 1])):
         starts = [i for i in range(len(out)) if math.prod(out[:i]) == outer]
