@@ -67,7 +67,12 @@ class FeatureError(OnnxMtlError):
 
 
 class ShapeError(OnnxMtlError):
-    """A shape the pipeline needs is unknown or invalid (for example symbolic H and W)."""
+    """A shape the pipeline needs is unknown or invalid (for example symbolic H and W);
+    `reason` is what failed without the file's name, where a caller may quote it."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ExportMismatchError(OnnxMtlError):

@@ -387,7 +387,7 @@ class PositionBias(nn.Module):
 def test_a_bias_per_declared_position_is_named_at_another_size(tmp_path, export):
     """A file adding a constant sized to the declared 8x8 map loads at 8x8; at 16x16 the one
     line names the node where the sizes part and says which size loads, instead of onnx's
-    shape inference message."""
+    shape inference message, and names the file once."""
     torch.manual_seed(0)
     path = tmp_path / "position.onnx"
     onnx.save(export(PositionBias(), 8), path)
@@ -398,3 +398,4 @@ def test_a_bias_per_declared_position_is_named_at_another_size(tmp_path, export)
         "loads at its declared 8x8 but not at 16x16: shape inference fails at Add node '",
         "load it at 8x8, or re-export it at 16x16",
     )
+    assert proc.stderr.count(str(path)) == 1, proc.stderr  # named once, at the start

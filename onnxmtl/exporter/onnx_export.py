@@ -20,7 +20,7 @@ from torch import nn
 from onnxmtl.derived import DerivedModel, one_module_per_run
 from onnxmtl.errors import ConfigError, ExportMismatchError, ShapeError
 from onnxmtl.io_utils import atomic_write
-from onnxmtl.ir.graph import MAX_IR_VERSION
+from onnxmtl.ir.graph import cap_ir_version
 from onnxmtl.lower.verify import max_diffs, nonfinite
 from onnxmtl.runtime import session
 
@@ -160,7 +160,7 @@ def export(
         proto = trace_to_onnx(wrapper, [x if batch else x[:1]], [INPUT_NAME], names, opset, axes)
     finally:
         model.train(was_training)
-    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    cap_ir_version(proto)
     onnx.helper.set_model_props(
         proto,
         {

@@ -19,7 +19,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxmtl.errors import FixedBatchError, first_line
-from onnxmtl.ir.graph import MAX_IR_VERSION, runnable_proto
+from onnxmtl.ir.graph import cap_ir_version, runnable_proto
 from onnxmtl.ir.normalize import add_initializer
 from onnxmtl.ir.reference import forget_shapes, graph_input
 from onnxmtl.ir.shapes import shape_only_proto
@@ -329,7 +329,7 @@ def make_batch_dynamic(
     symbolic) at the batch, and check the result against the `original` file on onnxruntime."""
     name = name_of(value)
     batch = graph_input(original, name).type.tensor_type.shape.dim[0].dim_value
-    original.ir_version = min(original.ir_version, MAX_IR_VERSION)  # as Graph.to_proto serves
+    cap_ir_version(original)  # as runnable_proto serves the rewritten graph
     refused: list[FixedBatchError] = []
 
     def accept(candidate: ir.Model, rewrites: list[str]) -> bool:

@@ -132,6 +132,11 @@ class Graph:
 def runnable_proto(model: ir.Model) -> onnx.ModelProto:
     """`model` as a ModelProto that onnxruntime loads: its IR version capped at the newest
     this onnxruntime reads."""
-    proto = ir.serde.serialize_model(model)
+    return cap_ir_version(ir.serde.serialize_model(model))
+
+
+def cap_ir_version(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """`proto` itself, its IR version capped at the newest this onnxruntime reads, so that a
+    file saved by a newer onnx loads in it."""
     proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
     return proto

@@ -173,9 +173,10 @@ def _refuse_held_size(
             f" (the batch rewrite stops at node '{exc.node}')" if exc.node else ""
         )
     else:
+        failed = exc.reason or str(exc).removeprefix(f"{label}: ").rstrip(".")
         why = (
-            f"{str(exc).removeprefix(f'{label}: ').rstrip('.')}, as a Reshape target or a "
-            "constant (a patch grid, an attention bias per position) holds the declared size"
+            f"{failed}, as a Reshape target or a constant (a patch grid, an attention bias "
+            "per position) holds the declared size"
         )
     raise ShapeError(
         f"{label}: loads at its declared {declared} but not at {wanted}: {why}; load it at "

@@ -110,7 +110,8 @@ def infer_shapes(model: ir.Model, label: str) -> None:
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
-        raise ShapeError(f"{label}: {inference_failure(exc)}.") from exc
+        why = inference_failure(exc)
+        raise ShapeError(f"{label}: {why}.", reason=why) from exc
     known = {vi.name: vi for vi in inferred.graph.value_info}
     known.update({vi.name: vi for vi in inferred.graph.output})
     for node in graph:
