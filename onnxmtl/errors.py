@@ -79,6 +79,11 @@ class ExportMismatchError(OnnxMtlError):
     """An exported or lowered model disagrees with its reference beyond the tolerance."""
 
 
+class DynamicBatchError(ExportMismatchError):
+    """An export with a dynamic batch fails on a batch other than the one it was traced with
+    (the backbone's graph keeps that batch somewhere); one with a fixed batch may pass."""
+
+
 class ConfigError(OnnxMtlError):
     """An option or configuration value is invalid."""
 

@@ -33,17 +33,21 @@ from tests.helpers import (
 # Relative to the output scale; float32 through 50+ layers stays far below it.
 TOLERANCE = 1e-4
 # Exports whose derived model only reproduces PyTorch at the traced batch size (MobileViT-v2's
-# dynamo export: the first diverging node is the Reshape in front of a GroupNorm; LeViT's
-# batch-1 file: torch's exporter fuses the Reshape back from its BatchNorm over batch*tokens
-# with the attention's and keeps the traced batch; not solved).
-STATIC_BATCH = {("timm_mobilevitv2_050", "dynamo"), ("timm_levit_128s", converters.STATIC_BATCH)}
+# dynamo export: the first diverging node is the Reshape in front of a GroupNorm; LeViT's and
+# EfficientFormer's attention: torch's exporter fuses the Reshape back from a BatchNorm over
+# batch*tokens with the attention's and keeps the traced batch, which export reports as a
+# DynamicBatchError and `run` answers with a batch of 1; not solved).
+STATIC_BATCH = {
+    ("timm_mobilevitv2_050", "dynamo"),
+    ("timm_levit_128s", converters.STATIC_BATCH),
+    ("timm_levit_128s", "legacy17"),
+    ("timm_efficientformer_l1", "legacy17"),
+}
 # Backbones whose loaded graph holds the size it was loaded at (Reshape targets or pads folded
 # for it): one export runs at that size only, so the smaller size is checked by loading the
 # file there (`load(input_shape=...)`) and running the whole check again.
 LOADS_AT_SIZE = {
     "efficientnet_lite0": "its SAME paddings are fixed Pads computed for the size loaded at",
-    "timm_levit_128s": "Reshape targets folded for the token grids of the size loaded at",
-    "timm_efficientformer_l1": "Reshape targets folded for the token grid of the size loaded at",
     "timm_edgenext_xx_small": "channel-attention Reshapes folded for the size loaded at",
     "timm_efficientvit_b0": "linear-attention Reshapes folded for the size loaded at",
     "timm_poolformer_s12": "GroupNorm, exported as InstanceNorm between Reshapes, folded",
@@ -59,7 +63,9 @@ DECLARED_SIZE_ONLY = {
     ("timm_mobilevitv2_050", "legacy17"): "unfolding Reshapes hold the declared patch grid",
     ("timm_mobilevitv2_050", "legacy13"): "unfolding Reshapes, as above",
     ("timm_mobilevitv2_050", "dynamo"): "unfolding Reshapes, as above",
+    ("timm_levit_128s", "legacy17"): "attention biases per position of the 14x14, 7x7, 4x4 grids",
     ("timm_levit_128s", converters.STATIC_BATCH): "attention biases held as constants",
+    ("timm_efficientformer_l1", "legacy17"): "the last stage's attention biases, for 7x7",
     ("timm_edgenext_xx_small", converters.STATIC_BATCH): "token-count Reshapes held",
     ("timm_efficientvit_b0", converters.STATIC_BATCH): "token-count Reshapes held",
     ("timm_tiny_vit_5m_224", "legacy17"): "a 14x14 window's attention biases at a 10x10 map",

@@ -190,6 +190,9 @@ FIXES = {
     "ExportMismatchError": "onnxruntime's output differs from PyTorch's beyond the tolerance, so "
     "nothing was written: look for ops that differ between the two, or raise `--tolerance` if "
     "the difference is expected (fp16).",
+    "DynamicBatchError": "The export fails or differs on a batch other than the one it was "
+    "traced with: the backbone's graph keeps that batch (LeViT's BatchNorm over batch and "
+    "tokens). Export with a fixed batch (`--batch N`, `batch=N`); `run` does so by itself.",
     "OutputError": "A file cannot be written: make the folder writable, remove the folder in the "
     "way, or free disk space.",
     "RunFolderError": "The run folder cannot be used as asked: pick another `--out`, use "

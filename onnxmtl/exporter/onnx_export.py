@@ -18,11 +18,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from onnxmtl.derived import DerivedModel, one_module_per_run
-from onnxmtl.errors import ConfigError, ExportMismatchError, ShapeError
+from onnxmtl.errors import (
+    ConfigError,
+    DynamicBatchError,
+    ExportMismatchError,
+    ShapeError,
+    first_line,
+)
 from onnxmtl.io_utils import atomic_write
 from onnxmtl.ir.graph import cap_ir_version
 from onnxmtl.lower.verify import max_diffs, nonfinite
-from onnxmtl.runtime import session
+from onnxmtl.runtime import ORT_ERRORS, quiet, session
 
 DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 13, 20  # 20: the last opset of the TorchScript exporter
@@ -180,7 +186,18 @@ def export(
         },
     )
     onnx.checker.check_model(proto, full_check=True)
-    got = session(proto, ["CPUExecutionProvider"]).run(names, {INPUT_NAME: x.numpy()})
+    fixed_hint = " export with a fixed batch (batch=N, CLI --batch N)."
+    try:
+        got = session(proto, ["CPUExecutionProvider"]).run(names, {INPUT_NAME: x.numpy()}, quiet())
+    except ORT_ERRORS as exc:
+        if batch is None:
+            raise DynamicBatchError(
+                f"{path}: onnxruntime fails on a batch of {size} ({first_line(exc)}); nothing "
+                f"written. The backbone's batch size does not stay dynamic;{fixed_hint}"
+            ) from exc
+        raise ExportMismatchError(
+            f"{path}: onnxruntime fails on the export ({first_line(exc)}); nothing written."
+        ) from exc
     bad_torch, bad_ort = sum(map(nonfinite, expected)), sum(map(nonfinite, got))
     if bad_torch or bad_ort:
         raise ExportMismatchError(
@@ -192,16 +209,15 @@ def export(
     if tolerance is None:
         tolerance = FP16_RTOL if fp16 else DEFAULT_RTOL
     if max_rel > tolerance:
-        hint = (
-            " The backbone's batch size does not stay dynamic; export with a fixed batch "
-            "(batch=N, CLI --batch N)."
-            if batch is None
-            else ""
-        )
-        raise ExportMismatchError(
+        said = (
             f"{path}: onnxruntime differs from PyTorch by {max_rel:.3g} of the output scale on "
-            f"a batch of {size} (tolerance {tolerance:g}); nothing written.{hint}"
+            f"a batch of {size} (tolerance {tolerance:g}); nothing written."
         )
+        if batch is None:
+            raise DynamicBatchError(
+                f"{said} The backbone's batch size does not stay dynamic;{fixed_hint}"
+            )
+        raise ExportMismatchError(said)
     atomic_write(path, lambda tmp: onnx.save(proto, tmp))
     convs = sum(n.op_type == "Conv" for n in proto.graph.node)
     return ExportReport(

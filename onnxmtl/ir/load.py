@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import onnx
@@ -15,7 +17,7 @@ import torch
 from onnxmtl.errors import FeatureError, FixedBatchError, ModelFileError, OnnxMtlError, ShapeError
 from onnxmtl.ir.autopad import explicit_pads
 from onnxmtl.ir.batch import BATCH_SYMBOL, make_batch_dynamic
-from onnxmtl.ir.features import auto_features, cut_at
+from onnxmtl.ir.features import auto_features, cut_at, image_size, sequence_shapes
 from onnxmtl.ir.from_torch import export_module
 from onnxmtl.ir.graph import Graph
 from onnxmtl.ir.layout import to_channels_first
@@ -34,9 +36,11 @@ from onnxmtl.ir.shapes import (
     infer_shapes,
     known_shape,
     shape_of,
+    shapes_at_batch,
 )
 from onnxmtl.ir.size_check import check_runs_at_size
 from onnxmtl.ir.spatial import free_spatial_reshapes
+from onnxmtl.ir.tokens import token_grid, tokens_to_map
 from onnxmtl.ir.units import find_units
 from onnxmtl.ir.values import dims_of, name_of
 
@@ -80,9 +84,14 @@ def load(
     value, adaptations = to_channels_first(model, image_input(model.graph, label))
     adaptations += globalize_pools(model, label)
     dims = dims_of(value)
+    own_batch = dims[0] if isinstance(dims[0], int) else 1  # a concrete one for inference
     resized = input_shape is not None and tuple(input_shape[2:]) != tuple(dims[2:])
+    held = partial(_held_size, source, features, (dims, input_shape) if resized else None, label)
     if resized:
         adaptations += free_spatial_reshapes(model, value, label)  # read at the declared size
+        if features == "auto" and all(isinstance(d, int) for d in dims[2:]):
+            # the architecture's features, chosen at the size the file declares and runs at
+            features = _feature_names(model, value, features, label, own_batch)
     static_batch = isinstance(dims[0], int)
     original = ir.serde.serialize_model(model) if static_batch else None
     if original is not None:
@@ -93,30 +102,25 @@ def load(
 
     common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     common.IdentityEliminationPass()(model)
-    try:
+    with held():
         fold_until_stable(model, label)
-    except ShapeError as exc:
-        if resized:
-            assert input_shape is not None  # `resized` says it is given
-            _refuse_held_size(source, features, (dims, input_shape), label, exc)
-        raise
     adaptations += explicit_pads(model)  # attributes only: the shapes hold
     original_outputs = [(name_of(v), shape_of(v)) for v in model.graph.outputs]
-    names = _feature_names(model.graph, features, label)
+    names = _feature_names(model, value, features, label, own_batch)
     if names is not None:  # before the batch is freed: a classifier sized for the declared
         cut_at(model.graph, names, label)  # input cannot run at another, and goes anyway
         clean_up(model)
+        if resized:  # the sizes past the cut agree at this size (a symbolic batch hides some)
+            with held():
+                shapes_at_batch(model, value, own_batch, label)
     if original is not None:
-        try:
+        with held():
             make_batch_dynamic(model, value, outputs_at(original, names), label)
-        except FixedBatchError as exc:
-            if resized and exc.node:  # the rewrite, not the file, stopped at a node
-                assert input_shape is not None  # `resized` says it is given
-                _refuse_held_size(source, features, (dims, input_shape), label, exc)
-            raise
         infer_shapes(model, label)  # the fixed-batch constants now follow the input's batch
     elif resized:  # the batch check above ran the graph at this size already
         check_runs_at_size(model, value, dims, label)
+    if names is not None:  # features chosen: a head reads each as a map
+        adaptations += _lay_out_tokens(model, value, label)
     DropComputedZeroBiasPass()(model)
     UntieInitializersPass()(model)
     clean_up(model)  # what the dropped biases and the cut left unused
@@ -139,17 +143,66 @@ def load(
     )
 
 
-def _feature_names(graph, features: Features, label: str) -> list[str] | None:
+def _lay_out_tokens(model: ir.Model, image: ir.Value, label: str) -> list[str]:
+    """Lay every feature output that is a token sequence on a grid out as an (N, C, h, w)
+    map (`tokens.tokens_to_map`), the map taking the sequence's place among the outputs; one
+    line per sequence, for `inspect`."""
+    graph = model.graph
+    if not any(v.shape is not None and len(v.shape) == 3 for v in graph.outputs):
+        return []
+    size, shapes = image_size(graph), sequence_shapes(model, image, 1, label)
+    done: list[str] = []
+    for k, value in enumerate(list(graph.outputs)):
+        shape = shapes.get(name_of(value)) or shape_of(value)
+        if shape is None or (grid := token_grid(shape, size)) is None:
+            continue
+        name = name_of(value)
+        graph.outputs[k] = tokens_to_map(graph, value, grid, f"{name}_map")
+        leading, h, w = grid
+        dropped = f", its first {leading} token(s) dropped" if leading else ""
+        tokens = f"(N, {shape[1]}, {shape[2]})"
+        done.append(f"features '{name}' {tokens}: tokens laid out on a {h}x{w} grid{dropped}")
+    if done:
+        infer_shapes(model, label)
+    return done
+
+
+def _feature_names(
+    model: ir.Model, image: ir.Value, features: Features, label: str, batch: int
+) -> list[str] | None:
+    """The feature values' names; 'auto' is chosen on the shapes at the file's own batch
+    (1 where it is symbolic), which also fail where the graph past a feature holds another
+    input size."""
     if features is None:
         return None
     if isinstance(features, str):
         if features == "auto":
-            return [auto_features(graph, label)]
+            shapes = sequence_shapes(model, image, batch, label)
+            return [auto_features(model.graph, label, shapes)]
         features = [f.strip() for f in features.split(",") if f.strip()]
     names = list(features)
     if not names:
         raise FeatureError(f"{label}: empty feature list; give 'auto' or value names.")
     return names
+
+
+@contextmanager
+def _held_size(
+    source: str | Path | onnx.ModelProto,
+    features: Features,
+    sizes: tuple[Sequence, Sequence[int] | None] | None,
+    label: str,
+) -> Iterator[None]:
+    """Where a load at another size than the file declares (`sizes`: declared, wanted) fails
+    on a shape or on the batch rewrite at a node, the one line of `_refuse_held_size`."""
+    try:
+        yield
+    except (ShapeError, FixedBatchError) as exc:
+        if sizes is not None and (not isinstance(exc, FixedBatchError) or exc.node):
+            declared, wanted = sizes
+            assert wanted is not None  # a resized load is given its size
+            _refuse_held_size(source, features, (declared, wanted), label, exc)
+        raise
 
 
 def _refuse_held_size(

@@ -144,3 +144,33 @@ def shape_only_proto(model: ir.Model, max_elements: int = 1024) -> onnx.ModelPro
             model.graph.register_initializer(value)
     proto.graph.input.extend(ir.serde.serialize_value(v) for v in large.values())
     return proto
+
+
+def shapes_at_batch(model: ir.Model, image: ir.Value, batch: int, label: str) -> dict[str, ShapeT]:
+    """Every computed value's shape with the `image` input's batch fixed at `batch`, by name.
+
+    Where the batch is symbolic, onnx's inference cannot divide by it, so a Reshape to -1
+    (the token count of a subsampled sequence) leaves a size unknown that does not depend on
+    the batch; at a concrete batch it is known, and sizes that disagree there (a constant
+    held for another input size) fail it: a ShapeError naming the node. Only the sizes beside
+    the batch may be read from these shapes."""
+    proto = shape_only_proto(model)
+    for value in proto.graph.input:
+        if value.name == image.name:
+            dim = value.type.tensor_type.shape.dim[0]
+            dim.ClearField("dim_param")
+            dim.dim_value = batch
+    del proto.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
+        why = inference_failure(exc)
+        raise ShapeError(f"{label}: {why}.", reason=why) from exc
+    return {
+        info.name: tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in info.type.tensor_type.shape.dim
+        )
+        for info in [*inferred.graph.value_info, *inferred.graph.output]
+        if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape")
+    }

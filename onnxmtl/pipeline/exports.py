@@ -13,7 +13,7 @@ import torch
 from onnxmtl.compiler import SHARED, Policy, load_supermodel
 from onnxmtl.compiler.supermodel import SuperModel
 from onnxmtl.derived import derive, save_derived
-from onnxmtl.errors import ExportMismatchError
+from onnxmtl.errors import DynamicBatchError, ExportMismatchError
 from onnxmtl.exporter import export
 from onnxmtl.exporter.onnx_export import DEFAULT_RTOL, INPUT_KEY, INPUT_NAME, read_metadata
 from onnxmtl.lower.verify import max_diffs
@@ -56,7 +56,9 @@ def export_models(
     preprocessing: dict[str, Any],
     progress: bool,
 ) -> dict[str, Path]:
-    """ONNX files of `jobs`, each taking images at the size of `image` (the data's)."""
+    """ONNX files of `jobs`, each taking images at the size of `image` (the data's), in
+    batches of any size, or one at a time where the backbone's graph keeps the batch it was
+    traced with (the input contract in each file's metadata says which)."""
     size = (int(image.shape[-2]), int(image.shape[-1]))
     files = {}
     for name, (model, chosen, keep) in jobs.items():
@@ -65,7 +67,12 @@ def export_models(
             derived = derive(model, chosen, keep)
             if name == out.SEARCHED:
                 save_derived(derived, model, out.derived)
-            export(derived, path, image_size=size, preprocessing=preprocessing)
+            try:
+                export(derived, path, image_size=size, preprocessing=preprocessing)
+            except DynamicBatchError:
+                export(derived, path, image_size=size, preprocessing=preprocessing, batch=1)
+                if progress:
+                    print(f"{path.name}: exported for one image at a time", flush=True)
         files[name] = path
     if progress:
         print(f"exported {len(files)} models to {out.models}", flush=True)
