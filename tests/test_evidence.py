@@ -16,6 +16,7 @@ from onnxmtl.errors import ConfigError
 from onnxmtl.pipeline.evidence import (
     baseline_differences,
     check_reusable,
+    mean_and_spread,
     paired_interval,
     policy_agreement,
     same_candidate,
@@ -24,6 +25,12 @@ from onnxmtl.pipeline.evidence import (
 )
 from onnxmtl.training import SearchConfig
 from tests.conftest import ROOT
+
+
+def test_one_seed_shows_no_spread():
+    """A single seed's std is NaN: the table says n=1 rather than "± nan"."""
+    assert mean_and_spread({"mean": 0.031, "std": math.nan}) == "+0.03 (n=1)"
+    assert mean_and_spread({"mean": -1.5, "std": 0.25}) == "-1.50 ± 0.25"
 
 
 def test_paired_interval_is_the_t_interval_of_the_differences():

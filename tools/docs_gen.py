@@ -390,6 +390,8 @@ def _interval(gap: dict[str, Any] | None) -> str:
 def evidence_table(folder: Path = EVIDENCE) -> str:
     """README's results table, one row per docs/evidence/NAME.json: which seeds and which
     commit each row stands on, so a page from older code or reused seeds shows as such."""
+    from onnxmtl.pipeline.evidence import mean_and_spread
+
     lines = [
         "| task set | seeds | commit | searched: test delta-m % (mean ± std) | searched − better "
         "of all-shared and last-k (test, 95% interval) | `run` deployed searched | page |",
@@ -400,9 +402,7 @@ def evidence_table(folder: Path = EVIDENCE) -> str:
         data = json.loads(path.read_text())
         seeds = data.get("seeds", [])
         test = data.get("methods", {}).get("searched", {}).get("test", {})
-        searched = (
-            f"{test['mean']:+.2f} ± {test['std']:.2f}" if "mean" in test and "std" in test else "-"
-        )
+        searched = mean_and_spread(test) if "mean" in test and "std" in test else "-"
         gap = data.get("gaps", {}).get("searched - better of all-shared and last-k (on val)", {})
         commit = str(data.get("commit", "-"))[:7] + (" (dirty)" if data.get("dirty") else "")
         lines.append(

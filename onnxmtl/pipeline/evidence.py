@@ -53,6 +53,14 @@ class Interval:
         return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
 
 
+def mean_and_spread(stats: dict[str, float]) -> str:
+    """`stats` ('mean', 'std' over seeds) as "+m ± s", or "+m (n=1)" where one seed leaves
+    no spread."""
+    if math.isnan(stats["std"]):
+        return f"{stats['mean']:+.2f} (n=1)"
+    return f"{stats['mean']:+.2f} ± {stats['std']:.2f}"
+
+
 def paired_interval(differences: list[float]) -> Interval:
     """Mean and 95% t interval of paired differences (seed by seed)."""
     values = np.asarray(differences, float)
@@ -263,7 +271,7 @@ def to_markdown(name: str, summary: dict[str, Any], meta: dict[str, Any]) -> str
         "|---|---|---|---|",
     ]
     for method, row in summary["methods"].items():
-        cells = [f"{row[s]['mean']:+.2f} ± {row[s]['std']:.2f}" for s in SPLITS]
+        cells = [mean_and_spread(row[s]) for s in SPLITS]
         lines.append(f"| {method} | {cells[0]} | {cells[1]} | {row['param_share']:.2f} |")
     reference = summary.get("reference_metrics", {}).get("test", {})
     measured = "; ".join(
