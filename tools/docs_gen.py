@@ -379,18 +379,10 @@ def evidence_list(folder: Path = EVIDENCE) -> str:
     return "\n".join(f"- [{p.stem}](evidence/{p.name})" for p in pages)
 
 
-def _interval(gap: dict[str, Any] | None) -> str:
-    if not gap:
-        return "-"
-    if gap.get("n", 0) < 2:
-        return f"{gap['mean']:+.2f} (n={gap.get('n', 0)})"
-    return f"{gap['mean']:+.2f} [{gap['low']:+.2f}, {gap['high']:+.2f}]"
-
-
 def evidence_table(folder: Path = EVIDENCE) -> str:
     """README's results table, one row per docs/evidence/NAME.json: which seeds and which
     commit each row stands on, so a page from older code or reused seeds shows as such."""
-    from onnxmtl.pipeline.evidence import mean_and_spread
+    from onnxmtl.pipeline.evidence import Interval, mean_and_spread
 
     lines = [
         "| task set | seeds | commit | searched: test delta-m % (mean ± std) | searched − better "
@@ -404,11 +396,12 @@ def evidence_table(folder: Path = EVIDENCE) -> str:
         test = data.get("methods", {}).get("searched", {}).get("test", {})
         searched = mean_and_spread(test) if "mean" in test and "std" in test else "-"
         gap = data.get("gaps", {}).get("searched - better of all-shared and last-k (on val)", {})
+        interval = str(Interval(**gap["test"])) if gap.get("test") else "-"
         commit = str(data.get("commit", "-"))[:7] + (" (dirty)" if data.get("dirty") else "")
         lines.append(
             f"| {data.get('dataset', path.stem)} | {len(seeds)}: {', '.join(map(str, seeds))} | "
             f"{commit} | {searched} | "
-            f"{_interval(gap.get('test'))} | {data.get('deployed_searched', '-')} of {len(seeds)} "
+            f"{interval} | {data.get('deployed_searched', '-')} of {len(seeds)} "
             f"| [docs/evidence/{path.stem}.md](docs/evidence/{path.stem}.md) |"
         )
     if not files:

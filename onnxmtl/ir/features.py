@@ -145,7 +145,7 @@ def auto_features(graph: ir.Graph, label: str, shapes: Shapes | None = None) -> 
 
     This is the input of the global pooling, flatten or token mean that starts a classifier,
     and the output itself for a fully convolutional backbone. A token sequence is laid out as
-    a map by `tokens.tokens_to_map` once the graph is cut. `shapes` (`shapes_at_batch_one`)
+    a map by `tokens.tokens_to_map` once the graph is cut. `shapes` (`sequence_shapes`)
     give the token counts that a symbolic batch leaves unknown.
     """
     if len(graph.outputs) != 1:

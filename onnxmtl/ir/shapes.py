@@ -106,12 +106,7 @@ def infer_shapes(model: ir.Model, label: str) -> None:
     for node in graph:
         for out in node.outputs:
             out.shape = None
-    proto = shape_only_proto(model)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
-    except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
-        why = inference_failure(exc)
-        raise ShapeError(f"{label}: {why}.", reason=why) from exc
+    inferred = _inferred(shape_only_proto(model), label)
     known = {vi.name: vi for vi in inferred.graph.value_info}
     known.update({vi.name: vi for vi in inferred.graph.output})
     for node in graph:
@@ -124,6 +119,16 @@ def infer_shapes(model: ir.Model, label: str) -> None:
                 out.shape = typed.shape
             if typed.dtype is not None:
                 out.dtype = typed.dtype
+
+
+def _inferred(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    """`proto` with every shape onnx's strict inference (with data propagation) finds; a
+    ShapeError naming the first node where it fails."""
+    try:
+        return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
+        why = inference_failure(exc)
+        raise ShapeError(f"{label}: {why}.", reason=why) from exc
 
 
 def shape_only_proto(model: ir.Model, max_elements: int = 1024) -> onnx.ModelProto:
@@ -161,11 +166,7 @@ def shapes_at_batch(model: ir.Model, image: ir.Value, batch: int, label: str) ->
             dim.ClearField("dim_param")
             dim.dim_value = batch
     del proto.graph.value_info[:]
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
-    except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
-        why = inference_failure(exc)
-        raise ShapeError(f"{label}: {why}.", reason=why) from exc
+    inferred = _inferred(proto, label)
     return {
         info.name: tuple(
             d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
