@@ -326,21 +326,6 @@ def test_a_batch_1_file_newer_than_onnxruntime_reads_still_frees_its_batch():
     assert relative_diff(got.numpy(), per_image(proto, x)[0]) <= TOLERANCE
 
 
-def test_a_patch_grid_held_at_the_declared_size_is_named_at_another(tmp_path):
-    """A batch-1 file whose unfolding Reshapes hold the declared 8x8 map's patch grid frees its
-    batch at 8x8 but not at 16x16: the one line says the size is at fault and which size
-    loads, instead of telling the user to re-export with a dynamic batch."""
-    torch.manual_seed(0)
-    path = tmp_path / "patches.onnx"
-    onnx.save(export_batch_1(PatchAttention(), 8), path)
-    assert onnxmtl.load(path).batch_made_dynamic
-    proc = run_cli("verify", str(path), "--input-shape", "1,3,16,16")
-    assert_clean_error(
-        proc, "loads at its declared 8x8 but not at 16x16", "node '/Reshape'", "load it at 8x8"
-    )
-    assert "dynamic batch" not in proc.stderr
-
-
 def test_a_shuffle_joining_the_batch_to_constant_sizes_runs_at_another_size():
     """Reshape targets that join the batch read from the input to the declared 8x8 map's
     constant sizes, loaded at 16x16: the constant sizes follow the map; the lowered model on a
@@ -368,34 +353,3 @@ def test_a_dynamic_batch_file_whose_patch_grid_is_held_is_refused_at_another_siz
     assert_clean_error(
         proc, "does not run at 16x16 (it declares 8x8)", "gives 8 rows for 2", "load it at 8x8"
     )
-
-
-class PositionBias(nn.Module):
-    """A learned bias per position of the declared 8x8 map, as ViTs add position embeddings
-    and LeViT or EfficientFormer add attention biases."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.position = nn.Parameter(torch.randn(1, 8, 8, 8))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x) + self.position)
-
-
-@pytest.mark.parametrize("export", [export_batch_1, export_dynamic_batch], ids=["b1", "dynamic"])
-def test_a_bias_per_declared_position_is_named_at_another_size(tmp_path, export):
-    """A file adding a constant sized to the declared 8x8 map loads at 8x8; at 16x16 the one
-    line names the node where the sizes part and says which size loads, instead of onnx's
-    shape inference message, and names the file once."""
-    torch.manual_seed(0)
-    path = tmp_path / "position.onnx"
-    onnx.save(export(PositionBias(), 8), path)
-    assert onnxmtl.load(path).input_shape[2:] == (8, 8)
-    proc = run_cli("verify", str(path), "--input-shape", "1,3,16,16")
-    assert_clean_error(
-        proc,
-        "loads at its declared 8x8 but not at 16x16: shape inference fails at Add node '",
-        "load it at 8x8, or re-export it at 16x16",
-    )
-    assert proc.stderr.count(str(path)) == 1, proc.stderr  # named once, at the start

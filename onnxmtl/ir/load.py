@@ -20,6 +20,7 @@ from onnxmtl.ir.batch import BATCH_SYMBOL, make_batch_dynamic
 from onnxmtl.ir.features import auto_features, cut_at, image_size, sequence_shapes
 from onnxmtl.ir.from_torch import export_module
 from onnxmtl.ir.graph import Graph
+from onnxmtl.ir.grid import adapt_grid
 from onnxmtl.ir.layout import to_channels_first
 from onnxmtl.ir.normalize import (
     DropComputedZeroBiasPass,
@@ -89,9 +90,12 @@ def load(
     held = partial(_held_size, source, features, (dims, input_shape) if resized else None, label)
     if resized:
         adaptations += free_spatial_reshapes(model, value, label)  # read at the declared size
-        if features == "auto" and all(isinstance(d, int) for d in dims[2:]):
-            # the architecture's features, chosen at the size the file declares and runs at
-            features = _feature_names(model, value, features, label, own_batch)
+        if input_shape is not None and all(isinstance(d, int) for d in dims[2:]):
+            if features == "auto":  # the architecture's, chosen at the size the file runs at
+                features = _feature_names(model, value, features, label, own_batch)
+            declared = tuple(d for d in dims[2:] if isinstance(d, int))
+            wanted = (input_shape[2], input_shape[3])
+            adaptations += adapt_grid(model, value, (declared[0], declared[1]), wanted, own_batch)
     static_batch = isinstance(dims[0], int)
     original = ir.serde.serialize_model(model) if static_batch else None
     if original is not None:

@@ -64,10 +64,12 @@ def _fold_size_free(model: ir.Model, image: ir.Value, label: str) -> None:
 
 
 def free_spatial_reshapes(model: ir.Model, image: ir.Value, label: str) -> list[str]:
-    """Rewrite every Reshape whose constant target copies its map's height and width (at the
-    size the file declares) to read them from the map's shape instead, so that the graph
-    runs at other sizes from its (N, C, H, W) `image` input; one line per Reshape rewritten,
-    for `inspect`. Shapes are inferred at the declared size first."""
+    """Rewrite every Reshape whose target joins sizes it computes (the batch read from the
+    input) to constant sizes that copy its map's height and width at the size the file
+    declares, to read those from the map's shape instead, so that the graph runs at other
+    sizes from its (N, C, H, W) `image` input; one line per Reshape rewritten, for
+    `inspect`. Shapes are inferred at the declared size first. A wholly constant target is
+    `grid.adapt_grid`'s to rewrite for the wanted size."""
     _fold_size_free(model, image, label)
     infer_shapes(model, label)
     graph = model.graph
@@ -79,7 +81,7 @@ def free_spatial_reshapes(model: ir.Model, image: ir.Value, label: str) -> list[
         if data is None or data.shape is None or len(data.shape) < 4:
             continue
         pieces = _target_pieces(shape)
-        if pieces is None:
+        if pieces is None or len(pieces) == 1:  # a constant target: `grid.adapt_grid`'s
             continue
         target = [entry for _, entries in pieces for entry in entries]
         positions = _spatial_positions(tuple(data.shape), target)

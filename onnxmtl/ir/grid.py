@@ -1,0 +1,461 @@
+"""Constants that hold the declared size's grid, made to hold another input size's.
+
+Attention backbones exported at one size carry it in constants: Reshape targets with a
+token count or a grid's side (MobileViT's patches, EfficientFormer's heads), Expand shapes
+over the tokens (EdgeNeXt's channel attention), a bias per pair of positions (LeViT,
+EfficientFormer) and a position table per token (ViTs, EdgeNeXt). Loaded at another size,
+each is rewritten for the wanted grid: a target's entries follow the sizes they split or
+merge, a bias per pair of relative positions is cropped to the smaller grid (exact: it
+depends only on the offset), and a position table is resampled bicubically (as timm does).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import torch
+import torch.nn.functional as F
+
+from onnxmtl.ir.normalize import add_initializer
+from onnxmtl.ir.shapes import shape_only_proto
+from onnxmtl.ir.tokens import MAX_LEADING, follows_image
+from onnxmtl.ir.values import name_of
+
+Size = tuple[int, int]
+Dims = tuple[int, ...]  # a shape whose sizes are all known
+Shapes = dict[str, Dims]
+Grid = tuple[int, int, int]  # (extra leading tokens, h, w)
+Mapping = dict[int, tuple[int, ...]]  # a declared grid's side or count: the wanted ones
+STRIDES = (2, 4, 8, 16, 32, 64)
+MAX_ROUNDS = 256  # rewrites reach one node further per round of shape inference
+_ELEMENTWISE = {"Add", "Mul", "Sub", "Div"}
+
+
+@dataclass(frozen=True)
+class _Round:
+    """What one round of rewrites reads: each value's shape at the declared size (`old`)
+    and, as far as they hold, at the wanted one (`new`), the grids' sizes at both, and the
+    image's size at both."""
+
+    old: Shapes
+    new: Shapes
+    seen: Mapping  # read off the maps whose shapes both sizes know
+    strided: Mapping  # the image's size over each stride
+    declared: Size
+    wanted: Size
+
+    def known(self, value: ir.Value | None) -> tuple[Dims, Dims] | None:
+        """A value's declared and wanted shapes where both are known."""
+        if value is None or name_of(value) not in self.old or name_of(value) not in self.new:
+            return None
+        return self.old[name_of(value)], self.new[name_of(value)]
+
+
+def adapt_grid(
+    model: ir.Model, image: ir.Value, declared: Size, wanted: Size, batch: int
+) -> list[str]:
+    """Rewrite the constants of `model` that hold the `declared` input size's grid to hold
+    the `wanted` one's; one line per constant, for `inspect`. The graph's values carry their
+    shapes are inferred at the declared size and, each round, at the wanted one as far as
+    they hold (a symbolic batch at `batch`); the round rewrites the constants that first
+    break them."""
+    graph = model.graph
+    old = _shapes_at(model, image, declared, batch)
+    done: list[str] = []
+    rewritten: set[ir.Node] = set()
+    for _ in range(MAX_ROUNDS):
+        new = _shapes_at(model, image, wanted, batch)
+        seen = _seen_sides(old, new, declared)
+        step = _Round(old, new, seen, _strided_sides(declared, wanted), declared, wanted)
+        stale: set[str] = set()  # past a rewrite, this round's shapes no longer hold
+        for node in graph:
+            if any(v is not None and name_of(v) in stale for v in node.inputs):
+                stale.update(name_of(v) for v in node.outputs)
+                continue
+            adapt = _ADAPTERS.get(node.op_type)
+            line = None if adapt is None or node in rewritten else adapt(node, step)
+            if line is not None:
+                done.append(line)
+                rewritten.add(node)
+                stale.update(name_of(v) for v in node.outputs)
+        if not stale:
+            break
+    return done
+
+
+def _shapes_at(model: ir.Model, image: ir.Value, size: Size, batch: int) -> Shapes:
+    """Every value's whole shape that onnx's lenient inference finds with the image at
+    `size` and the batch at `batch`: all before the first node the declared grid breaks."""
+    proto = shape_only_proto(model)
+    for value in proto.graph.input:
+        if value.name == image.name:
+            dims = value.type.tensor_type.shape.dim
+            for k, d in zip((0, 2, 3), (batch, *size)):
+                dims[k].ClearField("dim_param")
+                dims[k].dim_value = d
+    del proto.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    except (onnx.shape_inference.InferenceError, RuntimeError):
+        return {}
+    shapes: Shapes = {}
+    for info in [*inferred.graph.value_info, *inferred.graph.output]:
+        if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
+            dims = info.type.tensor_type.shape.dim
+            if all(d.HasField("dim_value") for d in dims):
+                shapes[info.name] = tuple(d.dim_value for d in dims)
+    return shapes
+
+
+def _seen_sides(old: Shapes, new: Shapes, declared: Size) -> Mapping:
+    """Each grid side and count at the declared size that a map whose shape both sizes know
+    shows at the wanted one."""
+    seen: dict[int, set[int]] = {}
+    for name, shape in old.items():
+        shape2 = new.get(name)
+        if shape2 is None or len(shape) != 4 or len(shape2) != 4 or shape[2:] == shape2[2:]:
+            continue  # equal: a rewrite before it is still to come
+        if follows_image(shape[2], shape[3], declared):
+            (h, w), (h2, w2) = shape[2:], shape2[2:]
+            for a, b in ((h, h2), (w, w2), (h * w, h2 * w2)):
+                seen.setdefault(a, set()).add(b)
+    return {a: tuple(sorted(b)) for a, b in seen.items() if a > 1}
+
+
+def _strided_sides(declared: Size, wanted: Size) -> Mapping:
+    """Each side and count of the image's grid over each stride at the declared size, and
+    at the wanted one: the grids no map shows yet, past the first constant that breaks."""
+    found: dict[int, set[int]] = {}
+    for stride in STRIDES:
+        h, w = -(-declared[0] // stride), -(-declared[1] // stride)
+        h2, w2 = -(-wanted[0] // stride), -(-wanted[1] // stride)
+        for a, b in ((h, h2), (w, w2), (h * w, h2 * w2)):
+            if a > 1 and a != b:
+                found.setdefault(a, set()).add(b)
+    return {a: tuple(sorted(b)) for a, b in found.items()}
+
+
+def _joined(*mappings: Mapping) -> Mapping:
+    """The sizes each of `mappings` offers, later ones first where they share a size."""
+    joined: dict[int, set[int]] = {}
+    for mapping in mappings:
+        for a, b in mapping.items():
+            joined.setdefault(a, set()).update(b)
+    return {a: tuple(sorted(b)) for a, b in joined.items()}
+
+
+def _constant(value: ir.Value | None) -> np.ndarray | None:
+    return None if value is None or value.const_value is None else value.const_value.numpy()
+
+
+def _adapt_reshape(node: ir.Node, step: _Round) -> str | None:
+    """A Reshape whose constant target no longer splits or merges its data's wanted shape."""
+    known, const = step.known(node.inputs[0]), _constant(node.inputs[1])
+    if known is None or const is None or known[0] == known[1]:
+        return None
+    data, data2 = known
+    target = [int(e) for e in const.reshape(-1)]
+    sizes = list(target)
+    if -1 in target:  # the size it stood for at the declared size
+        out = step.old.get(name_of(node.outputs[0]))
+        if out is None or len(out) != len(target):
+            return None
+        sizes[target.index(-1)] = out[target.index(-1)]
+    sizes = [data[k] if e == 0 and k < len(data) else e for k, e in enumerate(sizes)]
+    local = _local(data, data2)
+    tiers = [{**step.seen, **local}, _joined(step.strided, step.seen, local)]
+    retarget = _retarget(sizes, data, data2, tiers, step)
+    if retarget is None:
+        return None
+    retarget = [e if e in (-1, 0) else r for e, r in zip(target, retarget)]
+    if retarget == target:
+        return None
+    _replace_input(node, 1, np.array(retarget, np.int64))
+    return f"Reshape '{node.name}': target {target} -> {retarget}"
+
+
+def _adapt_expand(node: ir.Node, step: _Round) -> str | None:
+    """An Expand that broadcasts a size-1 axis to the declared token count, for an
+    elementwise node whose other operand has the wanted one (`x / norm.expand_as(x)`)."""
+    known, const = step.known(node.inputs[0]), _constant(node.inputs[1])
+    if known is None or const is None:
+        return None
+    data = known[0]
+    target = [int(e) for e in const.reshape(-1)]
+    offset = len(target) - len(data)
+    for use in node.outputs[0].uses():
+        consumer = use.node
+        if consumer.op_type not in _ELEMENTWISE or len(consumer.inputs) != 2:
+            continue
+        other = step.known(consumer.inputs[1 - use.idx])
+        if other is None or len(other[0]) != len(target):
+            continue
+        o, o2 = other
+        retarget = [
+            o2[k] if e == o[k] and (k < offset or data[k - offset] == 1) else e
+            for k, e in enumerate(target)
+        ]
+        if retarget == target:
+            return None
+        _replace_input(node, 1, np.array(retarget, np.int64))
+        return f"Expand '{node.name}': shape {target} -> {retarget}"
+    return None
+
+
+def _adapt_operand(node: ir.Node, step: _Round) -> str | None:
+    """An elementwise node's constant operand with an axis per position of the declared
+    grid (a position table, a bias per pair of positions), for the other operand's wanted
+    shape."""
+    if len(node.inputs) != 2:
+        return None
+    for k in (0, 1):
+        array, other = _constant(node.inputs[k]), step.known(node.inputs[1 - k])
+        if array is None or other is None or other[0] == other[1]:
+            continue
+        adapted = _adapt_table(array, *other, step)
+        if adapted is not None:
+            _replace_input(node, k, adapted)
+            shapes = f"{list(array.shape)} -> {list(adapted.shape)}"
+            return f"{node.op_type} '{node.name}': constant {shapes}"
+    return None
+
+
+_ADAPTERS = {"Reshape": _adapt_reshape, "Expand": _adapt_expand}
+_ADAPTERS.update({op: _adapt_operand for op in _ELEMENTWISE})
+
+
+def _retarget(
+    sizes: list[int], data: Dims, data2: Dims, tiers: list[Mapping], step: _Round
+) -> list[int] | None:
+    """A Reshape's target sizes for its data's wanted shape `data2`, from the `sizes` it
+    had for the declared `data`. Row-major, the target splits and merges the data's sizes
+    in runs whose products agree (`_runs`), a size that is a grid's count read as its two
+    sides (`_sides`); each run of the target must hold its run of the data at the wanted
+    size (`_run_choice`). None where a run has no such choice or more than one."""
+    before, after = _sides(data, data2, step)
+    runs = _runs(before, sizes)
+    if runs is None:
+        return None
+    out: list[int] = []
+    for (start, stop), (first, last) in runs:
+        wanted = math.prod(after[first:last])
+        run = sizes[start:stop]
+        if len(run) == 1:
+            chosen: list[int] | None = [wanted]
+        elif math.prod(run) == wanted:
+            chosen = run
+        else:
+            chosen = _run_choice(run, wanted, tiers)
+        if chosen is None:
+            return None
+        out += chosen
+    return out
+
+
+def _sides(data: Dims, data2: Dims, step: _Round) -> tuple[list[int], list[int]]:
+    """A value's declared and wanted sizes, a size that is a grid's count (no extra tokens)
+    at both sizes as the grid's two sides."""
+    before: list[int] = []
+    after: list[int] = []
+    for a, b in zip(data, data2):
+        pair = _grid_pair(a, b, step.declared, step.wanted) if a != b else None
+        if pair is not None and pair[0][0] == 0 and min(*pair[0][1:], *pair[1][1:]) > 1:
+            before += pair[0][1:]
+            after += pair[1][1:]
+        else:
+            before.append(a)
+            after.append(b)
+    return before, after
+
+
+def _runs(data: list[int], target: list[int]) -> list[tuple[Size, Size]] | None:
+    """The shortest runs of target sizes and of data sizes whose products agree, in order,
+    as (start, stop) of each; None where they do not line up."""
+    if math.prod(data) != math.prod(target):
+        return None
+    runs = []
+    i = j = 0
+    while i < len(target) or j < len(data):
+        start, first = i, j
+        a = target[i] if i < len(target) else 1
+        b = data[j] if j < len(data) else 1
+        i, j = i + 1, j + 1
+        while a != b:
+            if a < b and i < len(target):
+                a, i = a * target[i], i + 1
+            elif j < len(data):
+                b, j = b * data[j], j + 1
+            else:
+                return None
+        runs.append(((start, min(i, len(target))), (first, min(j, len(data)))))
+    return runs
+
+
+def _run_choice(sizes: list[int], wanted: int, tiers: list[Mapping]) -> list[int] | None:
+    """`sizes` with the fewest changed so that their product is `wanted`. A size changes to
+    a wanted size a mapping offers for it, or, a multiple of a grid's side, to that multiple
+    of the side's wanted size (a side merged with the channels, as MobileViT's patches
+    are). Between choices that change as many, the one changing the largest sizes (a patch
+    or a window, small, keeps its size), then the one from the earliest of `tiers` (the
+    sizes the maps show before the image's over each stride), then a direct change before
+    a merged one; None where that leaves more than one."""
+    choices = []
+    for tier, mapping in enumerate(tiers):
+        direct = [set(mapping.get(size, ())) - {size} for size in sizes]
+        merged = [
+            {
+                size // side * new
+                for side, news in mapping.items()
+                if size % side == 0
+                for new in news
+            }
+            - {size}
+            for size in sizes
+        ]
+        choices += [(tier, 0, direct), (tier, 1, [d | m for d, m in zip(direct, merged)])]
+    for count in range(1, len(sizes) + 1):
+        ranked: dict[tuple, list[list[int]]] = {}
+        for tier, merge, options in choices:
+            for key, trial in _fitting(sizes, wanted, options, count):
+                rank = (tuple(-k for k in key), tier, merge)
+                if all(trial not in found for found in ranked.values()):
+                    ranked.setdefault(rank, []).append(trial)
+        if ranked:
+            best = ranked[min(ranked)]
+            return best[0] if len(best) == 1 else None
+    return None
+
+
+def _fitting(
+    sizes: list[int], wanted: int, options: list[set[int]], count: int
+) -> list[tuple[list[int], list[int]]]:
+    """Each way to change `count` of `sizes` to one of their `options` so that their
+    product is `wanted`: (the changed sizes, largest first; the result)."""
+    found: list[tuple[list[int], list[int]]] = []
+    for changed in itertools.combinations(range(len(sizes)), count):
+        for news in itertools.product(*(sorted(options[k]) for k in changed)):
+            trial = list(sizes)
+            for k, new in zip(changed, news):
+                trial[k] = new
+            key = sorted((sizes[k] for k in changed), reverse=True)
+            if math.prod(trial) == wanted and all(trial != t for _, t in found):
+                found.append((key, trial))
+    return found
+
+
+def _local(data: Dims, data2: Dims) -> Mapping:
+    """The sizes that differ between a value's declared and wanted shapes, and the products
+    of two neighbouring ones (a grid's height times its width)."""
+    found: Mapping = {a: (b,) for a, b in zip(data, data2) if a != b}
+    for k in range(len(data) - 1):
+        if data[k] != data2[k] and data[k + 1] != data2[k + 1]:
+            found[data[k] * data[k + 1]] = (data2[k] * data2[k + 1],)
+    return found
+
+
+def _grids(tokens: int, image: Size) -> list[Grid]:
+    """Every way `tokens` is up to MAX_LEADING extra tokens and a grid that follows the
+    image, the fewest extra tokens first."""
+    found = []
+    for leading in range(MAX_LEADING + 1):
+        cells = tokens - leading
+        for h in range(1, cells + 1):
+            w = cells // h
+            if cells % h == 0 and h * w > 1 and follows_image(h, w, image):
+                found.append((leading, h, w))
+    return found
+
+
+def _grid_pair(old: int, new: int, declared: Size, wanted: Size) -> tuple[Grid, Grid] | None:
+    """The grids of an axis holding `old` tokens at the declared size and `new` at the
+    wanted one: the same extra tokens, over the same stride."""
+    for leading, h, w in _grids(old, declared):
+        for lead2, h2, w2 in _grids(new, wanted):
+            same_stride = abs(declared[0] / h - wanted[0] / h2) <= 1
+            if lead2 == leading and same_stride and abs(declared[1] / w - wanted[1] / w2) <= 1:
+                return (leading, h, w), (lead2, h2, w2)
+    return None
+
+
+def _adapt_table(array: np.ndarray, o: Dims, o2: Dims, step: _Round) -> np.ndarray | None:
+    """The constant operand `array` of an elementwise node, made to broadcast against the
+    other operand's wanted shape `o2` (`o` at the declared size): a bias per pair of
+    positions cropped to a smaller grid, else each axis per position resampled; None where
+    no axis of it follows the grid."""
+    offset = len(o) - array.ndim
+    if offset < 0:
+        return None
+    axes = [k for k, n in enumerate(array.shape) if 1 < n == o[offset + k] != o2[offset + k]]
+    if not axes:
+        return None
+    pairs = [_grid_pair(array.shape[k], o2[offset + k], step.declared, step.wanted) for k in axes]
+    if any(pair is None for pair in pairs):
+        return _resample_map(array, axes, o2[offset:], step.declared)
+    for k, pair in zip(axes, pairs):
+        assert pair is not None  # checked above
+        before, after = pair
+        smaller = after[1] <= before[1] and after[2] <= before[2]
+        resize = _crop if len(axes) == 2 and smaller else _resample
+        array = resize(array, k, before, after)
+    return array
+
+
+def _crop(array: np.ndarray, axis: int, old: Grid, new: Grid) -> np.ndarray:
+    """The wanted grid's cells taken from the declared grid's along `axis`, row by row from
+    its first: for a bias per pair of positions that depends on their offset alone, the
+    wanted grid's bias."""
+    leading, _, w = old
+    _, h2, w2 = new
+    cells = [leading + y * w + x for y in range(h2) for x in range(w2)]
+    return np.take(array, list(range(leading)) + cells, axis=axis)
+
+
+def _resample(array: np.ndarray, axis: int, old: Grid, new: Grid) -> np.ndarray:
+    """A table with an entry per position along `axis`, resampled bicubically from the
+    declared grid to the wanted one, its extra tokens kept."""
+    leading, h, w = old
+    _, h2, w2 = new
+    moved = np.moveaxis(array, axis, -1)
+    extra, cells = moved[..., :leading], moved[..., leading:]
+    resized = _bicubic(cells.reshape(*cells.shape[:-1], h, w), (h2, w2))
+    joined = np.concatenate([extra, resized.reshape(*cells.shape[:-1], h2 * w2)], axis=-1)
+    return np.moveaxis(joined, -1, axis)
+
+
+def _resample_map(
+    array: np.ndarray, axes: list[int], o2: Dims, declared: Size
+) -> np.ndarray | None:
+    """A constant laid out as a map, its last two axes a grid that follows the image,
+    resampled bicubically to the other operand's wanted height and width `o2[-2:]`."""
+    if axes != [array.ndim - 2, array.ndim - 1]:
+        return None
+    if not follows_image(array.shape[-2], array.shape[-1], declared):
+        return None
+    return _bicubic(array, (o2[-2], o2[-1]))
+
+
+def _bicubic(cells: np.ndarray, size: Size) -> np.ndarray:
+    """(..., h, w) values resampled bicubically to (..., *size), as timm resamples position
+    embeddings."""
+    h, w = cells.shape[-2:]
+    grid = torch.from_numpy(np.ascontiguousarray(cells.reshape(-1, 1, h, w), np.float32))
+    resized = F.interpolate(grid, size=size, mode="bicubic", align_corners=False)
+    return resized.reshape(*cells.shape[:-2], *size).numpy().astype(cells.dtype)
+
+
+def _replace_input(node: ir.Node, index: int, array: np.ndarray) -> None:
+    """Give `node` a new initializer holding `array` as its input `index`."""
+    graph = node.graph
+    assert graph is not None  # a node of the model
+    old = node.inputs[index]
+    base = f"{name_of(old) if old is not None else node.name}_grid"
+    name, k = base, 0
+    while name in graph.initializers:
+        k += 1
+        name = f"{base}{k}"
+    node.replace_input_with(index, add_initializer(graph, name, array))
