@@ -32,6 +32,7 @@ Shapes = dict[str, Dims]
 Grid = tuple[int, int, int]  # (extra leading tokens, h, w)
 Mapping = dict[int, tuple[int, ...]]  # a declared grid's side or count: the wanted ones
 STRIDES = (2, 4, 8, 16, 32, 64)
+MAX_PATCH = 2  # sizes up to a patch's side are never read as a grid's: MobileViT's 2x2
 MAX_ROUNDS = 256  # rewrites reach one node further per round of shape inference
 _ELEMENTWISE = {"Add", "Mul", "Sub", "Div"}
 
@@ -124,7 +125,7 @@ def _seen_sides(old: Shapes, new: Shapes, declared: Size) -> Mapping:
             (h, w), (h2, w2) = shape[2:], shape2[2:]
             for a, b in ((h, h2), (w, w2), (h * w, h2 * w2)):
                 seen.setdefault(a, set()).add(b)
-    return {a: tuple(sorted(b)) for a, b in seen.items() if a > 1}
+    return {a: tuple(sorted(b)) for a, b in seen.items() if a > MAX_PATCH}
 
 
 def _strided_sides(declared: Size, wanted: Size) -> Mapping:
@@ -135,7 +136,7 @@ def _strided_sides(declared: Size, wanted: Size) -> Mapping:
         h, w = -(-declared[0] // stride), -(-declared[1] // stride)
         h2, w2 = -(-wanted[0] // stride), -(-wanted[1] // stride)
         for a, b in ((h, h2), (w, w2), (h * w, h2 * w2)):
-            if a > 1 and a != b:
+            if a > MAX_PATCH and a != b:
                 found.setdefault(a, set()).add(b)
     return {a: tuple(sorted(b)) for a, b in found.items()}
 
@@ -245,12 +246,16 @@ def _retarget(
     for (start, stop), (first, last) in runs:
         wanted = math.prod(after[first:last])
         run = sizes[start:stop]
-        if len(run) == 1:
-            chosen: list[int] | None = [wanted]
+        alone = [k for k, size in enumerate(run) if size != 1]
+        if len(alone) <= 1:  # one size, beside 1s (a batch of 1): it holds the run
+            at = alone[0] if alone else 0
+            chosen: list[int] | None = [wanted if k == at else 1 for k in range(len(run))]
         elif math.prod(run) == wanted:
             chosen = run
         else:
-            chosen = _run_choice(run, wanted, tiers)
+            # a split of one size ends in its patch or window, which keeps its size
+            fixed = alone[-1] if last - first == 1 else None
+            chosen = _run_choice(run, wanted, tiers, fixed)
         if chosen is None:
             return None
         out += chosen
@@ -296,14 +301,18 @@ def _runs(data: list[int], target: list[int]) -> list[tuple[Size, Size]] | None:
     return runs
 
 
-def _run_choice(sizes: list[int], wanted: int, tiers: list[Mapping]) -> list[int] | None:
+def _run_choice(
+    sizes: list[int], wanted: int, tiers: list[Mapping], fixed: int | None = None
+) -> list[int] | None:
     """`sizes` with the fewest changed so that their product is `wanted`. A size changes to
     a wanted size a mapping offers for it, or, a multiple of a grid's side, to that multiple
     of the side's wanted size (a side merged with the channels, as MobileViT's patches
-    are). Between choices that change as many, the one changing the largest sizes (a patch
-    or a window, small, keeps its size), then the one from the earliest of `tiers` (the
-    sizes the maps show before the image's over each stride), then a direct change before
-    a merged one; None where that leaves more than one."""
+    are). Between choices that change as many: a direct change before a merged one, then
+    the one from the earliest of `tiers` (the sizes the maps show before the image's over
+    each stride), then the one changing the largest sizes (a patch or a window, small,
+    keeps its size); the size at `fixed` never changes. None where that leaves more than
+    one, or none.
+    """
     choices = []
     for tier, mapping in enumerate(tiers):
         direct = [set(mapping.get(size, ())) - {size} for size in sizes]
@@ -317,12 +326,15 @@ def _run_choice(sizes: list[int], wanted: int, tiers: list[Mapping]) -> list[int
             - {size}
             for size in sizes
         ]
-        choices += [(tier, 0, direct), (tier, 1, [d | m for d, m in zip(direct, merged)])]
+        both = [d | m for d, m in zip(direct, merged)]
+        if fixed is not None:
+            direct[fixed], both[fixed] = set(), set()
+        choices += [(tier, 0, direct), (tier, 1, both)]
     for count in range(1, len(sizes) + 1):
         ranked: dict[tuple, list[list[int]]] = {}
         for tier, merge, options in choices:
             for key, trial in _fitting(sizes, wanted, options, count):
-                rank = (tuple(-k for k in key), tier, merge)
+                rank = (merge, tier, tuple(-k for k in key))
                 if all(trial not in found for found in ranked.values()):
                     ranked.setdefault(rank, []).append(trial)
         if ranked:
@@ -355,7 +367,7 @@ def _local(data: Dims, data2: Dims) -> Mapping:
     for k in range(len(data) - 1):
         if data[k] != data2[k] and data[k + 1] != data2[k + 1]:
             found[data[k] * data[k + 1]] = (data2[k] * data2[k + 1],)
-    return found
+    return {a: b for a, b in found.items() if a > MAX_PATCH}
 
 
 def _grids(tokens: int, image: Size) -> list[Grid]:
