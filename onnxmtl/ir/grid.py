@@ -61,10 +61,9 @@ def adapt_grid(
     model: ir.Model, image: ir.Value, declared: Size, wanted: Size, batch: int
 ) -> list[str]:
     """Rewrite the constants of `model` that hold the `declared` input size's grid to hold
-    the `wanted` one's; one line per constant, for `inspect`. The graph's values carry their
-    shapes are inferred at the declared size and, each round, at the wanted one as far as
-    they hold (a symbolic batch at `batch`); the round rewrites the constants that first
-    break them."""
+    the `wanted` one's; one line per constant, for `inspect`. Shapes are inferred at the
+    declared size and, each round, at the wanted one as far as they hold (a symbolic batch
+    at `batch`); the round rewrites the constants that first break them."""
     graph = model.graph
     old = _shapes_at(model, image, declared, batch)
     done: list[str] = []
