@@ -91,7 +91,7 @@ def test_a_bias_per_pair_of_positions_is_cropped_exactly():
     torch.manual_seed(0)
     module = RelativeBias()
     got, want, adapted = outputs_at(export_batch_1(module, 16), module, 8)
-    assert any("[2, 64, 64] -> [2, 16, 16]" in line for line in adapted), adapted
+    assert any("cropped [2, 64, 64] -> [2, 16, 16]" in line for line in adapted), adapted
     assert relative_diff(got, want) <= TOLERANCE
 
 
@@ -139,9 +139,9 @@ class ResampledMap(nn.Module):
 @pytest.mark.parametrize(
     ("make", "declared", "size", "shapes"),
     [
-        (ResampledTable, 16, 32, "[1, 16, 24] -> [1, 64, 24]"),
-        (ResampledTable, 16, 8, "[1, 16, 24] -> [1, 4, 24]"),
-        (ResampledMap, 8, 16, "[1, 8, 8, 8] -> [1, 8, 16, 16]"),
+        (ResampledTable, 16, 32, "resampled [1, 16, 24] -> [1, 64, 24]"),
+        (ResampledTable, 16, 8, "resampled [1, 16, 24] -> [1, 4, 24]"),
+        (ResampledMap, 8, 16, "resampled [1, 8, 8, 8] -> [1, 8, 16, 16]"),
     ],
     ids=["tokens-larger", "tokens-smaller", "map-larger"],
 )

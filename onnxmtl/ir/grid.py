@@ -219,9 +219,10 @@ def _adapt_operand(node: ir.Node, step: _Round) -> str | None:
             continue
         adapted = _adapt_table(array, *other, step)
         if adapted is not None:
-            _replace_input(node, k, adapted)
-            shapes = f"{list(array.shape)} -> {list(adapted.shape)}"
-            return f"{node.op_type} '{node.name}': constant {shapes}"
+            table, how = adapted
+            _replace_input(node, k, table)
+            shapes = f"{list(array.shape)} -> {list(table.shape)}"
+            return f"{node.op_type} '{node.name}': constant {how} {shapes}"
     return None
 
 
@@ -393,11 +394,13 @@ def _grid_pair(old: int, new: int, declared: Size, wanted: Size) -> tuple[Grid, 
     return None
 
 
-def _adapt_table(array: np.ndarray, o: Dims, o2: Dims, step: _Round) -> np.ndarray | None:
+def _adapt_table(
+    array: np.ndarray, o: Dims, o2: Dims, step: _Round
+) -> tuple[np.ndarray, str] | None:
     """The constant operand `array` of an elementwise node, made to broadcast against the
     other operand's wanted shape `o2` (`o` at the declared size): a bias per pair of
-    positions cropped to a smaller grid, else each axis per position resampled; None where
-    no axis of it follows the grid."""
+    positions cropped to a smaller grid, else each axis per position resampled, and which
+    of the two; None where no axis of it follows the grid."""
     offset = len(o) - array.ndim
     if offset < 0:
         return None
@@ -406,14 +409,13 @@ def _adapt_table(array: np.ndarray, o: Dims, o2: Dims, step: _Round) -> np.ndarr
         return None
     pairs = [_grid_pair(array.shape[k], o2[offset + k], step.declared, step.wanted) for k in axes]
     if any(pair is None for pair in pairs):
-        return _resample_map(array, axes, o2[offset:], step.declared)
-    for k, pair in zip(axes, pairs):
-        assert pair is not None  # checked above
-        before, after = pair
-        smaller = after[1] <= before[1] and after[2] <= before[2]
-        resize = _crop if len(axes) == 2 and smaller else _resample
-        array = resize(array, k, before, after)
-    return array
+        resampled = _resample_map(array, axes, o2[offset:], step.declared)
+        return None if resampled is None else (resampled, "resampled")
+    grids = [pair for pair in pairs if pair is not None]
+    crop = len(axes) == 2 and all(a[1] <= b[1] and a[2] <= b[2] for b, a in grids)
+    for k, (before, after) in zip(axes, grids):
+        array = (_crop if crop else _resample)(array, k, before, after)
+    return array, "cropped" if crop else "resampled"
 
 
 def _crop(array: np.ndarray, axis: int, old: Grid, new: Grid) -> np.ndarray:
