@@ -58,21 +58,27 @@ LOADS_AT_SIZE = {
 GRID_REWRITTEN = {
     ("timm_efficientformerv2_s0", converters.STATIC_BATCH): "attention biases cropped, "
     "token-count Reshapes follow the grid",
+    ("timm_efficientformerv2_s0", "legacy17"): "as above, targets joined to the dynamic batch",
     ("timm_efficientformer_l1", "legacy17"): "the last stage's attention biases cropped",
+    ("timm_levit_128s", "legacy17"): "attention biases cropped, subsampling ones included",
+    ("timm_levit_128s", converters.STATIC_BATCH): "attention biases cropped, as above",
+    ("timm_mobilevitv2_050", "legacy17"): "unfolding targets joined to the dynamic batch",
+    ("timm_tiny_vit_5m_224", converters.STATIC_BATCH): "the 20x20 map padded to 7x7 windows, "
+    "the 10x10 and 5x5 ones' biases cropped",
 }
-# Files that load at their declared size only: attention biases or Reshape targets that hold
-# its patch or token grid as constants. At the smaller size load refuses them in one line.
+# Files that load at their declared size only: the grid is held where no constant rewrite
+# reaches it. At the smaller size load refuses them in one line.
 DECLARED_SIZE_ONLY = {
-    ("timm_efficientformerv2_s0", "legacy17"): "attention biases sized for 14x14 and 7x7",
-    ("timm_mobilevit_xxs", "legacy17"): "unfolding Reshapes hold the declared patch grid",
-    ("timm_mobilevit_xxs", converters.STATIC_BATCH): "unfolding Reshapes, as above",
-    ("timm_mobilevitv2_050", "legacy17"): "unfolding Reshapes hold the declared patch grid",
-    ("timm_mobilevitv2_050", "legacy13"): "unfolding Reshapes, as above",
-    ("timm_mobilevitv2_050", "dynamo"): "unfolding Reshapes, as above",
-    ("timm_levit_128s", "legacy17"): "attention biases per position of the 14x14, 7x7, 4x4 grids",
-    ("timm_levit_128s", converters.STATIC_BATCH): "attention biases held as constants",
-    ("timm_tiny_vit_5m_224", "legacy17"): "a 14x14 window's attention biases at a 10x10 map",
-    ("timm_tiny_vit_5m_224", converters.STATIC_BATCH): "window padding folded for 28x28",
+    ("timm_mobilevit_xxs", "legacy17"): "the unfolding's batch*channels*rows is computed, "
+    "the declared patch rows a constant factor in it",
+    ("timm_mobilevit_xxs", converters.STATIC_BATCH): "64 channels and 64 patches: which "
+    "one follows the grid is not told by the sizes",
+    ("timm_mobilevitv2_050", "legacy13"): "onnx infers no size through opset 13's Unsqueeze: "
+    "the targets joined to the batch stay unknown",
+    ("timm_mobilevitv2_050", "dynamo"): "onnx infers no size through the Squeeze that reads "
+    "the batch, as above",
+    ("timm_tiny_vit_5m_224", "legacy17"): "its window counts are computed from the map's side "
+    "by floor division, with no Pad traced: 7x7 windows cannot tile the 20x20 map",
 }
 DEFAULT = [
     ("squeezenet1_1", "dynamo"),

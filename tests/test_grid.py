@@ -58,40 +58,107 @@ def test_windows_of_a_fixed_size_follow_the_grid():
     assert relative_diff(got, want) <= TOLERANCE
 
 
-class RelativeBias(nn.Module):
-    """LeViT's and EfficientFormer's attention: tokens of a strided convolution's grid, a
-    learned bias per head and per offset between two positions, read from a table indexed
-    by |dy| * 8 + |dx| (the declared 8x8 grid's width); the index is computed in `forward`
-    from the grid the module meets, so the module defines the bias at any smaller grid."""
+class PaddedWindows(nn.Module):
+    """TinyViT's window attention: (B, H, W, C) cut into windows of 3x3, padded with zeros
+    to whole windows where they do not tile, attention within each window with a bias per
+    pair of its positions, the windows put back, the padding cropped, a residual added.
+    Traced where the windows tile, the file holds no Pad."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.patches = nn.Conv2d(3, 16, 2, 2)
-        self.qkv = nn.Linear(16, 48)
-        self.biases = nn.Parameter(torch.randn(2, 64))
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.qkv = nn.Linear(8, 24)
+        self.bias = nn.Parameter(torch.randn(2, 9, 9))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x).permute(0, 2, 3, 1)
+        b, h, w, c = y.shape
+        pad_b, pad_r = (3 - h % 3) % 3, (3 - w % 3) % 3
+        t = F.pad(y, (0, 0, 0, pad_r, 0, pad_b)) if pad_b or pad_r else y
+        ph, pw = h + pad_b, w + pad_r
+        t = t.view(b, ph // 3, 3, pw // 3, 3, c).transpose(2, 3).reshape(-1, 9, c)
+        q, k, v = self.qkv(t).view(-1, 9, 2, 12).split([4, 4, 4], dim=3)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        attn = torch.softmax(q @ k.transpose(-2, -1) + self.bias, dim=-1)
+        t = (attn @ v).transpose(1, 2).reshape(-1, 9, c)
+        t = t.view(b, ph // 3, pw // 3, 3, 3, c).transpose(2, 3).reshape(b, ph, pw, c)
+        t = t[:, :h, :w] if pad_b or pad_r else t
+        return (y + t).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("size", [16, 25], ids=["smaller", "larger"])
+def test_windows_that_do_not_tile_are_padded_then_cropped(size):
+    """Exported at 18x18 at a batch of 1, 3x3 windows tile the map and the file holds no
+    Pad; at 16x16 (or 25x25) they do not: the map is padded to 18x18 (27x27) before the
+    windows are cut and cropped back after they are put back, as the module does."""
+    torch.manual_seed(0)
+    module = PaddedWindows()
+    got, want, adapted = outputs_at(export_batch_1(module, 18), module, size)
+    padded = -(-size // 3) * 3
+    assert any(f"its data padded to [1, {padded}, {padded}, 8]" in line for line in adapted)
+    assert any(f"cropped back to [1, {size}, {size}, 8]" in line for line in adapted), adapted
+    assert relative_diff(got, want) <= TOLERANCE
+
+
+class RelativeBias(nn.Module):
+    """LeViT's and EfficientFormer's attention: tokens of a strided convolution's grid, a
+    learned bias per head and per offset between two positions, read from a table indexed
+    by |dy| * width + |dx| (the declared grid's width); the index is computed in `forward`
+    from the grid the module meets, so the module defines the bias at any smaller grid.
+    With `stride` 2, the queries are every other position (LeViT's subsampling attention),
+    the bias is per query of the smaller grid and key of the full one."""
+
+    def __init__(self, patch: int = 2, width: int = 8, stride: int = 1) -> None:
+        super().__init__()
+        self.width, self.stride = width, stride
+        self.patches = nn.Conv2d(3, 16, patch, patch)
+        self.q = nn.Linear(16, 16)
+        self.kv = nn.Linear(16, 32)
+        self.biases = nn.Parameter(torch.randn(2, width * width))
         self.proj = nn.Linear(16, 16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.patches(x)
         b, c, h, w = y.shape
-        t = y.flatten(2).transpose(1, 2)
-        q, k, v = self.qkv(t).reshape(b, h * w, 2, 24).permute(0, 2, 1, 3).split(8, dim=3)
-        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        ys, xs = ys.flatten(), xs.flatten()
-        index = (ys[:, None] - ys[None]).abs() * 8 + (xs[:, None] - xs[None]).abs()
-        attn = torch.softmax(q @ k.transpose(-2, -1) * 0.35 + self.biases[:, index], dim=-1)
-        t = (attn @ v).transpose(1, 2).reshape(b, h * w, 16)
-        return self.proj(t).transpose(1, 2).reshape(b, c, h, w)
+        s = self.stride
+        queries = y[:, :, ::s, ::s]
+        hq, wq = queries.shape[2:]
+        q = self.q(queries.flatten(2).transpose(1, 2)).reshape(b, hq * wq, 2, 8).transpose(1, 2)
+        kv = self.kv(y.flatten(2).transpose(1, 2)).reshape(b, h * w, 2, 16).transpose(1, 2)
+        k, v = kv.split(8, dim=3)
+        bias = self.biases[:, self.index(int(h), int(w))]  # python ints: folded on export
+        attn = torch.softmax(q @ k.transpose(-2, -1) * 0.35 + bias, dim=-1)
+        t = (attn @ v).transpose(1, 2).reshape(b, hq * wq, 16)
+        return self.proj(t).transpose(1, 2).reshape(b, c, hq, wq)
+
+    def index(self, h: int, w: int) -> torch.Tensor:
+        """Each query's and key's entry of the bias table on an h x w grid."""
+        keys = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        queries = torch.meshgrid(
+            torch.arange(0, h, self.stride), torch.arange(0, w, self.stride), indexing="ij"
+        )
+        (ys, xs), (yq, xq) = ([g.flatten() for g in grid] for grid in (keys, queries))
+        return (yq[:, None] - ys[None]).abs() * self.width + (xq[:, None] - xs[None]).abs()
 
 
-def test_a_bias_per_pair_of_positions_is_cropped_exactly():
-    """Exported at 16x16 at a batch of 1, the bias over the 8x8 grid's 64x64 pairs is one
-    folded constant; at 8x8 it is cropped to the 4x4 grid's 16x16 pairs, which is the
-    module's bias there: the graph equals the module."""
+@pytest.mark.parametrize(
+    ("make", "declared", "size", "shapes"),
+    [
+        (RelativeBias, 16, 8, "cropped [2, 64, 64] -> [2, 16, 16]"),
+        (lambda: RelativeBias(8, 7, 2), 56, 32, "cropped [2, 16, 49] -> [2, 4, 16]"),
+    ],
+    ids=["pairs", "subsampled-queries"],
+)
+def test_a_bias_per_pair_of_positions_is_cropped_exactly(make, declared, size, shapes):
+    """Exported at a batch of 1, the bias over the declared grid's pairs is one folded
+    constant; at a smaller size it is cropped to the smaller grid's pairs, which is the
+    module's bias there: the graph equals the module. Subsampled queries are every other
+    position of an odd 7x7 grid: 4x4 of them at 56x56, 2x2 at 32x32, one stride rounded up
+    at both."""
     torch.manual_seed(0)
-    module = RelativeBias()
-    got, want, adapted = outputs_at(export_batch_1(module, 16), module, 8)
-    assert any("cropped [2, 64, 64] -> [2, 16, 16]" in line for line in adapted), adapted
+    module = make()
+    got, want, adapted = outputs_at(export_batch_1(module, declared), module, size)
+    assert any(shapes in line for line in adapted), adapted
     assert relative_diff(got, want) <= TOLERANCE
 
 

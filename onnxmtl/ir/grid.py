@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from onnxmtl.ir.normalize import add_initializer
 from onnxmtl.ir.shapes import shape_only_proto
+from onnxmtl.ir.spatial import Piece, target_pieces
 from onnxmtl.ir.tokens import MAX_LEADING, follows_image
 from onnxmtl.ir.values import name_of
 
@@ -32,7 +33,7 @@ Shapes = dict[str, Dims]
 Grid = tuple[int, int, int]  # (extra leading tokens, h, w)
 Mapping = dict[int, tuple[int, ...]]  # a declared grid's side or count: the wanted ones
 STRIDES = (2, 4, 8, 16, 32, 64)
-MAX_PATCH = 2  # sizes up to a patch's side are never read as a grid's: MobileViT's 2x2
+MAX_PATCH = 2  # sizes up to a patch's side are never a grid's or a window's: MobileViT's 2x2
 MAX_ROUNDS = 256  # rewrites reach one node further per round of shape inference
 _ELEMENTWISE = {"Add", "Mul", "Sub", "Div"}
 
@@ -49,6 +50,7 @@ class _Round:
     strided: Mapping  # the image's size over each stride
     declared: Size
     wanted: Size
+    padded: dict[int, Size]  # a map side padded to a whole number of windows: (declared, own)
 
     def known(self, value: ir.Value | None) -> tuple[Dims, Dims] | None:
         """A value's declared and wanted shapes where both are known."""
@@ -68,10 +70,12 @@ def adapt_grid(
     old = _shapes_at(model, image, declared, batch)
     done: list[str] = []
     rewritten: set[ir.Node] = set()
+    padded: dict[int, Size] = {}
     for _ in range(MAX_ROUNDS):
         new = _shapes_at(model, image, wanted, batch)
         seen = _seen_sides(old, new, declared)
-        step = _Round(old, new, seen, _strided_sides(declared, wanted), declared, wanted)
+        strided = _strided_sides(declared, wanted)
+        step = _Round(old, new, seen, strided, declared, wanted, padded)
         stale: set[str] = set()  # past a rewrite, this round's shapes no longer hold
         for node in graph:
             if any(v is not None and name_of(v) in stale for v in node.inputs):
@@ -154,29 +158,106 @@ def _constant(value: ir.Value | None) -> np.ndarray | None:
 
 
 def _adapt_reshape(node: ir.Node, step: _Round) -> str | None:
-    """A Reshape whose constant target no longer splits or merges its data's wanted shape."""
-    known, const = step.known(node.inputs[0]), _constant(node.inputs[1])
-    if known is None or const is None or known[0] == known[1]:
+    """A Reshape whose target (constant, or constant sizes joined to computed ones such as
+    a dynamic batch) no longer splits or merges its data's wanted shape; its constant
+    entries are rewritten, its computed ones follow the graph already."""
+    known, pieces = step.known(node.inputs[0]), target_pieces(node.inputs[1])
+    if known is None or pieces is None or (known[0] == known[1] and not step.padded):
         return None
     data, data2 = known
-    target = [int(e) for e in const.reshape(-1)]
+    target = [e for _, entries in pieces for e in entries]  # None where computed
     sizes = list(target)
-    if -1 in target:  # the size it stood for at the declared size
+    if -1 in target or None in target:  # the sizes they stood for at the declared size
         out = step.old.get(name_of(node.outputs[0]))
         if out is None or len(out) != len(target):
             return None
-        sizes[target.index(-1)] = out[target.index(-1)]
-    sizes = [data[k] if e == 0 and k < len(data) else e for k, e in enumerate(sizes)]
+        sizes = [out[k] if e in (-1, None) else e for k, e in enumerate(target)]
+    sizes = [int(data[k] if e == 0 and k < len(data) else e) for k, e in enumerate(sizes)]
     local = _local(data, data2)
     tiers = [{**step.seen, **local}, _joined(step.strided, step.seen, local)]
-    retarget = _retarget(sizes, data, data2, tiers, step)
-    if retarget is None:
+    # data padded back to its declared shape holds the target, but it may need cropping
+    found = (sizes, {}) if data == data2 else _retarget(sizes, data, data2, tiers, step)
+    if found is None:
         return None
-    retarget = [e if e in (-1, 0) else r for e, r in zip(target, retarget)]
-    if retarget == target:
+    chosen, pads = found
+    retarget = [e if e in (-1, 0, None) else r for e, r in zip(target, chosen)]
+    crops = {
+        k: step.padded[r][1]
+        for k, (e, r) in enumerate(zip(sizes, chosen))
+        if r in step.padded and e == step.padded[r][0]
+    }
+    if retarget == target and not pads and not crops:
         return None
-    _replace_input(node, 1, np.array(retarget, np.int64))
-    return f"Reshape '{node.name}': target {target} -> {retarget}"
+    line = f"Reshape '{node.name}': target {_shown(target)} -> {_shown(retarget)}"
+    if pads:
+        _pad_before(node, data2, pads)
+        step.padded.update({size: (data[axis], data2[axis]) for axis, size in pads.items()})
+        line += f", its data padded to {[pads.get(k, n) for k, n in enumerate(data2)]}"
+    if retarget != target:
+        _write_target(node, pieces, retarget)
+    if crops:
+        _crop_after(node, crops)
+        line += f", cropped back to {[crops.get(k, r) for k, r in enumerate(chosen)]}"
+    return line
+
+
+def _shown(target: list[int | None]) -> str:
+    """A target as `inspect` prints it, ? where an entry is computed."""
+    return "[" + ", ".join("?" if e is None else str(e) for e in target) + "]"
+
+
+def _write_target(node: ir.Node, pieces: list[Piece], target: list[int | None]) -> None:
+    """Give a Reshape `target`: its constant pieces new constants, its computed ones kept,
+    joined by a new Concat where there are several."""
+    if len(pieces) == 1:
+        _replace_input(node, 1, np.array(target, np.int64))
+        return
+    graph = node.graph
+    assert graph is not None  # a node of the model
+    parts: list[ir.Value] = []
+    at = 0
+    for value, entries in pieces:
+        part = target[at : at + len(entries)]
+        at += len(entries)
+        if None in entries or part == entries:
+            parts.append(value)
+        else:
+            parts.append(
+                add_initializer(graph, _fresh(graph, f"{node.name}_grid"), np.array(part, np.int64))
+            )
+    joined = ir.node("Concat", parts, attributes={"axis": 0})
+    graph.insert_before(node, joined)
+    node.replace_input_with(1, joined.outputs[0])
+
+
+def _pad_before(node: ir.Node, data2: Dims, pads: dict[int, int]) -> None:
+    """Pad a Reshape's data with zeros at the end of the `pads` axes, to their sizes."""
+    graph = node.graph
+    assert graph is not None  # a node of the model
+    ends = [pads.get(k, n) - n for k, n in enumerate(data2)]
+    widths = np.array([0] * len(data2) + ends, np.int64)
+    pad = ir.node(
+        "Pad", [node.inputs[0], add_initializer(graph, _fresh(graph, f"{node.name}_pads"), widths)]
+    )
+    graph.insert_before(node, pad)
+    node.replace_input_with(0, pad.outputs[0])
+
+
+def _crop_after(node: ir.Node, crops: dict[int, int]) -> None:
+    """Slice a Reshape's output back to the `crops` sizes on their axes, for every use."""
+    graph = node.graph
+    assert graph is not None  # a node of the model
+    out = node.outputs[0]
+    uses = list(out.uses())
+    arrays = ([0] * len(crops), list(crops.values()), list(crops))
+    inputs = [
+        add_initializer(graph, _fresh(graph, f"{node.name}_crop_{kind}"), np.array(a, np.int64))
+        for kind, a in zip(("starts", "ends", "axes"), arrays)
+    ]
+    crop = ir.node("Slice", [out, *inputs])
+    graph.insert_after(node, crop)
+    for use in uses:
+        use.node.replace_input_with(use.idx, crop.outputs[0])
 
 
 def _adapt_expand(node: ir.Node, step: _Round) -> str | None:
@@ -232,17 +313,21 @@ _ADAPTERS.update({op: _adapt_operand for op in _ELEMENTWISE})
 
 def _retarget(
     sizes: list[int], data: Dims, data2: Dims, tiers: list[Mapping], step: _Round
-) -> list[int] | None:
+) -> tuple[list[int], dict[int, int]] | None:
     """A Reshape's target sizes for its data's wanted shape `data2`, from the `sizes` it
-    had for the declared `data`. Row-major, the target splits and merges the data's sizes
-    in runs whose products agree (`_runs`), a size that is a grid's count read as its two
-    sides (`_sides`); each run of the target must hold its run of the data at the wanted
-    size (`_run_choice`). None where a run has no such choice or more than one."""
-    before, after = _sides(data, data2, step)
+    had for the declared `data`, and the data's axes to pad first, with their padded size.
+    Row-major, the target splits and merges the data's sizes in runs whose products agree
+    (`_runs`), a size that is a grid's count read as its two sides (`_sides`); each run of
+    the target must hold its run of the data at the wanted size (`_run_choice`). A side
+    split into windows that do not tile it is padded to whole windows, as timm's window
+    attention pads at a size it was not traced at. None where a run has no such choice or
+    more than one."""
+    before, after, axes = _sides(data, data2, step)
     runs = _runs(before, sizes)
     if runs is None:
         return None
     out: list[int] = []
+    pads: dict[int, int] = {}
     for (start, stop), (first, last) in runs:
         wanted = math.prod(after[first:last])
         run = sizes[start:stop]
@@ -256,26 +341,37 @@ def _retarget(
             # a split of one size ends in its patch or window, which keeps its size
             fixed = alone[-1] if last - first == 1 else None
             chosen = _run_choice(run, wanted, tiers, fixed)
+            axis = axes[first]
+            window = run[fixed] if fixed is not None else 0
+            if chosen is None and window > MAX_PATCH and len(alone) == 2 and axis is not None:
+                # the count of windows and the window (not a patch, which timm resizes to
+                # whole patches instead): pad to whole windows
+                pads[axis] = -(-wanted // window) * window
+                chosen = [pads[axis] // window if k == alone[0] else e for k, e in enumerate(run)]
         if chosen is None:
             return None
         out += chosen
-    return out
+    return out, pads
 
 
-def _sides(data: Dims, data2: Dims, step: _Round) -> tuple[list[int], list[int]]:
+def _sides(data: Dims, data2: Dims, step: _Round) -> tuple[list[int], list[int], list[int | None]]:
     """A value's declared and wanted sizes, a size that is a grid's count (no extra tokens)
-    at both sizes as the grid's two sides."""
+    at both sizes as the grid's two sides, and the value's axis each size is (None for a
+    count's sides)."""
     before: list[int] = []
     after: list[int] = []
-    for a, b in zip(data, data2):
+    axes: list[int | None] = []
+    for axis, (a, b) in enumerate(zip(data, data2)):
         pair = _grid_pair(a, b, step.declared, step.wanted) if a != b else None
         if pair is not None and pair[0][0] == 0 and min(*pair[0][1:], *pair[1][1:]) > 1:
             before += pair[0][1:]
             after += pair[1][1:]
+            axes += [None, None]
         else:
             before.append(a)
             after.append(b)
-    return before, after
+            axes.append(axis)
+    return before, after, axes
 
 
 def _runs(data: list[int], target: list[int]) -> list[tuple[Size, Size]] | None:
@@ -388,10 +484,25 @@ def _grid_pair(old: int, new: int, declared: Size, wanted: Size) -> tuple[Grid, 
     wanted one: the same extra tokens, over the same stride."""
     for leading, h, w in _grids(old, declared):
         for lead2, h2, w2 in _grids(new, wanted):
-            same_stride = abs(declared[0] / h - wanted[0] / h2) <= 1
-            if lead2 == leading and same_stride and abs(declared[1] / w - wanted[1] / w2) <= 1:
+            same_stride = _same_stride(h, h2, declared[0], wanted[0])
+            if lead2 == leading and same_stride and _same_stride(w, w2, declared[1], wanted[1]):
                 return (leading, h, w), (lead2, h2, w2)
     return None
+
+
+def _same_stride(side: int, side2: int, size: int, size2: int) -> bool:
+    """Whether a grid `side` of an image `size` and `side2` of `size2` are one stride's: the
+    same within a pixel, or one stride rounded up at both (LeViT's queries every other
+    position of an odd grid)."""
+    if abs(size / side - size2 / side2) <= 1:
+        return True
+    (low, high), (low2, high2) = _strides_to(side, size), _strides_to(side2, size2)
+    return max(low, low2) < min(high, high2)
+
+
+def _strides_to(side: int, size: int) -> tuple[float, float]:
+    """The strides s, as an interval [low, high), for which ceil(size / s) is `side`."""
+    return size / side, math.inf if side == 1 else size / (side - 1)
 
 
 def _adapt_table(
@@ -467,8 +578,13 @@ def _replace_input(node: ir.Node, index: int, array: np.ndarray) -> None:
     assert graph is not None  # a node of the model
     old = node.inputs[index]
     base = f"{name_of(old) if old is not None else node.name}_grid"
+    node.replace_input_with(index, add_initializer(graph, _fresh(graph, base), array))
+
+
+def _fresh(graph: ir.Graph, base: str) -> str:
+    """`base`, or `base` with the first number that makes it a new initializer's name."""
     name, k = base, 0
     while name in graph.initializers:
         k += 1
         name = f"{base}{k}"
-    node.replace_input_with(index, add_initializer(graph, name, array))
+    return name

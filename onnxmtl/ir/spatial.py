@@ -27,7 +27,7 @@ def _spatial_positions(data: tuple, target: list[int | None]) -> dict[int, int]:
     return found
 
 
-def _target_pieces(shape: ir.Value) -> list[Piece] | None:
+def target_pieces(shape: ir.Value) -> list[Piece] | None:
     """A Reshape target as its 1-D pieces: itself where constant, else the inputs of the
     Concat that joins it (a dynamic batch read from the input beside constant sizes), each
     with its entries (None where computed); None where the target is neither."""
@@ -80,7 +80,7 @@ def free_spatial_reshapes(model: ir.Model, image: ir.Value, label: str) -> list[
         data, shape = node.inputs[0], node.inputs[1]
         if data is None or data.shape is None or len(data.shape) < 4:
             continue
-        pieces = _target_pieces(shape)
+        pieces = target_pieces(shape)
         if pieces is None or len(pieces) == 1:  # a constant target: `grid.adapt_grid`'s
             continue
         target = [entry for _, entries in pieces for entry in entries]
