@@ -16,13 +16,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
 from onnxmtl.ir.normalize import add_initializer
-from onnxmtl.ir.shapes import shape_only_proto
+from onnxmtl.ir.shapes import shapes_with
 from onnxmtl.ir.spatial import Piece, target_pieces
 from onnxmtl.ir.tokens import MAX_LEADING, follows_image
 from onnxmtl.ir.values import name_of
@@ -95,25 +94,12 @@ def adapt_grid(
 def _shapes_at(model: ir.Model, image: ir.Value, size: Size, batch: int) -> Shapes:
     """Every value's whole shape that onnx's lenient inference finds with the image at
     `size` and the batch at `batch`: all before the first node the declared grid breaks."""
-    proto = shape_only_proto(model)
-    for value in proto.graph.input:
-        if value.name == image.name:
-            dims = value.type.tensor_type.shape.dim
-            for k, d in zip((0, 2, 3), (batch, *size)):
-                dims[k].ClearField("dim_param")
-                dims[k].dim_value = d
-    del proto.graph.value_info[:]
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    except (onnx.shape_inference.InferenceError, RuntimeError):
-        return {}
-    shapes: Shapes = {}
-    for info in [*inferred.graph.value_info, *inferred.graph.output]:
-        if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
-            dims = info.type.tensor_type.shape.dim
-            if all(d.HasField("dim_value") for d in dims):
-                shapes[info.name] = tuple(d.dim_value for d in dims)
-    return shapes
+    found = shapes_with(model, image, {0: batch, 2: size[0], 3: size[1]}, "", strict=False)
+    return {
+        name: tuple(int(d) for d in shape)
+        for name, shape in found.items()
+        if all(isinstance(d, int) for d in shape)
+    }
 
 
 def _seen_sides(old: Shapes, new: Shapes, declared: Size) -> Mapping:
@@ -161,18 +147,19 @@ def _adapt_reshape(node: ir.Node, step: _Round) -> str | None:
     """A Reshape whose target (constant, or constant sizes joined to computed ones such as
     a dynamic batch) no longer splits or merges its data's wanted shape; its constant
     entries are rewritten, its computed ones follow the graph already."""
-    known, pieces = step.known(node.inputs[0]), target_pieces(node.inputs[1])
+    known, shape = step.known(node.inputs[0]), node.inputs[1]
+    pieces = None if shape is None else target_pieces(shape)
     if known is None or pieces is None or (known[0] == known[1] and not step.padded):
         return None
     data, data2 = known
     target = [e for _, entries in pieces for e in entries]  # None where computed
-    sizes = list(target)
-    if -1 in target or None in target:  # the sizes they stood for at the declared size
-        out = step.old.get(name_of(node.outputs[0]))
-        if out is None or len(out) != len(target):
-            return None
-        sizes = [out[k] if e in (-1, None) else e for k, e in enumerate(target)]
-    sizes = [int(data[k] if e == 0 and k < len(data) else e) for k, e in enumerate(sizes)]
+    out = step.old.get(name_of(node.outputs[0]), ())  # the sizes -1 and computed ones stood for
+    if (-1 in target or None in target) and len(out) != len(target):
+        return None
+    sizes = [
+        out[k] if e is None or e == -1 else data[k] if e == 0 and k < len(data) else e
+        for k, e in enumerate(target)
+    ]
     local = _local(data, data2)
     tiers = [{**step.seen, **local}, _joined(step.strided, step.seen, local)]
     # data padded back to its declared shape holds the target, but it may need cropping

@@ -121,11 +121,11 @@ def infer_shapes(model: ir.Model, label: str) -> None:
                 out.dtype = typed.dtype
 
 
-def _inferred(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
-    """`proto` with every shape onnx's strict inference (with data propagation) finds; a
-    ShapeError naming the first node where it fails."""
+def _inferred(proto: onnx.ModelProto, label: str, strict: bool = True) -> onnx.ModelProto:
+    """`proto` with every shape onnx's inference (with data propagation) finds; a ShapeError
+    naming the first node where it fails (lenient: where it gives up altogether)."""
     try:
-        return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+        return onnx.shape_inference.infer_shapes(proto, strict_mode=strict, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
         why = inference_failure(exc)
         raise ShapeError(f"{label}: {why}.", reason=why) from exc
@@ -159,14 +159,29 @@ def shapes_at_batch(model: ir.Model, image: ir.Value, batch: int, label: str) ->
     the batch; at a concrete batch it is known, and sizes that disagree there (a constant
     held for another input size) fail it: a ShapeError naming the node. Only the sizes beside
     the batch may be read from these shapes."""
+    return shapes_with(model, image, {0: batch}, label)
+
+
+def shapes_with(
+    model: ir.Model, image: ir.Value, sizes: dict[int, int], label: str, strict: bool = True
+) -> dict[str, ShapeT]:
+    """Every computed value's shape with the `image` input's axes fixed at `sizes` (axis:
+    size), by name, "?" where a size stays unknown. Strict, a ShapeError names the first node
+    where inference fails; lenient, inference stops there (nothing where it gives up)."""
     proto = shape_only_proto(model)
     for value in proto.graph.input:
         if value.name == image.name:
-            dim = value.type.tensor_type.shape.dim[0]
-            dim.ClearField("dim_param")
-            dim.dim_value = batch
+            dims = value.type.tensor_type.shape.dim
+            for axis, size in sizes.items():
+                dims[axis].ClearField("dim_param")
+                dims[axis].dim_value = size
     del proto.graph.value_info[:]
-    inferred = _inferred(proto, label)
+    try:
+        inferred = _inferred(proto, label, strict)
+    except ShapeError:
+        if strict:
+            raise
+        return {}
     return {
         info.name: tuple(
             d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
