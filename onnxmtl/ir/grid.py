@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from onnxmtl.ir.normalize import add_initializer
 from onnxmtl.ir.shapes import shapes_with
 from onnxmtl.ir.spatial import Piece, target_pieces
-from onnxmtl.ir.tokens import MAX_LEADING, follows_image
+from onnxmtl.ir.tokens import follows_image, token_grids
 from onnxmtl.ir.values import name_of
 
 Size = tuple[int, int]
@@ -453,24 +453,11 @@ def _local(data: Dims, data2: Dims) -> Mapping:
     return {a: b for a, b in found.items() if a > MAX_PATCH}
 
 
-def _grids(tokens: int, image: Size) -> list[Grid]:
-    """Every way `tokens` is up to MAX_LEADING extra tokens and a grid that follows the
-    image, the fewest extra tokens first."""
-    found = []
-    for leading in range(MAX_LEADING + 1):
-        cells = tokens - leading
-        for h in range(1, cells + 1):
-            w = cells // h
-            if cells % h == 0 and h * w > 1 and follows_image(h, w, image):
-                found.append((leading, h, w))
-    return found
-
-
 def _grid_pair(old: int, new: int, declared: Size, wanted: Size) -> tuple[Grid, Grid] | None:
     """The grids of an axis holding `old` tokens at the declared size and `new` at the
     wanted one: the same extra tokens, over the same stride."""
-    for leading, h, w in _grids(old, declared):
-        for lead2, h2, w2 in _grids(new, wanted):
+    for leading, h, w in token_grids(old, declared):
+        for lead2, h2, w2 in token_grids(new, wanted):
             same_stride = _same_stride(h, h2, declared[0], wanted[0])
             if lead2 == leading and same_stride and _same_stride(w, w2, declared[1], wanted[1]):
                 return (leading, h, w), (lead2, h2, w2)
