@@ -71,8 +71,9 @@ GRID_REWRITTEN = {
 DECLARED_SIZE_ONLY = {
     ("timm_mobilevit_xxs", "legacy17"): "the unfolding's batch*channels*rows is computed, "
     "the declared patch rows a constant factor in it",
-    ("timm_mobilevit_xxs", converters.STATIC_BATCH): "64 channels and 64 patches: which "
-    "one follows the grid is not told by the sizes",
+    ("timm_mobilevit_xxs", converters.STATIC_BATCH): "at 96x96 2x2 patches do not tile its "
+    "3x3 map (timm resizes the map, the file cannot); at 64x64 the last stage's 2x2 grid of "
+    "2x2 patches is not told apart by its sizes",
     ("timm_mobilevitv2_050", "legacy13"): "onnx infers no size through opset 13's Unsqueeze: "
     "the targets joined to the batch stay unknown",
     ("timm_mobilevitv2_050", "dynamo"): "onnx infers no size through the Squeeze that reads "

@@ -68,11 +68,11 @@ class PatchAttention(nn.Module):
     patches, folded back. Traced at batch 1, the token target is `[patch area, patches, -1]`,
     whose -1 would take the batch into the channels."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: int = 8) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.norm = nn.LayerNorm(8)
-        self.mix = nn.Linear(8, 8)
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.norm = nn.LayerNorm(channels)
+        self.mix = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)

@@ -49,6 +49,18 @@ def test_patch_unfolding_follows_the_grid(export, size):
     assert relative_diff(got, want) <= TOLERANCE
 
 
+def test_channels_as_many_as_the_patches_are_told_apart():
+    """MobileViT-XXS's unfolding at 16x16 with 64 channels: `[1, 64, 64, 4]` holds the
+    channels and the 8x8 patches, both 64. The patches hold the whole patch columns that
+    change, so they follow the grid; folded back, the map's sides follow the maps'."""
+    torch.manual_seed(0)
+    module = PatchAttention(channels=64)
+    got, want, adapted = outputs_at(export_batch_1(module, 16), module, 8)
+    assert any("[1, 64, 64, 4] -> [1, 64, 16, 4]" in line for line in adapted), adapted
+    assert any("[1, 64, 16, 16] -> [1, 64, 8, 8]" in line for line in adapted), adapted
+    assert relative_diff(got, want) <= TOLERANCE
+
+
 def test_windows_of_a_fixed_size_follow_the_grid():
     """Window attention over 2x2 windows, exported at 8x8 at a batch of 1: at 12x12 there
     are 36 windows instead of 16, each with the same bias per pair of its 4 positions."""

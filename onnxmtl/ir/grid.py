@@ -163,7 +163,7 @@ def _adapt_reshape(node: ir.Node, step: _Round) -> str | None:
     local = _local(data, data2)
     tiers = [{**step.seen, **local}, _joined(step.strided, step.seen, local)]
     # data padded back to its declared shape holds the target, but it may need cropping
-    found = (sizes, {}) if data == data2 else _retarget(sizes, data, data2, tiers, step)
+    found = (sizes, {}) if data == data2 else _retarget(sizes, data, data2, tiers, step, out)
     if found is None:
         return None
     chosen, pads = found
@@ -299,7 +299,7 @@ _ADAPTERS.update({op: _adapt_operand for op in _ELEMENTWISE})
 
 
 def _retarget(
-    sizes: list[int], data: Dims, data2: Dims, tiers: list[Mapping], step: _Round
+    sizes: list[int], data: Dims, data2: Dims, tiers: list[Mapping], step: _Round, out: Dims
 ) -> tuple[list[int], dict[int, int]] | None:
     """A Reshape's target sizes for its data's wanted shape `data2`, from the `sizes` it
     had for the declared `data`, and the data's axes to pad first, with their padded size.
@@ -307,9 +307,12 @@ def _retarget(
     (`_runs`), a size that is a grid's count read as its two sides (`_sides`); each run of
     the target must hold its run of the data at the wanted size (`_run_choice`). A side
     split into windows that do not tile it is padded to whole windows, as timm's window
-    attention pads at a size it was not traced at. None where a run has no such choice or
-    more than one."""
+    attention pads at a size it was not traced at. Where sizes alone leave two choices,
+    an entry holding the whole of a data size that changes must change with it (`_forced`),
+    and a target whose declared output `out` is a map takes the maps' sides for its own.
+    None where a run has no such choice or more than one."""
     before, after, axes = _sides(data, data2, step)
+    prefer = _map_sides(out, step)
     runs = _runs(before, sizes)
     if runs is None:
         return None
@@ -327,7 +330,9 @@ def _retarget(
         else:
             # a split of one size ends in its patch or window, which keeps its size
             fixed = alone[-1] if last - first == 1 else None
-            chosen = _run_choice(run, wanted, tiers, fixed)
+            forced = _forced(run, before[first:last], after[first:last])
+            local = {k - start: v for k, v in prefer.items() if start <= k < stop}
+            chosen = _run_choice(run, wanted, tiers, fixed, forced, local)
             axis = axes[first]
             window = run[fixed] if fixed is not None else 0
             if chosen is None and window > MAX_PATCH and len(alone) == 2 and axis is not None:
@@ -384,8 +389,38 @@ def _runs(data: list[int], target: list[int]) -> list[tuple[Size, Size]] | None:
     return runs
 
 
+def _forced(run: list[int], data: list[int], data2: list[int]) -> set[int]:
+    """The entries of a target run that hold, row-major, the whole of a data size that
+    changes at the wanted size, so change with it: MobileViT's `[1, 64, 64, 4]` from
+    `[512, 8, 2, 2]`, whose second 64 (the patches) holds the patch columns, 8."""
+    forced: set[int] = set()
+    for j, (a, b) in enumerate(zip(data, data2)):
+        low = math.prod(data[j + 1 :])  # the data size's stride within the run
+        if a != b:
+            forced |= {
+                k
+                for k in range(len(run))
+                if math.prod(run[k + 1 :]) <= low and low * a <= math.prod(run[k:])
+            }
+    return forced
+
+
+def _map_sides(out: Dims, step: _Round) -> dict[int, int]:
+    """For a declared output that is a map (N, C, H, W) following the image, the wanted
+    height and width the maps show for its H and W, where they show one each."""
+    if len(out) != 4 or not follows_image(out[2], out[3], step.declared):
+        return {}
+    sides = {k: step.seen.get(out[k], ()) for k in (2, 3)}
+    return {k: found[0] for k, found in sides.items() if len(found) == 1}
+
+
 def _run_choice(
-    sizes: list[int], wanted: int, tiers: list[Mapping], fixed: int | None = None
+    sizes: list[int],
+    wanted: int,
+    tiers: list[Mapping],
+    fixed: int | None = None,
+    forced: set[int] | None = None,
+    prefer: dict[int, int] | None = None,
 ) -> list[int] | None:
     """`sizes` with the fewest changed so that their product is `wanted`. A size changes to
     a wanted size a mapping offers for it, or, a multiple of a grid's side, to that multiple
@@ -393,8 +428,9 @@ def _run_choice(
     are). Between choices that change as many: a direct change before a merged one, then
     the one from the earliest of `tiers` (the sizes the maps show before the image's over
     each stride), then the one changing the largest sizes (a patch or a window, small,
-    keeps its size); the size at `fixed` never changes. None where that leaves more than
-    one, or none.
+    keeps its size). Between direct changes or merged ones, one that changes every size at
+    `forced` and gives the sizes `prefer` names comes before the tiers. The size at `fixed`
+    never changes. None where that leaves more than one, or none.
     """
     choices = []
     for tier, mapping in enumerate(tiers):
@@ -417,7 +453,9 @@ def _run_choice(
         ranked: dict[tuple, list[list[int]]] = {}
         for tier, merge, options in choices:
             for key, trial in _fitting(sizes, wanted, options, count):
-                rank = (merge, tier, tuple(-k for k in key))
+                unforced = sum(trial[k] == sizes[k] for k in forced or ())
+                unpreferred = sum(trial[k] != size for k, size in (prefer or {}).items())
+                rank = (merge, unforced + unpreferred, tier, tuple(-k for k in key))
                 if all(trial not in found for found in ranked.values()):
                     ranked.setdefault(rank, []).append(trial)
         if ranked:
