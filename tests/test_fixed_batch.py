@@ -17,7 +17,7 @@ from torchvision.models.shufflenetv2 import channel_shuffle
 
 import onnxmtl
 from onnxmtl.compiler import SHARED, compile
-from onnxmtl.errors import FixedBatchError
+from onnxmtl.errors import FixedBatchError, ShapeError
 from onnxmtl.lower import lower
 from onnxmtl.runtime import session
 from tests.helpers import (
@@ -340,16 +340,26 @@ def test_a_shuffle_joining_the_batch_to_constant_sizes_runs_at_another_size():
     assert relative_diff(got.numpy(), want.numpy()) <= TOLERANCE
 
 
-def test_a_dynamic_batch_file_whose_patch_grid_is_held_is_refused_at_another_size(tmp_path):
-    """A dynamic-batch file whose unfolding Reshapes hold the declared 8x8 map's patch grid
-    (their -1 takes in the batch) runs at 16x16, but hands back more rows than images: load
-    refuses it in one line naming the output and the size it declares, instead of handing
-    back a graph that computes something else."""
-    torch.manual_seed(0)
-    path = tmp_path / "patches.onnx"
-    onnx.save(export_dynamic_batch(PatchAttention(), 8), path)
-    assert onnxmtl.load(path).input_shape[2:] == (8, 8)  # loads at the size it declares
-    proc = run_cli("verify", str(path), "--input-shape", "1,3,16,16")
-    assert_clean_error(
-        proc, "does not run at 16x16 (it declares 8x8)", "gives 8 rows for 2", "load it at 8x8"
+def test_a_file_whose_held_grid_no_rewrite_reads_is_refused_when_it_runs(tmp_path):
+    """A dynamic-batch file that flattens each image's (3, 8, 8) map into `[-1, 2, 96]`:
+    at 16x16 no rewrite tells which of 2 and 96 holds the grid, shape inference passes, and
+    the -1 would take the grid's growth into the rows. Load runs the graph once and refuses
+    it in one line naming the output, instead of handing back a graph that computes
+    something else."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["R", 2, 96])
+    target = onnx.numpy_helper.from_array(np.array([-1, 2, 96], np.int64), "target")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "target"], ["y"])], "rows", [x], [y], [target]
     )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "rows.onnx"
+    onnx.save(model, path)
+    assert onnxmtl.load(path, features=None).input_shape[2:] == (8, 8)
+    with pytest.raises(ShapeError) as refused:
+        onnxmtl.load(path, features=None, input_shape=(1, 3, 16, 16))
+    said = str(refused.value)
+    assert "\n" not in said, said
+    for part in ("does not run at 16x16 (it declares 8x8)", "'y' gives 8 rows for 2", "at 8x8"):
+        assert part in said, said

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import onnxmtl
+from tests.conftest import converters
 from tests.helpers import assert_clean_error, ort_features, run_cli
 from tests.test_fixed_batch import (
     PatchAttention,
@@ -71,42 +72,49 @@ def test_windows_of_a_fixed_size_follow_the_grid():
 
 
 class PaddedWindows(nn.Module):
-    """TinyViT's window attention: (B, H, W, C) cut into windows of 3x3, padded with zeros
-    to whole windows where they do not tile, attention within each window with a bias per
-    pair of its positions, the windows put back, the padding cropped, a residual added.
-    Traced where the windows tile, the file holds no Pad."""
+    """TinyViT's window attention: (B, H, W, C) cut into windows of `window` x `window`,
+    padded with zeros to whole windows where they do not tile, attention within each window
+    with a bias per pair of its positions, the windows put back, the padding cropped, a
+    residual added. Traced where the windows tile, the file holds no Pad."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = 3) -> None:
         super().__init__()
+        self.window = window
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
         self.qkv = nn.Linear(8, 24)
-        self.bias = nn.Parameter(torch.randn(2, 9, 9))
+        self.bias = nn.Parameter(torch.randn(2, window * window, window * window))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x).permute(0, 2, 3, 1)
         b, h, w, c = y.shape
-        pad_b, pad_r = (3 - h % 3) % 3, (3 - w % 3) % 3
+        s, n = self.window, self.window * self.window
+        pad_b, pad_r = (s - h % s) % s, (s - w % s) % s
         t = F.pad(y, (0, 0, 0, pad_r, 0, pad_b)) if pad_b or pad_r else y
         ph, pw = h + pad_b, w + pad_r
-        t = t.view(b, ph // 3, 3, pw // 3, 3, c).transpose(2, 3).reshape(-1, 9, c)
-        q, k, v = self.qkv(t).view(-1, 9, 2, 12).split([4, 4, 4], dim=3)
+        t = t.view(b, ph // s, s, pw // s, s, c).transpose(2, 3).reshape(-1, n, c)
+        q, k, v = self.qkv(t).view(-1, n, 2, 12).split([4, 4, 4], dim=3)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         attn = torch.softmax(q @ k.transpose(-2, -1) + self.bias, dim=-1)
-        t = (attn @ v).transpose(1, 2).reshape(-1, 9, c)
-        t = t.view(b, ph // 3, pw // 3, 3, 3, c).transpose(2, 3).reshape(b, ph, pw, c)
+        t = (attn @ v).transpose(1, 2).reshape(-1, n, c)
+        t = t.view(b, ph // s, pw // s, s, s, c).transpose(2, 3).reshape(b, ph, pw, c)
         t = t[:, :h, :w] if pad_b or pad_r else t
         return (y + t).permute(0, 3, 1, 2)
 
 
-@pytest.mark.parametrize("size", [16, 25], ids=["smaller", "larger"])
-def test_windows_that_do_not_tile_are_padded_then_cropped(size):
-    """Exported at 18x18 at a batch of 1, 3x3 windows tile the map and the file holds no
-    Pad; at 16x16 (or 25x25) they do not: the map is padded to 18x18 (27x27) before the
-    windows are cut and cropped back after they are put back, as the module does."""
+@pytest.mark.parametrize(
+    ("window", "declared", "size"),
+    [(3, 18, 16), (3, 18, 25), (7, 28, 32)],
+    ids=["smaller", "larger", "side-not-a-count"],
+)
+def test_windows_that_do_not_tile_are_padded_then_cropped(window, declared, size):
+    """Exported where the windows tile the map, the file holds no Pad; at a size where they
+    do not, the map is padded to whole windows before they are cut and cropped back after
+    they are put back, as the module does. The map's side 28 is no token count: read as a
+    4x7 grid, its windows would have grown to 8x8."""
     torch.manual_seed(0)
-    module = PaddedWindows()
-    got, want, adapted = outputs_at(export_batch_1(module, 18), module, size)
-    padded = -(-size // 3) * 3
+    module = PaddedWindows(window)
+    got, want, adapted = outputs_at(export_batch_1(module, declared), module, size)
+    padded = -(-size // window) * window
     assert any(f"its data padded to [1, {padded}, {padded}, 8]" in line for line in adapted)
     assert any(f"cropped back to [1, {size}, {size}, 8]" in line for line in adapted), adapted
     assert relative_diff(got, want) <= TOLERANCE
@@ -242,3 +250,21 @@ def test_a_grid_no_rewrite_can_hold_is_refused_in_one_line(tmp_path):
     onnx.save(export_batch_1(PatchAttention(), 8), path)
     proc = run_cli("verify", str(path), "--input-shape", "1,3,9,9")
     assert_clean_error(proc, "loads at its declared 8x8 but not at 9x9", "load it at 8x8")
+
+
+@pytest.mark.parametrize("size", [128, 256], ids=["smaller", "larger"])
+def test_tinyvit_windows_equal_timms_own_at_another_size(corpus, size):
+    """timm's TinyViT exported at 224x224 and a batch of 1 (7x7 windows tile its 28x28
+    stage-1 map, so the file has no Pad), loaded at 128x128 or 256x256: its stage 1 in
+    onnxruntime equals timm's own model run at that size, which pads the 16x16 or 32x32
+    map to whole windows."""
+    timm = pytest.importorskip("timm")
+    path = corpus("timm_tiny_vit_5m_224", converters.STATIC_BATCH)
+    torch.manual_seed(0)  # the corpus export's weights
+    model = timm.create_model("tiny_vit_5m_224", pretrained=False).eval()
+    stage1 = "/stages/stages.1/Transpose_1_output_0"
+    graph = onnxmtl.load(path, features=[stage1], input_shape=(2, 3, size, size))
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        want = model.stages[1](model.stages[0](model.patch_embed(x))).numpy()
+    assert relative_diff(ort_features(graph, x)[0], want) <= TOLERANCE

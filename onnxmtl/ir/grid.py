@@ -494,12 +494,19 @@ def _local(data: Dims, data2: Dims) -> Mapping:
 def _grid_pair(old: int, new: int, declared: Size, wanted: Size) -> tuple[Grid, Grid] | None:
     """The grids of an axis holding `old` tokens at the declared size and `new` at the
     wanted one: the same extra tokens, over the same stride."""
-    for leading, h, w in token_grids(old, declared):
-        for lead2, h2, w2 in token_grids(new, wanted):
+    for leading, h, w in _square_grids(old, declared):
+        for lead2, h2, w2 in _square_grids(new, wanted):
             same_stride = _same_stride(h, h2, declared[0], wanted[0])
             if lead2 == leading and same_stride and _same_stride(w, w2, declared[1], wanted[1]):
                 return (leading, h, w), (lead2, h2, w2)
     return None
+
+
+def _square_grids(tokens: int, image: Size) -> list[Grid]:
+    """The grids `tokens` may be whose aspect is the image's within a rounding (a 28 that
+    `follows_image` as 4x7 at 224x224 is a side, not a count)."""
+    grids = token_grids(tokens, image)
+    return [(lead, h, w) for lead, h, w in grids if abs(h - w * image[0] / image[1]) <= 1]
 
 
 def _same_stride(side: int, side2: int, size: int, size2: int) -> bool:
