@@ -299,7 +299,7 @@ _ADAPTERS.update({op: _adapt_operand for op in _ELEMENTWISE})
 
 
 def _retarget(
-    sizes: list[int], data: Dims, data2: Dims, tiers: list[Mapping], step: _Round, out: Dims
+    sizes: list[int], data: Dims, data2: Dims, tiers: list[Mapping], step: _Round, shape: Dims
 ) -> tuple[list[int], dict[int, int]] | None:
     """A Reshape's target sizes for its data's wanted shape `data2`, from the `sizes` it
     had for the declared `data`, and the data's axes to pad first, with their padded size.
@@ -307,12 +307,12 @@ def _retarget(
     (`_runs`), a size that is a grid's count read as its two sides (`_sides`); each run of
     the target must hold its run of the data at the wanted size (`_run_choice`). A side
     split into windows that do not tile it is padded to whole windows, as timm's window
-    attention pads at a size it was not traced at. Where sizes alone leave two choices,
-    an entry holding the whole of a data size that changes must change with it (`_forced`),
-    and a target whose declared output `out` is a map takes the maps' sides for its own.
+    attention pads at a size it was not traced at. A choice in which an entry holding the
+    whole of a data size that changes changes with it (`_forced`), and in which a target
+    whose declared output `shape` is a map takes the maps' sides for its own, comes first.
     None where a run has no such choice or more than one."""
     before, after, axes = _sides(data, data2, step)
-    prefer = _map_sides(out, step)
+    prefer = _map_sides(shape, step)
     runs = _runs(before, sizes)
     if runs is None:
         return None
