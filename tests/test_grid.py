@@ -258,10 +258,11 @@ def test_tinyvit_windows_equal_timms_own_at_another_size(corpus, size):
     stage-1 map, so the file has no Pad), loaded at 128x128 or 256x256: its stage 1 in
     onnxruntime equals timm's own model run at that size, which pads the 16x16 or 32x32
     map to whole windows."""
-    timm = pytest.importorskip("timm")
-    path = corpus("timm_tiny_vit_5m_224", converters.STATIC_BATCH)
-    torch.manual_seed(0)  # the corpus export's weights
-    model = timm.create_model("tiny_vit_5m_224", pretrained=False).eval()
+    pytest.importorskip("timm")
+    name = "timm_tiny_vit_5m_224"
+    path = corpus(name, converters.STATIC_BATCH)
+    torch.manual_seed(0)  # as converters.export_backbone seeds it: the file's weights
+    model = converters.BACKBONES[name].build().eval()
     stage1 = "/stages/stages.1/Transpose_1_output_0"
     graph = onnxmtl.load(path, features=[stage1], input_shape=(2, 3, size, size))
     x = torch.randn(2, 3, size, size)

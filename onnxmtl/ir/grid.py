@@ -70,10 +70,10 @@ def adapt_grid(
     done: list[str] = []
     rewritten: set[ir.Node] = set()
     padded: dict[int, Size] = {}
+    strided = _strided_sides(declared, wanted)
     for _ in range(MAX_ROUNDS):
         new = _shapes_at(model, image, wanted, batch)
         seen = _seen_sides(old, new, declared)
-        strided = _strided_sides(declared, wanted)
         step = _Round(old, new, seen, strided, declared, wanted, padded)
         stale: set[str] = set()  # past a rewrite, this round's shapes no longer hold
         for node in graph:
@@ -418,9 +418,9 @@ def _run_choice(
     sizes: list[int],
     wanted: int,
     tiers: list[Mapping],
-    fixed: int | None = None,
-    forced: set[int] | None = None,
-    prefer: dict[int, int] | None = None,
+    fixed: int | None,
+    forced: set[int],
+    prefer: dict[int, int],
 ) -> list[int] | None:
     """`sizes` with the fewest changed so that their product is `wanted`. A size changes to
     a wanted size a mapping offers for it, or, a multiple of a grid's side, to that multiple
@@ -453,8 +453,8 @@ def _run_choice(
         ranked: dict[tuple, list[list[int]]] = {}
         for tier, merge, options in choices:
             for key, trial in _fitting(sizes, wanted, options, count):
-                unforced = sum(trial[k] == sizes[k] for k in forced or ())
-                unpreferred = sum(trial[k] != size for k, size in (prefer or {}).items())
+                unforced = sum(trial[k] == sizes[k] for k in forced)
+                unpreferred = sum(trial[k] != size for k, size in prefer.items())
                 rank = (merge, unforced + unpreferred, tier, tuple(-k for k in key))
                 if all(trial not in found for found in ranked.values()):
                     ranked.setdefault(rank, []).append(trial)

@@ -52,25 +52,29 @@ def token_grid(shape: ShapeT, image: Size) -> tuple[int, int, int] | None:
     assert isinstance(tokens, int) and isinstance(channels, int)  # checked above
     if channels < 2:
         return None
-    grids = token_grids(tokens, image)
-    if not grids:
-        return None
-    fewest = [grid for grid in grids if grid[0] == grids[0][0]]
-    aspect = image[0] / image[1]
-    return min(fewest, key=lambda g: abs(math.log(g[1] / g[2] / aspect)))
+    for leading in range(MAX_LEADING + 1):
+        grids = _grids_of(tokens - leading, image)
+        if grids:
+            aspect = image[0] / image[1]
+            h, w = min(grids, key=lambda g: abs(math.log(g[0] / g[1] / aspect)))
+            return leading, h, w
+    return None
 
 
 def token_grids(tokens: int, image: Size) -> list[tuple[int, int, int]]:
     """Every (leading, h, w) where `tokens` are up to MAX_LEADING extra tokens followed by
     an h x w grid that `follows_image`, the fewest extra tokens first."""
-    found = []
-    for leading in range(MAX_LEADING + 1):
-        cells = tokens - leading
-        for h in range(1, cells + 1):
-            w = cells // h
-            if cells % h == 0 and h * w > 1 and follows_image(h, w, image):
-                found.append((leading, h, w))
-    return found
+    return [
+        (leading, h, w)
+        for leading in range(MAX_LEADING + 1)
+        for h, w in _grids_of(tokens - leading, image)
+    ]
+
+
+def _grids_of(cells: int, image: Size) -> list[tuple[int, int]]:
+    """Every h x w grid of `cells` positions, more than one, that `follows_image`."""
+    grids = [(h, cells // h) for h in range(1, cells + 1) if cells % h == 0]
+    return [(h, w) for h, w in grids if h * w > 1 and follows_image(h, w, image)]
 
 
 def tokens_to_map(
