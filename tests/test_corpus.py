@@ -63,17 +63,16 @@ GRID_REWRITTEN = {
     ("timm_levit_128s", "legacy17"): "attention biases cropped, subsampling ones included",
     ("timm_levit_128s", converters.STATIC_BATCH): "attention biases cropped, as above",
     ("timm_mobilevitv2_050", "legacy17"): "unfolding targets joined to the dynamic batch",
+    ("timm_mobilevit_xxs", converters.STATIC_BATCH): "unfolding targets follow the grid, the "
+    "3x3 map resized to whole 2x2 patches and back, as timm does",
+    ("timm_mobilevit_xxs", "legacy17"): "as above; the patch rows, a constant factor of the "
+    "computed batch*channels*rows, follow the grid",
     ("timm_tiny_vit_5m_224", converters.STATIC_BATCH): "the 20x20 map padded to 7x7 windows, "
     "the 10x10 and 5x5 ones' biases cropped",
 }
 # Files that load at their declared size only: the grid is held where no constant rewrite
 # reaches it. At the smaller size load refuses them in one line.
 DECLARED_SIZE_ONLY = {
-    ("timm_mobilevit_xxs", "legacy17"): "the unfolding's batch*channels*rows is computed, "
-    "the declared patch rows a constant factor in it",
-    ("timm_mobilevit_xxs", converters.STATIC_BATCH): "at 96x96 2x2 patches do not tile its "
-    "3x3 map (timm resizes the map, the file cannot); at 64x64 the last stage's 2x2 grid of "
-    "2x2 patches is not told apart by its sizes",
     ("timm_mobilevitv2_050", "legacy13"): "onnx infers no size through opset 13's Unsqueeze: "
     "the targets joined to the batch stay unknown",
     ("timm_mobilevitv2_050", "dynamo"): "onnx infers no size through the Squeeze that reads "

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from onnx import TensorProto, helper
 from torch import nn
@@ -65,8 +66,9 @@ class Attention(nn.Module):
 
 class PatchAttention(nn.Module):
     """MobileViT's unfolding: (B, C, H, W) to (B*patch area, patches, C), attention across the
-    patches, folded back. Traced at batch 1, the token target is `[patch area, patches, -1]`,
-    whose -1 would take the batch into the channels."""
+    patches, folded back; a map 2x2 patches do not tile resized to whole patches first, as
+    timm does. Traced at batch 1, the token target is `[patch area, patches, -1]`, whose -1
+    would take the batch into the channels."""
 
     def __init__(self, channels: int = 8) -> None:
         super().__init__()
@@ -77,13 +79,17 @@ class PatchAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
         b, c, h, w = y.shape
-        nh, nw = h // 2, w // 2
+        nh, nw = -(-h // 2), -(-w // 2)
+        resized = (2 * nh, 2 * nw) != (h, w)  # as timm: resized to whole patches, and back
+        if resized:
+            y = F.interpolate(y, size=(2 * nh, 2 * nw), mode="bilinear", align_corners=False)
         t = y.reshape(b * c * nh, 2, nw, 2).transpose(1, 2)
         t = t.reshape(b, c, nh * nw, 4).transpose(1, 3).reshape(b * 4, nh * nw, -1)
         t = self.norm(t)
         t = torch.softmax(t @ t.transpose(1, 2), dim=-1) @ self.mix(t)
         t = t.contiguous().view(b, 4, nh * nw, -1).transpose(1, 3).reshape(b * c * nh, nw, 2, 2)
-        return t.transpose(1, 2).reshape(b, c, h, w)
+        t = t.transpose(1, 2).reshape(b, c, 2 * nh, 2 * nw)
+        return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False) if resized else t
 
 
 class WindowAttention(nn.Module):

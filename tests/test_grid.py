@@ -242,14 +242,52 @@ def test_a_position_table_is_resampled(make, declared, size, shapes):
     assert relative_diff(got, want) <= TOLERANCE
 
 
-def test_a_grid_no_rewrite_can_hold_is_refused_in_one_line(tmp_path):
-    """Patches of 2x2 cannot tile a 9x9 map: no target holds it, and verify says in one
-    line that the file loads at its declared size, not at 9x9."""
+@pytest.mark.parametrize("export", [export_batch_1, export_dynamic_batch], ids=["b1", "dynamic"])
+def test_patches_that_do_not_tile_are_resized_then_resized_back(export):
+    """MobileViT's 2x2 patches, exported at 8x8, loaded at 9x9 (channels as many as the
+    sides): the map is resized to 10x10 before it is cut, as timm resizes it, and the map
+    put back together after the attention resized back to 9x9 (not the patches cut from
+    it, whose shape is the map's too); the graph computes what the module computes."""
     torch.manual_seed(0)
-    path = tmp_path / "patches.onnx"
-    onnx.save(export_batch_1(PatchAttention(), 8), path)
+    module = PatchAttention()
+    got, want, adapted = outputs_at(export(module, 8), module, 9)
+    assert any("its data resized to [1, 8, 10, 10]" in line for line in adapted), adapted
+    back = [line for line in adapted if "resized back" in line]
+    assert len(back) == 1 and "8, 8, 8] -> [" in back[0] and "8, 10, 10]," in back[0], adapted
+    assert relative_diff(got, want) <= TOLERANCE
+
+
+def test_a_grid_no_rewrite_can_hold_is_refused_in_one_line(tmp_path):
+    """Windows of 2x2 (a patch's size, which timm does not pad) cannot tile a 9x9 map: no
+    target holds it, and verify says in one line that the file loads at its declared size,
+    not at 9x9."""
+    torch.manual_seed(0)
+    path = tmp_path / "windows.onnx"
+    onnx.save(export_batch_1(WindowAttention(), 8), path)
     proc = run_cli("verify", str(path), "--input-shape", "1,3,9,9")
     assert_clean_error(proc, "loads at its declared 8x8 but not at 9x9", "load it at 8x8")
+
+
+@pytest.mark.parametrize("exporter", [converters.STATIC_BATCH, "legacy17"])
+def test_mobilevit_equals_timms_own_where_patches_do_not_tile(corpus, exporter):
+    """timm's MobileViT-XXS exported at 128x128, loaded at 96x96: its last stage's 3x3 map is
+    not tiled by 2x2 patches, and the features in onnxruntime equal timm's own model run at
+    96x96, which resizes that map to 4x4 and back. With a dynamic batch, the legacy exporter
+    computes batch*channels*patch rows with the rows a constant: that factor follows the
+    grid."""
+    pytest.importorskip("timm")
+    name = "timm_mobilevit_xxs"
+    path = corpus(name, exporter)
+    torch.manual_seed(0)  # as converters.export_backbone seeds it: the file's weights
+    model = converters.BACKBONES[name].build().eval()
+    graph = onnxmtl.load(path, input_shape=(2, 3, 96, 96))
+    assert any("resized back to [1, 96, 3, 3]" in line for line in graph.adaptations)
+    factor = "a factor of its computed entry 8 -> 6"
+    assert (exporter == "legacy17") == any(factor in line for line in graph.adaptations)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        want = model.forward_features(x).numpy()
+    assert relative_diff(ort_features(graph, x)[0], want) <= TOLERANCE
 
 
 @pytest.mark.parametrize("size", [128, 256], ids=["smaller", "larger"])

@@ -7,6 +7,9 @@ EfficientFormer) and a position table per token (ViTs, EdgeNeXt). Loaded at anot
 each is rewritten for the wanted grid: a target's entries follow the sizes they split or
 merge, a bias per pair of relative positions is cropped to the smaller grid (exact: it
 depends only on the offset), and a position table is resampled bicubically (as timm does).
+A map that windows or patches of the declared size do not tile is padded to whole windows
+or resized to whole patches before it is cut, and cut or resized back once it is put back
+together, as timm's TinyViT and MobileViT do at a size they were not traced at.
 """
 
 from __future__ import annotations
@@ -38,6 +41,19 @@ _ELEMENTWISE = {"Add", "Mul", "Sub", "Div"}
 
 
 @dataclass(frozen=True)
+class _Padded:
+    """A map padded to whole windows, or resized to whole patches, before the Reshape that
+    cuts them: once a Reshape past the attention puts it back together, it is cut or
+    resized back to its own sides."""
+
+    value: ir.Value  # the padded map
+    declared: Dims  # its shape at the declared size
+    shape: Dims  # its shape
+    own: dict[int, int]  # the map's own size on each axis padded
+    resized: bool  # resized (bilinear) rather than padded with zeros
+
+
+@dataclass(frozen=True)
 class _Round:
     """What one round of rewrites reads: each value's shape at the declared size (`old`)
     and, as far as they hold, at the wanted one (`new`), the grids' sizes at both, and the
@@ -49,7 +65,7 @@ class _Round:
     strided: Mapping  # the image's size over each stride
     declared: Size
     wanted: Size
-    padded: dict[int, Size]  # a map side padded to a whole number of windows: (declared, own)
+    padded: list[_Padded]  # maps padded and not yet put back
 
     def known(self, value: ir.Value | None) -> tuple[Dims, Dims] | None:
         """A value's declared and wanted shapes where both are known."""
@@ -69,7 +85,7 @@ def adapt_grid(
     old = _shapes_at(model, image, declared, batch)
     done: list[str] = []
     rewritten: set[ir.Node] = set()
-    padded: dict[int, Size] = {}
+    padded: list[_Padded] = []
     strided = _strided_sides(declared, wanted)
     for _ in range(MAX_ROUNDS):
         new = _shapes_at(model, image, wanted, batch)
@@ -146,7 +162,9 @@ def _constant(value: ir.Value | None) -> np.ndarray | None:
 def _adapt_reshape(node: ir.Node, step: _Round) -> str | None:
     """A Reshape whose target (constant, or constant sizes joined to computed ones such as
     a dynamic batch) no longer splits or merges its data's wanted shape; its constant
-    entries are rewritten, its computed ones follow the graph already."""
+    entries and a computed entry's constant factors are rewritten, its computed sizes follow
+    the graph already. Its data may be padded or resized first, and a map padded before it
+    put back after it."""
     known, shape = step.known(node.inputs[0]), node.inputs[1]
     pieces = None if shape is None else target_pieces(shape)
     if known is None or pieces is None or (known[0] == known[1] and not step.padded):
@@ -156,36 +174,168 @@ def _adapt_reshape(node: ir.Node, step: _Round) -> str | None:
     out = step.old.get(name_of(node.outputs[0]), ())  # the sizes -1 and computed ones stood for
     if (-1 in target or None in target) and len(out) != len(target):
         return None
-    sizes = [
+    entries = [
         out[k] if e is None or e == -1 else data[k] if e == 0 and k < len(data) else e
         for k, e in enumerate(target)
     ]
-    local = _local(data, data2)
-    tiers = [{**step.seen, **local}, _joined(step.strided, step.seen, local)]
-    # data padded back to its declared shape holds the target, but it may need cropping
-    found = (sizes, {}) if data == data2 else _retarget(sizes, data, data2, tiers, step, out)
+    sizes, factors, entry_of = _factored(pieces, entries)
+    shape = out if len(sizes) == len(entries) else ()  # the declared map, entry by entry
+    found = _retarget_data(sizes, data, data2, step, shape)
+    resized = None
+    if found is None:
+        resized = _whole_patches(node, sizes, data, data2)
+        found = None if resized is None else _retarget_data(sizes, data, resized, step, shape)
     if found is None:
         return None
-    chosen, pads = found
+    factored, pads = found
+    chosen = [
+        math.prod(r for r, k in zip(factored, entry_of) if k == e) for e in range(len(target))
+    ]
+    changed = [(f, r) for f, n, r in zip(factors, sizes, factored) if f is not None and r != n]
     retarget = [e if e in (-1, 0, None) else r for e, r in zip(target, chosen)]
-    crops = {
-        k: step.padded[r][1]
-        for k, (e, r) in enumerate(zip(sizes, chosen))
-        if r in step.padded and e == step.padded[r][0]
-    }
-    if retarget == target and not pads and not crops:
+    restore = next(
+        (p for p in step.padded if p.shape == tuple(chosen) and _rebuilds(node, p)), None
+    )
+    if retarget == target and not pads and resized is None and restore is None and not changed:
         return None
     line = f"Reshape '{node.name}': target {_shown(target)} -> {_shown(retarget)}"
+    for (mul, index), size in changed:
+        line += f", a factor of its computed entry {_factor(mul, index)} -> {size}"
+        _replace_input(mul, index, np.array(size, np.int64).reshape(_factor_shape(mul, index)))
     if pads:
-        _pad_before(node, data2, pads)
-        step.padded.update({size: (data[axis], data2[axis]) for axis, size in pads.items()})
-        line += f", its data padded to {[pads.get(k, n) for k, n in enumerate(data2)]}"
+        shape = tuple(pads.get(k, n) for k, n in enumerate(data2))
+        widths = [0] * len(data2) + [size - n for size, n in zip(shape, data2)]  # at the ends
+        value = _before(node, "Pad", _constant_input(node, "pads", widths))
+        step.padded.append(_Padded(value, data, shape, {k: data2[k] for k in pads}, resized=False))
+        line += f", its data padded to {list(shape)}"
+    if resized is not None:
+        value = _before(node, "Resize", *_scales(node, data2, resized))
+        own = {k: data2[k] for k in (2, 3) if resized[k] != data2[k]}
+        step.padded.append(_Padded(value, data, resized, own, resized=True))
+        line += f", its data resized to {list(resized)}"
     if retarget != target:
         _write_target(node, pieces, retarget)
-    if crops:
-        _crop_after(node, crops)
-        line += f", cropped back to {[crops.get(k, r) for k, r in enumerate(chosen)]}"
+    if restore is not None:
+        step.padded.remove(restore)
+        back = [restore.own.get(k, r) for k, r in enumerate(chosen)]
+        _put_back(node, restore, back)
+        line += f", {'resized' if restore.resized else 'cropped'} back to {back}"
     return line
+
+
+Factor = tuple[ir.Node, int]  # a Mul and the input of it that is a constant factor
+
+
+def _factored(
+    pieces: list[Piece], sizes: list[int]
+) -> tuple[list[int], list[Factor | None], list[int]]:
+    """A target's `sizes` with each computed entry that is one computed size (the batch)
+    times constants split into those sizes, in order (MobileViT's batch*channels*patch rows,
+    traced with the rows a constant); each size's constant factor where it is one, and the
+    entry each size is part of."""
+    factored: list[int] = []
+    factors: list[Factor | None] = []
+    entry_of: list[int] = []
+    k = 0
+    for value, entries in pieces:
+        leaves = _mul_leaves(value) if entries == [None] else None
+        constant = math.prod(_factor(*leaf) for leaf in leaves or () if leaf is not None)
+        if leaves is None or sizes[k] % constant:
+            factored += sizes[k : k + len(entries)]
+            factors += [None] * len(entries)
+            entry_of += range(k, k + len(entries))
+        else:
+            factored += [sizes[k] // constant if f is None else _factor(*f) for f in leaves]
+            factors += leaves
+            entry_of += [k] * len(leaves)
+        k += len(entries)
+    return factored, factors, entry_of
+
+
+def _mul_leaves(value: ir.Value) -> list[Factor | None] | None:
+    """The factors of a one-entry target piece made by Unsqueeze from a product of scalars:
+    a constant's Mul and input, None for the one computed factor; None where the piece is
+    not such a product."""
+    node = value.producer()
+    if node is None or node.op_type != "Unsqueeze":
+        return None
+    leaves: list[Factor | None] = []
+    todo: list[tuple[ir.Value | None, Factor | None]] = [(node.inputs[0], None)]
+    while todo:
+        scalar, at = todo.pop()
+        if scalar is None:
+            return None
+        producer, const = scalar.producer(), ir.convenience.get_const_tensor(scalar)
+        if at is not None and const is not None and const.size == 1:
+            leaves.append(at)
+        elif producer is not None and producer.op_type == "Mul":
+            todo += [(producer.inputs[1], (producer, 1)), (producer.inputs[0], (producer, 0))]
+        else:
+            leaves.append(None)
+    return leaves if leaves.count(None) == 1 and len(leaves) > 1 else None
+
+
+def _factor(mul: ir.Node, index: int) -> int:
+    tensor = ir.convenience.get_const_tensor(mul.inputs[index])  # type: ignore[arg-type]
+    assert tensor is not None  # a constant factor, found so by _mul_leaves
+    return int(tensor.numpy().reshape(-1)[0])
+
+
+def _factor_shape(mul: ir.Node, index: int) -> tuple[int, ...]:
+    tensor = ir.convenience.get_const_tensor(mul.inputs[index])  # type: ignore[arg-type]
+    assert tensor is not None  # as above
+    return tuple(tensor.numpy().shape)
+
+
+def _retarget_data(
+    sizes: list[int], data: Dims, data2: Dims, step: _Round, out: Dims
+) -> tuple[list[int], dict[int, int]] | None:
+    """`_retarget` for data whose wanted shape is `data2`; the target as it is where the
+    data has its declared shape (padded back to it)."""
+    if data == data2:
+        return sizes, {}
+    local = _local(data, data2)
+    tiers = [{**step.seen, **local}, _joined(step.strided, step.seen, local)]
+    return _retarget(sizes, data, data2, tiers, step, out)
+
+
+def _whole_patches(node: ir.Node, sizes: list[int], data: Dims, data2: Dims) -> Dims | None:
+    """A map (N, C, H, W) cut into patches of the target's (MobileViT's 2x2) that do not tile
+    its wanted sides: its shape with the sides rounded up to whole patches, to which timm
+    resizes it (bilinear) before the unfolding. None where the data is not such a map."""
+    graph = node.graph
+    if graph is None or graph.opset_imports.get("", 1) < 11 or len(data) != 4:
+        return None  # Resize takes its scales as an input from opset 11
+    patches = {s for s in sizes if 1 < s <= MAX_PATCH and data[2] % s == 0 and data[3] % s == 0}
+    if data[:2] != data2[:2] or len(patches) != 1:
+        return None
+    (patch,) = patches
+    whole = (*data2[:2], *(-(-n // patch) * patch for n in data2[2:]))
+    return None if whole == data2 else whole
+
+
+_LAYOUT = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
+
+
+def _rebuilds(node: ir.Node, padded: _Padded) -> bool:
+    """Whether a Reshape puts a padded map back together: its data is computed from the
+    map (past the attention), not the map's patches or windows only rearranged."""
+    data = node.inputs[0]
+    return data in _downstream(padded.value, None) and data not in _downstream(
+        padded.value, _LAYOUT
+    )
+
+
+def _downstream(value: ir.Value, ops: set[str] | None) -> set[ir.Value]:
+    """The values computed from `value` through nodes of `ops` only (any where None)."""
+    found, todo = {value}, [value]
+    while todo:
+        for use in todo.pop().uses():
+            if ops is None or use.node.op_type in ops:
+                fresh = [v for v in use.node.outputs if v not in found]
+                found.update(fresh)
+                todo += fresh
+    return found
 
 
 def _shown(target: list[int | None]) -> str:
@@ -217,34 +367,62 @@ def _write_target(node: ir.Node, pieces: list[Piece], target: list[int | None]) 
     node.replace_input_with(1, joined.outputs[0])
 
 
-def _pad_before(node: ir.Node, data2: Dims, pads: dict[int, int]) -> None:
-    """Pad a Reshape's data with zeros at the end of the `pads` axes, to their sizes."""
+def _constant_input(node: ir.Node, what: str, values: list[int] | np.ndarray) -> ir.Value:
+    """A new initializer named after `node`, for an input of a node written beside it."""
     graph = node.graph
     assert graph is not None  # a node of the model
-    ends = [pads.get(k, n) - n for k, n in enumerate(data2)]
-    widths = np.array([0] * len(data2) + ends, np.int64)
-    pad = ir.node(
-        "Pad", [node.inputs[0], add_initializer(graph, _fresh(graph, f"{node.name}_pads"), widths)]
-    )
-    graph.insert_before(node, pad)
-    node.replace_input_with(0, pad.outputs[0])
+    array = np.asarray(values, np.float32 if what == "scales" else np.int64)
+    return add_initializer(graph, _fresh(graph, f"{node.name}_{what}"), array)
 
 
-def _crop_after(node: ir.Node, crops: dict[int, int]) -> None:
-    """Slice a Reshape's output back to the `crops` sizes on their axes, for every use."""
+def _scales(node: ir.Node, shape: Dims, shape2: Dims) -> tuple[None, ir.Value]:
+    """Resize's roi (none) and the float32 scales that take `shape` to `shape2`: each the
+    nearest float32 at or above the ratio, so that floor(size * scale) is the new size."""
+    scales = []
+    for n, m in zip(shape, shape2):
+        scale = np.float32(m / n)
+        scales.append(scale if float(scale) * n >= m else np.nextafter(scale, np.float32(np.inf)))
+    return None, _constant_input(node, "scales", np.array(scales, np.float32))
+
+
+def _written(op: str, inputs: list[ir.Value | None]) -> ir.Node:
+    """A node of `op`; a Resize is bilinear over half-pixel centres, as torch's interpolate
+    with align_corners=False, which timm's MobileViT resizes with."""
+    linear = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    return ir.node(op, inputs, attributes=linear if op == "Resize" else {})
+
+
+def _before(node: ir.Node, op: str, *inputs: ir.Value | None) -> ir.Value:
+    """Run `op` on a node's data first (a Pad or a Resize); its output, now the data."""
     graph = node.graph
     assert graph is not None  # a node of the model
+    written = _written(op, [node.inputs[0], *inputs])
+    graph.insert_before(node, written)
+    node.replace_input_with(0, written.outputs[0])
+    return written.outputs[0]
+
+
+def _put_back(node: ir.Node, padded: _Padded, back: list[int]) -> None:
+    """Resize or slice a Reshape's output to the map's own sides `back`, for every use and
+    under its name."""
     out = node.outputs[0]
     uses = list(out.uses())
-    arrays = ([0] * len(crops), list(crops.values()), list(crops))
-    inputs = [
-        add_initializer(graph, _fresh(graph, f"{node.name}_crop_{kind}"), np.array(a, np.int64))
-        for kind, a in zip(("starts", "ends", "axes"), arrays)
-    ]
-    crop = ir.node("Slice", [out, *inputs])
-    graph.insert_after(node, crop)
+    if padded.resized:
+        written = _written("Resize", [out, *_scales(node, padded.shape, tuple(back))])
+    else:
+        axes = list(padded.own)
+        ends, starts = [back[k] for k in axes], [0] * len(axes)
+        parts = [_constant_input(node, w, a) for w, a in (("starts", starts), ("ends", ends))]
+        written = ir.node("Slice", [out, *parts, _constant_input(node, "axes", axes)])
+    graph = node.graph
+    assert graph is not None  # a node of the model
+    graph.insert_after(node, written)
     for use in uses:
-        use.node.replace_input_with(use.idx, crop.outputs[0])
+        use.node.replace_input_with(use.idx, written.outputs[0])
+    # the map put back keeps the name (a feature or a graph output may be the map)
+    written.outputs[0].name, out.name = out.name, f"{out.name}_padded"
+    written.outputs[0].type = out.type
+    graph.outputs[:] = [written.outputs[0] if v is out else v for v in graph.outputs]
 
 
 def _adapt_expand(node: ir.Node, step: _Round) -> str | None:
@@ -407,9 +585,13 @@ def _forced(run: list[int], data: list[int], data2: list[int]) -> set[int]:
 
 def _map_sides(out: Dims, step: _Round) -> dict[int, int]:
     """For a declared output that is a map (N, C, H, W) following the image, the wanted
-    height and width the maps show for its H and W, where they show one each."""
+    height and width the maps show for its H and W, where they show one each; those of a
+    padded map of its shape, where one is still to be put back."""
     if len(out) != 4 or not follows_image(out[2], out[3], step.declared):
         return {}
+    for padded in step.padded:  # a padded map put back together has its padded sides
+        if padded.declared == out:
+            return {2: padded.shape[2], 3: padded.shape[3]}
     sides = {k: step.seen.get(out[k], ()) for k in (2, 3)}
     return {k: found[0] for k, found in sides.items() if len(found) == 1}
 
