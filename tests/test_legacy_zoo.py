@@ -1,7 +1,8 @@
 """Files as onnx-caffe2 wrote the old model zoo (IR 3, weights among the inputs, a fixed batch
 of 1 or 64 held by Reshape targets): each loads with its batch made symbolic, its lowered
 module on a batch of 3 equals onnxruntime on the original file run at the file's own batch,
-and it compiles, trains a step and derives and exports at its declared size and another."""
+and it compiles, trains a step and derives and exports at its declared size, a smaller and a
+larger one."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ TOLERANCE = 1e-4
 # backbone is loaded at (`onnxmtl.ir.spatial`), and are constants of that size afterwards: its
 # derived model exports at that size only.
 SIZE_FIXED = {"shufflenet"}
+SMALLER = 3 * SIZE // 4  # a smaller input size: the maps' sides at 3/4, as in the corpus
 CASES = [(name, batch) for name in NETS for batch in (1, 64)]
 IDS = [f"{name}-batch{batch}" for name, batch in CASES]
 
@@ -72,11 +74,24 @@ def _tasks() -> list[Task]:
 
 
 @pytest.mark.parametrize(("name", "batch"), CASES, ids=IDS)
-def test_compiles_trains_and_exports_at_two_sizes(name, batch, tmp_path):
+def test_compiles_trains_and_exports_at_three_sizes(name, batch, tmp_path):
+    """At the declared size, and exported at a smaller and a larger one; a backbone whose
+    graph holds the size it was loaded at is loaded at the smaller one and checked again."""
     path, _ = _file(tmp_path, name, batch)
-    graph = onnxmtl.load(path)
+    if name in SIZE_FIXED:
+        _trains_and_exports(onnxmtl.load(path), SIZE, tmp_path, f"{name}-batch{batch}", (None,))
+        smaller = onnxmtl.load(path, input_shape=(1, 3, SMALLER, SMALLER))
+        _trains_and_exports(smaller, SMALLER, tmp_path / "smaller", f"{name}-batch{batch}", (None,))
+    else:
+        sizes = (None, SMALLER, 2 * SIZE)
+        _trains_and_exports(onnxmtl.load(path), SIZE, tmp_path, f"{name}-batch{batch}", sizes)
+
+
+def _trains_and_exports(graph, size: int, tmp_path, label: str, sizes) -> None:
+    """Gradients reach every parameter; compiled, a hard step's loss is finite; a random
+    policy derives and exports at `sizes`, onnxruntime agreeing with the derived model."""
     assert graph.units
-    x = torch.randn(2, 3, SIZE, SIZE)
+    x = torch.randn(2, 3, size, size)
     assert_gradients_reach_every_parameter(lower(graph), x)
     model = compile(graph, _tasks())
     outputs = model(x, mode="hard", tau=1.0)
@@ -88,19 +103,20 @@ def test_compiles_trains_and_exports_at_two_sizes(name, batch, tmp_path):
     assert torch.isfinite(loss)
     loss.backward()
     model.eval()
-    sizes = (None,) if name in SIZE_FIXED else (None, 2 * SIZE)
-    assert_random_policy_derives_and_exports(model, x, tmp_path, f"{name}-batch{batch}", sizes)
+    tmp_path.mkdir(exist_ok=True)
+    assert_random_policy_derives_and_exports(model, x, tmp_path, label, sizes)
 
 
+@pytest.mark.parametrize("size", [SMALLER, 2 * SIZE], ids=["smaller", "larger"])
 @pytest.mark.parametrize(("name", "batch"), CASES, ids=IDS)
-def test_loads_at_another_input_size(name, batch, tmp_path):
-    """A larger input than the file declares: the backbone's fixed pools adapt, Reshape
+def test_loads_at_another_input_size(name, batch, size, tmp_path):
+    """Another input than the file declares: the backbone's fixed pools adapt, Reshape
     targets holding the map's height and width follow it, and its batch still frees (a
     classifier sized for the declared input is cut away); onnxruntime agrees with the lowered
     model at that size."""
     path, _ = _file(tmp_path, name, batch)
-    graph = onnxmtl.load(path, input_shape=(1, 3, 2 * SIZE, 2 * SIZE))
-    assert graph.batch_made_dynamic and graph.input_shape == ("N", 3, 2 * SIZE, 2 * SIZE)
+    graph = onnxmtl.load(path, input_shape=(1, 3, size, size))
+    assert graph.batch_made_dynamic and graph.input_shape == ("N", 3, size, size)
     assert verify(graph, lower(graph), tolerance=TOLERANCE).ok
     spatial = [a for a in graph.adaptations if a.startswith("Reshape ")]
     assert len(spatial) == (4 if name == "shufflenet" else 0), spatial  # two shuffles
