@@ -179,12 +179,12 @@ def _adapt_reshape(node: ir.Node, step: _Round) -> str | None:
         for k, e in enumerate(target)
     ]
     sizes, factors, entry_of = _factored(pieces, entries)
-    shape = out if len(sizes) == len(entries) else ()  # the declared map, entry by entry
-    found = _retarget_data(sizes, data, data2, step, shape)
+    as_map = out if len(sizes) == len(entries) else ()  # the declared output, size by size
+    found = _retarget_data(sizes, data, data2, step, as_map)
     resized = None
     if found is None:
         resized = _whole_patches(node, sizes, data, data2)
-        found = None if resized is None else _retarget_data(sizes, data, resized, step, shape)
+        found = None if resized is None else _retarget_data(sizes, data, resized, step, as_map)
     if found is None:
         return None
     factored, pads = found
@@ -200,14 +200,15 @@ def _adapt_reshape(node: ir.Node, step: _Round) -> str | None:
         return None
     line = f"Reshape '{node.name}': target {_shown(target)} -> {_shown(retarget)}"
     for (mul, index), size in changed:
-        line += f", a factor of its computed entry {_factor(mul, index)} -> {size}"
-        _replace_input(mul, index, np.array(size, np.int64).reshape(_factor_shape(mul, index)))
+        factor = _factor(mul, index)
+        line += f", a factor of its computed entry {int(factor.reshape(-1)[0])} -> {size}"
+        _replace_input(mul, index, np.full_like(factor, size))
     if pads:
-        shape = tuple(pads.get(k, n) for k, n in enumerate(data2))
-        widths = [0] * len(data2) + [size - n for size, n in zip(shape, data2)]  # at the ends
+        whole = tuple(pads.get(k, n) for k, n in enumerate(data2))
+        widths = [0] * len(data2) + [size - n for size, n in zip(whole, data2)]  # at the ends
         value = _before(node, "Pad", _constant_input(node, "pads", widths))
-        step.padded.append(_Padded(value, data, shape, {k: data2[k] for k in pads}, resized=False))
-        line += f", its data padded to {list(shape)}"
+        step.padded.append(_Padded(value, data, whole, {k: data2[k] for k in pads}, resized=False))
+        line += f", its data padded to {list(whole)}"
     if resized is not None:
         value = _before(node, "Resize", *_scales(node, data2, resized))
         own = {k: data2[k] for k in (2, 3) if resized[k] != data2[k]}
@@ -239,13 +240,13 @@ def _factored(
     k = 0
     for value, entries in pieces:
         leaves = _mul_leaves(value) if entries == [None] else None
-        constant = math.prod(_factor(*leaf) for leaf in leaves or () if leaf is not None)
+        constant = math.prod(_size(*leaf) for leaf in leaves or () if leaf is not None)
         if leaves is None or sizes[k] % constant:
             factored += sizes[k : k + len(entries)]
             factors += [None] * len(entries)
             entry_of += range(k, k + len(entries))
         else:
-            factored += [sizes[k] // constant if f is None else _factor(*f) for f in leaves]
+            factored += [sizes[k] // constant if f is None else _size(*f) for f in leaves]
             factors += leaves
             entry_of += [k] * len(leaves)
         k += len(entries)
@@ -275,16 +276,16 @@ def _mul_leaves(value: ir.Value) -> list[Factor | None] | None:
     return leaves if leaves.count(None) == 1 and len(leaves) > 1 else None
 
 
-def _factor(mul: ir.Node, index: int) -> int:
-    tensor = ir.convenience.get_const_tensor(mul.inputs[index])  # type: ignore[arg-type]
-    assert tensor is not None  # a constant factor, found so by _mul_leaves
-    return int(tensor.numpy().reshape(-1)[0])
+def _factor(mul: ir.Node, index: int) -> np.ndarray:
+    """A constant factor, as `_mul_leaves` found it: a one-element array."""
+    value = mul.inputs[index]
+    tensor = None if value is None else ir.convenience.get_const_tensor(value)
+    assert tensor is not None  # found constant by _mul_leaves
+    return tensor.numpy()
 
 
-def _factor_shape(mul: ir.Node, index: int) -> tuple[int, ...]:
-    tensor = ir.convenience.get_const_tensor(mul.inputs[index])  # type: ignore[arg-type]
-    assert tensor is not None  # as above
-    return tuple(tensor.numpy().shape)
+def _size(mul: ir.Node, index: int) -> int:
+    return int(_factor(mul, index).reshape(-1)[0])
 
 
 def _retarget_data(
