@@ -49,7 +49,7 @@ class _Padded:
     value: ir.Value  # the padded map
     declared: Dims  # its shape at the declared size
     shape: Dims  # its shape
-    own: dict[int, int]  # the map's own size on each axis padded
+    own: Dims  # the map's own shape, to put it back to
     resized: bool  # resized (bilinear) rather than padded with zeros
 
 
@@ -207,20 +207,18 @@ def _adapt_reshape(node: ir.Node, step: _Round) -> str | None:
         whole = tuple(pads.get(k, n) for k, n in enumerate(data2))
         widths = [0] * len(data2) + [size - n for size, n in zip(whole, data2)]  # at the ends
         value = _before(node, "Pad", _constant_input(node, "pads", widths))
-        step.padded.append(_Padded(value, data, whole, {k: data2[k] for k in pads}, resized=False))
+        step.padded.append(_Padded(value, data, whole, data2, resized=False))
         line += f", its data padded to {list(whole)}"
     if resized is not None:
         value = _before(node, "Resize", *_scales(node, data2, resized))
-        own = {k: data2[k] for k in (2, 3) if resized[k] != data2[k]}
-        step.padded.append(_Padded(value, data, resized, own, resized=True))
+        step.padded.append(_Padded(value, data, resized, data2, resized=True))
         line += f", its data resized to {list(resized)}"
     if retarget != target:
         _write_target(node, pieces, retarget)
     if restore is not None:
         step.padded.remove(restore)
-        back = [restore.own.get(k, r) for k, r in enumerate(chosen)]
-        _put_back(node, restore, back)
-        line += f", {'resized' if restore.resized else 'cropped'} back to {back}"
+        _put_back(node, restore)
+        line += f", {'resized' if restore.resized else 'cropped'} back to {list(restore.own)}"
     return line
 
 
@@ -360,19 +358,18 @@ def _write_target(node: ir.Node, pieces: list[Piece], target: list[int | None]) 
         if None in entries or part == entries:
             parts.append(value)
         else:
-            parts.append(
-                add_initializer(graph, _fresh(graph, f"{node.name}_grid"), np.array(part, np.int64))
-            )
+            parts.append(_constant_input(node, "grid", np.array(part, np.int64)))
     joined = ir.node("Concat", parts, attributes={"axis": 0})
     graph.insert_before(node, joined)
     node.replace_input_with(1, joined.outputs[0])
 
 
 def _constant_input(node: ir.Node, what: str, values: list[int] | np.ndarray) -> ir.Value:
-    """A new initializer named after `node`, for an input of a node written beside it."""
+    """A new initializer named after `node`, for an input of it or of a node written beside
+    it: `values` as they are where an array, else as int64 sizes."""
     graph = node.graph
     assert graph is not None  # a node of the model
-    array = np.asarray(values, np.float32 if what == "scales" else np.int64)
+    array = values if isinstance(values, np.ndarray) else np.array(values, np.int64)
     return add_initializer(graph, _fresh(graph, f"{node.name}_{what}"), array)
 
 
@@ -403,18 +400,19 @@ def _before(node: ir.Node, op: str, *inputs: ir.Value | None) -> ir.Value:
     return written.outputs[0]
 
 
-def _put_back(node: ir.Node, padded: _Padded, back: list[int]) -> None:
-    """Resize or slice a Reshape's output to the map's own sides `back`, for every use and
-    under its name."""
+def _put_back(node: ir.Node, padded: _Padded) -> None:
+    """Resize or slice a Reshape's output, the padded map put back together, to the map's
+    own shape, for every use and under its name."""
     out = node.outputs[0]
     uses = list(out.uses())
     if padded.resized:
-        written = _written("Resize", [out, *_scales(node, padded.shape, tuple(back))])
+        written = _written("Resize", [out, *_scales(node, padded.shape, padded.own)])
     else:
-        axes = list(padded.own)
-        ends, starts = [back[k] for k in axes], [0] * len(axes)
-        parts = [_constant_input(node, w, a) for w, a in (("starts", starts), ("ends", ends))]
-        written = ir.node("Slice", [out, *parts, _constant_input(node, "axes", axes)])
+        axes = [k for k, (a, b) in enumerate(zip(padded.shape, padded.own)) if a != b]
+        bounds = {"starts": [0] * len(axes), "ends": [padded.own[k] for k in axes], "axes": axes}
+        written = _written(
+            "Slice", [out, *(_constant_input(node, w, a) for w, a in bounds.items())]
+        )
     graph = node.graph
     assert graph is not None  # a node of the model
     graph.insert_after(node, written)
