@@ -1,13 +1,13 @@
 """Delta-m of the searched model against the length of the search, beside all-shared.
 
     .venv/bin/python benchmarks/search_length.py --config configs/demo_cpu.yaml [--head conv]
-        [--datasets fashion-locate] [--lengths 100 300 600] [--seeds 0] [--out .cache/evidence]
-        [--plot docs/search_length.png]
+        [--datasets fashion-locate] [--lengths 100 300 600] [--seeds 0]
+        [--out .cache/search-length] [--plot docs/search_length.png]
 
-The runs are those of benchmarks/evidence.py (same backbone, data order and post-training
-budget; finished runs under --out are reused, so the config's own length and the baselines
-come from an earlier evidence run when there is one); only `search_steps` changes, and the
-temperature and learning-rate schedules stretch with it. Per (length, seed): test delta-m of
+The models are trained as benchmarks/evidence.py's (same backbone, data drawn with the seed,
+post-training budget), each by its stage (`onnxmtl search`, `onnxmtl train --baseline`) in
+its own folder under --out, where a finished one is reused; only `search_steps` changes, and
+the temperature and learning-rate schedules stretch with it. Per (length, seed): test delta-m of
 the searched model and of all-shared (against the same seed's single-task models), how many
 (task, unit) pairs are not shared, the mean share of the policy gradient that came from the
 task losses, and the mean final probability of the task-specific branch.
@@ -25,11 +25,30 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.evidence import backbone, headed_tasks, run_method  # noqa: E402
+from benchmarks.evidence import backbone, headed_tasks, seed_config  # noqa: E402
 from onnxmtl.benchmark.plots import figure, save_figure  # noqa: E402
 from onnxmtl.compiler import SHARED, Policy  # noqa: E402
+from onnxmtl.pipeline.stages import search, train_baseline  # noqa: E402
+from onnxmtl.run_folder import RunFolder  # noqa: E402
 from onnxmtl.tasks import delta_m  # noqa: E402
 from onnxmtl.training import SearchConfig  # noqa: E402
+
+Metrics = dict[str, dict[str, float]]  # task -> metric -> value
+
+
+def test_metrics(
+    name: str, model: Path, data: str, tasks, config: SearchConfig, out: Path
+) -> Metrics:
+    """Test metrics of every task under `name` ('searched', or a baseline `onnxmtl train
+    --baseline` takes; 'single-task' gives each task its own model's), trained in `out` or
+    read from it when it finished there."""
+    resume = RunFolder(out).has_checkpoint()
+    if name == "searched":
+        return search(model, data, out, tasks, config, resume=resume, progress=False).metrics[
+            "test"
+        ]
+    results = train_baseline(model, data, out, name, tasks, config, resume=resume, progress=False)
+    return {task: m for r in results.values() for task, m in r.metrics["test"].items()}
 
 
 def search_record(folder: Path) -> dict:
@@ -57,7 +76,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, default=64, help="backbone input size")
     parser.add_argument("--head", help="give every task this head, as evidence.py's --head")
-    parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "evidence")
+    parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "search-length")
     parser.add_argument("--plot", type=Path, help="write delta-m against length as a PNG")
     args = parser.parse_args()
     base = SearchConfig.load(args.config)
@@ -66,20 +85,20 @@ def main() -> None:
     for data in args.datasets:
         tasks, data_name = headed_tasks(data, args.head, base)
         for seed in args.seeds:
-            config = base.with_options(seed=seed, device=args.device)
+            config = seed_config(base, seed, args.device, 0)
             folder = args.out / data_name / f"seed{seed}"
-            single = run_method("single-task", model, data, tasks, config, folder / "single-task")
-            shared = run_method("all-shared", model, data, tasks, config, folder / "all-shared")
+            single = test_metrics("single-task", model, data, tasks, config, folder / "single-task")
+            shared = test_metrics("all-shared", model, data, tasks, config, folder / "all-shared")
             for length in args.lengths:
                 name = "searched" if length == base.search.steps else f"searched-{length}"
                 run = config.with_options(search_steps=length)
-                searched = run_method("searched", model, data, tasks, run, folder / name)
+                searched = test_metrics("searched", model, data, tasks, run, folder / name)
                 row = {
                     "data": data_name,
                     "seed": seed,
                     "length": length,
-                    "searched": delta_m(searched["metrics"], single["metrics"]),
-                    "all_shared": delta_m(shared["metrics"], single["metrics"]),
+                    "searched": delta_m(searched, single),
+                    "all_shared": delta_m(shared, single),
                     **search_record(folder / name),
                 }
                 rows.append(row)

@@ -2,7 +2,7 @@
 they train longer: validation metrics against the length of the final models' training.
 
     .venv/bin/python benchmarks/training_length.py [--datasets fashion-edges] [--seed 0]
-        [--lengths 150 300 600 1000] [--models single-task all-shared skip-last-3]
+        [--lengths 150 300 600 1200 2400] [--models single-task all-shared skip-last-3]
         [--config configs/demo_cpu.yaml] [--threads 1] [--out .cache/training-length]
         [--json docs/benchmarks/training_length.json] [--summarize-only]
 
@@ -47,6 +47,7 @@ from onnxmtl.tasks import Task, delta_m  # noqa: E402
 from onnxmtl.training import SearchConfig, Trainer  # noqa: E402
 
 Metrics = dict[str, dict[str, float]]  # task -> metric -> value
+RESULT = ROOT / "docs" / "benchmarks" / "training_length.json"
 
 
 def epochs(steps: int, config: SearchConfig, train_size: int) -> float:
@@ -126,60 +127,39 @@ def model_curves(
 
 
 def summarize(
-    curves: dict[str, dict[int, Metrics]], config: SearchConfig, train_size: int
+    data: str, curves: dict[str, dict[int, Metrics]], config: SearchConfig, train_size: int
 ) -> list[dict]:
-    """Per length: the epochs, every model's metrics and each multi-task model's delta-m
-    against the single-task models of that length."""
+    """One row per length: the epochs, the single-task models' validation metrics and each
+    multi-task model's delta-m (%) against the single-task models trained as long."""
     rows = []
-    lengths = sorted(next(iter(curves.values())))
-    for length in lengths:
-        single = curves.get("single-task", {}).get(length)
-        rows.append(
-            {
-                "steps": length,
-                "epochs": round(epochs(length, config, train_size), 3),
-                "metrics": {name: c[length] for name, c in curves.items()},
-                "delta_m": {
-                    name: delta_m(c[length], single)
-                    for name, c in curves.items()
-                    if single is not None and name != "single-task"
-                },
-            }
-        )
+    single = curves.get("single-task", {})
+    for length in sorted(next(iter(curves.values()))):
+        row: dict = {
+            "data": data,
+            "steps": length,
+            "epochs": round(epochs(length, config, train_size), 2),
+        }
+        for task, values in single.get(length, {}).items():
+            row.update({f"single-task {task} {m}": round(v, 4) for m, v in values.items()})
+        for name, c in curves.items():
+            if name != "single-task" and length in single:
+                row[f"{name} delta-m %"] = round(delta_m(c[length], single[length]), 2)
+        rows.append(row)
     return rows
-
-
-def to_markdown(data: str, rows: list[dict]) -> str:
-    """The record's table: per length, each task's single-task validation metrics and each
-    multi-task model's delta-m."""
-    single = rows[0]["metrics"].get("single-task", {})
-    metrics = [(t, m) for t, values in single.items() for m in values]
-    shared = list(rows[0]["delta_m"])
-    head = ["steps", "epochs", *(f"single-task {t} {m}" for t, m in metrics)]
-    head += [f"{name} delta-m %" for name in shared]
-    lines = [f"### {data}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [str(r["steps"]), f"{r['epochs']:.2f}"]
-        cells += [f"{r['metrics']['single-task'][t][m]:.4f}" for t, m in metrics]
-        cells += [f"{r['delta_m'][name]:+.2f}" for name in shared]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["fashion-edges"])
     parser.add_argument("--seed", type=int, default=0, help="a development seed")
-    parser.add_argument("--lengths", nargs="+", type=int, default=[150, 300, 600, 1000])
+    parser.add_argument("--lengths", nargs="+", type=int, default=[150, 300, 600, 1200, 2400])
     parser.add_argument("--models", nargs="+", default=["single-task", "all-shared", "skip-last-3"])
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo_cpu.yaml"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all)")
     parser.add_argument("--size", type=int, default=64, help="backbone input size")
     parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "training-length")
-    parser.add_argument(
-        "--json", type=Path, default=ROOT / "docs" / "benchmarks" / "training_length.json"
-    )
+    parser.add_argument("--json", type=Path, default=RESULT)
     parser.add_argument(
         "--summarize-only", action="store_true", help="write the record from finished curves only"
     )
@@ -187,40 +167,41 @@ def main() -> int:
     if min(args.lengths) < 1:
         print("error: --lengths must be positive step counts", file=sys.stderr)
         return 2
-    base = SearchConfig.load(args.config)
-    config = seed_config(base, args.seed, args.device, args.threads)
+    config = seed_config(SearchConfig.load(args.config), args.seed, args.device, args.threads)
     record = provenance(
         "training_length.py", f"{args.threads} thread(s) a job" if args.threads else "every core"
     )
-    record["seed"], record["split"] = args.seed, "val"
+    rows: list[dict] = []
+    curves: dict[str, dict] = {}
     try:
         with cpu_threads(config.runtime.threads):
-            record["datasets"] = {}
-            pages = []
             for data in args.datasets:
                 out = args.out / data / f"seed{args.seed}"
-                curves = {}
+                done = {}
                 for name in args.models:
                     if args.summarize_only and not (out / name / "curve.json").exists():
                         continue
                     model = backbone(args.size)
-                    curves[name] = model_curves(name, model, data, config, args.lengths, out)
+                    done[name] = model_curves(name, model, data, config, args.lengths, out)
                     print(f"{data} {name}: done", flush=True)
-                if not curves:
-                    continue
-                train_size = len(load_dataset(data, "train", **config.dataset.options))
-                rows = summarize(curves, config, train_size)
-                record["datasets"][data] = {"config": config.to_dict(), "rows": rows}
-                pages.append(to_markdown(data, rows))
+                if done:
+                    size = len(load_dataset(data, "train", **config.dataset.options))
+                    rows += summarize(data, done, config, size)
+                    curves[data] = done
     except OnnxMtlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not record["datasets"]:
+    if not rows:
         print(f"error: {args.out}: no finished curve of --models to summarise", file=sys.stderr)
         return 2
+    results = {"seed": args.seed, "split": "val", "rows": rows, "curves": curves}
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=1) + "\n")
-    print("\n".join(pages), flush=True)
+    args.json.write_text(
+        json.dumps({**record, "config": config.to_dict(), "results": results}, indent=1) + "\n"
+    )
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    print(f"wrote {args.json}")
     return 0
 
 
