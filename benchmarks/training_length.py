@@ -1,7 +1,7 @@
 """How far the final models are from convergence, and whether the sharing policies part as
 they train longer: validation metrics against the length of the final models' training.
 
-    .venv/bin/python benchmarks/training_length.py [--datasets fashion-edges] [--seed 0]
+    .venv/bin/python benchmarks/training_length.py [--datasets fashion-edges] [--seeds 0 1]
         [--lengths 150 300 600 1200 2400] [--models single-task all-shared skip-last-3]
         [--config configs/demo_cpu.yaml] [--threads 1] [--out .cache/training-length]
         [--json docs/benchmarks/training_length.json] [--summarize-only]
@@ -19,14 +19,15 @@ record from the curves finished.
 
 The record (--json, with the command, commit and machine) gives per length the epochs of the
 training split, every model's validation metrics and each multi-task model's task-balanced
-delta-m against the single-task models trained as long. Validation only: the seed is a
-development seed (0 by default), and the record informs a design choice, the final models'
+delta-m against the single-task models trained as long, per seed. Validation only, on
+development seeds (0 by default): the record informs a design choice, the final models'
 training length, which the evidence's fresh seeds must not.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -127,7 +128,11 @@ def model_curves(
 
 
 def summarize(
-    data: str, curves: dict[str, dict[int, Metrics]], config: SearchConfig, train_size: int
+    data: str,
+    seed: int,
+    curves: dict[str, dict[int, Metrics]],
+    config: SearchConfig,
+    train_size: int,
 ) -> list[dict]:
     """One row per length: the epochs, the single-task models' validation metrics and each
     multi-task model's delta-m (%) against the single-task models trained as long."""
@@ -136,6 +141,7 @@ def summarize(
     for length in sorted(next(iter(curves.values()))):
         row: dict = {
             "data": data,
+            "seed": seed,
             "steps": length,
             "epochs": round(epochs(length, config, train_size), 2),
         }
@@ -151,7 +157,7 @@ def summarize(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["fashion-edges"])
-    parser.add_argument("--seed", type=int, default=0, help="a development seed")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="development seeds")
     parser.add_argument("--lengths", nargs="+", type=int, default=[150, 300, 600, 1200, 2400])
     parser.add_argument("--models", nargs="+", default=["single-task", "all-shared", "skip-last-3"])
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo_cpu.yaml"))
@@ -167,37 +173,38 @@ def main() -> int:
     if min(args.lengths) < 1:
         print("error: --lengths must be positive step counts", file=sys.stderr)
         return 2
-    config = seed_config(SearchConfig.load(args.config), args.seed, args.device, args.threads)
+    base = SearchConfig.load(args.config).with_options(device=args.device, threads=args.threads)
     record = provenance(
         "training_length.py", f"{args.threads} thread(s) a job" if args.threads else "every core"
     )
     rows: list[dict] = []
     curves: dict[str, dict] = {}
     try:
-        with cpu_threads(config.runtime.threads):
-            for data in args.datasets:
-                out = args.out / data / f"seed{args.seed}"
+        with cpu_threads(args.threads):
+            for data, seed in itertools.product(args.datasets, args.seeds):
+                config = seed_config(base, seed, args.device, args.threads)
+                out = args.out / data / f"seed{seed}"
                 done = {}
                 for name in args.models:
                     if args.summarize_only and not (out / name / "curve.json").exists():
                         continue
                     model = backbone(args.size)
                     done[name] = model_curves(name, model, data, config, args.lengths, out)
-                    print(f"{data} {name}: done", flush=True)
+                    print(f"{data} seed {seed} {name}: done", flush=True)
                 if done:
                     size = len(load_dataset(data, "train", **config.dataset.options))
-                    rows += summarize(data, done, config, size)
-                    curves[data] = done
+                    rows += summarize(data, seed, done, config, size)
+                    curves.setdefault(data, {})[seed] = done
     except OnnxMtlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not rows:
         print(f"error: {args.out}: no finished curve of --models to summarise", file=sys.stderr)
         return 2
-    results = {"seed": args.seed, "split": "val", "rows": rows, "curves": curves}
+    results = {"split": "val", "rows": rows, "curves": curves}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
-        json.dumps({**record, "config": config.to_dict(), "results": results}, indent=1) + "\n"
+        json.dumps({**record, "config": base.to_dict(), "results": results}, indent=1) + "\n"
     )
     for row in rows:
         print(json.dumps(row), flush=True)

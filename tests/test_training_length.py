@@ -70,11 +70,12 @@ def test_rows_give_epochs_and_delta_m_against_single_task_models_as_long():
     config = SearchConfig().with_options(batch_size=32, data={"count": 8000}, val_fraction=0.1)
     single = {150: {"a": {"accuracy": 0.5}, "b": {"rmse": 2.0}}}
     shared = {150: {"a": {"accuracy": 0.6}, "b": {"rmse": 2.5}}}
-    row = script().summarize("set", {"single-task": single, "all-shared": shared}, config, 8000)
+    row = script().summarize("set", 7, {"single-task": single, "all-shared": shared}, config, 8000)
     # 150 * 32 images over 7,200; delta-m: (+20% accuracy, -25% RMSE) / 2 = -2.5%
     assert row == [
         {
             "data": "set",
+            "seed": 7,
             "steps": 150,
             "epochs": pytest.approx(0.67),
             "single-task a accuracy": 0.5,
