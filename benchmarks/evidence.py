@@ -98,15 +98,20 @@ def run_seed(size: int, data: str, tasks, config: SearchConfig, out: Path) -> di
     return result.results
 
 
+def epochs(steps: int, config: SearchConfig, data_size: int) -> float:
+    """How many passes over the training split (the data less the validation share) `steps`
+    batches make."""
+    return steps * config.dataset.batch_size / (data_size * (1 - config.dataset.val_fraction))
+
+
 def training_length(config: SearchConfig) -> str:
     """How long every final model trains, in steps and in epochs of the training split where
     the config gives the data's count."""
-    steps, batch = config.baseline_length, config.dataset.batch_size
-    text = f"{steps} steps of {batch} images"
+    steps = config.baseline_length
+    text = f"{steps} steps of {config.dataset.batch_size} images"
     count = config.dataset.options.get("count")
     if count:
-        epochs = steps * batch / (count * (1 - config.dataset.val_fraction))
-        text += f", {epochs:.2f} epochs of the training split"
+        text += f", {epochs(steps, config, count):.2f} epochs of the training split"
     return text
 
 

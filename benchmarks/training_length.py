@@ -36,25 +36,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.evidence import backbone, seed_config  # noqa: E402
+from benchmarks.evidence import backbone, epochs, seed_config  # noqa: E402
 from benchmarks.provenance import provenance  # noqa: E402
-from onnxmtl.compiler import baseline_policy, compile  # noqa: E402
+from onnxmtl.compiler import baseline_policy  # noqa: E402
 from onnxmtl.data import load_dataset  # noqa: E402
 from onnxmtl.errors import OnnxMtlError  # noqa: E402
-from onnxmtl.ir import load  # noqa: E402
 from onnxmtl.pipeline.evidence import check_reusable  # noqa: E402
+from onnxmtl.pipeline.stages import compile_for_run  # noqa: E402
 from onnxmtl.runtime import cpu_threads  # noqa: E402
 from onnxmtl.tasks import Task, delta_m  # noqa: E402
 from onnxmtl.training import SearchConfig, Trainer  # noqa: E402
 
 Metrics = dict[str, dict[str, float]]  # task -> metric -> value
 RESULT = ROOT / "docs" / "benchmarks" / "training_length.json"
-
-
-def epochs(steps: int, config: SearchConfig, train_size: int) -> float:
-    """How many passes over the training split (the data less the validation share) `steps`
-    batches make."""
-    return steps * config.dataset.batch_size / (train_size * (1 - config.dataset.val_fraction))
 
 
 def curve(
@@ -71,9 +65,7 @@ def curve(
     longest = config.with_options(post_train_steps=max(lengths))
 
     def trainer(run_config: SearchConfig, run_dir: Path) -> Trainer:
-        model = compile(
-            load(model_path), tasks, seed=config.runtime.seed, skip_projection=config.search.skips
-        )
+        model = compile_for_run(model_path, tasks, config)
         fixed = baseline_policy(model, policy_name, config.runtime.seed)
         return Trainer(model, train, run_config, run_dir, fixed_policy=fixed, label=folder.name)
 
@@ -132,7 +124,7 @@ def summarize(
     seed: int,
     curves: dict[str, dict[int, Metrics]],
     config: SearchConfig,
-    train_size: int,
+    data_size: int,
 ) -> list[dict]:
     """One row per length: the epochs, the single-task models' validation metrics and each
     multi-task model's delta-m (%) against the single-task models trained as long."""
@@ -143,7 +135,7 @@ def summarize(
             "data": data,
             "seed": seed,
             "steps": length,
-            "epochs": round(epochs(length, config, train_size), 2),
+            "epochs": round(epochs(length, config, data_size), 2),
         }
         for task, values in single.get(length, {}).items():
             row.update({f"single-task {task} {m}": round(v, 4) for m, v in values.items()})
@@ -180,6 +172,7 @@ def main() -> int:
     rows: list[dict] = []
     curves: dict[str, dict] = {}
     try:
+        model = backbone(args.size)
         with cpu_threads(args.threads):
             for data, seed in itertools.product(args.datasets, args.seeds):
                 config = seed_config(base, seed, args.device, args.threads)
@@ -188,7 +181,6 @@ def main() -> int:
                 for name in args.models:
                     if args.summarize_only and not (out / name / "curve.json").exists():
                         continue
-                    model = backbone(args.size)
                     done[name] = model_curves(name, model, data, config, args.lengths, out)
                     print(f"{data} seed {seed} {name}: done", flush=True)
                 if done:

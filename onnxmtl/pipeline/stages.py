@@ -139,7 +139,7 @@ def backbone_file(model: Backbone, out: Path, example_input: torch.Tensor | None
     return path
 
 
-def _compile(model_path: Path, tasks: list[Task], config: SearchConfig) -> SuperModel:
+def compile_for_run(model_path: Path, tasks: list[Task], config: SearchConfig) -> SuperModel:
     """The supermodel a run trains, compiled with the config's options (searches and
     baselines alike, so that a policy of one fits the other)."""
     return compile(
@@ -177,7 +177,7 @@ def search(
         info = run_info("search", model_path, data, task_list, config)
         if resume:
             check_resume(out, info)
-        model = _compile(model_path, task_list, config)
+        model = compile_for_run(model_path, task_list, config)
         cost = make_cost(model, config, progress)
         trainer = Trainer(model, train, config, out, test=test, progress=progress, cost=cost)
         record(out, info)
@@ -260,7 +260,7 @@ def _train_baseline(
         if done is not None:
             results[folder.name] = done
             continue
-        model = _compile(model_path, group, config)
+        model = compile_for_run(model_path, group, config)
         if isinstance(policy, Policy):
             model.choices_of(policy)  # one for another model is refused
             fixed = policy
