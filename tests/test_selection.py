@@ -128,7 +128,8 @@ def _searched_trainer(tiny_export, tmp_path, **options):
 
 def test_selection_measures_every_option_and_leaves_the_weights_as_they_were(tiny_export, tmp_path):
     trainer = _searched_trainer(tiny_export, tmp_path)
-    trainer.run(stop_after=4)  # warm-up and search; the search has not finished yet
+    trainer.run(stop_after=3)  # the warm-up and one of the two search steps
+    assert trainer.phase is not None and trainer.phase.name == "search"
     run = trainer.session
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     streams = {k: s.state_dict() for k, s in run.streams.items()}
@@ -153,7 +154,7 @@ def test_candidates_start_with_copies_as_the_final_model_starts_them(tiny_export
     weights, and so do the candidates' (the search trained them apart); post-trained from the
     search's weights, the candidates keep those. The session's model is left as it was."""
     trainer = _searched_trainer(tiny_export, tmp_path, post_train_init=init)
-    trainer.run(stop_after=4)
+    trainer.run(stop_after=3)  # in the search, before its finish
     model = trainer.session.model
     with torch.no_grad():  # the copies as a longer search leaves them: apart from the shared
         for unit in model.units:
@@ -179,7 +180,7 @@ def test_candidates_start_with_copies_as_the_final_model_starts_them(tiny_export
 
 def test_with_no_candidate_within_budget_the_searched_policy_stays(tiny_export, tmp_path):
     trainer = _searched_trainer(tiny_export, tmp_path)
-    trainer.run(stop_after=4)
+    trainer.run(stop_after=3)  # in the search, before its finish
     searched = policy_from_logits(trainer.session.model, "argmax")
     policy, selection = select_policy(trainer.session, searched, lambda p: False)
     assert policy is searched and selection.second == []
