@@ -2,7 +2,7 @@
 rung of derive 'halving' against the validation metrics of the models the evidence trained.
 
     .venv/bin/python benchmarks/selection_fidelity.py --evidence .cache/evidence-dev
-        [--datasets multi-fashion] [--seeds 0 1] [--variants 10x15 10x60 30x60 0x60]
+        [--datasets multi-fashion] [--seeds 0 1] [--variants 10x15 10x60 30x60@backbone]
         [--out .cache/selection-fidelity] [--json docs/benchmarks/selection_fidelity.json]
 
 The selection (onnxmtl.training.selection) gives every option of its ladder to every task at
@@ -12,7 +12,8 @@ and skip-last-1..3. For each finished evidence run (--evidence DIR/DATASET/seedN
 is replayed to its last step at the run's own config, so that the supermodel is the very one
 the run's selection measured (checked: the run's own setting must reproduce the first rung
 the run recorded), and the selection is measured again under each --variants setting,
-STEPSxBATCHES (select_steps, select_batches). Per seed and setting the record gives each of
+STEPSxBATCHES[@START] (select_steps, select_batches and select_start, 'search' unless
+given). Per seed and setting the record gives each of
 the seven options' first-rung delta-m and final validation delta-m (both against all-shared),
 Spearman's rank correlation of the two, and the regret: how far the final model of the
 option the first rung put best lies below the best of the seven. Development seeds only: the
@@ -66,19 +67,24 @@ def replay_search(model_path: Path, train, config: SearchConfig, out: Path) -> T
     return trainer
 
 
-def first_rung(trainer: Trainer, argmax: Policy, steps: int, batches: int, keep: int) -> dict:
-    """The selection run again at `steps` x `batches`: each uniform option's first-rung
-    delta-m against all-shared, every task's delta per option, and the combination chosen."""
+Setting = tuple[int, int, str]  # select_steps, select_batches, select_start
+
+
+def first_rung(trainer: Trainer, argmax: Policy, setting: Setting, keep: int) -> dict:
+    """The selection run again at `setting`: each option's first-rung delta-m against
+    all-shared and the combination chosen."""
     run = trainer.session
     kept = run.config
-    run.config = kept.with_options(select_steps=steps, select_batches=batches, select_keep=keep)
+    steps, batches, start = setting
+    run.config = kept.with_options(
+        select_steps=steps, select_batches=batches, select_start=start, select_keep=keep
+    )
     try:
         _, selection = select_policy(run, argmax)
     finally:
         run.config = kept
     return {
-        "steps": steps,
-        "batches": batches,
+        "setting": f"{steps}x{batches}@{start}",
         "first": {t.picks[0]: t.delta_m for t in selection.first},
         "first_metrics": {t.picks[0]: t.metrics for t in selection.first},
         "chosen": list(selection.chosen),
@@ -116,7 +122,7 @@ def fidelity(measured: dict, final: dict[str, float]) -> dict:
     }
 
 
-def seed_record(evidence: Path, data: str, seed: int, variants: list[tuple[int, int]], out: Path):
+def seed_record(evidence: Path, data: str, seed: int, variants: list[Setting], out: Path) -> dict:
     """One seed's row: the final validation delta-m of the uniform options and, per setting,
     the first rung and its fidelity."""
     folder = evidence / data / f"seed{seed}"
@@ -133,12 +139,12 @@ def seed_record(evidence: Path, data: str, seed: int, variants: list[tuple[int, 
         train = load_dataset(data, "train", **config.dataset.options)
         trainer = replay_search(backbone(64), train, config, out / data / f"seed{seed}")
         argmax = policy_from_logits(trainer.model, "argmax")
-        own = (config.select.steps, config.select.batches)
+        c = config.select
+        own = (c.steps, c.batches, c.start)
         rows = []
-        for steps, batches in [own, *[v for v in variants if v != own]]:
-            keep = config.select.keep if (steps, batches) == own else 1
-            measured = first_rung(trainer, argmax, steps, batches, keep)
-            if (steps, batches) == own:
+        for setting in [own, *[v for v in variants if v != own]]:
+            measured = first_rung(trainer, argmax, setting, c.keep if setting == own else 1)
+            if setting == own:
                 stored = {t["picks"][0]: t["metrics"] for t in recorded["first"]}
                 if stored != measured["first_metrics"]:
                     raise OnnxMtlError(
@@ -158,7 +164,7 @@ def table_rows(seed: dict) -> list[dict]:
         {
             "data": seed["data"],
             "seed": seed["seed"],
-            "select steps x batches": f"{row['steps']}x{row['batches']}",
+            "select steps x batches @ start": row["setting"],
             "spearman": row["spearman"],
             "first-rung best": row["first_best"],
             "final best (val)": row["final_best"],
@@ -169,19 +175,32 @@ def table_rows(seed: dict) -> list[dict]:
     ]
 
 
+def setting(text: str) -> Setting:
+    """A --variants setting, STEPSxBATCHES[@START]."""
+    size, _, start = text.partition("@")
+    steps, batches = (int(x) for x in size.split("x"))
+    if start not in ("", "search", "backbone"):
+        raise ValueError(text)
+    return steps, batches, start or "search"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--evidence", type=Path, required=True)
     parser.add_argument("--datasets", nargs="+", default=["multi-fashion"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--variants", nargs="+", default=["10x15", "10x60", "30x60", "0x60"])
+    parser.add_argument("--variants", nargs="+", default=["10x15", "10x60", "30x60@backbone"])
     parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "selection-fidelity")
     parser.add_argument("--json", type=Path, default=RESULT)
     args = parser.parse_args()
     try:
-        variants = [tuple(int(x) for x in v.split("x")) for v in args.variants]
+        variants = [setting(v) for v in args.variants]
     except ValueError:
-        print(f"error: --variants are STEPSxBATCHES, e.g. 10x15; got {args.variants}.")
+        print(
+            f"error: --variants are STEPSxBATCHES[@search|@backbone], e.g. 10x15 or "
+            f"30x60@backbone; got {' '.join(args.variants)}.",
+            file=sys.stderr,
+        )
         return 2
     try:
         seeds = [

@@ -35,6 +35,7 @@ def test_every_string_option_with_fixed_values_is_a_literal():
         "derive",
         "post_train_lr_schedule",
         "post_train_init",
+        "select_start",
         "log_format",
     }
     defaults = SearchConfig().to_dict()

@@ -178,6 +178,33 @@ def test_candidates_start_with_copies_as_the_final_model_starts_them(tiny_export
     assert moved
 
 
+def test_candidates_can_start_where_the_final_model_starts(tiny_export, tmp_path):
+    """With select_start 'backbone' every candidate starts from the weights kept at the run's
+    start (the backbone's and the heads' initial ones), as the final model's post-training
+    does, whatever the search trained; the logits stay the searched ones."""
+    trainer = _searched_trainer(
+        tiny_export, tmp_path, post_train_init="backbone", select_start="backbone"
+    )
+    trainer.run(stop_after=3)
+    model = trainer.session.model
+    initial = torch.load(tmp_path / "run" / "initial.pt", weights_only=True)
+    start = _candidate_start(trainer.session)
+    assert set(start) == set(model.state_dict())
+    moved = [
+        k
+        for k in initial
+        if k != "policy_logits" and not torch.equal(initial[k], model.state_dict()[k])
+    ]
+    assert moved  # the warm-up and the search trained the weights away from the start
+    assert all(torch.equal(start[k], initial[k]) for k in initial if k != "policy_logits")
+    assert torch.equal(start["policy_logits"], model.policy_logits.detach())
+
+
+def test_select_start_backbone_needs_the_final_model_to_start_there():
+    with pytest.raises(ConfigError, match="select_start 'backbone'.*post_train_init 'backbone'"):
+        SearchConfig().with_options(select_start="backbone", post_train_init="search")
+
+
 def test_with_no_candidate_within_budget_the_searched_policy_stays(tiny_export, tmp_path):
     trainer = _searched_trainer(tiny_export, tmp_path)
     trainer.run(stop_after=3)  # in the search, before its finish

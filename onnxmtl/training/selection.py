@@ -29,6 +29,7 @@ import torch
 from onnxmtl.compiler import Policy
 from onnxmtl.compiler.candidates import SEARCHED, compose, task_options
 from onnxmtl.tasks import delta_m, task_deltas
+from onnxmtl.training.checkpoint import read_checkpoint
 from onnxmtl.training.evaluate import evaluate
 from onnxmtl.training.session import Session
 
@@ -112,14 +113,19 @@ def select_policy(
 
 
 def _candidate_start(run: Session) -> dict[str, torch.Tensor]:
-    """The weights every candidate is fine-tuned from: the supermodel's, but where the final
-    model post-trains from the backbone (`post_train_init: backbone`), every task's copy of
-    a unit holds the shared copy's weights, as all copies start alike from the backbone. A
-    copy the search trained for its task alone would otherwise give the options that own
-    many units a head start the final model does not have, and the selection would favour
-    them for it (docs/concepts.md, the selection)."""
+    """The weights every candidate is fine-tuned from. With `select_start: backbone`, the
+    backbone's (and the heads' initial weights), where the final model's post-training
+    starts, so that a candidate is the first steps of its final model. Otherwise the
+    supermodel's, but where the final model post-trains from the backbone
+    (`post_train_init: backbone`), every task's copy of a unit holds the shared copy's
+    weights, as all copies start alike from the backbone. A copy the search trained for its
+    task alone would otherwise give the options that own many units a head start the final
+    model does not have, and the selection would favour them for it (docs/concepts.md, the
+    selection)."""
     model = run.model
     state = copy.deepcopy(model.state_dict())
+    if run.config.select.start == "backbone":
+        return {**read_checkpoint(run.folder.initial), "policy_logits": state["policy_logits"]}
     if run.config.post_train.init == "backbone":
         for u in range(len(model.units)):
             unit = model.unit_branches(u)

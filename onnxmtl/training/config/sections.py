@@ -20,6 +20,7 @@ PostTrainSchedule = Literal["step", "cosine"]
 SharingPrior = Literal["depth", "conflict"]
 ConflictScore = Literal["share", "cosine"]
 PostTrainInit = Literal["backbone", "search"]
+SelectStart = Literal["search", "backbone"]
 LogFormat = Literal["jsonl", "csv"]
 LatencyProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
 
@@ -185,6 +186,9 @@ class SelectOptions:
     # candidate is scored on (at most eval_batches, where that is set)
     batchnorm_batches: int = option(4, flat="select_batchnorm_batches", at_least=1)  # batches
     # of train1 over which each candidate's BatchNorm statistics are re-estimated
+    start: SelectStart = option("search", flat="select_start")  # where every candidate's
+    # fine-tuning starts: the searched weights, or the backbone's as the final model's does
+    # ('backbone' needs post_train_init 'backbone')
 
     def __post_init__(self) -> None:
         check_fields(self)
