@@ -425,8 +425,8 @@ BENCHMARKS = DOCS / "benchmarks"
 
 def benchmark_results(folder: Path = BENCHMARKS) -> str:
     """Every result file a benchmark script wrote under docs/benchmarks/ (int8.py,
-    runtimes.py, under_load.py, fixed_batch.py, training_length.py), as tables, each with the
-    command, commit and machine that made it."""
+    runtimes.py, under_load.py, fixed_batch.py, training_length.py, selection_fidelity.py), as
+    tables, each with the command, commit and machine that made it."""
     from onnxmtl.benchmark import BenchResult, to_markdown
     from onnxmtl.pipeline.quantize_run import quantize_table
 
@@ -443,7 +443,7 @@ def benchmark_results(folder: Path = BENCHMARKS) -> str:
         results = record["results"]
         if isinstance(results, dict) and "cases" in results:  # under_load.py
             parts.append(_under_load_table(results))
-        elif isinstance(results, dict) and "rows" in results:  # fixed_batch.py, training_length.py
+        elif isinstance(results, dict) and "rows" in results:  # rows of a table
             parts.append(_rows_table(results["rows"]))
         elif isinstance(results, list):  # int8.py: one quantisation per model and tolerance
             for row in results:
