@@ -16,7 +16,9 @@ STEPSxBATCHES[@START] (select_steps, select_batches and select_start, 'search' u
 given). Per seed and setting the record gives each of
 the seven options' first-rung delta-m and final validation delta-m (both against all-shared),
 Spearman's rank correlation of the two, and the regret: how far the final model of the
-option the first rung put best lies below the best of the seven. Development seeds only: the
+option the first rung put best lies below the best of the seven. Each setting measured is
+kept under --out and reused while the run's config is unchanged, so jobs may split --seeds
+and a last invocation write the record of them all. Development seeds only: the
 record informs the selection's defaults, which the evidence's fresh seeds must not.
 """
 
@@ -37,6 +39,8 @@ from benchmarks.provenance import provenance  # noqa: E402
 from onnxmtl.compiler import Policy  # noqa: E402
 from onnxmtl.data import load_dataset  # noqa: E402
 from onnxmtl.errors import OnnxMtlError  # noqa: E402
+from onnxmtl.io_utils import atomic_write_text  # noqa: E402
+from onnxmtl.pipeline.evidence import check_reusable  # noqa: E402
 from onnxmtl.pipeline.stages import compile_for_run  # noqa: E402
 from onnxmtl.runtime import cpu_threads  # noqa: E402
 from onnxmtl.tasks import delta_m  # noqa: E402
@@ -70,6 +74,12 @@ def replay_search(model_path: Path, train, config: SearchConfig, out: Path) -> T
 Setting = tuple[int, int, str]  # select_steps, select_batches, select_start
 
 
+def label(setting: Setting) -> str:
+    """A setting as the record names it, STEPSxBATCHES@START."""
+    steps, batches, start = setting
+    return f"{steps}x{batches}@{start}"
+
+
 def first_rung(trainer: Trainer, argmax: Policy, setting: Setting, keep: int) -> dict:
     """The selection run again at `setting`: each option's first-rung delta-m against
     all-shared and the combination chosen."""
@@ -84,7 +94,7 @@ def first_rung(trainer: Trainer, argmax: Policy, setting: Setting, keep: int) ->
     finally:
         run.config = kept
     return {
-        "setting": f"{steps}x{batches}@{start}",
+        "setting": label(setting),
         "first": {t.picks[0]: t.delta_m for t in selection.first},
         "first_metrics": {t.picks[0]: t.metrics for t in selection.first},
         "chosen": list(selection.chosen),
@@ -124,7 +134,9 @@ def fidelity(measured: dict, final: dict[str, float]) -> dict:
 
 def seed_record(evidence: Path, data: str, seed: int, variants: list[Setting], out: Path) -> dict:
     """One seed's row: the final validation delta-m of the uniform options and, per setting,
-    the first rung and its fidelity."""
+    the first rung and its fidelity. Each setting measured is kept in
+    out/DATA/seedN/settings.json and reused while the run's config is the one it was
+    measured at; a replay always measures the run's own setting first, to check it."""
     folder = evidence / data / f"seed{seed}"
     results = json.loads((folder / "results.json").read_text())
     config = SearchConfig.from_dict(
@@ -134,27 +146,37 @@ def seed_record(evidence: Path, data: str, seed: int, variants: list[Setting], o
     reference = methods["all-shared"]["val_metrics"]
     final = {m: round(delta_m(methods[m]["val_metrics"], reference), 2) for m in UNIFORM}
     final["searched"] = round(delta_m(methods["searched"]["val_metrics"], reference), 2)
-    recorded = results["policy"]["selection"]
-    with cpu_threads(config.runtime.threads):
-        train = load_dataset(data, "train", **config.dataset.options)
-        trainer = replay_search(backbone(64), train, config, out / data / f"seed{seed}")
-        argmax = policy_from_logits(trainer.model, "argmax")
-        c = config.select
-        own = (c.steps, c.batches, c.start)
-        rows = []
-        for setting in [own, *[v for v in variants if v != own]]:
-            measured = first_rung(trainer, argmax, setting, c.keep if setting == own else 1)
-            if setting == own:
-                stored = {t["picks"][0]: t["metrics"] for t in recorded["first"]}
-                if stored != measured["first_metrics"]:
+    c = config.select
+    own = (c.steps, c.batches, c.start)
+    wanted = [own, *[v for v in variants if v != own]]
+    cache = out / data / f"seed{seed}" / "settings.json"
+    measured: dict[str, dict] = {}
+    if cache.exists():
+        kept = json.loads(cache.read_text())
+        check_reusable(kept, config.to_dict(), str(cache))
+        measured = kept["settings"]
+    missing = [v for v in wanted if label(v) not in measured]
+    if missing:
+        recorded = {t["picks"][0]: t["metrics"] for t in results["policy"]["selection"]["first"]}
+        with cpu_threads(config.runtime.threads):
+            train = load_dataset(data, "train", **config.dataset.options)
+            trainer = replay_search(backbone(64), train, config, cache.parent / "replay")
+            argmax = policy_from_logits(trainer.model, "argmax")
+            for setting in [own, *[v for v in missing if v != own]]:
+                row = first_rung(trainer, argmax, setting, c.keep if setting == own else 1)
+                if setting == own and row.pop("first_metrics") != recorded:
                     raise OnnxMtlError(
                         f"{folder}: the replayed search's first rung differs from the run's "
                         "selection.json; the replay is not the run's search."
                     )
-            del measured["first_metrics"]
-            measured["first"] = {k: round(v, 2) for k, v in measured["first"].items()}
-            rows.append({**measured, **fidelity(measured, final)})
-            print(json.dumps({"seed": seed, **rows[-1]}), flush=True)
+                row.pop("first_metrics", None)
+                row["first"] = {k: round(v, 2) for k, v in row["first"].items()}
+                measured[label(setting)] = row
+                atomic_write_text(
+                    cache, json.dumps({"config": config.to_dict(), "settings": measured}, indent=1)
+                )
+                print(json.dumps({"seed": seed, **row, **fidelity(row, final)}), flush=True)
+    rows = [{**measured[label(v)], **fidelity(measured[label(v)], final)} for v in wanted]
     return {"data": data, "seed": seed, "final_val_delta_m": final, "settings": rows}
 
 
