@@ -3,23 +3,26 @@ rung of derive 'halving' against the validation metrics of the models the eviden
 
     .venv/bin/python benchmarks/selection_fidelity.py --evidence .cache/evidence-dev
         [--datasets multi-fashion] [--seeds 0 1] [--variants 10x15 10x60 30x60@backbone]
-        [--out .cache/selection-fidelity] [--json docs/benchmarks/selection_fidelity.json]
+        [--train-chosen] [--out .cache/selection-fidelity]
+        [--json docs/benchmarks/selection_fidelity.json]
 
 The selection (onnxmtl.training.selection) gives every option of its ladder to every task at
-once, fine-tunes each briefly from the searched supermodel and scores it on train2. Seven of
-those options are baselines the evidence trains as final models: all-shared, own-last-1..3
-and skip-last-1..3. For each finished evidence run (--evidence DIR/DATASET/seedN) the search
-is replayed to its last step at the run's own config, so that the supermodel is the very one
-the run's selection measured (checked: the run's own setting must reproduce the first rung
-the run recorded), and the selection is measured again under each --variants setting,
-STEPSxBATCHES[@START] (select_steps, select_batches and select_start, 'search' unless
-given). Per seed and setting the record gives each of
-the seven options' first-rung delta-m and final validation delta-m (both against all-shared),
-Spearman's rank correlation of the two, and the regret: how far the final model of the
-option the first rung put best lies below the best of the seven. Each setting measured is
-kept under --out and reused while the run's config is unchanged, so jobs may split --seeds
-and a last invocation write the record of them all. Development seeds only: the
-record informs the selection's defaults, which the evidence's fresh seeds must not.
+once, fine-tunes each briefly and scores it on train2. Seven of those options are baselines
+the evidence trains as final models: all-shared, own-last-1..3 and skip-last-1..3. For each
+finished evidence run (--evidence DIR/DATASET/seedN) the search is replayed to its last step
+at the run's own config, so that the supermodel is the very one the run's selection measured
+(checked: the run's own setting must reproduce the first rung the run recorded), and the
+selection is measured again under each --variants setting, STEPSxBATCHES[@START]
+(select_steps, select_batches and select_start, 'search' unless given). Per seed and setting
+the record gives the seven options' first-rung delta-m and final validation delta-m (both
+against all-shared), Spearman's rank correlation of the two, and the regret: how far the
+final model of the option the first rung put best lies below the best of the seven. With
+--train-chosen, the policy each setting chose (tasks may take different options) is trained
+as the run trains its baselines, and its final validation delta-m is recorded beside the
+best of the seven (for the run's own setting, the run's searched model is that policy).
+Each setting measured is kept under --out and reused while the run's config is unchanged, so
+jobs may split --seeds and a last invocation write the record of them all. Development seeds
+only: the record informs the selection's defaults, which the evidence's fresh seeds must not.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.evidence import backbone  # noqa: E402
 from benchmarks.provenance import provenance  # noqa: E402
 from onnxmtl.compiler import Policy  # noqa: E402
+from onnxmtl.compiler.candidates import compose, task_options  # noqa: E402
+from onnxmtl.compiler.io import load_supermodel  # noqa: E402
 from onnxmtl.data import load_dataset  # noqa: E402
 from onnxmtl.errors import OnnxMtlError  # noqa: E402
 from onnxmtl.io_utils import atomic_write_text  # noqa: E402
 from onnxmtl.pipeline.evidence import check_reusable  # noqa: E402
-from onnxmtl.pipeline.stages import compile_for_run  # noqa: E402
+from onnxmtl.pipeline.stages import compile_for_run, train_baseline  # noqa: E402
 from onnxmtl.runtime import cpu_threads  # noqa: E402
 from onnxmtl.tasks import delta_m  # noqa: E402
 from onnxmtl.training import SearchConfig, Trainer  # noqa: E402
@@ -132,7 +137,9 @@ def fidelity(measured: dict, final: dict[str, float]) -> dict:
     }
 
 
-def seed_record(evidence: Path, data: str, seed: int, variants: list[Setting], out: Path) -> dict:
+def seed_record(
+    evidence: Path, data: str, seed: int, variants: list[Setting], out: Path, train_chosen: bool
+) -> dict:
     """One seed's row: the final validation delta-m of the uniform options and, per setting,
     the first rung and its fidelity. Each setting measured is kept in
     out/DATA/seedN/settings.json and reused while the run's config is the one it was
@@ -176,8 +183,36 @@ def seed_record(evidence: Path, data: str, seed: int, variants: list[Setting], o
                     cache, json.dumps({"config": config.to_dict(), "settings": measured}, indent=1)
                 )
                 print(json.dumps({"seed": seed, **row, **fidelity(row, final)}), flush=True)
+    if train_chosen:
+        for v in wanted:
+            row = measured[label(v)]
+            if "chosen_val_delta_m" in row:
+                continue
+            if v == own:  # the run's own selection chose the run's searched model
+                row["chosen_val_delta_m"] = final["searched"]
+            else:
+                metrics = train_chosen_policy(folder, data, config, row["chosen"], cache.parent)
+                row["chosen_val_delta_m"] = round(delta_m(metrics, reference), 2)
+            atomic_write_text(
+                cache, json.dumps({"config": config.to_dict(), "settings": measured}, indent=1)
+            )
     rows = [{**measured[label(v)], **fidelity(measured[label(v)], final)} for v in wanted]
     return {"data": data, "seed": seed, "final_val_delta_m": final, "settings": rows}
+
+
+def train_chosen_policy(
+    folder: Path, data: str, config: SearchConfig, picks: list[str], out: Path
+) -> dict[str, dict[str, float]]:
+    """Validation metrics of the policy a setting chose (each task's pick, the searched rows
+    read from the run's saved supermodel) trained as the run trains its final models."""
+    supermodel = load_supermodel(folder / "search" / "supermodel.pt")
+    options = task_options(supermodel, policy_from_logits(supermodel, "argmax"))
+    policy = compose(supermodel, options, picks)
+    result = train_baseline(
+        backbone(64), data, out / f"chosen-{'-'.join(picks)}", "policy", config=config,
+        policy=policy, force=True, progress=False,
+    )  # fmt: skip
+    return next(iter(result.values())).metrics["val"]
 
 
 def table_rows(seed: dict) -> list[dict]:
@@ -192,6 +227,8 @@ def table_rows(seed: dict) -> list[dict]:
             "final best (val)": row["final_best"],
             "regret (delta-m points)": row["regret"],
             "chosen (per task)": ", ".join(row["chosen"]),
+            "chosen final val delta-m": row.get("chosen_val_delta_m", "-"),
+            "best uniform final val delta-m": max(seed["final_val_delta_m"][n] for n in UNIFORM),
         }
         for row in seed["settings"]
     ]
@@ -212,6 +249,11 @@ def main() -> int:
     parser.add_argument("--datasets", nargs="+", default=["multi-fashion"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--variants", nargs="+", default=["10x15", "10x60", "30x60@backbone"])
+    parser.add_argument(
+        "--train-chosen",
+        action="store_true",
+        help="train each setting's chosen policy as a final model (validation delta-m)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "selection-fidelity")
     parser.add_argument("--json", type=Path, default=RESULT)
     args = parser.parse_args()
@@ -226,7 +268,7 @@ def main() -> int:
         return 2
     try:
         seeds = [
-            seed_record(args.evidence, data, seed, variants, args.out)
+            seed_record(args.evidence, data, seed, variants, args.out, args.train_chosen)
             for data in args.datasets
             for seed in args.seeds
         ]
