@@ -42,7 +42,7 @@ from benchmarks.provenance import provenance  # noqa: E402
 from onnxmtl.compiler import Policy  # noqa: E402
 from onnxmtl.compiler.candidates import compose, task_options  # noqa: E402
 from onnxmtl.compiler.io import load_supermodel  # noqa: E402
-from onnxmtl.data import load_dataset  # noqa: E402
+from onnxmtl.data import MultiTaskDataset, load_dataset  # noqa: E402
 from onnxmtl.errors import OnnxMtlError  # noqa: E402
 from onnxmtl.io_utils import atomic_write_text  # noqa: E402
 from onnxmtl.pipeline.evidence import check_reusable  # noqa: E402
@@ -59,7 +59,9 @@ UNIFORM = tuple(
 )  # options of the ladder that the evidence also trains as final models
 
 
-def replay_search(model_path: Path, train, config: SearchConfig, out: Path) -> Trainer:
+def replay_search(
+    model_path: Path, train: MultiTaskDataset, config: SearchConfig, out: Path
+) -> Trainer:
     """A trainer whose session holds the supermodel at the end of the search of a run at
     `config` on the training split `train`, before the policy is derived: the warm-up and
     the search run as the run ran them, stopping short of the search's finish."""
