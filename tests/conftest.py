@@ -3,9 +3,11 @@ small scenes dataset."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -15,6 +17,17 @@ from onnxmtl.data import Scenes
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS_DIR = ROOT / ".cache" / "corpus"
+
+
+def load_script(relative: str) -> ModuleType:
+    """A script of the repository that is not a package module (benchmarks/, tools/), by its
+    path under the root, loaded as a module."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 sys.path.insert(0, str(ROOT))

@@ -5,7 +5,6 @@ README keeps to its house rules."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import re
 import subprocess
@@ -16,22 +15,14 @@ import pytest
 from onnxmtl.cli import build_parser
 from onnxmtl.pipeline.evidence import summarize
 from onnxmtl.training.config.flat import FLAT
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
 README = ROOT / "README.md"
 PAGES = sorted((ROOT / "docs").glob("*.md"))  # docs/evidence/ is written by a benchmark
 RUNNABLE = re.compile(r"<!-- runnable -->\s*```python\n(.*?)```", re.S)
 
 
-def _docs_gen():
-    spec = importlib.util.spec_from_file_location("docs_gen", ROOT / "tools" / "docs_gen.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-docs_gen = _docs_gen()
+docs_gen = load_script("tools/docs_gen.py")
 
 
 def test_the_site_builds_strict_with_every_generated_part(tmp_path):

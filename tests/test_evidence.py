@@ -24,7 +24,7 @@ from onnxmtl.pipeline.evidence import (
     to_markdown,
 )
 from onnxmtl.training import SearchConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
 
 def test_one_seed_shows_no_spread():
@@ -165,12 +165,7 @@ def test_the_same_candidate_counts_the_seeds_that_chose_the_most_frequent_one():
 
 
 def test_the_training_length_is_given_in_epochs_of_the_training_split():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("evidence", ROOT / "benchmarks" / "evidence.py")
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("benchmarks/evidence.py")
     config = SearchConfig().with_options(
         post_train_steps=150, batch_size=32, data={"count": 8000}, val_fraction=0.1
     )

@@ -3,7 +3,6 @@ measures what the run's measured), and the fidelity figures follow their definit
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -13,16 +12,11 @@ from onnxmtl.data import Scenes
 from onnxmtl.runtime import cpu_threads
 from onnxmtl.training import SearchConfig, Trainer
 from onnxmtl.training.read_logits import policy_from_logits
-from tests.conftest import ROOT
+from tests.conftest import load_script
 
 
 def script():
-    path = ROOT / "benchmarks" / "selection_fidelity.py"
-    spec = importlib.util.spec_from_file_location("selection_fidelity", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/selection_fidelity.py")
 
 
 def test_the_replayed_search_measures_what_the_runs_selection_measured(tiny_export, tmp_path):

@@ -3,8 +3,6 @@ trains, and the record's delta-m and epochs follow their definitions."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
@@ -13,16 +11,11 @@ from onnxmtl.pipeline.stages import train_baseline
 from onnxmtl.runtime import cpu_threads
 from onnxmtl.tasks import Task
 from onnxmtl.training import SearchConfig
-from tests.conftest import ROOT
+from tests.conftest import load_script
 
 
 def script():
-    path = ROOT / "benchmarks" / "training_length.py"
-    spec = importlib.util.spec_from_file_location("training_length", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/training_length.py")
 
 
 class Shapes(torch.utils.data.Dataset):
