@@ -164,6 +164,11 @@ def seed_record(
         kept = json.loads(cache.read_text())
         check_reusable(kept, config.to_dict(), str(cache))
         measured = kept["settings"]
+
+    def save() -> None:
+        text = json.dumps({"config": config.to_dict(), "settings": measured}, indent=1)
+        atomic_write_text(cache, text)
+
     missing = [v for v in wanted if label(v) not in measured]
     if missing:
         recorded = {t["picks"][0]: t["metrics"] for t in results["policy"]["selection"]["first"]}
@@ -173,46 +178,42 @@ def seed_record(
             argmax = policy_from_logits(trainer.model, "argmax")
             for setting in [own, *[v for v in missing if v != own]]:
                 row = first_rung(trainer, argmax, setting, c.keep if setting == own else 1)
-                if setting == own and row.pop("first_metrics") != recorded:
+                first_metrics = row.pop("first_metrics")
+                if setting == own and first_metrics != recorded:
                     raise OnnxMtlError(
                         f"{folder}: the replayed search's first rung differs from the run's "
                         "selection.json; the replay is not the run's search."
                     )
-                row.pop("first_metrics", None)
                 row["first"] = {k: round(v, 2) for k, v in row["first"].items()}
                 measured[label(setting)] = row
-                atomic_write_text(
-                    cache, json.dumps({"config": config.to_dict(), "settings": measured}, indent=1)
-                )
+                save()
                 print(json.dumps({"seed": seed, **row, **fidelity(row, final)}), flush=True)
-    if train_chosen:
-        for v in wanted:
+    untrained = [v for v in wanted if "chosen_val_delta_m" not in measured[label(v)]]
+    if train_chosen and untrained:
+        supermodel = load_supermodel(folder / "search" / "supermodel.pt")
+        options = task_options(supermodel, policy_from_logits(supermodel, "argmax"))
+        for v in untrained:
             row = measured[label(v)]
-            if "chosen_val_delta_m" in row:
-                continue
             if v == own:  # the run's own selection chose the run's searched model
                 row["chosen_val_delta_m"] = final["searched"]
             else:
-                metrics = train_chosen_policy(folder, data, config, row["chosen"], cache.parent)
+                policy = compose(supermodel, options, row["chosen"])
+                chosen = cache.parent / f"chosen-{'-'.join(row['chosen'])}"
+                metrics = train_chosen_policy(data, config, policy, chosen)
                 row["chosen_val_delta_m"] = round(delta_m(metrics, reference), 2)
-            atomic_write_text(
-                cache, json.dumps({"config": config.to_dict(), "settings": measured}, indent=1)
-            )
+            save()
     rows = [{**measured[label(v)], **fidelity(measured[label(v)], final)} for v in wanted]
     return {"data": data, "seed": seed, "final_val_delta_m": final, "settings": rows}
 
 
 def train_chosen_policy(
-    folder: Path, data: str, config: SearchConfig, picks: list[str], out: Path
+    data: str, config: SearchConfig, policy: Policy, out: Path
 ) -> dict[str, dict[str, float]]:
-    """Validation metrics of the policy a setting chose (each task's pick, the searched rows
-    read from the run's saved supermodel) trained as the run trains its final models."""
-    supermodel = load_supermodel(folder / "search" / "supermodel.pt")
-    options = task_options(supermodel, policy_from_logits(supermodel, "argmax"))
-    policy = compose(supermodel, options, picks)
+    """Validation metrics of `policy` (the one a setting chose) trained in `out` as the run
+    trains its final models."""
     result = train_baseline(
-        backbone(64), data, out / f"chosen-{'-'.join(picks)}", "policy", config=config,
-        policy=policy, force=True, progress=False,
+        backbone(64), data, out, "policy", config=config, policy=policy, force=True,
+        progress=False,
     )  # fmt: skip
     return next(iter(result.values())).metrics["val"]
 

@@ -123,9 +123,10 @@ def _candidate_start(run: Session) -> dict[str, torch.Tensor]:
     model does not have, and the selection would favour them for it (docs/concepts.md, the
     selection)."""
     model = run.model
-    state = copy.deepcopy(model.state_dict())
     if run.config.select.start == "backbone":
-        return {**read_checkpoint(run.folder.initial), "policy_logits": state["policy_logits"]}
+        logits = model.policy_logits.detach().clone()
+        return {**read_checkpoint(run.folder.initial), "policy_logits": logits}
+    state = copy.deepcopy(model.state_dict())
     if run.config.post_train.init == "backbone":
         for u in range(len(model.units)):
             unit = model.unit_branches(u)
