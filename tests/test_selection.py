@@ -148,12 +148,17 @@ def test_selection_measures_every_option_and_leaves_the_weights_as_they_were(tin
     assert policy.choices == compose(run.model, options, selection.chosen).choices
 
 
-@pytest.mark.parametrize("init", ["backbone", "search"])
-def test_candidates_start_with_copies_as_the_final_model_starts_them(tiny_export, tmp_path, init):
-    """Post-trained from the backbone, the final model's task copies start equal to the shared
-    weights, and so do the candidates' (the search trained them apart); post-trained from the
-    search's weights, the candidates keep those. The session's model is left as it was."""
-    trainer = _searched_trainer(tiny_export, tmp_path, post_train_init=init)
+@pytest.mark.parametrize(
+    ("init", "start"), [("backbone", "search"), ("search", "search"), ("search", "final")]
+)
+def test_candidates_from_the_search_start_with_copies_as_the_final_model_starts_them(
+    tiny_export, tmp_path, init, start
+):
+    """select_start 'search': post-trained from the backbone, the final model's task copies
+    start equal to the shared weights, and so do the candidates' (the search trained them
+    apart); post-trained from the search's weights, the candidates keep those, as they do
+    with select_start 'final'. The session's model is left as it was."""
+    trainer = _searched_trainer(tiny_export, tmp_path, post_train_init=init, select_start=start)
     trainer.run(stop_after=3)  # in the search, before its finish
     model = trainer.session.model
     with torch.no_grad():  # the copies as a longer search leaves them: apart from the shared
@@ -179,12 +184,11 @@ def test_candidates_start_with_copies_as_the_final_model_starts_them(tiny_export
 
 
 def test_candidates_can_start_where_the_final_model_starts(tiny_export, tmp_path):
-    """With select_start 'backbone' every candidate starts from the weights kept at the run's
-    start (the backbone's and the heads' initial ones), as the final model's post-training
-    does, whatever the search trained; the logits stay the searched ones."""
-    trainer = _searched_trainer(
-        tiny_export, tmp_path, post_train_init="backbone", select_start="backbone"
-    )
+    """With select_start 'final' and post_train_init 'backbone' (the defaults) every
+    candidate starts from the weights kept at the run's start (the backbone's and the heads'
+    initial ones), as the final model's post-training does, whatever the search trained; the
+    logits stay the searched ones."""
+    trainer = _searched_trainer(tiny_export, tmp_path, post_train_init="backbone")
     trainer.run(stop_after=3)
     model = trainer.session.model
     initial = torch.load(tmp_path / "run" / "initial.pt", weights_only=True)
@@ -198,11 +202,6 @@ def test_candidates_can_start_where_the_final_model_starts(tiny_export, tmp_path
     assert moved  # the warm-up and the search trained the weights away from the start
     assert all(torch.equal(start[k], initial[k]) for k in initial if k != "policy_logits")
     assert torch.equal(start["policy_logits"], model.policy_logits.detach())
-
-
-def test_select_start_backbone_needs_the_final_model_to_start_there():
-    with pytest.raises(ConfigError, match="select_start 'backbone'.*post_train_init 'backbone'"):
-        SearchConfig().with_options(select_start="backbone", post_train_init="search")
 
 
 def test_with_no_candidate_within_budget_the_searched_policy_stays(tiny_export, tmp_path):

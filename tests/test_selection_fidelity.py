@@ -33,7 +33,7 @@ def test_the_replayed_search_measures_what_the_runs_selection_measured(tiny_expo
         module = script()
         trainer = module.replay_search(model_path, train, config, tmp_path / "replay")
         argmax = policy_from_logits(trainer.model, "argmax")
-        measured = module.first_rung(trainer, argmax, (1, 2, "search"), keep=1)
+        measured = module.first_rung(trainer, argmax, (1, 2, "final"), keep=1)
     saved = json.loads((tmp_path / "run" / "selection.json").read_text())
     assert measured["first_metrics"] == {t["picks"][0]: t["metrics"] for t in saved["first"]}
     assert measured["chosen"] == saved["chosen"]

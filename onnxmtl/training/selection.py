@@ -1,14 +1,15 @@
 """Choosing the policy by measuring candidates rather than reading the logits.
 
-At the end of the search the supermodel's weights are warm for every branch. Each option of
-`compiler.candidates` (every task leaving the shared trunk at one depth of a ladder, owned or
-skipped, all shared, or the searched rows) is given to every task at once, fine-tuned briefly
-from those weights, and scored per task on held-out data. Each task keeps its best few
-options; their combinations are fine-tuned three times as long and the best on the
-task-balanced delta-m wins (successive halving). Every candidate sees the same batches from
-the same weights, so what separates them is the policy, not the noise of a Gumbel sample;
-where the final model post-trains from the backbone, each task's copies start as the shared
-ones, as they do from the backbone.
+Each option of `compiler.candidates` (every task leaving the shared trunk at one depth of a
+ladder, owned or skipped, all shared, or the searched rows) is given to every task at once,
+fine-tuned briefly from where the final model's post-training starts (`select_start`), and
+scored per task on held-out data. Each task keeps its best `select_keep` options; their
+combinations are fine-tuned three times as long and the best on the task-balanced delta-m
+wins (successive halving). Every candidate sees the same batches from the same weights, so
+what separates them is the policy, not the noise of a Gumbel sample. Started where the
+final model starts, a candidate is the first steps of its final model: started from the
+searched weights instead, the options ranked against their final models on development
+seeds (docs/evidence.md, how the selection ranks the options).
 
 The fine-tuning uses the first half of the training split (train1) and the scores the
 second (train2): the validation split, on which `run` chooses among the searched model and
@@ -113,21 +114,21 @@ def select_policy(
 
 
 def _candidate_start(run: Session) -> dict[str, torch.Tensor]:
-    """The weights every candidate is fine-tuned from. With `select_start: backbone`, the
-    backbone's (and the heads' initial weights), where the final model's post-training
-    starts, so that a candidate is the first steps of its final model. Otherwise the
-    supermodel's, but where the final model post-trains from the backbone
-    (`post_train_init: backbone`), every task's copy of a unit holds the shared copy's
-    weights, as all copies start alike from the backbone. A copy the search trained for its
-    task alone would otherwise give the options that own many units a head start the final
-    model does not have, and the selection would favour them for it (docs/concepts.md, the
-    selection)."""
+    """The weights every candidate is fine-tuned from, so that a candidate is the first steps
+    of its final model. With `select_start: final` (the default), where the final model's
+    post-training starts: the backbone's and the heads' initial weights under
+    `post_train_init: backbone`, the searched ones under 'search'. With `select_start:
+    search`, the supermodel's; but where the final model post-trains from the backbone,
+    every task's copy of a unit holds the shared copy's weights, as all copies start alike
+    from the backbone, so that a copy the search trained for its task alone gives the
+    options that own many units no head start (docs/concepts.md, the selection)."""
     model = run.model
-    if run.config.select.start == "backbone":
+    from_backbone = run.config.post_train.init == "backbone"
+    if run.config.select.start == "final" and from_backbone:
         logits = model.policy_logits.detach().clone()
         return {**read_checkpoint(run.folder.initial), "policy_logits": logits}
     state = copy.deepcopy(model.state_dict())
-    if run.config.post_train.init == "backbone":
+    if from_backbone:
         for u in range(len(model.units)):
             unit = model.unit_branches(u)
             for name, _ in unit.shared.named_parameters():

@@ -47,12 +47,6 @@ class SearchConfig:
                 "config: derive 'conflict', conflict_init and sharing_prior 'conflict' need "
                 "conflict measurements: set conflict_every between 1 and warmup_steps."
             )
-        if self.select.start == "backbone" and self.post_train.init != "backbone":
-            raise ConfigError(
-                "config: select_start 'backbone' starts the candidates where the final model "
-                "starts, which needs post_train_init 'backbone'; set both, or select_start "
-                "'search'."
-            )
 
     @property
     def baseline_length(self) -> int:

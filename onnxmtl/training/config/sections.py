@@ -20,7 +20,7 @@ PostTrainSchedule = Literal["step", "cosine"]
 SharingPrior = Literal["depth", "conflict"]
 ConflictScore = Literal["share", "cosine"]
 PostTrainInit = Literal["backbone", "search"]
-SelectStart = Literal["search", "backbone"]
+SelectStart = Literal["final", "search"]
 LogFormat = Literal["jsonl", "csv"]
 LatencyProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
 
@@ -177,18 +177,18 @@ class SearchOptions:
 class SelectOptions:
     """derive 'halving': how the candidate policies are measured (`training.selection`)."""
 
-    steps: int = option(10, flat="select_steps", at_least=0)  # fine-tuning steps of every
+    steps: int = option(60, flat="select_steps", at_least=0)  # fine-tuning steps of every
     # candidate at the first rung (each task's options); the second rung (their best
     # combinations) takes three times as many; neither more than post_train_steps
-    keep: int = option(2, flat="select_keep", at_least=1)  # options each task keeps for the
+    keep: int = option(1, flat="select_keep", at_least=1)  # options each task keeps for the
     # second rung
-    batches: int = option(15, flat="select_batches", at_least=1)  # batches of train2 every
+    batches: int = option(60, flat="select_batches", at_least=1)  # batches of train2 every
     # candidate is scored on (at most eval_batches, where that is set)
     batchnorm_batches: int = option(4, flat="select_batchnorm_batches", at_least=1)  # batches
     # of train1 over which each candidate's BatchNorm statistics are re-estimated
-    start: SelectStart = option("search", flat="select_start")  # where every candidate's
-    # fine-tuning starts: the searched weights, or the backbone's as the final model's does
-    # ('backbone' needs post_train_init 'backbone')
+    start: SelectStart = option("final", flat="select_start")  # where every candidate's
+    # fine-tuning starts: where the final model's post-training starts (post_train_init), or
+    # the searched weights
 
     def __post_init__(self) -> None:
         check_fields(self)
