@@ -20,6 +20,7 @@ from onnxmtl.training.selection import (
     Trial,
     _candidate_start,
     _finalists,
+    _fitting_finalists,
     _steps,
     select_policy,
 )
@@ -284,3 +285,26 @@ def test_a_candidate_never_trains_longer_than_the_final_model():
 
     run = SimpleNamespace(config=SearchConfig().with_options(post_train_steps=4))
     assert _steps(run, 10) == 4 and _steps(run, 3) == 3
+
+
+def test_under_a_budget_a_task_gives_up_its_best_option_before_the_measured_choice():
+    """Each task's best first-rung option together do not fit: the task whose next best fits
+    takes it (the best such combination by the tasks' mean delta), as many finalists as
+    `keep` gives; nothing fits, no finalist."""
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(model=SimpleNamespace(task_names=["a", "b"]))
+    gains = {"all-shared": (0, 0), "x": (10, 2), "y": (5, 8), "z": (1, 4)}  # % over all-shared
+    first = [
+        Trial((name,) * 2, 1, {t: {"acc": 0.5 * (1 + g / 100)} for t, g in zip("ab", gain)})
+        for name, gain in gains.items()
+    ]
+    reference = first[0].metrics
+    assert _fitting_finalists(run, first, reference, 1, lambda p: True) == [("x", "y")]
+    no_x_for_a = lambda p: p[0] != "x"  # noqa: E731
+    assert _fitting_finalists(run, first, reference, 1, no_x_for_a) == [("y", "y")]
+    assert _fitting_finalists(run, first, reference, 2, no_x_for_a) == [("y", "y"), ("y", "z")]
+    assert _fitting_finalists(run, first, reference, 2, lambda p: True) == [
+        ("x", "y"), ("x", "z"), ("y", "y"), ("y", "z"),
+    ]  # fmt: skip
+    assert _fitting_finalists(run, first, reference, 1, lambda p: False) == []

@@ -37,6 +37,7 @@ from onnxmtl.training.session import Session
 Metrics = dict[str, dict[str, float]]
 RUNG_GROWTH = 3  # the second rung fine-tunes this many times as long as the first
 MAX_FINALISTS = 8  # combinations in the second rung at most (many tasks)
+MAX_COMBINATIONS = 20_000  # combinations checked against a budget at most
 
 
 @dataclass
@@ -90,9 +91,9 @@ def select_policy(
         reference = next(t.metrics for t in first if t.picks[0] == "all-shared")
         for trial in first:
             trial.delta_m = delta_m(trial.metrics, reference)
-        finalists = _finalists(run, first, reference, c.keep)
-        finalists = [p for p in finalists if within_budget(compose(model, options, p))]
-        finalists = finalists[:MAX_FINALISTS]
+        finalists = _fitting_finalists(
+            run, first, reference, c.keep, lambda p: within_budget(compose(model, options, p))
+        )
         bar.total = len(names) + len(finalists)
         second = []
         for picks in finalists:
@@ -168,6 +169,29 @@ def _finalists(
     ]
     combos.sort(key=lambda c: -c[0])
     return [picks for _, picks in combos]
+
+
+def _fitting_finalists(
+    run: Session,
+    first: list[Trial],
+    reference: Metrics,
+    keep: int,
+    fits: Callable[[tuple[str, ...]], bool],
+) -> list[tuple[str, ...]]:
+    """The second rung's combinations: those of each task's `keep` best options that `fits`
+    (within the budget), best first, at most MAX_FINALISTS. Where none of them fits, each
+    task's next best options join in, one more at a time, until some combination does: a
+    budget then costs a task its best option, not the measured choice; as many as `keep`
+    would have given are kept. Empty where no combination fits."""
+    tasks = len(run.model.task_names)
+    count = min(keep**tasks, MAX_FINALISTS)
+    width = keep
+    while True:
+        fitting = [p for p in _finalists(run, first, reference, width) if fits(p)]
+        wider = width + 1
+        if fitting or width >= len(first) or wider**tasks > MAX_COMBINATIONS:
+            return fitting[:count]
+        width = wider
 
 
 def _trial(
