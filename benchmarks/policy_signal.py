@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.evidence import backbone  # noqa: E402
-from onnxmtl.compiler import SHARED, SKIP, SPECIFIC, compile  # noqa: E402
+from onnxmtl.compiler import SHARED, SKIP, SPECIFIC  # noqa: E402
 from onnxmtl.compiler.supermodel import SuperModel  # noqa: E402
 from onnxmtl.data import load_dataset  # noqa: E402
+from onnxmtl.pipeline.stages import compile_for_run  # noqa: E402
 from onnxmtl.training import SearchConfig, Trainer  # noqa: E402
 from onnxmtl.training.session import Session  # noqa: E402
 
@@ -85,7 +86,7 @@ def main() -> None:
     base = SearchConfig.load(args.config)
     config = base.with_options(seed=args.seed, warmup_steps=stops[-1], conflict_every=0)
     train = load_dataset(args.data, "train", **config.dataset.options)
-    model = compile(backbone(64), train.tasks(), seed=args.seed)
+    model = compile_for_run(backbone(64), train.tasks(), config)
     trainer = Trainer(model, train, config, args.out, progress=False)
     run, c = trainer.session, config.search
     has_skip = model.branch_mask[:, SKIP].bool()
