@@ -869,3 +869,20 @@ def test_a_foreign_initial_checkpoint_on_resume_is_refused_naming_it(tiny_export
     resumed = tiny_model(tiny_export, train.tasks())
     with pytest.raises(RunFolderError, match=r"initial\.pt: does not fit this run.*--force"):
         Trainer(resumed, train, config, tmp_path, progress=False).run(resume=True)
+
+
+def test_initial_weights_of_another_shape_are_refused_naming_the_file(tmp_path):
+    """initial.pt is read before the selection's candidates start from it: a weight of the
+    wrong shape is refused naming the file and the weight; one that fits comes back, with
+    the weights asked to be kept in place of the file's."""
+    from onnxmtl.training.checkpoint import initial_weights
+
+    model = torch.nn.Linear(2, 3)
+    path = tmp_path / "initial.pt"
+    torch.save({"weight": torch.zeros(3, 3), "bias": torch.zeros(3)}, path)
+    wrong = r"initial\.pt: does not fit this run \(ValueError: weight is not a tensor of \[3, 2\]"
+    with pytest.raises(RunFolderError, match=wrong):
+        initial_weights(path, model, {})
+    torch.save(model.state_dict(), path)
+    state = initial_weights(path, model, {"bias": torch.ones(3)})
+    assert torch.equal(state["weight"], model.weight) and torch.equal(state["bias"], torch.ones(3))

@@ -101,11 +101,28 @@ class Checkpointer:
         """Put back the weights `save_initial` kept, but `keep` (name -> tensor); a file whose
         weights are not this model's is refused with a RunFolderError naming it, as a
         checkpoint that does not fit is."""
-        path = self.run.folder.initial
-        try:
-            self.run.model.load_state_dict({**read_checkpoint(path), **keep})
-        except MISFIT as exc:
-            raise _does_not_fit(path, exc) from exc
+        self.run.model.load_state_dict(
+            initial_weights(self.run.folder.initial, self.run.model, keep)
+        )
+
+
+def initial_weights(
+    path: Path, model: torch.nn.Module, keep: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The weights `save_initial` kept in `path`, but `keep` (name -> tensor), checked to fit
+    `model` name by name and shape by shape: a file holding another model's weights is
+    refused with a RunFolderError naming it, as a checkpoint that does not fit is."""
+    state = {**read_checkpoint(path), **keep}
+    expected = model.state_dict()
+    names = set(state) ^ set(expected)
+    if names:
+        raise _does_not_fit(
+            path, KeyError(f"{len(names)} weight name(s) differ, e.g. {min(names)}")
+        )
+    for name, value in expected.items():
+        if not isinstance(state[name], torch.Tensor) or state[name].shape != value.shape:
+            raise _does_not_fit(path, ValueError(f"{name} is not a tensor of {list(value.shape)}"))
+    return state
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import torch
 from onnxmtl.compiler import Policy
 from onnxmtl.compiler.candidates import SEARCHED, compose, task_options
 from onnxmtl.tasks import delta_m, task_deltas
-from onnxmtl.training.checkpoint import read_checkpoint
+from onnxmtl.training.checkpoint import initial_weights
 from onnxmtl.training.evaluate import evaluate
 from onnxmtl.training.session import Session
 
@@ -127,7 +127,7 @@ def _candidate_start(run: Session) -> dict[str, torch.Tensor]:
     from_backbone = run.config.post_train.init == "backbone"
     if run.config.select.start == "final" and from_backbone:
         logits = model.policy_logits.detach().clone()
-        return {**read_checkpoint(run.folder.initial), "policy_logits": logits}
+        return initial_weights(run.folder.initial, model, {"policy_logits": logits})
     state = copy.deepcopy(model.state_dict())
     if from_backbone:
         for u in range(len(model.units)):
