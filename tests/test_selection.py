@@ -244,6 +244,9 @@ def test_the_report_says_what_each_task_took_and_lists_the_finalists():
     assert "| skip-last-1 | all-shared | 30 | 4.5 |" in text
     assert "| all-shared | all-shared | 30 | 0.25 |" in text
     assert selection_section({"tasks": tasks, "policy": {"selection": None}}) == ""
+    one = {**selection, "second": selection["second"][:1], "chosen": ["skip-last-1", "all-shared"]}
+    text = selection_section({"tasks": tasks, "policy": {"selection": one}})
+    assert "measured 3 options for every task, then 1 combination of the best" in text
 
 
 def test_under_a_parameter_budget_only_candidates_within_it_are_measured(tiny_export, tmp_path):

@@ -207,10 +207,11 @@ def selection_section(results: dict[str, Any]) -> str:
         return ""
     tasks = [t["name"] for t in results["tasks"]]
     chosen = ", ".join(f"{t} takes {p}" for t, p in zip(tasks, selection["chosen"]))
+    combos = len(selection["second"])
     lines = [
         f"The search measured {len(selection['options'])} options for every task, then "
-        f"{len(selection['second'])} combinations of the best (delta-m % against all-shared "
-        f"after the same fine-tuning, on held-out training data). Chosen: {chosen}.",
+        f"{combos} combination{'s' if combos != 1 else ''} of the best (delta-m % against "
+        f"all-shared after the same fine-tuning, on held-out training data). Chosen: {chosen}.",
         "",
         "| " + " | ".join(tasks) + " | steps | delta-m % |",
         "|" + "---|" * (len(tasks) + 2),
