@@ -113,6 +113,11 @@ def test_summary_compares_with_baselines_picked_on_validation():
     )  # fmt: skip
     assert "| best last-k (on val) | +20.00 (n=2)" not in page  # two seeds give an interval
     assert "`run` deployed the searched model in 2 of 2 seeds" in page
+    assert "The searched policies agree on 100% of their (task, unit) choices" in page
+    meta = {"command": "c", "commit": "abc", "dirty": False, "machine": "m", "written": "w"}
+    alone = to_markdown("toy", summarize({1: runs[1]}), meta)
+    assert "How much the searched policies agree needs two seeds or more." in alone
+    assert "nan" not in alone
 
 
 def test_evidence_script_refuses_a_stale_run_in_one_line(tmp_path):

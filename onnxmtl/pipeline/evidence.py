@@ -295,15 +295,17 @@ def to_markdown(name: str, summary: dict[str, Any], meta: dict[str, Any]) -> str
             f"{'yes' if test.above_zero else 'no'} |"
         )
     n = len(summary["seeds"])
+    agreement = summary["policy_agreement"]
     lines += [
         "",
         "## Choice and stability",
         "",
         f"- `run` deployed the searched model in {summary['deployed_searched']} of {n} seeds "
         "(chosen on validation among every model above).",
-        f"- The searched policies agree on {summary['policy_agreement']:.0%} of their (task, "
-        "unit) choices, averaged over pairs of seeds (which differ in data, initial heads and "
-        "Gumbel noise).",
+        f"- The searched policies agree on {agreement:.0%} of their (task, unit) choices, "
+        "averaged over pairs of seeds (which differ in data, initial heads and Gumbel noise)."
+        if not math.isnan(agreement)
+        else "- How much the searched policies agree needs two seeds or more.",
     ]
     if summary.get("same_candidate") is not None:
         lines.append(
