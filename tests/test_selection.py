@@ -168,7 +168,7 @@ def test_candidates_from_the_search_start_with_copies_as_the_final_model_starts_
                 for weight in own.parameters():
                     weight.add_(0.01 * torch.randn_like(weight))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    start = _candidate_start(trainer.session)
+    start = _candidate_start(trainer.session, {k: v.clone() for k, v in before.items()})
     searched = policy_from_logits(model, "argmax")
     select_policy(trainer.session, searched)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -193,7 +193,7 @@ def test_candidates_can_start_where_the_final_model_starts(tiny_export, tmp_path
     trainer.run(stop_after=3)
     model = trainer.session.model
     initial = torch.load(tmp_path / "run" / "initial.pt", weights_only=True)
-    start = _candidate_start(trainer.session)
+    start = _candidate_start(trainer.session, dict(model.state_dict()))
     assert set(start) == set(model.state_dict())
     moved = [
         k

@@ -81,7 +81,7 @@ def select_policy(
     names = list(options)
     bar = run.bar(len(names), "select")
     try:
-        start = _candidate_start(run), saved[1]  # load_state_dict copies what it loads
+        start = _candidate_start(run, saved[0]), saved[1]  # load_state_dict copies what it loads
         first = []
         steps = _steps(run, c.steps)
         for name in names:
@@ -114,7 +114,7 @@ def select_policy(
     return compose(model, options, best.picks), Selection(names, first, second, best.picks)
 
 
-def _candidate_start(run: Session) -> dict[str, torch.Tensor]:
+def _candidate_start(run: Session, current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The weights every candidate is fine-tuned from, so that a candidate is the first steps
     of its final model. With `select_start: final` (the default), where the final model's
     post-training starts: the backbone's and the heads' initial weights under
@@ -122,13 +122,14 @@ def _candidate_start(run: Session) -> dict[str, torch.Tensor]:
     search`, the supermodel's; but where the final model post-trains from the backbone,
     every task's copy of a unit holds the shared copy's weights, as all copies start alike
     from the backbone, so that a copy the search trained for its task alone gives the
-    options that own many units no head start (docs/concepts.md, the selection)."""
+    options that own many units no head start (docs/concepts.md, the selection). `current` is
+    a copy of the supermodel's weights; it is left as it is."""
     model = run.model
     from_backbone = run.config.post_train.init == "backbone"
     if run.config.select.start == "final" and from_backbone:
         logits = model.policy_logits.detach().clone()
         return initial_weights(run.folder.initial, model, {"policy_logits": logits})
-    state = copy.deepcopy(model.state_dict())
+    state = dict(current)
     if from_backbone:
         for u in range(len(model.units)):
             unit = model.unit_branches(u)
