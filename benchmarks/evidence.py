@@ -18,11 +18,12 @@ the two configs differ only in options a fixed-policy baseline never reads (the 
 search, selection and cost sections), so that a new search is judged against the very same
 baselines in a fraction of the time.
 `onnxmtl.pipeline.evidence` summarises them; the script writes docs/evidence/NAME.json and
-NAME.md with the commit, machine and command. The default seeds 120-124 took no part in
-choosing any default: development used seeds 0-2; seeds 100-104 and 110-114, which earlier
-evidence ran on, were read while later designs were chosen (fashion-edges 100-101 in
-diagnosing the selection, 110-114 before the selection's start was changed), so they are no
-longer fresh.
+NAME.md with the commit, machine and command, and the commit that ran each seed (recorded
+beside its run folder at every start, as seedN.starts.json).
+The default seeds 120-124 took no part in choosing any default: development used seeds
+0-2; seeds 100-104 and 110-114, which earlier evidence ran on, were read while later designs
+were chosen (fashion-edges 100-101 in diagnosing the selection, 110-114 before the
+selection's start was changed), so they are no longer fresh.
 """
 
 from __future__ import annotations
@@ -92,11 +93,33 @@ def run_seed(size: int, data: str, tasks, config: SearchConfig, out: Path) -> di
         if selection.exists() and not results["policy"].get("selection"):
             results["policy"]["selection"] = json.loads(selection.read_text())
         return results
+    record_start(out)
     result = run(
         backbone(size), data, out, tasks, config=config, baselines=BASELINES, bench_repeats=10,
         progress=False,
     )  # fmt: skip
     return result.results
+
+
+def starts_file(out: Path) -> Path:
+    """Beside a seed's run folder, the record of the commit at each of its starts."""
+    return out.with_name(f"{out.name}.starts.json")
+
+
+def record_start(out: Path) -> None:
+    """Add this start (or resumption) of the run in `out` to its record, so that the page
+    names the code that ran each seed, not only the one that summarised it."""
+    meta = provenance("evidence.py", "")
+    starts = recorded_starts(out)
+    starts.append({k: meta[k] for k in ("commit", "dirty", "written")})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    starts_file(out).write_text(json.dumps(starts, indent=1) + "\n")
+
+
+def recorded_starts(out: Path) -> list[dict]:
+    """The recorded starts of the run in `out`; none for a run from before they were kept."""
+    path = starts_file(out)
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def epochs(steps: int, config: SearchConfig, data_size: int) -> float:
@@ -171,7 +194,7 @@ def main() -> int:
     try:
         for data in args.datasets:
             tasks, name = headed_tasks(data, args.head, base)
-            runs = {}
+            runs, starts = {}, {}
             for seed in args.seeds:
                 config = seed_config(base, seed, args.device, args.threads)
                 out = args.out / name / f"seed{seed}"
@@ -181,15 +204,17 @@ def main() -> int:
                 if source and (source / "results.json").exists() and not out.exists():
                     reuse_baselines(source, out, backbone(args.size), data, config)
                 runs[seed] = run_seed(args.size, data, tasks, config, out)
+                starts[str(seed)] = recorded_starts(out)
                 deployed = runs[seed]["deploy"]["model"]
                 print(f"{name} seed {seed}: done, run deploys {deployed}", flush=True)
             if not runs:
                 continue
             summary = summarize(runs)
             args.docs.mkdir(parents=True, exist_ok=True)
-            record = {**meta, "dataset": name, "config": base.to_dict(), **summary}
+            seed_meta = {**meta, "run_starts": starts}
+            record = {**seed_meta, "dataset": name, "config": base.to_dict(), **summary}
             (args.docs / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
-            page = to_markdown(name, summary, meta)
+            page = to_markdown(name, summary, seed_meta)
             (args.docs / f"{name}.md").write_text(page)
             print(page, flush=True)
     except OnnxMtlError as exc:

@@ -19,6 +19,7 @@ from onnxmtl.pipeline.evidence import (
     mean_and_spread,
     paired_interval,
     policy_agreement,
+    runs_at,
     same_candidate,
     summarize,
     to_markdown,
@@ -180,3 +181,26 @@ def test_the_training_length_is_given_in_epochs_of_the_training_split():
         == "150 steps of 32 images, 0.67 epochs of the training split"
     )
     assert script.training_length(SearchConfig()) == "200 steps of 32 images"
+
+
+def test_each_start_of_a_seed_records_the_commit_that_ran_it(tmp_path):
+    script = load_script("benchmarks/evidence.py")
+    out = tmp_path / "fashion-locate" / "seed120"
+    assert script.recorded_starts(out) == []
+    script.record_start(out)
+    script.record_start(out)  # resumed
+    starts = script.recorded_starts(out)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert [s["commit"] for s in starts] == [head, head]
+    assert not out.exists()  # recorded beside the run folder, which `run` owns
+
+
+def test_the_page_names_the_commits_that_ran_the_seeds():
+    a = {"commit": "7a1873a" + "0" * 33, "dirty": False}
+    b = {"commit": "fffd6c8" + "0" * 33, "dirty": True}
+    assert runs_at({"120": [a], "121": [a, a], "122": [], "123": [a, b]}) == (
+        "`7a1873a` (seeds 120, 121); not recorded (seed 122); "
+        "`7a1873a`, `fffd6c8` with uncommitted changes (seed 123)"
+    )

@@ -381,11 +381,12 @@ def evidence_list(folder: Path = EVIDENCE) -> str:
 
 def evidence_table(folder: Path = EVIDENCE) -> str:
     """README's results table, one row per docs/evidence/NAME.json: which seeds and which
-    commit each row stands on, so a page from older code or reused seeds shows as such."""
-    from onnxmtl.pipeline.evidence import Interval, mean_and_spread
+    commit ran them (the summary's, on a page from before that was recorded), so a page from
+    older code or reused seeds shows as such."""
+    from onnxmtl.pipeline.evidence import Interval, mean_and_spread, runs_at
 
     lines = [
-        "| task set | seeds | commit | searched: test delta-m % (mean ± std) | searched − better "
+        "| task set | seeds | runs at | searched: test delta-m % (mean ± std) | searched − better "
         "of all-shared and last-k (test, 95% interval) | `run` deployed searched | page |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -397,7 +398,10 @@ def evidence_table(folder: Path = EVIDENCE) -> str:
         searched = mean_and_spread(test) if "mean" in test and "std" in test else "-"
         gap = data.get("gaps", {}).get("searched - better of all-shared and last-k (on val)", {})
         interval = str(Interval(**gap["test"])) if gap.get("test") else "-"
-        commit = str(data.get("commit", "-"))[:7] + (" (dirty)" if data.get("dirty") else "")
+        if "run_starts" in data:
+            commit = runs_at(data["run_starts"])
+        else:  # a page from before each seed's commit was recorded: the summary's
+            commit = str(data.get("commit", "-"))[:7] + (" (dirty)" if data.get("dirty") else "")
         lines.append(
             f"| {data.get('dataset', path.stem)} | {len(seeds)}: {', '.join(map(str, seeds))} | "
             f"{commit} | {searched} | "
