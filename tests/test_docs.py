@@ -210,7 +210,12 @@ def test_evidence_pages_reach_the_readme_table_and_the_navigation(tmp_path):
     (evidence / "toy.md").write_text("# Evidence: toy\n")
     table = docs_gen.evidence_table(evidence)
     row = table.splitlines()[-1]
-    assert row.startswith("| toy | 3: 100, 101, 102 | 0123456 | +") and "of 3 |" in row
+    assert row.startswith("| toy | 3: 100, 101, 102 | 0123456 (the summary's) | +")
+    assert "of 3 |" in row
+    starts = {"100": [{"commit": "abcdef0123", "dirty": False}], "101": [], "102": []}
+    (evidence / "toy.json").write_text(json.dumps({**record, "run_starts": starts}))
+    row = docs_gen.evidence_table(evidence).splitlines()[-1]
+    assert "| `abcdef0` (seed 100); not recorded (seeds 101, 102) |" in row
     assert "[docs/evidence/toy.md](docs/evidence/toy.md)" in row
     assert "not generated" in docs_gen.evidence_table(tmp_path / "none")
     config = {"docs_dir": str(tmp_path / "docs"), "nav": [{"Evidence": "evidence.md"}]}

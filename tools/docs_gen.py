@@ -402,6 +402,7 @@ def evidence_table(folder: Path = EVIDENCE) -> str:
             commit = runs_at(data["run_starts"])
         else:  # a page from before each seed's commit was recorded: the summary's
             commit = str(data.get("commit", "-"))[:7] + (" (dirty)" if data.get("dirty") else "")
+            commit += " (the summary's)"
         lines.append(
             f"| {data.get('dataset', path.stem)} | {len(seeds)}: {', '.join(map(str, seeds))} | "
             f"{commit} | {searched} | "
