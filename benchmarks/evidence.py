@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.provenance import provenance  # noqa: E402
+from benchmarks.provenance import now, provenance  # noqa: E402
 from converters import export_backbones  # noqa: E402
 from onnxmtl.data import load_dataset  # noqa: E402
 from onnxmtl.errors import ConfigError, OnnxMtlError  # noqa: E402
@@ -83,8 +83,9 @@ def seed_config(base: SearchConfig, seed: int, device: str, threads: int) -> Sea
     return base.with_options(seed=seed, device=device, threads=threads, data=options)
 
 
-def run_seed(size: int, data: str, tasks, config: SearchConfig, out: Path) -> dict:
-    """One seed's `run` results, from its folder when it finished at this very config."""
+def run_seed(size: int, data: str, tasks, config: SearchConfig, out: Path, meta: dict) -> dict:
+    """One seed's `run` results, from its folder when it finished at this very config; a
+    start is recorded with the script's `meta`."""
     results_file = out / "results.json"
     if results_file.exists():
         results = json.loads(results_file.read_text())
@@ -93,7 +94,7 @@ def run_seed(size: int, data: str, tasks, config: SearchConfig, out: Path) -> di
         if selection.exists() and not results["policy"].get("selection"):
             results["policy"]["selection"] = json.loads(selection.read_text())
         return results
-    record_start(out)
+    record_start(out, meta)
     result = run(
         backbone(size), data, out, tasks, config=config, baselines=BASELINES, bench_repeats=10,
         progress=False,
@@ -106,12 +107,13 @@ def starts_file(out: Path) -> Path:
     return out.with_name(f"{out.name}.starts.json")
 
 
-def record_start(out: Path) -> None:
+def record_start(out: Path, meta: dict) -> None:
     """Add this start (or resumption) of the run in `out` to its record, so that the page
-    names the code that ran each seed, not only the one that summarised it."""
-    meta = provenance("evidence.py", "")
+    names the code that ran each seed, not only the one that summarised it. The commit is
+    the script's `meta`, read when it started: the code it runs, even where HEAD has moved
+    since."""
     starts = recorded_starts(out)
-    starts.append({k: meta[k] for k in ("commit", "dirty", "written")})
+    starts.append({"commit": meta["commit"], "dirty": meta["dirty"], "written": now()})
     out.parent.mkdir(parents=True, exist_ok=True)
     starts_file(out).write_text(json.dumps(starts, indent=1) + "\n")
 
@@ -203,7 +205,7 @@ def main() -> int:
                 source = args.reuse_baselines and args.reuse_baselines / name / f"seed{seed}"
                 if source and (source / "results.json").exists() and not out.exists():
                     reuse_baselines(source, out, backbone(args.size), data, config)
-                runs[seed] = run_seed(args.size, data, tasks, config, out)
+                runs[seed] = run_seed(args.size, data, tasks, config, out, meta)
                 starts[str(seed)] = recorded_starts(out)
                 deployed = runs[seed]["deploy"]["model"]
                 print(f"{name} seed {seed}: done, run deploys {deployed}", flush=True)

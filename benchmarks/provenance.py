@@ -31,5 +31,10 @@ def provenance(script: str, threads: str) -> dict[str, object]:
         "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{threads}",
-        "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "written": now(),
     }
+
+
+def now() -> str:
+    """The time a record is written, as every record gives it."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

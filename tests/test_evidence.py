@@ -187,8 +187,9 @@ def test_each_start_of_a_seed_records_the_commit_that_ran_it(tmp_path):
     script = load_script("benchmarks/evidence.py")
     out = tmp_path / "fashion-locate" / "seed120"
     assert script.recorded_starts(out) == []
-    script.record_start(out)
-    script.record_start(out)  # resumed
+    meta = script.provenance("evidence.py", "1 thread(s) a run")
+    script.record_start(out, meta)
+    script.record_start(out, meta)  # resumed
     starts = script.recorded_starts(out)
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
