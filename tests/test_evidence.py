@@ -108,6 +108,8 @@ def test_summary_compares_with_baselines_picked_on_validation():
     better = summary["gaps"]["searched - better of all-shared and last-k (on val)"]
     assert better["test"]["mean"] == pytest.approx(gap["mean"])  # own-last-1 beats all-shared
     assert summary["deployed_searched"] == 2 and summary["policy_agreement"] == 1.0
+    assert [row["best_on_test"] for row in summary["per_seed"]] == ["own-last-2"] * 2
+    assert summary["searched_best_on_test"] == 0
     page = to_markdown(
         "toy", summary, {"command": "c", "commit": "abc", "dirty": False, "machine": "m",
                          "written": "w"}
@@ -119,6 +121,22 @@ def test_summary_compares_with_baselines_picked_on_validation():
     alone = to_markdown("toy", summarize({1: runs[1]}), meta)
     assert "How much the searched policies agree needs two seeds or more." in alone
     assert "nan" not in alone
+
+
+def test_summary_counts_the_seeds_where_searched_is_best_on_test():
+    last_k = {name: (0.40,) for name in LAST_K_POLICIES}
+    beaten = {**last_k, "own-last-2": (0.45, 0.90)}  # seed 2: own-last-2 leads on test
+    runs = {
+        1: _results(1, searched=0.60, shared=0.50, last_k=last_k, single=0.40),
+        2: _results(2, searched=0.60, shared=0.50, last_k=beaten, single=0.40),
+    }
+    summary = summarize(runs)
+    assert [row["best_on_test"] for row in summary["per_seed"]] == ["searched", "own-last-2"]
+    assert summary["searched_best_on_test"] == 1
+    meta = {"command": "c", "commit": "abc", "dirty": False, "machine": "m", "written": "w"}
+    page = to_markdown("toy", summary, meta)
+    assert "the searched model scored best of every model above in 1 of 2 seeds" in page
+    assert "| 2 | searched | own-last-2 | own-last-2 |" in page  # deployed, best on test, last-k
 
 
 def test_evidence_script_refuses_a_stale_run_in_one_line(tmp_path):

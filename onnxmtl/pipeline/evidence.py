@@ -139,7 +139,9 @@ def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     per method and seed the validation and test delta-m against the mean single-task models,
     paired intervals of the searched model against all-shared, the best last-k and the
     better of the two (each picked on validation, seed by seed), how often `run` deployed the
-    searched model, and the searched policies' agreement across seeds."""
+    searched model, how often it scored best of all on test (how often a choice on validation
+    that always agreed with test would deploy it), and the searched policies' agreement across
+    seeds."""
     seeds = sorted(runs)
     if not seeds:
         raise ConfigError("no finished run to summarise.")
@@ -173,6 +175,7 @@ def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
                 "best_last_k": last_k,
                 "better_baseline": better,
                 "deployed": runs[seed]["deploy"]["model"],
+                "best_on_test": max(scores, key=lambda m: scores[m]["test"]),
                 "policy_counts": runs[seed]["policy"]["counts"],
                 "selected": _selected(runs[seed]),
             }
@@ -213,6 +216,7 @@ def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
         },
         "gaps": gaps,
         "deployed_searched": sum(row["deployed"] == "searched" for row in per_seed),
+        "searched_best_on_test": sum(row["best_on_test"] == "searched" for row in per_seed),
         "policy_agreement": policy_agreement([runs[s]["policy"]["choices"] for s in seeds]),
         "same_candidate": same_candidate([row["selected"] for row in per_seed]),
         "per_seed": per_seed,
@@ -321,6 +325,9 @@ def to_markdown(name: str, summary: dict[str, Any], meta: dict[str, Any]) -> str
         "",
         f"- `run` deployed the searched model in {summary['deployed_searched']} of {n} seeds "
         "(chosen on validation among every model above).",
+        f"- On test, the searched model scored best of every model above in "
+        f"{summary['searched_best_on_test']} of {n} seeds: a choice on validation that always "
+        "agreed with test would deploy it that often.",
         f"- The searched policies agree on {agreement:.0%} of their (task, unit) choices, "
         "averaged over pairs of seeds (which differ in data, initial heads and Gumbel noise)."
         if not math.isnan(agreement)
@@ -333,16 +340,16 @@ def to_markdown(name: str, summary: dict[str, Any], meta: dict[str, Any]) -> str
         )
     lines += [
         "",
-        "| seed | deployed | best last-k (val) | searched policy: shared / own / skip | "
-        "selected (per task) |",
-        "|---|---|---|---|---|",
+        "| seed | deployed | best on test | best last-k (val) | "
+        "searched policy: shared / own / skip | selected (per task) |",
+        "|---|---|---|---|---|---|",
     ]
     for row in summary["per_seed"]:
         c = row["policy_counts"]
         picks = row.get("selected")
         chosen = ", ".join(f"{t}: {p}" for t, p in picks.items()) if picks else "-"
         lines.append(
-            f"| {row['seed']} | {row['deployed']} | {row['best_last_k']} | "
+            f"| {row['seed']} | {row['deployed']} | {row['best_on_test']} | {row['best_last_k']} | "
             f"{c['shared']} / {c['specific']} / {c['skip']} | {chosen} |"
         )
     return "\n".join(lines) + "\n"
