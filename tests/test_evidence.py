@@ -27,6 +27,8 @@ from onnxmtl.pipeline.evidence import (
 from onnxmtl.training import SearchConfig
 from tests.conftest import ROOT, load_script
 
+PAGE_META = {"command": "c", "commit": "abc", "dirty": False, "machine": "m", "written": "w"}
+
 
 def test_one_seed_shows_no_spread():
     """A single seed's std is NaN: the table says n=1 rather than "± nan"."""
@@ -110,15 +112,11 @@ def test_summary_compares_with_baselines_picked_on_validation():
     assert summary["deployed_searched"] == 2 and summary["policy_agreement"] == 1.0
     assert [row["best_on_test"] for row in summary["per_seed"]] == ["own-last-2"] * 2
     assert summary["searched_best_on_test"] == 0
-    page = to_markdown(
-        "toy", summary, {"command": "c", "commit": "abc", "dirty": False, "machine": "m",
-                         "written": "w"}
-    )  # fmt: skip
+    page = to_markdown("toy", summary, PAGE_META)
     assert "| best last-k (on val) | +20.00 (n=2)" not in page  # two seeds give an interval
     assert "`run` deployed the searched model in 2 of 2 seeds" in page
     assert "The searched policies agree on 100% of their (task, unit) choices" in page
-    meta = {"command": "c", "commit": "abc", "dirty": False, "machine": "m", "written": "w"}
-    alone = to_markdown("toy", summarize({1: runs[1]}), meta)
+    alone = to_markdown("toy", summarize({1: runs[1]}), PAGE_META)
     assert "How much the searched policies agree needs two seeds or more." in alone
     assert "nan" not in alone
 
@@ -133,8 +131,7 @@ def test_summary_counts_the_seeds_where_searched_is_best_on_test():
     summary = summarize(runs)
     assert [row["best_on_test"] for row in summary["per_seed"]] == ["searched", "own-last-2"]
     assert summary["searched_best_on_test"] == 1
-    meta = {"command": "c", "commit": "abc", "dirty": False, "machine": "m", "written": "w"}
-    page = to_markdown("toy", summary, meta)
+    page = to_markdown("toy", summary, PAGE_META)
     assert "the searched model scored best of every model above in 1 of 2 seeds" in page
     assert "| 2 | searched | own-last-2 | own-last-2 |" in page  # deployed, best on test, last-k
 
